@@ -1,1 +1,1 @@
-"""kpi package."""
+"""The ``kpi`` command line: local stack, migrations, tokens and operator tools."""

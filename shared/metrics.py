@@ -1,0 +1,28 @@
+"""Prometheus metrics shared by the services and the /metrics endpoint."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+HTTP_REQUESTS = Counter(
+    "kpi_http_requests_total", "HTTP requests served", ["service", "route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "kpi_http_request_seconds",
+    "HTTP request latency",
+    ["service", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+READY = Gauge(
+    "kpi_ready",
+    "1 when the dependency answered the last readiness check",
+    ["service", "dependency"],
+)
+CONSUMER_BATCHES = Counter(
+    "kpi_consumer_batches_total", "Batches processed by a consumer loop", ["service", "outcome"]
+)
+
+
+def render() -> tuple[bytes, str]:
+    """Exposition text of the default registry and its content type."""
+    return generate_latest(), CONTENT_TYPE_LATEST

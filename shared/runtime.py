@@ -1,0 +1,207 @@
+"""Service runtime: lifespan-owned resources, background tasks, health routes, server entry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared import metrics
+from shared.auth import Authenticator, Principal, require
+from shared.db import create_engine, create_sessionmaker, ping
+from shared.kafka import broker_ping
+from shared.logging import configure_logging, redact
+from shared.settings import Settings, SettingsError, load_settings
+
+logger = logging.getLogger(__name__)
+
+Hook = Callable[["Runtime"], Awaitable[None]]
+
+
+class Runtime:
+    """Everything a service process owns; created in lifespan, closed on shutdown."""
+
+    def __init__(self, service: str, settings: Settings) -> None:
+        self.service = service
+        self.settings = settings
+        self.engine: AsyncEngine = create_engine(settings.database_dsn, application_name=service)
+        self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(self.engine)
+        token = settings.bootstrap_admin_token
+        self.authenticator = Authenticator(
+            self.sessionmaker, token.get_secret_value() if token else None
+        )
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.stoppers: list[Callable[[], Awaitable[None] | None]] = []
+        self.extra_checks: dict[str, Callable[[], str | None]] = {}
+        self._ready_cache: tuple[float, dict[str, str]] | None = None
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Start a background task that is kept and awaited on shutdown."""
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self.tasks.append(task)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background task %s died", task.get_name(), exc_info=task.exception())
+
+    async def close(self, grace: float = 5.0) -> None:
+        for stop in reversed(self.stoppers):
+            result = stop()
+            if result is not None:
+                with contextlib.suppress(Exception):
+                    await result
+        if self.tasks:
+            _, pending = await asyncio.wait(self.tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.engine.dispose()
+
+    async def readiness(self) -> dict[str, str]:
+        """'ok' or the reason per dependency; cached for a second to absorb probe storms."""
+        now = time.monotonic()
+        if self._ready_cache and self._ready_cache[0] > now:
+            return self._ready_cache[1]
+
+        async def check(name: str, probe: Awaitable[None]) -> tuple[str, str]:
+            try:
+                await asyncio.wait_for(probe, 3.0)
+                return name, "ok"
+            except TimeoutError:
+                return name, "timed out after 3s"
+            except Exception as exc:
+                return name, redact(f"{type(exc).__name__}: {exc}")[:300] or type(exc).__name__
+
+        results = dict(
+            await asyncio.gather(
+                check("database", ping(self.engine)),
+                check("broker", broker_ping(self.settings.bootstrap_servers)),
+            )
+        )
+        for name, probe_fn in self.extra_checks.items():
+            problem = probe_fn()
+            results[name] = "ok" if problem is None else problem
+        for dep, state in results.items():
+            metrics.READY.labels(self.service, dep).set(1 if state == "ok" else 0)
+        self._ready_cache = (now + 1.0, results)
+        return results
+
+
+def health_router(service: str) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @router.get("/readyz", summary="Readiness: database and broker reachable")
+    async def readyz(request: Request) -> JSONResponse:
+        runtime: Runtime = request.app.state.runtime
+        checks = await runtime.readiness()
+        ok = all(v == "ok" for v in checks.values())
+        body = {"status": "ready" if ok else "unavailable", "service": service, "checks": checks}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @router.get("/v1/whoami", summary="The caller's role, subject and teams")
+    async def whoami(principal: Principal = Depends(require())) -> dict[str, object]:
+        return {
+            "role": principal.role.value,
+            "subject": principal.subject,
+            "team_ids": sorted(principal.team_ids),
+        }
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        payload, content_type = metrics.render()
+        return Response(payload, media_type=content_type)
+
+    return router
+
+
+def create_app(
+    service: str,
+    *,
+    settings: Settings | None = None,
+    routers: Sequence[APIRouter] = (),
+    on_start: Hook | None = None,
+    title: str,
+    description: str = "",
+) -> FastAPI:
+    """FastAPI app whose lifespan owns the runtime and its background tasks."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime(service, settings or load_settings())
+        app.state.runtime = runtime
+        app.state.authenticator = runtime.authenticator
+        app.state.settings = runtime.settings
+        try:
+            if on_start is not None:
+                await on_start(runtime)
+            logger.info("%s started", service)
+            yield
+        finally:
+            logger.info("%s stopping", service)
+            await runtime.close()
+            logger.info("%s stopped", service)
+
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    app.include_router(health_router(service))
+    for router in routers:
+        app.include_router(router)
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.HTTP_REQUESTS.labels(service, path, request.method, str(response.status_code)).inc()
+        metrics.HTTP_LATENCY.labels(service, path).observe(time.perf_counter() - started)
+        return response
+
+    return app
+
+
+def serve(
+    service: str, app_factory: Callable[[Settings], FastAPI], port_of: Callable[[Settings], int]
+) -> None:
+    """Process entry point: validated settings, JSON logs, uvicorn with graceful SIGTERM."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"{service}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(service, settings.log_level, settings.log_format)
+    app = app_factory(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.bind_host,
+        port=port_of(settings),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the stop signal after a graceful shutdown, which would turn a clean
+    # SIGTERM exit into status -15; a no-op handler underneath makes the exit status 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
+    server.run()
+    if not server.started:
+        raise SystemExit(1)

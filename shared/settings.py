@@ -1,0 +1,153 @@
+"""Typed runtime settings read from ``KPI_*`` environment variables (SPEC §4)."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.topics import Topics
+
+_WINDOW_RE = re.compile(r"^(?:[1-9][0-9]{0,2}d|qtd)$")
+_HOSTPORT_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")
+
+
+class SettingsError(RuntimeError):
+    """Raised with a readable, multi-line explanation of invalid settings."""
+
+
+class Settings(BaseSettings):
+    """Every ``KPI_*`` variable the services understand; see README 'Configuration'."""
+
+    model_config = SettingsConfigDict(env_prefix="KPI_", extra="ignore", frozen=True)
+
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/kpi"),
+        description="SQLAlchemy URL of PostgreSQL (postgresql+asyncpg://user:pw@host:port/db).",
+    )
+    kafka_bootstrap: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1:9092"],
+        description="Comma-separated host:port list of Kafka brokers.",
+    )
+    ingest_port: int = Field(default=8001, ge=1, le=65535)
+    scoring_port: int = Field(default=8002, ge=1, le=65535)
+    notify_port: int = Field(default=8003, ge=1, le=65535)
+    bind_host: str = Field(default="127.0.0.1", description="Interface the HTTP servers bind to.")
+    timezone: str = Field(default="UTC", description="IANA zone of the organisation's day buckets.")
+    alert_window: str = Field(default="30d", description="Window alerts are evaluated on.")
+    bootstrap_admin_token: SecretStr | None = Field(
+        default=None, description="When set, accepted as an admin bearer token."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    topic_partitions: int = Field(default=6, ge=1, le=1024)
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]{0,100}$",
+        description="Prefix for every topic name (isolates installations sharing a cluster).",
+    )
+    public_url: str = Field(
+        default="", description="Base URL of the dashboard, used for links in alert messages."
+    )
+    kpi_lines: Annotated[dict[str, dict[str, float | int | None]], NoDecode] = Field(
+        default_factory=dict,
+        description='JSON overrides of KPI lines, e.g. {"resolution_rate": {"qualified": 0.88}}.',
+    )
+
+    @field_validator("kafka_bootstrap", mode="before")
+    @classmethod
+    def _split_bootstrap(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("must list at least one host:port")
+            for item in value:
+                if not isinstance(item, str) or not _HOSTPORT_RE.match(item):
+                    raise ValueError(f"'{item}' is not host:port")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if not raw.startswith(("postgresql+asyncpg://", "postgresql://", "postgres://")):
+            raise ValueError(
+                "must be a PostgreSQL URL such as postgresql+asyncpg://user@host:5432/db"
+            )
+        if raw.startswith(("postgresql://", "postgres://")):
+            # Services always talk asyncpg; accept the plain libpq form people paste.
+            raw = "postgresql+asyncpg://" + raw.split("://", 1)[1]
+        return SecretStr(raw)
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"'{value}' is not an IANA time zone name (e.g. Asia/Shanghai)"
+            ) from None
+        return value
+
+    @field_validator("alert_window")
+    @classmethod
+    def _check_window(cls, value: str) -> str:
+        if not _WINDOW_RE.match(value) or (value.endswith("d") and int(value[:-1]) > 400):
+            raise ValueError(f"'{value}' must be Nd with N in 1..400, or qtd")
+        return value
+
+    @field_validator("kpi_lines", mode="before")
+    @classmethod
+    def _parse_lines(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON object: {exc}") from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(self.kafka_bootstrap)
+
+    @property
+    def database_dsn(self) -> str:
+        return self.database_url.get_secret_value()
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """Render settings errors with the environment variable each one came from."""
+    lines = ["Invalid configuration:"]
+    for err in exc.errors():
+        name = "KPI_" + "_".join(str(p) for p in err["loc"][:1]).upper()
+        lines.append(f"  {name}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, raising SettingsError with readable reasons."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_errors(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,113 @@
+"""Shared pytest fixtures: embedded PostgreSQL and broker for integration tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.db import create_engine, create_sessionmaker
+from shared.embedded import EmbeddedBroker, EmbeddedPostgres
+from shared.topics import Topics
+
+ARTIFACTS = Path(os.environ.get("KPI_TEST_ARTIFACTS", "test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def tmp_home() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="kpi-tests-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_home: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_home / "pgdata")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server: EmbeddedPostgres) -> str:
+    """A fresh database with the real migrations applied once per session."""
+    from migrations import upgrade
+
+    external = os.environ.get("KPI_TEST_DATABASE_URL")
+    url = external or pg_server.create_database(f"kpi_test_{uuid.uuid4().hex[:8]}")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_home: Path) -> Iterator[EmbeddedBroker]:
+    server = EmbeddedBroker(log_path=tmp_home / "broker.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def bootstrap(broker: EmbeddedBroker) -> str:
+    return broker.bootstrap
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(database_url, pool_size=5, application_name="kpi-tests")
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+async def clean_db(engine: AsyncEngine) -> AsyncEngine:
+    """Empty every table (schema stays at head) so each test starts from nothing."""
+    async with engine.begin() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'alembic_version'"
+            )
+        )
+        names = [r[0] for r in rows]
+        if names:
+            await conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " CASCADE"))
+    return engine
+
+
+@pytest.fixture
+def sessionmaker(clean_db: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(clean_db)
+
+
+@pytest.fixture
+def topics() -> Topics:
+    """Random topic names per test: tests sharing the broker never see each other."""
+    return Topics(f"t{uuid.uuid4().hex[:10]}.")
+
+
+@pytest.fixture
+async def created_topics(bootstrap: str, topics: Topics) -> Topics:
+    from shared.kafka import ensure_topics
+
+    await ensure_topics(bootstrap, 3, topics.all)
+    return topics
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
