@@ -1,0 +1,653 @@
+"""Pure payload builders and signatures for every notification channel (no I/O)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import math
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any, Final, Literal, TypeAlias
+
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from services.notify.messages import (
+    Fmt,
+    normalize_lang,
+    render_group_text,
+    render_group_title,
+    render_text,
+    render_title,
+)
+from services.notify.rules import AlertState, NotifyKind
+
+SIGNATURE_HEADER: Final = "X-KPI-Signature"
+DELIVERY_HEADER: Final = "X-KPI-Delivery"
+JSON_CONTENT_TYPE: Final = "application/json"
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MASK: Final = "***"
+
+
+class AlertPayload(BaseModel):
+    """Generic webhook body of one alert; exactly the SPEC §4 fields, in SPEC order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    alert_id: str
+    status: Literal["firing", "resolved"]
+    specialist_id: str
+    team_id: str | None
+    kpi: str
+    window: str
+    value: float | None
+    qualified: float | None
+    grade: str | None
+    samples: int | None
+    started_at: AwareDatetime
+    resolved_at: AwareDatetime | None
+    message: str
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Field dict with datetimes normalized to UTC (serialized as RFC 3339 "...Z")."""
+        out = self.model_dump(mode="python")
+        for key in ("started_at", "resolved_at"):
+            if out[key] is not None:
+                out[key] = out[key].astimezone(UTC)
+        return out
+
+    def to_json(self) -> bytes:
+        """Compact JSON bytes, the exact bytes that get signed."""
+        return dumps(self.to_json_dict())
+
+
+def dumps(obj: Any) -> bytes:
+    """orjson with RFC 3339 UTC datetimes ("Z"); non-UTC offsets are kept as given."""
+    return orjson.dumps(obj, option=orjson.OPT_UTC_Z)
+
+
+def make_payload(
+    state: AlertState,
+    *,
+    team_id: str | None,
+    lang: str = "zh-CN",
+    link: str | None = None,
+    kind: NotifyKind | None = None,
+    names: Mapping[str, str] | None = None,
+) -> AlertPayload:
+    """Build the webhook payload of a fired (or resolved) alert; `message` is plain text."""
+    if state.episode < 1 or state.started_at is None or state.window is None:
+        raise ValueError("alert state has no fired episode")
+    status: Literal["firing", "resolved"] = "firing" if state.status == "firing" else "resolved"
+    payload = AlertPayload(
+        alert_id=state.alert_id,
+        status=status,
+        specialist_id=state.specialist_id,
+        team_id=team_id,
+        kpi=state.kpi,
+        window=state.window,
+        value=state.value,
+        qualified=state.qualified,
+        grade=state.grade,
+        samples=state.samples,
+        started_at=state.started_at,
+        resolved_at=state.resolved_at if status == "resolved" else None,
+        message="",
+    )
+    text = render_text(payload, lang, link, kind=kind, names=names)
+    return payload.model_copy(update={"message": text})
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+def mask_url(url: str) -> str:
+    """Keep scheme and host only: robot URLs carry their access token in path or query."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.scheme or not parts.hostname:
+        return _MASK
+    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    tail = f"/{_MASK}" if (parts.path not in ("", "/") or parts.query) else ""
+    return f"{parts.scheme}://{host}{tail}"
+
+
+@dataclass(frozen=True, repr=False)
+class OutgoingRequest:
+    """An HTTP request ready to send; repr hides the URL's token."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"OutgoingRequest(method={self.method!r}, url={mask_url(self.url)!r}, "
+            f"headers={self.headers!r}, body=<{len(self.body)} bytes>)"
+        )
+
+    __str__ = __repr__
+
+
+# ---------------------------------------------------------------------------- channels
+
+
+def _secret_repr(secret: str | None) -> str:
+    return "None" if secret is None else repr(_MASK)
+
+
+@dataclass(frozen=True, repr=False)
+class WebhookChannel:
+    """Generic JSON webhook, body signed with HMAC-SHA256."""
+
+    id: str
+    url: str
+    secret: str
+    kind: Literal["webhook"] = field(default="webhook", init=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"WebhookChannel(id={self.id!r}, url={mask_url(self.url)!r}, "
+            f"secret={_secret_repr(self.secret)})"
+        )
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, repr=False)
+class DingTalkChannel:
+    """DingTalk custom robot; `secret` enables 加签 signing."""
+
+    id: str
+    url: str
+    secret: str | None = None
+    kind: Literal["dingtalk"] = field(default="dingtalk", init=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"DingTalkChannel(id={self.id!r}, url={mask_url(self.url)!r}, "
+            f"secret={_secret_repr(self.secret)})"
+        )
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, repr=False)
+class WeComChannel:
+    """WeCom (企业微信) group robot; the key in its URL is the secret."""
+
+    id: str
+    url: str
+    kind: Literal["wecom"] = field(default="wecom", init=False)
+
+    def __repr__(self) -> str:
+        return f"WeComChannel(id={self.id!r}, url={mask_url(self.url)!r})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, repr=False)
+class FeishuChannel:
+    """Feishu/Lark custom bot; `card` sends an interactive card instead of text."""
+
+    id: str
+    url: str
+    secret: str | None = None
+    card: bool = True
+    kind: Literal["feishu"] = field(default="feishu", init=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"FeishuChannel(id={self.id!r}, url={mask_url(self.url)!r}, "
+            f"secret={_secret_repr(self.secret)}, card={self.card!r})"
+        )
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, repr=False)
+class SlackChannel:
+    """Slack incoming webhook; the whole URL is the secret."""
+
+    id: str
+    url: str
+    kind: Literal["slack"] = field(default="slack", init=False)
+
+    def __repr__(self) -> str:
+        return f"SlackChannel(id={self.id!r}, url={mask_url(self.url)!r})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, repr=False)
+class EmailChannel:
+    """SMTP delivery settings; the password never appears in repr/str."""
+
+    id: str
+    sender: str
+    recipients: tuple[str, ...]
+    host: str = "localhost"
+    port: int = 25
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+    kind: Literal["email"] = field(default="email", init=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"EmailChannel(id={self.id!r}, sender={self.sender!r}, "
+            f"recipients={self.recipients!r}, host={self.host!r}, port={self.port!r}, "
+            f"username={self.username!r}, password={_secret_repr(self.password)}, "
+            f"starttls={self.starttls!r})"
+        )
+
+    __str__ = __repr__
+
+
+HttpChannel: TypeAlias = (
+    WebhookChannel | DingTalkChannel | WeComChannel | FeishuChannel | SlackChannel
+)
+Channel: TypeAlias = HttpChannel | EmailChannel
+
+Alerts: TypeAlias = AlertPayload | Sequence[AlertPayload]
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _as_list(alerts: Alerts) -> list[AlertPayload]:
+    items = [alerts] if isinstance(alerts, AlertPayload) else list(alerts)
+    if not items:
+        raise ValueError("no alerts to deliver")
+    return items
+
+
+def _title(
+    items: list[AlertPayload],
+    lang: str,
+    kinds: Mapping[str, NotifyKind] | None,
+    names: Mapping[str, str] | None,
+) -> str:
+    if len(items) == 1:
+        kind = kinds.get(items[0].alert_id) if kinds else None
+        return render_title(items[0], lang, kind=kind, names=names)
+    return render_group_title(items, lang, kinds=kinds)
+
+
+def _text(
+    items: list[AlertPayload],
+    lang: str,
+    link: str | None,
+    fmt: Fmt,
+    kinds: Mapping[str, NotifyKind] | None,
+    names: Mapping[str, str] | None,
+) -> str:
+    if len(items) == 1:
+        kind = kinds.get(items[0].alert_id) if kinds else None
+        return render_text(items[0], lang, link, kind=kind, fmt=fmt, names=names)
+    return render_group_text(items, lang, link, kinds=kinds, fmt=fmt, names=names)
+
+
+def _headers(delivery_key: str | None) -> dict[str, str]:
+    headers = {"Content-Type": JSON_CONTENT_TYPE}
+    if delivery_key is not None:
+        headers[DELIVERY_HEADER] = delivery_key
+    return headers
+
+
+def _epoch_ms(now: datetime) -> int:
+    # Integer arithmetic: float timestamps can be off by one millisecond and break signatures.
+    return (now - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    """Cut to at most `limit` UTF-8 bytes on a character boundary, marking the cut."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - len("…".encode())].decode(errors="ignore") + "…"
+
+
+def _append_query(url: str, params: Mapping[str, str]) -> str:
+    sep = "&" if urllib.parse.urlsplit(url).query else ("" if url.endswith("?") else "?")
+    return url + sep + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+# ---------------------------------------------------------------------------- webhook
+
+
+def sign_body(secret: str | bytes, body: bytes) -> str:
+    """`X-KPI-Signature` value: "sha256=" + hex HMAC-SHA256 of the exact body."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def verify_webhook_signature(secret: str | bytes, body: bytes, header: str | None) -> bool:
+    """Receiver-side check of `X-KPI-Signature`, constant-time."""
+    if not header:
+        return False
+    expected = sign_body(secret, body).encode()
+    scheme, _, digest = header.strip().partition("=")
+    # Hex case is not significant; compare bytes so non-ASCII input cannot raise.
+    given = f"{scheme.lower()}={digest.lower()}".encode(errors="replace")
+    return hmac.compare_digest(expected, given)
+
+
+def webhook_body(alerts: Alerts) -> bytes:
+    """One alert → its payload object; a sequence (grouped delivery) → {"alerts": [...]}."""
+    if isinstance(alerts, AlertPayload):
+        return alerts.to_json()
+    return dumps({"alerts": [a.to_json_dict() for a in _as_list(alerts)]})
+
+
+def build_webhook(channel: WebhookChannel, alerts: Alerts, *, delivery_key: str) -> OutgoingRequest:
+    """Generic webhook POST: JSON body, HMAC signature and idempotency key headers."""
+    body = webhook_body(alerts)
+    headers = _headers(delivery_key)
+    headers[SIGNATURE_HEADER] = sign_body(channel.secret, body)
+    return OutgoingRequest("POST", channel.url, headers, body)
+
+
+# ---------------------------------------------------------------------------- DingTalk
+
+# DingTalk rejects oversized markdown; stay well below its documented 20,000-byte limit.
+DINGTALK_MAX_BYTES: Final = 18_000
+
+
+def dingtalk_sign(secret: str, timestamp_ms: int) -> str:
+    """DingTalk 加签: urlencode(base64(HMAC-SHA256(key=secret, msg=f"{ts}\\n{secret}")))."""
+    to_sign = f"{timestamp_ms}\n{secret}".encode()
+    digest = hmac.new(secret.encode(), to_sign, hashlib.sha256).digest()
+    return urllib.parse.quote_plus(base64.b64encode(digest).decode())
+
+
+def build_dingtalk(
+    channel: DingTalkChannel,
+    alerts: Alerts,
+    *,
+    lang: str,
+    link: str | None,
+    now: datetime,
+    delivery_key: str | None = None,
+    kinds: Mapping[str, NotifyKind] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> OutgoingRequest:
+    """DingTalk robot markdown message; signed in the URL when the channel has a secret."""
+    items = _as_list(alerts)
+    text = _text(items, lang, link, "markdown", kinds, names)
+    body = dumps(
+        {
+            "msgtype": "markdown",
+            "markdown": {
+                "title": _title(items, lang, kinds, names),
+                "text": _truncate_utf8(text, DINGTALK_MAX_BYTES),
+            },
+        }
+    )
+    url = channel.url
+    if channel.secret:
+        ts = _epoch_ms(now)
+        url = _append_query(url, {"timestamp": str(ts), "sign": dingtalk_sign(channel.secret, ts)})
+    return OutgoingRequest("POST", url, _headers(delivery_key), body)
+
+
+# ---------------------------------------------------------------------------- WeCom
+
+# WeCom robots reject markdown content over 4096 UTF-8 bytes.
+WECOM_MAX_BYTES: Final = 4096
+
+
+def build_wecom(
+    channel: WeComChannel,
+    alerts: Alerts,
+    *,
+    lang: str,
+    link: str | None,
+    delivery_key: str | None = None,
+    kinds: Mapping[str, NotifyKind] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> OutgoingRequest:
+    """WeCom group robot markdown message."""
+    items = _as_list(alerts)
+    text = _truncate_utf8(_text(items, lang, link, "markdown", kinds, names), WECOM_MAX_BYTES)
+    body = dumps({"msgtype": "markdown", "markdown": {"content": text}})
+    return OutgoingRequest("POST", channel.url, _headers(delivery_key), body)
+
+
+# ---------------------------------------------------------------------------- Feishu / Lark
+
+
+def feishu_sign(secret: str, timestamp_s: int) -> str:
+    """Feishu/Lark: base64(HMAC-SHA256(key=f"{ts}\\n{secret}", msg=b""))."""
+    key = f"{timestamp_s}\n{secret}".encode()
+    return base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
+
+
+def _feishu_template(items: list[AlertPayload], kinds: Mapping[str, NotifyKind] | None) -> str:
+    firing = [a for a in items if (kinds or {}).get(a.alert_id, a.status) != "resolved"]
+    return "red" if firing else "green"
+
+
+def build_feishu(
+    channel: FeishuChannel,
+    alerts: Alerts,
+    *,
+    lang: str,
+    link: str | None,
+    now: datetime,
+    delivery_key: str | None = None,
+    kinds: Mapping[str, NotifyKind] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> OutgoingRequest:
+    """Feishu/Lark bot message: interactive card (lark_md) or plain text; signed in the body."""
+    items = _as_list(alerts)
+    payload: dict[str, Any] = {}
+    if channel.secret:
+        ts = (now - _EPOCH) // timedelta(seconds=1)
+        payload["timestamp"] = str(ts)
+        payload["sign"] = feishu_sign(channel.secret, ts)
+    if channel.card:
+        # The button carries the link, so the card text itself goes without it.
+        elements: list[dict[str, Any]] = [
+            {
+                "tag": "div",
+                "text": {
+                    "tag": "lark_md",
+                    "content": _text(items, lang, None, "markdown", kinds, names),
+                },
+            }
+        ]
+        if link:
+            label = "查看详情" if normalize_lang(lang) == "zh-CN" else "Open dashboard"
+            elements.append(
+                {
+                    "tag": "action",
+                    "actions": [
+                        {
+                            "tag": "button",
+                            "text": {"tag": "plain_text", "content": label},
+                            "url": link,
+                            "type": "primary",
+                        }
+                    ],
+                }
+            )
+        payload["msg_type"] = "interactive"
+        payload["card"] = {
+            "config": {"wide_screen_mode": True},
+            "header": {
+                "title": {"tag": "plain_text", "content": _title(items, lang, kinds, names)},
+                "template": _feishu_template(items, kinds),
+            },
+            "elements": elements,
+        }
+    else:
+        payload["msg_type"] = "text"
+        payload["content"] = {"text": _text(items, lang, link, "plain", kinds, names)}
+    return OutgoingRequest("POST", channel.url, _headers(delivery_key), dumps(payload))
+
+
+# ---------------------------------------------------------------------------- Slack
+
+# Slack limits: header text 150 chars, section text 3000 chars.
+_SLACK_HEADER_MAX: Final = 150
+_SLACK_SECTION_MAX: Final = 3000
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def build_slack(
+    channel: SlackChannel,
+    alerts: Alerts,
+    *,
+    lang: str,
+    link: str | None,
+    delivery_key: str | None = None,
+    kinds: Mapping[str, NotifyKind] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> OutgoingRequest:
+    """Slack incoming webhook: `text` fallback plus header and mrkdwn section blocks."""
+    items = _as_list(alerts)
+    title = _title(items, lang, kinds, names)
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(title, _SLACK_HEADER_MAX)}},
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": _cut(_text(items, lang, link, "slack", kinds, names), _SLACK_SECTION_MAX),
+            },
+        },
+    ]
+    body = dumps({"text": title, "blocks": blocks})
+    return OutgoingRequest("POST", channel.url, _headers(delivery_key), body)
+
+
+# ---------------------------------------------------------------------------- email
+
+
+def _header_safe(text: str) -> str:
+    # Header injection guard: EmailMessage would raise on CR/LF; user ids must not break mail.
+    return " ".join(text.split())
+
+
+def build_email(
+    alerts: Alerts,
+    lang: str,
+    link: str | None,
+    sender: str,
+    recipients: Sequence[str],
+    *,
+    now: datetime | None = None,
+    delivery_key: str | None = None,
+    kinds: Mapping[str, NotifyKind] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> EmailMessage:
+    """Localized email with text and HTML alternatives; HTML escapes all user data.
+
+    `now` sets the Date header and `delivery_key` a deterministic Message-ID and
+    `X-KPI-Delivery`, so a resent mail is recognizably the same one.
+    """
+    items = _as_list(alerts)
+    if not recipients:
+        raise ValueError("no recipients")
+    msg = EmailMessage()
+    msg["Subject"] = _header_safe(_title(items, lang, kinds, names))
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients)
+    if now is not None:
+        msg["Date"] = format_datetime(now.astimezone(UTC))
+    if delivery_key is not None:
+        msg["Message-ID"] = f"<{delivery_key}@kpi-notify>"
+        msg[DELIVERY_HEADER] = delivery_key
+    msg.set_content(_text(items, lang, link, "plain", kinds, names))
+    lang_attr = html.escape(normalize_lang(lang), quote=True)
+    html_body = _text(items, lang, link, "html", kinds, names)
+    msg.add_alternative(
+        f'<!DOCTYPE html>\n<html lang="{lang_attr}"><head><meta charset="utf-8"></head>'
+        f"<body>\n{html_body}\n</body></html>\n",
+        subtype="html",
+    )
+    return msg
+
+
+# ---------------------------------------------------------------------------- dispatch
+
+
+def build_request(
+    channel: HttpChannel,
+    alerts: Alerts,
+    *,
+    lang: str,
+    link: str | None,
+    now: datetime,
+    delivery_key: str,
+    kinds: Mapping[str, NotifyKind] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> OutgoingRequest:
+    """Build the request for any HTTP channel (email goes through `build_email`)."""
+    if isinstance(channel, WebhookChannel):
+        return build_webhook(channel, alerts, delivery_key=delivery_key)
+    if isinstance(channel, DingTalkChannel):
+        return build_dingtalk(
+            channel,
+            alerts,
+            lang=lang,
+            link=link,
+            now=now,
+            delivery_key=delivery_key,
+            kinds=kinds,
+            names=names,
+        )
+    if isinstance(channel, WeComChannel):
+        return build_wecom(
+            channel,
+            alerts,
+            lang=lang,
+            link=link,
+            delivery_key=delivery_key,
+            kinds=kinds,
+            names=names,
+        )
+    if isinstance(channel, FeishuChannel):
+        return build_feishu(
+            channel,
+            alerts,
+            lang=lang,
+            link=link,
+            now=now,
+            delivery_key=delivery_key,
+            kinds=kinds,
+            names=names,
+        )
+    return build_slack(
+        channel,
+        alerts,
+        lang=lang,
+        link=link,
+        delivery_key=delivery_key,
+        kinds=kinds,
+        names=names,
+    )
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float]) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)).
+
+    `attempt` counts failed attempts so far (0 for the first retry); `rand` returns [0, 1).
+    """
+    if attempt < 0 or base < 0 or cap < 0:
+        raise ValueError("attempt, base and cap must be >= 0")
+    # Clamp the exponent: 2**attempt overflows floats long before anyone waits that long.
+    ceiling = min(cap, base * math.ldexp(1.0, min(attempt, 1000)))
+    r = min(max(rand(), 0.0), 1.0)
+    return ceiling * r

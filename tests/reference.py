@@ -1,0 +1,271 @@
+"""Plain from-scratch reference model of SPEC §3, used to cross-check the scoring code.
+
+It deliberately shares no logic with ``services.scoring.kpi``: it takes the whole list of
+events at once, de-duplicates by ``event_id`` (first occurrence wins, like the database),
+and recomputes every (specialist, local date, metric) bucket with simple loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime, tzinfo
+from typing import Any, Protocol
+
+from shared.events import (
+    Event,
+    RecordAudited,
+    SurveyCsat,
+    SurveyNps,
+    SurveyPeerReview,
+    SurveyTraining,
+    TicketAssigned,
+    TicketClosed,
+    TicketCreated,
+    TicketFirstResponse,
+    TicketFollowup,
+    TicketReopened,
+)
+
+METRICS = (
+    "customer_satisfaction",
+    "resolution_rate",
+    "avg_response_time_hours",
+    "record_accuracy",
+    "followup_rate",
+    "collaboration_score",
+    "training_sessions",
+    "nps",
+)
+
+Key = tuple[str, date, str]
+Sums = dict[Key, tuple[float, int]]
+
+
+class _WindowLike(Protocol):
+    @property
+    def start(self) -> date: ...
+    @property
+    def end(self) -> date: ...
+
+
+def dedup(events: Iterable[Event]) -> list[Event]:
+    """Keep the first event seen for every event_id, in arrival order."""
+    seen: set[str] = set()
+    kept: list[Event] = []
+    for event in events:
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        kept.append(event)
+    return kept
+
+
+def _day(ts: datetime, tz: tzinfo) -> date:
+    return ts.astimezone(tz).date()
+
+
+def _bump(sums: Sums, specialist: str, day: date, metric: str, num: float) -> None:
+    key = (specialist, day, metric)
+    old_num, old_den = sums.get(key, (0.0, 0))
+    sums[key] = (old_num + num, old_den + 1)
+
+
+_TICKET_TYPES = (
+    TicketCreated,
+    TicketAssigned,
+    TicketFirstResponse,
+    TicketClosed,
+    TicketReopened,
+    TicketFollowup,
+)
+
+
+def _csat(score: int) -> float:
+    return 1.0 if score >= 4 else 0.0
+
+
+def _nps(score: int) -> float:
+    if score >= 9:
+        return 1.0
+    if score <= 6:
+        return -1.0
+    return 0.0
+
+
+def _later(a: Any, b: Any) -> bool:
+    """True when event a comes after event b: by instant, then by larger event_id."""
+    if a.occurred_at != b.occurred_at:
+        return bool(a.occurred_at > b.occurred_at)
+    return bool(a.event_id > b.event_id)
+
+
+def _owner_rank(e: Any) -> tuple[datetime, int, str]:
+    # created < assigned at the same instant: the assignment is the newer fact.
+    return (e.occurred_at, 1 if isinstance(e, TicketAssigned) else 0, e.event_id)
+
+
+def _survey_owner(ticket_events: list[Event], at: datetime) -> str | None:
+    # 1. the latest closure at or before the survey, reopened or not
+    best_close = None
+    for e in ticket_events:
+        if (
+            isinstance(e, TicketClosed)
+            and e.occurred_at <= at
+            and (best_close is None or _later(e, best_close))
+        ):
+            best_close = e
+    if best_close is not None:
+        assert isinstance(best_close, TicketClosed)
+        return best_close.specialist_id
+    # 2. the latest created/assigned naming a specialist at or before it
+    owners = [
+        e
+        for e in ticket_events
+        if isinstance(e, TicketCreated | TicketAssigned) and e.specialist_id is not None
+    ]
+    latest = None
+    for e in owners:
+        if e.occurred_at <= at and (latest is None or _owner_rank(e) > _owner_rank(latest)):
+            latest = e
+    if latest is not None:
+        return latest.specialist_id
+    # 3. the earliest such event at all
+    earliest = None
+    for e in owners:
+        if earliest is None or _owner_rank(e) < _owner_rank(earliest):
+            earliest = e
+    if earliest is not None:
+        return earliest.specialist_id
+    return None  # held
+
+
+def reference_sums(events: Iterable[Event], tz: tzinfo) -> Sums:
+    """Every (specialist, local date, metric) -> (numerator, denominator) from SPEC §3."""
+    unique = dedup(events)
+    sums: Sums = {}
+
+    tickets: dict[str, list[Event]] = {}
+    sessions: dict[str, list[SurveyTraining]] = {}
+    for e in unique:
+        if isinstance(e, _TICKET_TYPES):
+            tickets.setdefault(e.ticket_id, []).append(e)
+        elif isinstance(e, SurveyCsat | SurveyNps) and e.specialist_id is None:
+            assert e.ticket_id is not None
+            tickets.setdefault(e.ticket_id, []).append(e)
+        elif isinstance(e, SurveyTraining):
+            sessions.setdefault(e.session_id, []).append(e)
+        elif isinstance(e, RecordAudited):
+            _bump(
+                sums,
+                e.specialist_id,
+                _day(e.occurred_at, tz),
+                "record_accuracy",
+                1.0 if e.accurate else 0.0,
+            )
+        elif isinstance(e, SurveyPeerReview):
+            _bump(
+                sums,
+                e.specialist_id,
+                _day(e.occurred_at, tz),
+                "collaboration_score",
+                _csat(e.score),
+            )
+        elif isinstance(e, SurveyCsat):
+            assert e.specialist_id is not None
+            _bump(
+                sums,
+                e.specialist_id,
+                _day(e.occurred_at, tz),
+                "customer_satisfaction",
+                _csat(e.score),
+            )
+        elif isinstance(e, SurveyNps):
+            assert e.specialist_id is not None
+            _bump(sums, e.specialist_id, _day(e.occurred_at, tz), "nps", _nps(e.score))
+
+    for ticket_events in tickets.values():
+        # Closure: the latest ticket.closed, unless some reopen is strictly later.
+        last_close = None
+        for e in ticket_events:
+            if isinstance(e, TicketClosed) and (last_close is None or _later(e, last_close)):
+                last_close = e
+        if last_close is not None:
+            assert isinstance(last_close, TicketClosed)
+            reopened_after = False
+            for e in ticket_events:
+                if isinstance(e, TicketReopened) and e.occurred_at > last_close.occurred_at:
+                    reopened_after = True
+            if not reopened_after:
+                who = last_close.specialist_id
+                day = _day(last_close.occurred_at, tz)
+                _bump(sums, who, day, "resolution_rate", 1.0 if last_close.resolved else 0.0)
+                if last_close.resolved:
+                    has_followup = any(isinstance(e, TicketFollowup) for e in ticket_events)
+                    _bump(sums, who, day, "followup_rate", 1.0 if has_followup else 0.0)
+
+        # Response time: earliest first response minus earliest creation.
+        created_at = None
+        first = None
+        for e in ticket_events:
+            if isinstance(e, TicketCreated) and (created_at is None or e.occurred_at < created_at):
+                created_at = e.occurred_at
+            if isinstance(e, TicketFirstResponse) and (first is None or not _later(e, first)):
+                first = e
+        if created_at is not None and first is not None:
+            assert isinstance(first, TicketFirstResponse)
+            seconds = (first.occurred_at - created_at).total_seconds()
+            if seconds >= 0:
+                _bump(
+                    sums,
+                    first.specialist_id,
+                    _day(first.occurred_at, tz),
+                    "avg_response_time_hours",
+                    seconds / 3600.0,
+                )
+
+        # Surveys naming only the ticket.
+        for e in ticket_events:
+            if isinstance(e, SurveyCsat | SurveyNps):
+                who_rated = _survey_owner(ticket_events, e.occurred_at)
+                if who_rated is None:
+                    continue
+                if isinstance(e, SurveyCsat):
+                    _bump(
+                        sums,
+                        who_rated,
+                        _day(e.occurred_at, tz),
+                        "customer_satisfaction",
+                        _csat(e.score),
+                    )
+                else:
+                    _bump(sums, who_rated, _day(e.occurred_at, tz), "nps", _nps(e.score))
+
+    for feedback in sessions.values():
+        first_fb = feedback[0]
+        for f in feedback:
+            if not _later(f, first_fb):
+                first_fb = f
+        total = 0
+        for f in feedback:
+            total += f.score
+        if total / len(feedback) >= 4.0:
+            _bump(
+                sums,
+                first_fb.specialist_id,
+                _day(first_fb.session_at, tz),
+                "training_sessions",
+                1.0,
+            )
+    return sums
+
+
+def reference_window(
+    events: Iterable[Event], tz: tzinfo, specialist: str, window: _WindowLike
+) -> dict[str, tuple[float, int]]:
+    """(numerator, denominator) of every metric for one specialist over a window's dates."""
+    totals: dict[str, tuple[float, int]] = {m: (0.0, 0) for m in METRICS}
+    for (who, day, metric), (num, den) in reference_sums(events, tz).items():
+        if who == specialist and window.start <= day <= window.end:
+            old_num, old_den = totals[metric]
+            totals[metric] = (old_num + num, old_den + den)
+    return totals
