@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration lint format typecheck migrate clean
+.PHONY: help install run test test-unit test-integration lint format typecheck migrate bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,9 @@ typecheck: $(STAMP) ## mypy (strict) over the product code
 
 migrate: $(STAMP) ## Apply migrations to KPI_DATABASE_URL (or the running `make run` database)
 	$(BIN)/kpi migrate
+
+bench: $(STAMP) ## Run every benchmark under bench/ on embedded servers and print the figures
+	@set -e; for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 clean: ## Remove the virtualenv, local data (.kpi/) and caches
 	rm -rf $(VENV) .kpi .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts

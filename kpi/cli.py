@@ -134,6 +134,53 @@ def topics(
     console.print(f"created: {', '.join(created) or 'nothing (all topics exist)'}")
 
 
+@app.command("replay-deadletter")
+def replay_deadletter(
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Only letters with this code (e.g. unknown_type)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Re-validate and report; publish nothing.")
+    ] = False,
+) -> None:
+    """Re-submit dead-lettered events: valid ones to kpi.events, others back with the new reason."""
+    from rich.progress import Progress
+
+    from services.ingest.handlers import replay_deadletter as replay
+    from shared.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    with Progress(console=console, transient=False) as bar:
+        task = bar.add_task("replaying kpi.deadletter", total=None)
+
+        def advance(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = asyncio.run(
+            replay(
+                settings.bootstrap_servers,
+                settings.topics,
+                reason=reason,
+                dry_run=dry_run,
+                progress=advance,
+            )
+        )
+    verb = "would be" if dry_run else "were"
+    console.print(
+        f"scanned {summary.scanned} dead letters, {summary.matched} matched"
+        f"{f' --reason {reason}' if reason else ''}: "
+        f"{summary.republished} {verb} published to kpi.events, "
+        f"{summary.deadlettered} {verb} dead-lettered again, {summary.unreadable} unreadable"
+    )
+    for code, n in sorted(summary.by_code.items()):
+        console.print(f"  still invalid: {code}: {n}")
+
+
 @token_app.command("create")
 def token_create(
     role: Annotated[str, typer.Option(help="admin, supervisor or service")],

@@ -54,6 +54,84 @@ class Settings(BaseSettings):
     public_url: str = Field(
         default="", description="Base URL of the dashboard, used for links in alert messages."
     )
+    # Ingest service (issue 3).
+    ingest_max_batch: int = Field(
+        default=1000, ge=1, le=100_000, description="Max events in one POST /v1/events."
+    )
+    ingest_max_body_bytes: int = Field(
+        default=5 * 1024 * 1024,
+        ge=1024,
+        le=512 * 1024 * 1024,
+        description="Max body size of POST /v1/events in bytes.",
+    )
+    ingest_publish_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds HTTP intake waits for the broker's ack before answering 503.",
+    )
+    ingest_session_timeout_ms: int = Field(
+        default=10000,
+        ge=1000,
+        le=300_000,
+        description="Consumer group session timeout of the ingest consumer.",
+    )
+    # Scoring engine (issue 4).
+    scoring_max_batch: int = Field(
+        default=4000, ge=1, le=100_000, description="Max kpi.events records per scoring batch."
+    )
+    scoring_session_timeout_ms: int = Field(
+        default=10000,
+        ge=1000,
+        le=300_000,
+        description="Consumer group session timeout of the scoring consumer.",
+    )
+    # Notify service (issue 5).
+    notify_lang: Literal["zh-CN", "en"] = Field(
+        default="zh-CN", description="Default language of alert messages."
+    )
+    notify_repeat_interval: float = Field(
+        default=86400.0, ge=0, description="Seconds before a reminder of an unacked alert (0=off)."
+    )
+    notify_pending_seconds: float = Field(
+        default=0.0, ge=0, description="Seconds a breach must last before the alert fires."
+    )
+    notify_ratio_hysteresis: float = Field(
+        default=0.02, ge=0, le=1, description="Resolve margin above the line for ratio KPIs."
+    )
+    notify_hours_hysteresis: float = Field(
+        default=1.0, ge=0, description="Resolve margin (hours) below the line for response time."
+    )
+    notify_group_wait_seconds: float = Field(
+        default=5.0, ge=0, le=3600, description="Window in which alerts of a team are grouped."
+    )
+    notify_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="Attempts before a delivery is marked failed."
+    )
+    notify_retry_base_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="Base of the exponential retry backoff."
+    )
+    notify_retry_max_seconds: float = Field(
+        default=300.0, gt=0, le=86400, description="Cap of one retry backoff delay."
+    )
+    notify_send_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds one channel send may take."
+    )
+    notify_lease_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="Claim lease of a delivery being sent."
+    )
+    notify_tick_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="Period of the re-evaluation tick."
+    )
+    notify_channel_concurrency: int = Field(
+        default=4, ge=1, le=100, description="Concurrent sends per channel."
+    )
+    notify_sender: bool = Field(
+        default=True, description="Run the delivery sender in this process."
+    )
+    notify_session_timeout_ms: int = Field(
+        default=10000, ge=1000, le=300_000, description="Consumer session timeout of notify."
+    )
     kpi_lines: Annotated[dict[str, dict[str, float | int | None]], NoDecode] = Field(
         default_factory=dict,
         description='JSON overrides of KPI lines, e.g. {"resolution_rate": {"qualified": 0.88}}.',

@@ -2,26 +2,161 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Any
 
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from services.ingest import repository
+from services.ingest.consumer import IngestPipeline
+from services.ingest.handlers import BrokerUnavailable, HttpIntake
+from services.ingest.intake import OUTCOME_DEADLETTERED, OUTCOME_PUBLISHED
+from shared.auth import Principal, Role, require
+from shared.kafka import broker_ping
 from shared.runtime import Runtime, create_app
 from shared.settings import Settings
 
 SERVICE = "ingest"
+RETRY_AFTER_SECONDS = "5"
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
 
 
-async def on_start(runtime: Runtime) -> None:
-    """Create this service's clients and background tasks (kept in the runtime)."""
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, code: str, reason: str, **headers: str) -> JSONResponse:
+    return JSONResponse(
+        {"detail": reason, "code": code}, status_code=status, headers=headers or None
+    )
+
+
+def _unavailable(exc: BrokerUnavailable) -> JSONResponse:
+    return _error(
+        503,
+        "broker_unavailable",
+        f"events not accepted, the broker cannot store them now: {exc}",
+        **{"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+@router.post(
+    "/events",
+    summary="Submit one event or a JSON array of events",
+    status_code=202,
+    responses={
+        400: {"description": "body is not JSON"},
+        413: {"description": "too many events or body too large"},
+        422: {"description": "every event was rejected (per-event results)"},
+        503: {"description": "broker unavailable; retry after Retry-After seconds"},
+    },
+)
+async def post_events(
+    request: Request, principal: Principal = Depends(require(Role.SERVICE))
+) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    intake: HttpIntake = request.app.state.http_intake
+    settings = runtime.settings
+    try:
+        body = await _read_body(request, settings.ingest_max_body_bytes)
+    except _TooLarge:
+        return _error(
+            413,
+            "body_too_large",
+            f"request body is larger than {settings.ingest_max_body_bytes} bytes "
+            "(KPI_INGEST_MAX_BODY_BYTES); split it into smaller requests",
+        )
+    try:
+        parsed: Any = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        reason = f"body is not valid UTF-8 JSON ({exc})"
+        try:
+            await intake.reject_body(body, reason)
+        except BrokerUnavailable as unavailable:
+            return _unavailable(unavailable)
+        return _error(400, "not_json", reason)
+    items: list[object] = parsed if isinstance(parsed, list) else [parsed]
+    if len(items) > settings.ingest_max_batch:
+        return _error(
+            413,
+            "too_many_events",
+            f"{len(items)} events in one request; at most {settings.ingest_max_batch} "
+            "(KPI_INGEST_MAX_BATCH)",
+        )
+    try:
+        result = await intake.submit(items)
+    except BrokerUnavailable as exc:
+        return _unavailable(exc)
+    return JSONResponse(result.body(), status_code=result.status)
+
+
+@router.get("/stats", summary="Intake counters by topic and by reason (admin)")
+async def stats(request: Request, principal: Principal = Depends(require())) -> dict[str, Any]:
+    runtime: Runtime = request.app.state.runtime
+    async with runtime.sessionmaker() as session:
+        rows = await repository.read_stats(session)
+    by_topic: dict[str, dict[str, Any]] = {}
+    by_reason: dict[str, int] = {}
+    for (topic, outcome, code), n in sorted(rows.items()):
+        entry = by_topic.setdefault(
+            topic, {"in": 0, OUTCOME_PUBLISHED: 0, OUTCOME_DEADLETTERED: 0, "by_reason": {}}
+        )
+        entry["in"] += n
+        entry[outcome] = entry.get(outcome, 0) + n
+        if outcome == OUTCOME_DEADLETTERED:
+            entry["by_reason"][code] = entry["by_reason"].get(code, 0) + n
+            by_reason[code] = by_reason.get(code, 0) + n
+    totals = {
+        "in": sum(e["in"] for e in by_topic.values()),
+        OUTCOME_PUBLISHED: sum(e[OUTCOME_PUBLISHED] for e in by_topic.values()),
+        OUTCOME_DEADLETTERED: sum(e[OUTCOME_DEADLETTERED] for e in by_topic.values()),
+    }
+    return {"totals": totals, "by_topic": by_topic, "by_reason": by_reason}
+
+
+async def on_start(runtime: Runtime, app: FastAPI) -> None:
+    """Start the raw-topic consumer and the shared producer (reconnecting in the background)."""
+    settings = runtime.settings
+    pipeline = IngestPipeline(settings, runtime.sessionmaker)
+    app.state.pipeline = pipeline
+    app.state.http_intake = HttpIntake(
+        settings.topics,
+        runtime.sessionmaker,
+        pipeline.health,
+        publish_timeout=settings.ingest_publish_timeout,
+        producer=lambda: pipeline.producer,
+        ping=lambda: broker_ping(settings.bootstrap_servers, timeout=2.0),
+    )
+    runtime.spawn(pipeline.run(), "ingest-consumer")
+    runtime.stoppers.append(pipeline.stop)
+    runtime.extra_checks["ingest"] = pipeline.problem
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
-    return create_app(
+    app = create_app(
         SERVICE,
         settings=settings,
-        on_start=on_start,
+        routers=[router],
+        on_start=lambda runtime: on_start(runtime, app),
         title="KPI ingest service",
         description=(
-            "Validated intake of helpdesk and CRM events (HTTP and Kafka) "
-            "with a dead-letter topic."
+            "Validated intake of helpdesk and CRM events (HTTP and Kafka) with a dead-letter topic."
         ),
     )
+    return app

@@ -2,23 +2,581 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any, Literal
 
+import asyncpg
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+
+from services.notify import repository as repo
+from services.notify.consumer import ScoresConsumer
+from services.notify.handlers import AckResult, NotifyConfig, Outcome, ack_alert, run_tick
+from services.notify.schemas import (
+    AckIn,
+    ChannelIn,
+    ChannelOut,
+    SilenceIn,
+    masked_config,
+    merge_secrets,
+    validate_config,
+)
+from services.notify.sender import Sender, refresh_status_gauge
+from shared.auth import Principal, Role, require
+from shared.db import session_scope, utcnow
 from shared.runtime import Runtime, create_app
 from shared.settings import Settings
 
 SERVICE = "notify"
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+admin_only = require()
+reader = require(Role.SUPERVISOR)
 
 
-async def on_start(runtime: Runtime) -> None:
-    """Create this service's clients and background tasks (kept in the runtime)."""
+class Broadcaster:
+    """In-process fan-out of alert transitions to SSE subscribers (fed by LISTEN)."""
+
+    def __init__(self, max_queue: int = 1000) -> None:
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._max_queue = max_queue
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self._max_queue)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._subscribers.discard(queue)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        for queue in list(self._subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                # A stalled client loses events rather than stalling everyone else.
+                queue.put_nowait(event)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
 
 
-def build_app(settings: Settings | None = None) -> FastAPI:
-    return create_app(
+class NotifyService:
+    """Objects the routes share; resources are only created in `start` (lifespan)."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or utcnow
+        self.broadcaster = Broadcaster()
+        self.sender: Sender | None = None
+        self.consumer: ScoresConsumer | None = None
+        self.cfg: NotifyConfig | None = None
+        self._stopping = asyncio.Event()
+        self.listening = False
+
+    def committed(self, outcome: Outcome) -> None:
+        if outcome.deliveries and self.sender is not None:
+            self.sender.wake()
+
+    async def start(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        self.cfg = cfg = NotifyConfig.from_settings(settings)
+        self._stopping = asyncio.Event()
+        if settings.notify_sender:
+            self.sender = Sender(
+                runtime.sessionmaker,
+                cfg,
+                clock=self.clock,
+                max_attempts=settings.notify_max_attempts,
+                retry_base=settings.notify_retry_base_seconds,
+                retry_cap=settings.notify_retry_max_seconds,
+                send_timeout=settings.notify_send_timeout,
+                lease=settings.notify_lease_seconds,
+                per_channel=settings.notify_channel_concurrency,
+            )
+            runtime.spawn(self.sender.run(), "notify-sender")
+            runtime.stoppers.append(self.sender.stop)
+            sender = self.sender
+            runtime.extra_checks["sender"] = lambda: None if sender.healthy else sender.last_error
+        runtime.spawn(self._tick_loop(runtime, cfg), "notify-tick")
+        runtime.spawn(self._listen_loop(settings), "notify-listen")
+        self.consumer = ScoresConsumer(
+            settings, runtime.sessionmaker, cfg, self.clock, self.committed
+        )
+        await self.consumer.start()
+        runtime.spawn(self.consumer.run(), "notify-consumer")
+        runtime.stoppers.append(self.consumer.stop)
+        runtime.stoppers.append(self._stopping.set)
+        consumer = self.consumer
+
+        def consumer_check() -> str | None:
+            loop = consumer.loop
+            return None if loop is None or loop.healthy else loop.last_error
+
+        runtime.extra_checks["consumer"] = consumer_check
+
+    async def tick_once(self, runtime: Runtime, cfg: NotifyConfig) -> Outcome:
+        total = Outcome()
+        for _ in range(100):
+            async with session_scope(runtime.sessionmaker) as session:
+                outcome = await run_tick(session, cfg, self.clock())
+            total.changed += outcome.changed
+            total.notifications += outcome.notifications
+            total.deliveries += outcome.deliveries
+            self.committed(outcome)
+            if outcome.changed == 0:
+                break
+        return total
+
+    async def _tick_loop(self, runtime: Runtime, cfg: NotifyConfig) -> None:
+        period = runtime.settings.notify_tick_seconds
+        while not self._stopping.is_set():
+            try:
+                await self.tick_once(runtime, cfg)
+                await refresh_status_gauge(runtime.sessionmaker)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("notify tick failed; next one in %.0fs", period)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), period)
+
+    async def _listen_loop(self, settings: Settings) -> None:
+        dsn = settings.database_dsn.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+        def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                self.broadcaster.publish(orjson.loads(payload))
+
+        while not self._stopping.is_set():
+            conn: Any = None
+            try:
+                conn = await asyncpg.connect(dsn, timeout=10)
+                await conn.add_listener(repo.ALERT_CHANNEL, on_notify)
+                self.listening = True
+                while not self._stopping.is_set() and not conn.is_closed():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), 5)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("alert stream listener: %s; reconnecting", type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 2)
+            finally:
+                self.listening = False
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=2)
+
+
+def _svc(request: Request) -> NotifyService:
+    svc: NotifyService = request.app.state.notify
+    return svc
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _channel_out(ch: repo.ChannelRecord) -> ChannelOut:
+    return ChannelOut(
+        id=ch.id,
+        name=ch.name,
+        kind=ch.kind,
+        team_id=ch.team_id,
+        lang=ch.lang,
+        enabled=ch.enabled,
+        config=masked_config(ch.config),
+        created_at=ch.created_at,
+        updated_at=ch.updated_at,
+    )
+
+
+def _config_error(exc: ValidationError) -> HTTPException:
+    detail = [
+        {
+            "loc": ["body", "config", *[str(p) for p in e["loc"]]],
+            "msg": e["msg"],
+            "type": e["type"],
+        }
+        for e in exc.errors(include_input=False, include_url=False)
+    ]
+    return HTTPException(422, detail=detail)
+
+
+def _unprocessable(field: str, msg: str) -> HTTPException:
+    return HTTPException(422, detail=[{"loc": ["body", field], "msg": msg}])
+
+
+router = APIRouter(prefix="/v1", tags=["notify"])
+
+
+# -- channels --------------------------------------------------------------------------
+
+
+@router.post("/channels", status_code=201, response_model=ChannelOut)
+async def create_channel(
+    body: ChannelIn, request: Request, principal: Principal = Depends(admin_only)
+) -> ChannelOut:
+    try:
+        config = validate_config(body.kind, body.config)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    now = utcnow()
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        conn = await repo.raw_connection(session)
+        if body.team_id is not None and not await repo.team_exists(conn, body.team_id):
+            raise _unprocessable("team_id", f"unknown team '{body.team_id}'")
+        saved = await repo.save_channel(
+            conn,
+            repo.ChannelRecord(
+                str(uuid.uuid4()),
+                body.name,
+                body.kind,
+                body.team_id,
+                body.lang,
+                body.enabled,
+                config,
+                now,
+                now,
+            ),
+        )
+    logger.info("channel %s (%s) created by %s", saved.id, saved.kind, principal.subject)
+    return _channel_out(saved)
+
+
+@router.get("/channels", response_model=list[ChannelOut])
+async def list_channels(
+    request: Request, principal: Principal = Depends(reader)
+) -> list[ChannelOut]:
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        conn = await repo.raw_connection(session)
+        teams = None if principal.is_admin else sorted(principal.team_ids)
+        rows = await repo.list_channels(conn, teams)
+    return [_channel_out(r) for r in rows]
+
+
+@router.get("/channels/{channel_id}", response_model=ChannelOut)
+async def get_channel(
+    channel_id: str, request: Request, principal: Principal = Depends(reader)
+) -> ChannelOut:
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        row = await repo.get_channel(await repo.raw_connection(session), channel_id)
+    if row is None or not (principal.is_admin or principal.can_see_team(row.team_id)):
+        raise HTTPException(404, detail=f"channel '{channel_id}' not found")
+    return _channel_out(row)
+
+
+@router.put("/channels/{channel_id}", response_model=ChannelOut)
+async def update_channel(
+    channel_id: str, body: ChannelIn, request: Request, principal: Principal = Depends(admin_only)
+) -> ChannelOut:
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        conn = await repo.raw_connection(session)
+        old = await repo.get_channel(conn, channel_id)
+        if old is None:
+            raise HTTPException(404, detail=f"channel '{channel_id}' not found")
+        raw = merge_secrets(body.config, old.config) if body.kind == old.kind else body.config
+        try:
+            config = validate_config(body.kind, raw)
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+        if body.team_id is not None and not await repo.team_exists(conn, body.team_id):
+            raise _unprocessable("team_id", f"unknown team '{body.team_id}'")
+        saved = await repo.save_channel(
+            conn,
+            repo.ChannelRecord(
+                channel_id,
+                body.name,
+                body.kind,
+                body.team_id,
+                body.lang,
+                body.enabled,
+                config,
+                old.created_at,
+                utcnow(),
+            ),
+        )
+    logger.info("channel %s updated by %s", channel_id, principal.subject)
+    return _channel_out(saved)
+
+
+@router.delete("/channels/{channel_id}", status_code=204)
+async def delete_channel(
+    channel_id: str, request: Request, principal: Principal = Depends(admin_only)
+) -> Response:
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        deleted = await repo.delete_channel(await repo.raw_connection(session), channel_id)
+    if not deleted:
+        raise HTTPException(404, detail=f"channel '{channel_id}' not found")
+    logger.info("channel %s deleted by %s", channel_id, principal.subject)
+    return Response(status_code=204)
+
+
+# -- alerts ----------------------------------------------------------------------------
+
+_ALERT_COLS = (
+    'alert_id, specialist_id, kpi, episode, team_id, status, "window", value, qualified, '
+    "grade, samples, started_at, resolved_at, acked_at, acked_by, updated_at"
+)
+
+
+def _alert_dict(r: Any) -> dict[str, Any]:
+    return dict(r)
+
+
+@router.get("/alerts/stream", summary="Server-sent events of alert transitions")
+async def alert_stream(request: Request, principal: Principal = Depends(reader)) -> Response:
+    svc = _svc(request)
+    queue = svc.broadcaster.subscribe()
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield b"retry: 3000\n: connected\n\n"
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), 15)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield b": keep-alive\n\n"
+                    continue
+                if not principal.can_see_team(event.get("team_id")):
+                    continue
+                yield b"event: alert\ndata: " + orjson.dumps(event) + b"\n\n"
+        finally:
+            svc.broadcaster.unsubscribe(queue)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/alerts")
+async def list_alerts(
+    request: Request,
+    state: Literal["open", "resolved"] | None = Query(default=None),
+    team: str | None = Query(default=None, max_length=128),
+    specialist: str | None = Query(default=None, max_length=128),
+    kpi: str | None = Query(default=None, max_length=40),
+    limit: int = Query(default=100, ge=1, le=1000),
+    principal: Principal = Depends(reader),
+) -> dict[str, Any]:
+    if team is not None and not principal.can_see_team(team):
+        raise HTTPException(403, detail=f"no access to team '{team}'")
+    where: list[str] = []
+    args: list[Any] = []
+
+    def add(cond: str, value: Any) -> None:
+        args.append(value)
+        where.append(cond.format(f"${len(args)}"))
+
+    if state is not None:
+        add("status = {}", "firing" if state == "open" else "resolved")
+    if team is not None:
+        add("team_id = {}", team)
+    elif not principal.is_admin:
+        add("team_id = ANY({}::text[])", sorted(principal.team_ids))
+    if specialist is not None:
+        add("specialist_id = {}", specialist)
+    if kpi is not None:
+        add("kpi = {}", kpi)
+    args.append(limit)
+    sql = (
+        f"SELECT {_ALERT_COLS} FROM alerts"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + f" ORDER BY started_at DESC, alert_id LIMIT ${len(args)}"
+    )
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        rows = await (await repo.raw_connection(session)).fetch(sql, *args)
+    return {"items": [_alert_dict(r) for r in rows]}
+
+
+async def _visible_alert(request: Request, alert_id: str, principal: Principal) -> dict[str, Any]:
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        row = await (await repo.raw_connection(session)).fetchrow(
+            f"SELECT {_ALERT_COLS} FROM alerts WHERE alert_id = $1", alert_id
+        )
+    if row is None:
+        raise HTTPException(404, detail=f"alert '{alert_id}' not found")
+    if not principal.can_see_team(row["team_id"]):
+        raise HTTPException(403, detail="the alert belongs to a team you do not supervise")
+    return _alert_dict(row)
+
+
+@router.get("/alerts/{alert_id}")
+async def get_alert(
+    alert_id: str, request: Request, principal: Principal = Depends(reader)
+) -> dict[str, Any]:
+    return await _visible_alert(request, alert_id, principal)
+
+
+@router.post("/alerts/{alert_id}/ack")
+async def ack(
+    alert_id: str,
+    request: Request,
+    body: AckIn | None = None,
+    principal: Principal = Depends(reader),
+) -> dict[str, Any]:
+    svc = _svc(request)
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        result, _ = await ack_alert(
+            session, alert_id, principal.subject, svc.clock(), principal.can_see_team
+        )
+    if result is AckResult.NOT_FOUND:
+        raise HTTPException(404, detail=f"alert '{alert_id}' not found")
+    if result is AckResult.FORBIDDEN:
+        raise HTTPException(403, detail="the alert belongs to a team you do not supervise")
+    if result is AckResult.NOT_FIRING:
+        raise HTTPException(409, detail="the alert is not firing (resolved or superseded)")
+    return await _visible_alert(request, alert_id, principal)
+
+
+@router.get("/alerts/{alert_id}/deliveries")
+async def alert_deliveries(
+    alert_id: str, request: Request, principal: Principal = Depends(reader)
+) -> dict[str, Any]:
+    await _visible_alert(request, alert_id, principal)
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        conn = await repo.raw_connection(session)
+        rows = await conn.fetch(
+            """
+            SELECT d.id, d.delivery_key, d.channel_id, c.kind AS channel_kind, d.status,
+                   d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.sent_at,
+                   cardinality(d.alert_ids) AS grouped_alerts
+            FROM deliveries d LEFT JOIN channels c ON c.id = d.channel_id
+            WHERE d.alert_ids @> ARRAY[$1]::varchar[]
+            ORDER BY d.id
+            """,
+            alert_id,
+        )
+        attempts = await conn.fetch(
+            """
+            SELECT delivery_id, attempt, at, outcome, http_status, error, duration_ms
+            FROM delivery_attempts WHERE delivery_id = ANY($1::bigint[]) ORDER BY id
+            """,
+            [r["id"] for r in rows],
+        )
+    by_delivery: dict[int, list[dict[str, Any]]] = {}
+    for a in attempts:
+        item = {k: v for k, v in dict(a).items() if k != "delivery_id"}
+        by_delivery.setdefault(a["delivery_id"], []).append(item)
+    items = []
+    for r in rows:
+        item = dict(r)
+        item["attempt_log"] = by_delivery.get(r["id"], [])
+        items.append(item)
+    return {"alert_id": alert_id, "items": items}
+
+
+# -- silences --------------------------------------------------------------------------
+
+
+@router.post("/silences", status_code=201)
+async def create_silence(
+    body: SilenceIn, request: Request, principal: Principal = Depends(reader)
+) -> dict[str, Any]:
+    if body.specialist_id is None and body.kpi is None:
+        raise _unprocessable("specialist_id", "give specialist_id and/or kpi")
+    svc = _svc(request)
+    if body.until <= svc.clock():
+        raise _unprocessable("until", "must be in the future")
+    silence_id = str(uuid.uuid4())
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        conn = await repo.raw_connection(session)
+        team: str | None = None
+        if body.specialist_id is not None:
+            team = await conn.fetchval(
+                "SELECT team_id FROM specialists WHERE id = $1", body.specialist_id
+            )
+        if not principal.is_admin and (body.specialist_id is None or team is None):
+            raise HTTPException(
+                403, detail="supervisors silence specialists of their own teams only"
+            )
+        if not principal.can_see_team(team) and not principal.is_admin:
+            raise HTTPException(403, detail="the specialist is not in a team you supervise")
+        row = await conn.fetchrow(
+            """
+            INSERT INTO silences (id, specialist_id, kpi, team_id, until, comment, created_by,
+                                  created_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            RETURNING id, specialist_id, kpi, team_id, until, comment, created_by, created_at
+            """,
+            silence_id,
+            body.specialist_id,
+            body.kpi,
+            team,
+            body.until,
+            body.comment,
+            principal.subject,
+            svc.clock(),
+        )
+    return dict(row)
+
+
+@router.get("/silences")
+async def list_silences(
+    request: Request,
+    active: bool = Query(default=True, description="only silences not yet expired"),
+    principal: Principal = Depends(reader),
+) -> dict[str, Any]:
+    svc = _svc(request)
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        conn = await repo.raw_connection(session)
+        rows = await conn.fetch(
+            """
+            SELECT id, specialist_id, kpi, team_id, until, comment, created_by, created_at
+            FROM silences
+            WHERE ($1::timestamptz IS NULL OR until > $1)
+              AND ($2::text[] IS NULL OR team_id = ANY($2::text[]))
+            ORDER BY created_at, id
+            """,
+            svc.clock() if active else None,
+            None if principal.is_admin else sorted(principal.team_ids),
+        )
+    return {"items": [dict(r) for r in rows]}
+
+
+@router.delete("/silences/{silence_id}", status_code=204)
+async def delete_silence(
+    silence_id: str, request: Request, principal: Principal = Depends(reader)
+) -> Response:
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        conn = await repo.raw_connection(session)
+        row = await conn.fetchrow(
+            "SELECT team_id FROM silences WHERE id = $1 FOR UPDATE", silence_id
+        )
+        if row is None:
+            raise HTTPException(404, detail=f"silence '{silence_id}' not found")
+        if not principal.can_see_team(row["team_id"]):
+            raise HTTPException(403, detail="the silence belongs to a team you do not supervise")
+        await conn.execute("DELETE FROM silences WHERE id = $1", silence_id)
+    return Response(status_code=204)
+
+
+def build_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    service = NotifyService(clock)
+
+    async def on_start(runtime: Runtime) -> None:
+        await service.start(runtime)
+
+    app = create_app(
         SERVICE,
         settings=settings,
+        routers=[router],
         on_start=on_start,
         title="KPI notify service",
         description="Below-the-line alerts to supervisors.",
     )
+    app.state.notify = service
+    return app

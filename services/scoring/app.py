@@ -2,23 +2,553 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import base64
+import binascii
+import datetime as dt
+import functools
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
+import asyncpg
+import orjson
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
+
+from services.scoring import queries
+from services.scoring.kpi import (
+    AVG_RESPONSE_TIME_HOURS,
+    KpiLine,
+    KpiValue,
+    Window,
+    WindowError,
+    evaluate,
+    evaluate_all,
+    lines_with_overrides,
+    parse_window,
+)
+from services.scoring.queries import ReadDb
+from services.scoring.schemas import (
+    FactsPage,
+    History,
+    KpiKey,
+    Leaderboard,
+    SpecialistIn,
+    SpecialistKpis,
+    SpecialistList,
+    SpecialistOut,
+    TeamIn,
+    TeamKpis,
+    TeamList,
+    TeamOut,
+)
+from shared.auth import Principal, Role, require
+from shared.db import utcnow
+from shared.directory import ID_LENGTH
 from shared.runtime import Runtime, create_app
 from shared.settings import Settings
 
 SERVICE = "scoring"
+DEFAULT_WINDOW = "30d"
+MAX_HISTORY_DAYS = 400
+DEFAULT_HISTORY_DAYS = 30
+
+Clock = Callable[[], dt.datetime]
 
 
 async def on_start(runtime: Runtime) -> None:
     """Create this service's clients and background tasks (kept in the runtime)."""
+    from services.scoring.consumer import start_engine  # the engine (issue 4) owns its wiring
+
+    await start_engine(runtime)
+
+
+# ---------------------------------------------------------------------------
+# Request context and helpers
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadContext:
+    """What every KPI read needs: the read pool, the organisation's zone and lines, today."""
+
+    db: ReadDb
+    tz: ZoneInfo
+    lines: Mapping[str, KpiLine]
+    today: dt.date
+
+    def window(self, name: str, as_of: dt.date | None) -> Window:
+        try:
+            return parse_window(name, as_of or self.today)
+        except WindowError as exc:
+            raise bad_param("query", "window", str(exc)) from None
+
+    def window_out(self, window: Window) -> dict[str, Any]:
+        return {
+            "name": window.name,
+            "from": window.start,
+            "to": window.end,
+            "timezone": self.tz.key,
+        }
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_lines(overrides_json: str) -> Mapping[str, KpiLine]:
+    return MappingProxyType(lines_with_overrides(json.loads(overrides_json)))
+
+
+def _lines(settings: Settings) -> Mapping[str, KpiLine]:
+    # Settings are frozen, so parsing once per distinct override set is enough.
+    return _parsed_lines(json.dumps(settings.kpi_lines, sort_keys=True))
+
+
+async def read_context(request: Request) -> ReadContext:
+    runtime: Runtime = request.app.state.runtime
+    clock: Clock = getattr(request.app.state, "clock", utcnow)
+    tz = runtime.settings.tz
+    today = clock().astimezone(tz).date()
+    return ReadContext(request.app.state.read_db, tz, _lines(runtime.settings), today)
+
+
+def bad_param(where: str, name: str, msg: str) -> HTTPException:
+    """422 in FastAPI's own validation-error shape so clients parse one format."""
+    return HTTPException(
+        422,
+        detail=[{"loc": [where, name], "msg": msg, "type": "value_error"}],
+    )
+
+
+def not_found(what: str, ident: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown {what} {ident!r}")
+
+
+def forbidden(what: str, ident: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_403_FORBIDDEN, detail=f"{what} {ident!r} is not in one of your teams"
+    )
+
+
+async def team_exists(db: ReadDb, team_id: str) -> bool:
+    return await queries.get_team(db, team_id) is not None
+
+
+def json_response(body: Any) -> Response:
+    # The hot KPI routes build plain dicts (shapes documented by response_model) and encode
+    # them with orjson: re-validating through pydantic doubled their CPU cost per request.
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def check_specialist_visible(principal: Principal, specialist: queries.SpecialistRow) -> None:
+    if not principal.can_see_team(specialist.team_id):
+        raise forbidden("specialist", specialist.id)
+
+
+def visible_teams(principal: Principal, team: str | None) -> list[str] | None:
+    """Teams a listing is limited to (None = every team); 403 when ``team`` is not the caller's."""
+    if team is not None:
+        if not principal.can_see_team(team):
+            raise forbidden("team", team)
+        return [team]
+    return None if principal.is_admin else sorted(principal.team_ids)
+
+
+def kpis_out(values: Mapping[str, KpiValue]) -> dict[str, dict[str, Any]]:
+    return {key: v.to_dict() for key, v in values.items()}
+
+
+def pooled(members: Iterable[queries.SpecialistSums]) -> queries.Sums:
+    total: dict[str, tuple[float, int]] = {}
+    for member in members:
+        for metric, (num, den) in member.sums.items():
+            old_num, old_den = total.get(metric, (0.0, 0))
+            total[metric] = (old_num + num, old_den + den)
+    return total
+
+
+def encode_cursor(day: dt.date, source: str) -> str:
+    raw = json.dumps([day.isoformat(), source], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.date, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        day, source = json.loads(raw)
+        if not isinstance(source, str) or not isinstance(day, str):
+            raise ValueError("cursor fields have the wrong types")
+        return dt.date.fromisoformat(day), source
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise bad_param(
+            "query", "cursor", "cursor is not one returned by this route (next_cursor)"
+        ) from None
+
+
+def sort_key(kpi: str, value: KpiValue) -> tuple[int, float]:
+    """Best first: higher values, except response time where lower is better; nulls last."""
+    if value.value is None:
+        return (1, 0.0)
+    v = float(value.value)
+    return (0, v if kpi == AVG_RESPONSE_TIME_HOURS else -v)
+
+
+# ---------------------------------------------------------------------------
+# Routes
+# ---------------------------------------------------------------------------
+
+Reader = Annotated[Principal, Depends(require(Role.SUPERVISOR))]
+Admin = Annotated[Principal, Depends(require())]
+Ctx = Annotated[ReadContext, Depends(read_context)]
+SpecialistId = Annotated[str, Path(min_length=1, max_length=ID_LENGTH)]
+TeamId = Annotated[str, Path(min_length=1, max_length=ID_LENGTH)]
+WindowParam = Annotated[
+    str,
+    Query(description="Nd (N = 1..400 local dates ending at as_of), qtd, or YYYYQn."),
+]
+AsOfParam = Annotated[
+    dt.date | None, Query(description="Local date (YYYY-MM-DD); default today in KPI_TIMEZONE.")
+]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid bearer token."},
+    403: {"description": "Service token, or a team that is not the supervisor's."},
+    404: {"description": "Unknown specialist or team."},
+    422: {"description": "Bad parameter; `detail[].loc` names it."},
+}
+
+
+def kpi_router() -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["kpis"], responses=ERRORS)
+
+    @router.get(
+        "/specialists/{specialist_id}/kpis",
+        response_model=SpecialistKpis,
+        summary="A specialist's KPIs over a window",
+    )
+    async def specialist_kpis(
+        specialist_id: SpecialistId,
+        principal: Reader,
+        ctx: Ctx,
+        window: WindowParam = DEFAULT_WINDOW,
+        as_of: AsOfParam = None,
+    ) -> Response:
+        win = ctx.window(window, as_of)
+        found = await queries.specialist_sums(ctx.db, specialist_id, win.start, win.end)
+        if found is None:
+            raise not_found("specialist", specialist_id)
+        check_specialist_visible(principal, found.specialist)
+        return json_response(
+            {
+                "specialist_id": found.specialist.id,
+                "name": found.specialist.name,
+                "team_id": found.specialist.team_id,
+                "window": ctx.window_out(win),
+                "kpis": kpis_out(evaluate_all(found.sums, win, ctx.lines)),
+            }
+        )
+
+    @router.get(
+        "/teams/{team_id}/kpis",
+        response_model=TeamKpis,
+        summary="A team's pooled KPIs and each member's",
+    )
+    async def team_kpis(
+        team_id: TeamId,
+        principal: Reader,
+        ctx: Ctx,
+        window: WindowParam = DEFAULT_WINDOW,
+        as_of: AsOfParam = None,
+    ) -> Response:
+        win = ctx.window(window, as_of)
+        # Scope first so a supervisor cannot probe which team ids exist.
+        if not principal.can_see_team(team_id):
+            raise forbidden("team", team_id)
+        found = await queries.team_sums(ctx.db, team_id, win.start, win.end)
+        if found is None:
+            raise not_found("team", team_id)
+        team, members = found
+        return json_response(
+            {
+                "team_id": team.id,
+                "name": team.name,
+                "window": ctx.window_out(win),
+                "kpis": kpis_out(evaluate_all(pooled(members), win, ctx.lines)),
+                "members": [
+                    {
+                        "specialist_id": m.specialist.id,
+                        "name": m.specialist.name,
+                        "kpis": kpis_out(evaluate_all(m.sums, win, ctx.lines)),
+                    }
+                    for m in members
+                ],
+            }
+        )
+
+    @router.get(
+        "/leaderboard",
+        response_model=Leaderboard,
+        summary="Specialists ranked by one KPI, best first",
+    )
+    async def leaderboard(
+        principal: Reader,
+        ctx: Ctx,
+        kpi: Annotated[KpiKey, Query(description="KPI key to rank by.")],
+        window: WindowParam = DEFAULT_WINDOW,
+        as_of: AsOfParam = None,
+        team: Annotated[
+            str | None,
+            Query(max_length=ID_LENGTH, description="Only this team (default: all visible)."),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> Response:
+        win = ctx.window(window, as_of)
+        teams = visible_teams(principal, team)
+        key = kpi.value
+        line = ctx.lines[key]
+        if team is not None and principal.is_admin and not await team_exists(ctx.db, team):
+            raise not_found("team", team)
+        rows = await queries.metric_sums(ctx.db, key, win.start, win.end, teams)
+        scored = [(row, evaluate(key, row.num, row.den, line, win)) for row in rows]
+        scored.sort(key=lambda item: (*sort_key(key, item[1]), item[0].specialist.id))
+        entries: list[dict[str, Any]] = []
+        rank = 0
+        previous: tuple[int, float] | None = None
+        for position, (row, value) in enumerate(scored[:limit], start=1):
+            current = sort_key(key, value)
+            # Competition ranking: equal values share a rank, the next one skips ahead.
+            if current != previous:
+                rank, previous = position, current
+            entries.append(
+                {
+                    "rank": rank,
+                    "specialist_id": row.specialist.id,
+                    "name": row.specialist.name,
+                    "team_id": row.specialist.team_id,
+                    "value": value.value,
+                    "numerator": value.numerator,
+                    "denominator": value.denominator,
+                    "grade": value.grade,
+                }
+            )
+        return json_response({"kpi": key, "window": ctx.window_out(win), "entries": entries})
+
+    @router.get(
+        "/specialists/{specialist_id}/kpis/{kpi}/history",
+        response_model=History,
+        summary="Daily series of one KPI (one point per local date)",
+    )
+    async def history(
+        specialist_id: SpecialistId,
+        kpi: KpiKey,
+        principal: Reader,
+        ctx: Ctx,
+        from_: Annotated[
+            dt.date | None,
+            Query(
+                alias="from",
+                description=f"First local date; default to - {DEFAULT_HISTORY_DAYS - 1} days.",
+            ),
+        ] = None,
+        to: Annotated[
+            dt.date | None, Query(description="Last local date; default today in KPI_TIMEZONE.")
+        ] = None,
+    ) -> Response:
+        end = to or ctx.today
+        try:
+            start = from_ or end - dt.timedelta(days=DEFAULT_HISTORY_DAYS - 1)
+        except OverflowError:
+            raise bad_param(
+                "query", "to", f"to ({end}) leaves no room for a default from"
+            ) from None
+        if start > end:
+            raise bad_param("query", "from", f"from ({start}) must not be after to ({end})")
+        span = (end - start).days + 1
+        if span > MAX_HISTORY_DAYS:
+            raise bad_param(
+                "query", "from", f"at most {MAX_HISTORY_DAYS} days per request, got {span}"
+            )
+        key = kpi.value
+        line = ctx.lines[key]
+        found = await queries.daily_series(ctx.db, specialist_id, key, start, end)
+        if found is None:
+            raise not_found("specialist", specialist_id)
+        specialist, buckets = found
+        check_specialist_visible(principal, specialist)
+        points: list[dict[str, Any]] = []
+        for offset in range(span):
+            day = start + dt.timedelta(days=offset)
+            num, den = buckets.get(day, (0.0, 0))
+            value = evaluate(key, num, den, line, Window(day.isoformat(), day, day, "days"))
+            points.append(
+                {
+                    "date": day,
+                    "value": value.value,
+                    "numerator": value.numerator,
+                    "denominator": value.denominator,
+                }
+            )
+        return json_response(
+            {
+                "specialist_id": specialist.id,
+                "kpi": key,
+                "from": start,
+                "to": end,
+                "points": points,
+            }
+        )
+
+    @router.get(
+        "/specialists/{specialist_id}/kpis/{kpi}/events",
+        response_model=FactsPage,
+        summary="The facts (tickets, sessions, events) behind a KPI value, paged",
+    )
+    async def kpi_events(
+        specialist_id: SpecialistId,
+        kpi: KpiKey,
+        principal: Reader,
+        ctx: Ctx,
+        window: WindowParam = DEFAULT_WINDOW,
+        as_of: AsOfParam = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[
+            str | None, Query(max_length=1000, description="next_cursor of the previous page.")
+        ] = None,
+    ) -> Response:
+        win = ctx.window(window, as_of)
+        after = decode_cursor(cursor) if cursor is not None else None
+        specialist = await queries.get_specialist(ctx.db, specialist_id)
+        if specialist is None:
+            raise not_found("specialist", specialist_id)
+        check_specialist_visible(principal, specialist)
+        # One extra row tells whether another page exists without a count query.
+        rows = await queries.facts_page(
+            ctx.db, specialist_id, kpi.value, win.start, win.end, after, limit + 1
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return json_response(
+            {
+                "items": [
+                    {"day": r.day, "source": r.source, "num": r.num, "den": r.den} for r in rows
+                ],
+                "next_cursor": encode_cursor(rows[-1].day, rows[-1].source) if more else None,
+            }
+        )
+
+    return router
+
+
+def directory_router() -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["directory"], responses=ERRORS)
+
+    def team_out(team: queries.TeamRow) -> TeamOut:
+        return TeamOut(id=team.id, name=team.name, supervisor=team.supervisor)
+
+    def specialist_out(s: queries.SpecialistRow) -> SpecialistOut:
+        return SpecialistOut(id=s.id, name=s.name, team_id=s.team_id)
+
+    @router.get("/teams", response_model=TeamList, summary="Teams visible to the caller")
+    async def get_teams(principal: Reader, ctx: Ctx) -> TeamList:
+        rows = await queries.list_teams(ctx.db, visible_teams(principal, None))
+        return TeamList(teams=[team_out(t) for t in rows])
+
+    @router.get("/teams/{team_id}", response_model=TeamOut, summary="One team")
+    async def get_team(team_id: TeamId, principal: Reader, ctx: Ctx) -> TeamOut:
+        if not principal.can_see_team(team_id):
+            raise forbidden("team", team_id)
+        team = await queries.get_team(ctx.db, team_id)
+        if team is None:
+            raise not_found("team", team_id)
+        return team_out(team)
+
+    @router.put(
+        "/teams/{team_id}", response_model=TeamOut, summary="Create or replace a team (admin)"
+    )
+    async def put_team(team_id: TeamId, body: TeamIn, principal: Admin, ctx: Ctx) -> TeamOut:
+        async with ctx.db.transaction() as conn:
+            team = await queries.upsert_team(conn, team_id, body.name, body.supervisor)
+        return team_out(team)
+
+    @router.get(
+        "/specialists", response_model=SpecialistList, summary="Specialists visible to the caller"
+    )
+    async def get_specialists(
+        principal: Reader,
+        ctx: Ctx,
+        team: Annotated[
+            str | None, Query(max_length=ID_LENGTH, description="Only this team.")
+        ] = None,
+    ) -> SpecialistList:
+        teams = visible_teams(principal, team)
+        if team is not None and principal.is_admin and not await team_exists(ctx.db, team):
+            raise not_found("team", team)
+        rows = await queries.list_specialists(ctx.db, teams)
+        return SpecialistList(specialists=[specialist_out(s) for s in rows])
+
+    @router.get(
+        "/specialists/{specialist_id}", response_model=SpecialistOut, summary="One specialist"
+    )
+    async def get_specialist(
+        specialist_id: SpecialistId, principal: Reader, ctx: Ctx
+    ) -> SpecialistOut:
+        specialist = await queries.get_specialist(ctx.db, specialist_id)
+        if specialist is None:
+            raise not_found("specialist", specialist_id)
+        check_specialist_visible(principal, specialist)
+        return specialist_out(specialist)
+
+    @router.put(
+        "/specialists/{specialist_id}",
+        response_model=SpecialistOut,
+        summary="Create or replace a specialist's directory entry (admin)",
+    )
+    async def put_specialist(
+        specialist_id: SpecialistId, body: SpecialistIn, principal: Admin, ctx: Ctx
+    ) -> SpecialistOut:
+        unknown = bad_param(
+            "body", "team_id", f"unknown team {body.team_id!r}; create it with PUT /v1/teams/{{id}}"
+        )
+        try:
+            async with ctx.db.transaction() as conn:
+                if body.team_id is not None and await queries.get_team(conn, body.team_id) is None:
+                    raise unknown
+                specialist = await queries.upsert_specialist(
+                    conn, specialist_id, body.name, body.team_id
+                )
+        except asyncpg.exceptions.ForeignKeyViolationError:
+            raise unknown from None  # the team was deleted between the check and the upsert
+        return specialist_out(specialist)
+
+    return router
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
-    return create_app(
+    async def start(runtime: Runtime) -> None:
+        # The API's read pool lives as long as the runtime; closed after the engine stops.
+        read_db = await ReadDb.create(runtime.settings.database_dsn)
+        runtime.stoppers.append(read_db.close)
+        app.state.read_db = read_db
+        await on_start(runtime)
+
+    app = create_app(
         SERVICE,
         settings=settings,
-        on_start=on_start,
+        routers=[kpi_router(), directory_router()],
+        on_start=start,
         title="KPI scoring service",
         description="Exactly-once KPI engine and KPI queries.",
     )
+    # Injectable clock: "today" for as_of and history defaults; tests replace it.
+    app.state.clock = utcnow
+    return app

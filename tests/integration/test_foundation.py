@@ -41,7 +41,8 @@ def test_service_ready_and_clean_sigterm(
     svc = start_service(service, service_env(database_url, bootstrap), tmp_path)
     try:
         body = wait_status(f"{svc.url}/readyz", 200).json()
-        assert body["checks"] == {"database": "ok", "broker": "ok"}
+        assert body["checks"]["database"] == "ok" and body["checks"]["broker"] == "ok"
+        assert all(state == "ok" for state in body["checks"].values())
         assert httpx.get(f"{svc.url}/healthz").json()["status"] == "ok"
         assert "kpi_ready" in httpx.get(f"{svc.url}/metrics").text
         assert svc.proc is not None

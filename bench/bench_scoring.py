@@ -1,0 +1,293 @@
+"""Scoring consumer throughput and batch latency beside a bare consume+decode loop.
+
+Usage: .venv/bin/python bench/bench_scoring.py [--events 100000] [--batch 4000] [--long 10]
+Starts an embedded PostgreSQL and broker (unless KPI_DATABASE_URL / KPI_KAFKA_BOOTSTRAP are
+set), produces a realistic mix (1000 specialists, 5 % duplicates) to a 6-partition topic,
+then measures in the same run: (1) aiokafka getmany + decode_event, (2) the scoring
+consumer committing to PostgreSQL. ``--long N`` repeats (2) on N times more events to
+check that memory stays flat. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy import text
+
+from migrations import upgrade
+from services.ingest.intake import partition_key
+from services.scoring.consumer import ScoringConsumer
+from services.scoring.handlers import BatchResult
+from shared.db import create_engine, create_sessionmaker
+from shared.embedded import EmbeddedBroker, EmbeddedPostgres
+from shared.events import decode_event, encode_event, validate_event_obj
+from shared.kafka import create_consumer, create_producer, ensure_topics
+from shared.settings import load_settings
+from shared.topics import Topics
+
+SPECIALISTS = [f"sp{i:04d}" for i in range(1000)]
+
+
+def make_events(n: int, seed: int, tag: str) -> list[tuple[bytes, bytes]]:
+    """Ticket lifecycles plus surveys, audits, peer reviews; ~5 % exact duplicates."""
+    rng = random.Random(seed)
+    start = datetime(2026, 9, 1, tzinfo=UTC)
+    out: list[tuple[bytes, bytes]] = []
+    seq = 0
+
+    def ev(kind: str, at: datetime, **fields: Any) -> None:
+        nonlocal seq
+        seq += 1
+        obj = {"event_id": f"{tag}-{seq}", "type": kind, "occurred_at": at.isoformat(), **fields}
+        event = validate_event_obj(obj)
+        out.append((partition_key(event), encode_event(event)))
+
+    t = 0
+    while len(out) < n:
+        t += 1
+        tid, who = f"{tag}-t{t}", rng.choice(SPECIALISTS)
+        at = start + timedelta(minutes=rng.randint(0, 60 * 24 * 60))
+        ev("ticket.created", at, ticket_id=tid, specialist_id=who)
+        if rng.random() < 0.1:
+            who = rng.choice(SPECIALISTS)
+            ev("ticket.assigned", at + timedelta(minutes=5), ticket_id=tid, specialist_id=who)
+        ev(
+            "ticket.first_response",
+            at + timedelta(hours=rng.uniform(0.1, 30)),
+            ticket_id=tid,
+            specialist_id=who,
+        )
+        closed = at + timedelta(hours=rng.uniform(1, 72))
+        ev("ticket.closed", closed, ticket_id=tid, specialist_id=who, resolved=rng.random() < 0.9)
+        if rng.random() < 0.05:
+            ev("ticket.reopened", closed + timedelta(hours=2), ticket_id=tid)
+            ev(
+                "ticket.closed",
+                closed + timedelta(hours=5),
+                ticket_id=tid,
+                specialist_id=who,
+                resolved=True,
+            )
+        if rng.random() < 0.8:
+            ev("ticket.followup", closed + timedelta(days=1), ticket_id=tid, specialist_id=who)
+        if rng.random() < 0.6:
+            ev("survey.csat", closed + timedelta(hours=3), ticket_id=tid, score=rng.randint(1, 5))
+        if rng.random() < 0.3:
+            ev(
+                "survey.nps",
+                closed + timedelta(hours=3),
+                ticket_id=tid,
+                specialist_id=who,
+                score=rng.randint(0, 10),
+            )
+        if rng.random() < 0.2:
+            ev(
+                "record.audited",
+                closed,
+                specialist_id=who,
+                ticket_id=tid,
+                accurate=rng.random() < 0.95,
+            )
+        if rng.random() < 0.1:
+            ev(
+                "survey.peer_review",
+                closed,
+                specialist_id=who,
+                reviewer_id=rng.choice(SPECIALISTS),
+                score=rng.randint(1, 5),
+            )
+    out = out[:n]
+    dups = rng.sample(out, n // 20)
+    out.extend(dups)
+    # Duplicates arrive later, interleaved with the stream (redelivery, HTTP + Kafka).
+    rng.shuffle(out)
+    return out
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
+    producer = create_producer(bootstrap, client_id="bench", acks=1, linger_ms=10)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        futures = [await producer.send(topic, v, key=k) for k, v in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(messages) / (time.perf_counter() - started)
+
+
+async def bare_loop(bootstrap: str, topic: str, total: int) -> float:
+    consumer = create_consumer(
+        bootstrap,
+        group_id=f"bare-{uuid.uuid4().hex[:6]}",
+        client_id="bench-bare",
+        topics_=[topic],
+        session_timeout_ms=3000,
+        heartbeat_interval_ms=500,
+    )
+    await consumer.start()
+    seen, started = 0, None
+    try:
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=500, max_records=4000)
+            for recs in batches.values():
+                if started is None:
+                    started = time.perf_counter()
+                for r in recs:
+                    decode_event(r.value or b"")
+                seen += len(recs)
+    finally:
+        await consumer.stop()
+    return seen / (time.perf_counter() - (started or time.perf_counter()))
+
+
+def _children_cpu(proc: psutil.Process) -> float:
+    """CPU seconds of child processes (the embedded PostgreSQL and broker) so far."""
+    total = 0.0
+    for child in proc.children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+async def scoring_run(
+    settings: Any, url: str, total: int, batch: int, sample_rss: bool, parallel: int
+) -> dict[str, Any]:
+    engine = create_engine(url, pool_size=max(4, parallel), application_name="bench-scoring")
+    sessionmaker = create_sessionmaker(engine)
+    latencies: list[float] = []
+    sizes: list[int] = []
+    rss: list[float] = []
+    proc = psutil.Process()
+
+    def on_batch(result: BatchResult, seconds: float) -> None:
+        latencies.append(seconds)
+        sizes.append(result.received)
+        if sample_rss and len(latencies) % 10 == 0:
+            rss.append(proc.memory_info().rss / 2**20)
+
+    consumer = ScoringConsumer(
+        settings,
+        sessionmaker,
+        group_id=f"bench-{uuid.uuid4().hex[:6]}",
+        max_records=batch,
+        consumer_options={"session_timeout_ms": 3000, "heartbeat_interval_ms": 500},
+        on_batch=on_batch,
+        parallel=parallel,
+    )
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    started = None
+    cpu_started = time.process_time()
+    children_started = _children_cpu(proc)
+    try:
+        while sum(sizes) < total:
+            if sizes and started is None:
+                started = time.perf_counter() - latencies[0]
+            await asyncio.sleep(0.05)
+            if task.done():
+                task.result()
+        elapsed = time.perf_counter() - (started or time.perf_counter())
+        cpu = time.process_time() - cpu_started
+        children_cpu = _children_cpu(proc) - children_started
+    finally:
+        consumer.stop()
+        await task
+        await consumer.close()
+        await engine.dispose()
+    lat = sorted(latencies)
+    return {
+        "events_per_s": sum(sizes) / elapsed,
+        "cpu_us_per_event": 1e6 * cpu / sum(sizes),
+        "children_us_per_event": 1e6 * children_cpu / sum(sizes),
+        "batches": len(lat),
+        "mean_batch": statistics.mean(sizes),
+        "p50_ms": 1000 * lat[len(lat) // 2],
+        "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        "rss": rss,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=4000)
+    parser.add_argument("--parallel", type=int, default=2, help="concurrent transactions")
+    parser.add_argument("--long", type=int, default=0, help="also run N x events for memory")
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="kpi-bench-"))
+    pg = broker = None
+    url = os.environ.get("KPI_DATABASE_URL")
+    bootstrap = os.environ.get("KPI_KAFKA_BOOTSTRAP")
+    if not url:
+        pg = EmbeddedPostgres(home / "pg")
+        pg.start()
+        url = pg.create_database(f"bench_{uuid.uuid4().hex[:6]}")
+    if not bootstrap:
+        broker = EmbeddedBroker(log_path=home / "broker.log")
+        broker.start()
+        bootstrap = broker.bootstrap
+    try:
+        await asyncio.to_thread(upgrade, url, "heads")
+        runs = [("short", args.events)] + ([("long", args.events * args.long)] if args.long else [])
+        for name, n in runs:
+            topics = Topics(f"b{uuid.uuid4().hex[:6]}.")
+            await ensure_topics(bootstrap, 6, topics.all)
+            settings = load_settings(
+                database_url=url,
+                kafka_bootstrap=bootstrap,
+                topic_prefix=topics.prefix,
+                timezone="Asia/Shanghai",
+            )
+            messages = make_events(n, seed=len(name), tag=name)
+            rate = await produce(bootstrap, topics.events, messages)
+            count = len(messages)
+            # The consumer under test must not carry the producer's data in its heap.
+            del messages
+            gc.collect()
+            print(f"[{name}] produced {count} messages ({n} events + 5 % dups) at {rate:,.0f}/s")
+            bare = await bare_loop(bootstrap, topics.events, count)
+            print(f"[{name}] bare aiokafka getmany + decode_event: {bare:,.0f} events/s")
+            res = await scoring_run(settings, url, count, args.batch, name == "long", args.parallel)
+            print(
+                f"[{name}] scoring consumer (committed to PostgreSQL): "
+                f"{res['events_per_s']:,.0f} events/s; {res['batches']} batches of "
+                f"{res['mean_batch']:.0f}; batch latency p50 {res['p50_ms']:.0f} ms, "
+                f"p99 {res['p99_ms']:.0f} ms; consumer process CPU "
+                f"{res['cpu_us_per_event']:.0f} µs/event, embedded PostgreSQL + broker CPU "
+                f"{res['children_us_per_event']:.0f} µs/event"
+            )
+            if res["rss"]:
+                r = res["rss"]
+                tenth = r[max(0, len(r) // 10 - 1)]
+                print(
+                    f"[{name}] RSS MiB at 10 %: {tenth:.0f}, at end: {r[-1]:.0f}, max: {max(r):.0f}"
+                )
+            async with create_engine(url).connect() as conn:
+                rows = (await conn.execute(text("SELECT count(*) FROM kpi_daily"))).scalar_one()
+            print(f"[{name}] kpi_daily rows now {rows}")
+    finally:
+        if broker is not None:
+            broker.stop()
+        if pg is not None:
+            pg.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

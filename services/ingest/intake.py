@@ -1,0 +1,239 @@
+"""Pure ingest rules: classify a raw message, build the kpi.events envelope, key and dead letter."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final, Literal, TypeAlias
+
+import orjson
+
+from shared.events import (
+    MAX_EVENT_BYTES,
+    NOT_JSON,
+    Event,
+    FieldError,
+    InvalidEvent,
+    decode_event,
+    encode_event,
+)
+
+Via: TypeAlias = Literal["kafka", "http", "replay"]
+
+# Not one of the validation codes: a bug in this service while handling one message.
+# It still goes to the dead-letter topic so one poison message cannot stall a partition.
+INTERNAL_ERROR: Final = "internal_error"
+
+# The broker and producer cap a request at a few MiB; a base64-inflated oversized input
+# is cut so its dead letter always fits (the size is kept in the record).
+MAX_ORIGINAL_BYTES: Final = 768 * 1024
+
+OUTCOME_PUBLISHED: Final = "published"
+OUTCOME_DEADLETTERED: Final = "deadlettered"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message came from; ``topic`` is the public (unprefixed) raw topic name."""
+
+    via: Via
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "via": self.via,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+        }
+
+    @property
+    def stats_topic(self) -> str:
+        """Label used by metrics and ``ingest_stats``: the raw topic, else the channel."""
+        return self.topic if self.via == "kafka" and self.topic else self.via
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to publish: either an event for kpi.events or a dead letter."""
+
+    deadletter: bool
+    key: bytes | None
+    value: bytes
+    stats_topic: str
+    code: str | None = None
+    event_id: str | None = None
+    errors: tuple[FieldError, ...] = ()
+
+
+@lru_cache(maxsize=8)
+def rfc3339(moment: dt.datetime) -> str:
+    """UTC RFC 3339 with a Z suffix and microseconds, e.g. 2026-03-01T09:30:00.123456Z."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def partition_key(event: Event) -> bytes:
+    """ticket_id, else specialist_id, else event_id: one ticket's events share a partition."""
+    ticket_id = getattr(event, "ticket_id", None)
+    if ticket_id:
+        return str(ticket_id).encode()
+    specialist_id = getattr(event, "specialist_id", None)
+    if specialist_id:
+        return str(specialist_id).encode()
+    return event.event_id.encode()
+
+
+def envelope(event: Event, source: Source, ingested_at: dt.datetime) -> bytes:
+    """Canonical event JSON plus one ``_ingest`` object (ignored by ``decode_event``)."""
+    canonical = encode_event(event)
+    meta = orjson.dumps({**source.as_dict(), "ingested_at": rfc3339(ingested_at)})
+    # encode_event always yields a non-empty object, so splicing before its closing
+    # brace is valid JSON and saves re-serialising the whole event.
+    return canonical[:-1] + b',"_ingest":' + meta + b"}"
+
+
+def encode_original(raw: bytes) -> tuple[str, Literal["utf-8", "base64"], int]:
+    """The original bytes as text (UTF-8 as-is, else base64), cut to MAX_ORIGINAL_BYTES."""
+    size = len(raw)
+    data = raw[:MAX_ORIGINAL_BYTES]
+    try:
+        return data.decode("utf-8"), "utf-8", size
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), "base64", size
+
+
+def decode_original(record: Mapping[str, Any]) -> bytes:
+    """Inverse of :func:`encode_original` for a dead-letter record."""
+    original = record.get("original")
+    if not isinstance(original, str):
+        raise ValueError("dead letter has no 'original' string")
+    if record.get("original_encoding") == "base64":
+        try:
+            return base64.b64decode(original, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("dead letter 'original' is not valid base64") from None
+    return original.encode("utf-8", errors="surrogatepass")
+
+
+def deadletter_value(
+    raw: bytes,
+    error: InvalidEvent,
+    source: Source,
+    at: dt.datetime,
+    *,
+    replays: int = 0,
+) -> bytes:
+    """The dead-letter record (README 'Dead-letter format') as JSON bytes."""
+    text, encoding, size = encode_original(raw)
+    body: dict[str, Any] = {
+        "original": text,
+        "original_encoding": encoding,
+        "code": error.code,
+        "reason": str(error),
+        "errors": [{"field": e.field, "reason": e.reason, "code": e.code} for e in error.errors],
+        "source": source.as_dict(),
+        "dead_lettered_at": rfc3339(at),
+        "replays": replays,
+    }
+    if size > MAX_ORIGINAL_BYTES:
+        body["original_truncated"] = True
+        body["original_size"] = size
+    return orjson.dumps(body)
+
+
+def classify(
+    raw: bytes | None,
+    key: bytes | None,
+    source: Source,
+    at: dt.datetime,
+    *,
+    replays: int = 0,
+    max_bytes: int = MAX_EVENT_BYTES,
+) -> Outgoing:
+    """Decide what one input message becomes; total: never raises for any input."""
+    data = raw if raw is not None else b""
+    try:
+        if raw is None:
+            raise InvalidEvent.single(NOT_JSON, "message has no value (tombstone)")
+        event = decode_event(data, max_bytes=max_bytes)
+        return Outgoing(
+            deadletter=False,
+            key=partition_key(event),
+            value=envelope(event, source, at),
+            stats_topic=source.stats_topic,
+            event_id=event.event_id,
+        )
+    except InvalidEvent as exc:
+        error = exc
+    except Exception as exc:  # a bug in one message must not stall the partition
+        error = InvalidEvent.single(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:300])
+    return Outgoing(
+        deadletter=True,
+        key=key,
+        value=deadletter_value(data, error, source, at, replays=replays),
+        stats_topic=source.stats_topic,
+        code=error.code,
+        errors=error.errors,
+    )
+
+
+def stats_delta(outgoing: Iterable[Outgoing]) -> dict[tuple[str, str, str], int]:
+    """(topic, outcome, code) -> count for one batch; code is '' for published events."""
+    delta: dict[tuple[str, str, str], int] = {}
+    for item in outgoing:
+        k = (
+            (item.stats_topic, OUTCOME_DEADLETTERED, item.code or INTERNAL_ERROR)
+            if item.deadletter
+            else (item.stats_topic, OUTCOME_PUBLISHED, "")
+        )
+        delta[k] = delta.get(k, 0) + 1
+    return delta
+
+
+def merge_delta(
+    into: dict[tuple[str, str, str], int], other: Mapping[tuple[str, str, str], int]
+) -> None:
+    for k, n in other.items():
+        into[k] = into.get(k, 0) + n
+
+
+def replay_outgoing(deadletter: Mapping[str, Any], key: bytes | None, at: dt.datetime) -> Outgoing:
+    """Re-validate a dead letter's original: an event (via ``replay``) or a new dead letter.
+
+    A still-invalid original keeps its first source (so its origin is never lost) and
+    carries the new reason with ``replays`` incremented.
+    """
+    src = deadletter.get("source")
+    src = src if isinstance(src, Mapping) else {}
+    replays = deadletter.get("replays")
+    replays = replays + 1 if isinstance(replays, int) and not isinstance(replays, bool) else 1
+    partition, offset = src.get("partition"), src.get("offset")
+    topic = src.get("topic")
+    via = src.get("via")
+    origin = Source(
+        via=via if via in ("kafka", "http", "replay") else "replay",
+        topic=topic if isinstance(topic, str) else None,
+        partition=partition if isinstance(partition, int) else None,
+        offset=offset if isinstance(offset, int) else None,
+    )
+    raw = decode_original(deadletter)
+    replay_source = Source("replay", origin.topic, origin.partition, origin.offset)
+    result = classify(raw, key, replay_source, at, replays=replays)
+    if not result.deadletter:
+        return result
+    # Same verdict, but the dead letter names where the message first came from.
+    error = InvalidEvent(result.errors)
+    return Outgoing(
+        deadletter=True,
+        key=key,
+        value=deadletter_value(raw, error, origin, at, replays=replays),
+        stats_topic="replay",
+        code=result.code,
+        errors=result.errors,
+    )

@@ -1,0 +1,232 @@
+"""Pydantic shapes of the notify service: kpi.scores messages, channel configs, API bodies."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal, TypeAlias
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from services.notify.channels import (
+    Channel,
+    DingTalkChannel,
+    EmailChannel,
+    FeishuChannel,
+    SlackChannel,
+    WebhookChannel,
+    WeComChannel,
+    mask_url,
+)
+
+ChannelKind: TypeAlias = Literal["webhook", "dingtalk", "wecom", "feishu", "slack", "email"]
+MASK = "***"
+
+
+# -- kpi.scores ------------------------------------------------------------------------
+
+
+class SnapshotWindow(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+    timezone: str | None = None
+
+
+class SnapshotKpi(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    value: float | None = None
+    numerator: float | None = None
+    denominator: float | None = None
+    grade: str | None = None
+    qualified: float | None = None
+    excellent: float | None = None
+    min_samples: int | None = None
+
+
+class ScoreSnapshot(BaseModel):
+    """One `kpi.scores` message (scoring contract, "kpi.scores message")."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    specialist_id: str = Field(min_length=1, max_length=128)
+    team_id: str | None = None
+    window: SnapshotWindow
+    as_of: str | None = None
+    computed_at: AwareDatetime
+    reason: str | None = None
+    kpis: dict[str, SnapshotKpi]
+
+
+# -- channel configs -------------------------------------------------------------------
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WebhookConfig(_Config):
+    url: str
+    secret: str = Field(min_length=8, description="HMAC-SHA256 key of X-KPI-Signature.")
+
+    _check_url = field_validator("url")(_http_url)
+
+
+class DingTalkConfig(_Config):
+    url: str
+    secret: str | None = None
+
+    _check_url = field_validator("url")(_http_url)
+
+
+class WeComConfig(_Config):
+    url: str
+
+    _check_url = field_validator("url")(_http_url)
+
+
+class FeishuConfig(_Config):
+    url: str
+    secret: str | None = None
+    card: bool = True
+
+    _check_url = field_validator("url")(_http_url)
+
+
+class SlackConfig(_Config):
+    url: str
+
+    _check_url = field_validator("url")(_http_url)
+
+
+class EmailConfig(_Config):
+    sender: str = Field(min_length=3)
+    recipients: list[str] = Field(min_length=1)
+    host: str = "localhost"
+    port: int = Field(default=25, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+
+
+CONFIG_MODELS: dict[str, type[_Config]] = {
+    "webhook": WebhookConfig,
+    "dingtalk": DingTalkConfig,
+    "wecom": WeComConfig,
+    "feishu": FeishuConfig,
+    "slack": SlackConfig,
+    "email": EmailConfig,
+}
+# Fields that are secrets in full; URLs of robots carry tokens and are masked separately.
+SECRET_FIELDS = frozenset({"secret", "password"})
+
+
+def validate_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Validated, normalized config dict of a channel kind (raises pydantic ValidationError)."""
+    return CONFIG_MODELS[kind].model_validate(config).model_dump()
+
+
+def masked_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Config safe to return or log: secrets replaced, URL paths and queries hidden."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in SECRET_FIELDS:
+            out[key] = None if value is None else MASK
+        elif key == "url" and isinstance(value, str):
+            out[key] = mask_url(value)
+        else:
+            out[key] = value
+    return out
+
+
+def merge_secrets(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """On update, omitted or masked secrets (and a masked URL) keep the stored value."""
+    merged = dict(new)
+    for key in SECRET_FIELDS:
+        if key in old and merged.get(key, MASK) == MASK:
+            merged[key] = old[key]
+    if "url" in old and merged.get("url", MASK) in (MASK, mask_url(old["url"])):
+        merged["url"] = old["url"]
+    return merged
+
+
+def build_channel(channel_id: str, kind: str, config: dict[str, Any]) -> Channel:
+    """Channel dataclass of `channels.py` from a stored config."""
+    if kind == "webhook":
+        return WebhookChannel(id=channel_id, url=config["url"], secret=config["secret"])
+    if kind == "dingtalk":
+        return DingTalkChannel(id=channel_id, url=config["url"], secret=config.get("secret"))
+    if kind == "wecom":
+        return WeComChannel(id=channel_id, url=config["url"])
+    if kind == "feishu":
+        return FeishuChannel(
+            id=channel_id,
+            url=config["url"],
+            secret=config.get("secret"),
+            card=bool(config.get("card", True)),
+        )
+    if kind == "slack":
+        return SlackChannel(id=channel_id, url=config["url"])
+    if kind == "email":
+        return EmailChannel(
+            id=channel_id,
+            sender=config["sender"],
+            recipients=tuple(config["recipients"]),
+            host=config.get("host", "localhost"),
+            port=int(config.get("port", 25)),
+            username=config.get("username"),
+            password=config.get("password"),
+            starttls=bool(config.get("starttls", False)),
+        )
+    raise ValueError(f"unknown channel kind {kind!r}")
+
+
+# -- API bodies ------------------------------------------------------------------------
+
+
+class ChannelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    kind: ChannelKind
+    team_id: str | None = Field(
+        default=None, max_length=128, description="Team whose alerts it gets; null = all."
+    )
+    lang: Literal["zh-CN", "en"] | None = None
+    enabled: bool = True
+    config: dict[str, Any]
+
+
+class ChannelOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+    team_id: str | None
+    lang: str | None
+    enabled: bool
+    config: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class SilenceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    specialist_id: str | None = Field(default=None, min_length=1, max_length=128)
+    kpi: str | None = Field(default=None, min_length=1, max_length=40)
+    until: AwareDatetime
+    comment: str | None = Field(default=None, max_length=500)
+
+
+class AckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str | None = Field(default=None, max_length=500)

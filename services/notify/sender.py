@@ -1,0 +1,327 @@
+"""Outbox relay: claims due deliveries (SKIP LOCKED, leased), sends them, records attempts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import smtplib
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+import orjson
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.notify import repository as repo
+from services.notify.channels import (
+    AlertPayload,
+    EmailChannel,
+    backoff_delay,
+    build_email,
+    build_request,
+    mask_url,
+)
+from services.notify.handlers import NotifyConfig
+from services.notify.rules import NotifyKind
+from services.notify.schemas import SECRET_FIELDS, build_channel
+from shared.db import session_scope
+
+logger = logging.getLogger(__name__)
+
+DELIVERIES = Counter(
+    "kpi_notify_deliveries_total",
+    "Delivery attempts by channel kind and outcome (sent, retry, failed)",
+    ["kind", "outcome"],
+)
+DELIVERY_SECONDS = Histogram(
+    "kpi_notify_delivery_seconds",
+    "Duration of one send attempt",
+    ["kind"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DELIVERY_STATUS = Gauge(
+    "kpi_notify_outbox_deliveries", "Deliveries in the outbox by status", ["status"]
+)
+
+# 4xx answers that a later retry can cure; any other 4xx means the request itself is wrong.
+_RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+
+
+@dataclass(frozen=True)
+class SendResult:
+    ok: bool
+    permanent: bool
+    http_status: int | None
+    error: str | None
+
+
+def _scrub(text: str, config: dict[str, Any]) -> str:
+    """Remove the channel's secrets (and token-bearing URL) from an error text."""
+    for key, value in config.items():
+        if isinstance(value, str) and value and (key in SECRET_FIELDS or key == "url"):
+            text = text.replace(value, mask_url(value) if key == "url" else "***")
+    return text[:500]
+
+
+def classify_response(status: int, body: bytes) -> SendResult:
+    """Chat robots answer 200 with an error code in the body; treat those as failures."""
+    if 200 <= status < 300:
+        try:
+            data = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            data = None
+        if isinstance(data, dict):
+            code = data.get("errcode", data.get("code", data.get("StatusCode", 0)))
+            if isinstance(code, int) and code != 0:
+                msg = data.get("errmsg") or data.get("msg") or ""
+                return SendResult(False, False, status, f"receiver error code {code}: {msg}"[:300])
+        return SendResult(True, False, status, None)
+    permanent = 400 <= status < 500 and status not in _RETRYABLE_4XX
+    return SendResult(False, permanent, status, f"HTTP {status}: {body[:200]!r}")
+
+
+def _send_mail(channel: EmailChannel, msg: EmailMessage, timeout: float) -> None:
+    with smtplib.SMTP(channel.host, channel.port, timeout=timeout) as smtp:
+        if channel.starttls:
+            smtp.starttls()
+        if channel.username and channel.password:
+            smtp.login(channel.username, channel.password)
+        smtp.send_message(msg)
+
+
+class Sender:
+    """One per process; several processes share the outbox safely (row locks + leases)."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        cfg: NotifyConfig,
+        *,
+        clock: Callable[[], datetime],
+        max_attempts: int = 8,
+        retry_base: float = 1.0,
+        retry_cap: float = 300.0,
+        send_timeout: float = 10.0,
+        lease: float = 60.0,
+        per_channel: int = 4,
+        max_in_flight: int = 64,
+        poll_interval: float = 0.5,
+        worker: str | None = None,
+    ) -> None:
+        self._sm = sessionmaker
+        self._cfg = cfg
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self._retry_base = retry_base
+        self._retry_cap = retry_cap
+        self._timeout = send_timeout
+        self._lease = timedelta(seconds=max(lease, send_timeout * 2))
+        self._per_channel = per_channel
+        self._max_in_flight = max_in_flight
+        self._poll = poll_interval
+        self.worker = worker or f"{socket.gethostname()}:{id(self):x}"
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._in_flight: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._http: httpx.AsyncClient | None = None
+        self.healthy = True
+        self.last_error: str | None = None
+
+    def wake(self) -> None:
+        """New deliveries were committed: look now instead of at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        self._http = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    claimed = await self._claim()
+                    self.healthy, self.last_error = True, None
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.warning("notify sender: claim failed: %s", type(exc).__name__)
+                    self.healthy, self.last_error = False, type(exc).__name__
+                    claimed = []
+                    await asyncio.sleep(1.0)
+                for item, channel in claimed:
+                    self._start(item, channel)
+                if claimed and sum(self._in_flight.values()) < self._max_in_flight:
+                    continue
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+            # Let in-flight sends finish (bounded by the send timeout) so their result lands.
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=self._timeout + 2)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._http.aclose()
+
+    async def _claim(self) -> list[tuple[repo.Claimed, repo.ChannelRecord | None]]:
+        room = self._max_in_flight - sum(self._in_flight.values())
+        if room <= 0:
+            return []
+        now = self._clock()
+        async with session_scope(self._sm) as session:
+            conn = await repo.raw_connection(session)
+            claimed = await repo.claim_due(
+                conn, now, now + self._lease, room, dict(self._in_flight), self._per_channel
+            )
+            if not claimed:
+                return []
+            channels = await repo.channels_by_id(conn, [c.channel_id for c in claimed])
+        return [(item, channels.get(item.channel_id)) for item in claimed]
+
+    def _start(self, item: repo.Claimed, channel: repo.ChannelRecord | None) -> None:
+        self._in_flight[item.channel_id] = self._in_flight.get(item.channel_id, 0) + 1
+        task = asyncio.create_task(self._deliver(item, channel), name=f"deliver-{item.id}")
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            left = self._in_flight.get(item.channel_id, 1) - 1
+            if left <= 0:
+                self._in_flight.pop(item.channel_id, None)
+            else:
+                self._in_flight[item.channel_id] = left
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _deliver(self, item: repo.Claimed, channel: repo.ChannelRecord | None) -> None:
+        started = time.perf_counter()
+        kind = channel.kind if channel else "unknown"
+        if channel is None or not channel.enabled:
+            result = SendResult(False, True, None, "channel deleted or disabled")
+        else:
+            try:
+                result = await asyncio.wait_for(self._send(item, channel), self._timeout + 1)
+            except asyncio.CancelledError:
+                raise
+            except TimeoutError:
+                result = SendResult(False, False, None, "timed out")
+            except Exception as exc:
+                result = SendResult(
+                    False, False, None, _scrub(f"{type(exc).__name__}: {exc}", channel.config)
+                )
+        duration = time.perf_counter() - started
+        DELIVERY_SECONDS.labels(kind).observe(duration)
+        await self._record(item, kind, result, duration)
+
+    async def _send(self, item: repo.Claimed, channel: repo.ChannelRecord) -> SendResult:
+        target = build_channel(channel.id, channel.kind, channel.config)
+        payloads = [AlertPayload.model_validate(i["payload"]) for i in item.items]
+        kinds: dict[str, NotifyKind] = {i["payload"]["alert_id"]: i["kind"] for i in item.items}
+        names = {i["payload"]["specialist_id"]: i["name"] for i in item.items if i.get("name")}
+        lang = channel.lang or self._cfg.lang
+        if len(payloads) == 1:
+            link = item.items[0].get("link")
+            alerts: AlertPayload | list[AlertPayload] = payloads[0]
+        else:
+            link = self._cfg.group_link(item.team_id)
+            alerts = payloads
+        now = self._clock()
+        if isinstance(target, EmailChannel):
+            msg = build_email(
+                alerts,
+                lang,
+                link,
+                target.sender,
+                target.recipients,
+                now=now,
+                delivery_key=item.delivery_key,
+                kinds=kinds,
+                names=names,
+            )
+            await asyncio.to_thread(_send_mail, target, msg, self._timeout)
+            return SendResult(True, False, None, None)
+        req = build_request(
+            target,
+            alerts,
+            lang=lang,
+            link=link,
+            now=now,
+            delivery_key=item.delivery_key,
+            kinds=kinds,
+            names=names,
+        )
+        assert self._http is not None
+        resp = await self._http.request(req.method, req.url, headers=req.headers, content=req.body)
+        return classify_response(resp.status_code, resp.content)
+
+    async def _record(
+        self, item: repo.Claimed, kind: str, result: SendResult, duration: float
+    ) -> None:
+        now = self._clock()
+        if result.ok:
+            status, next_at, outcome = "sent", None, "sent"
+        elif result.permanent or item.attempts >= self._max_attempts:
+            status, next_at, outcome = "failed", None, "failed"
+        else:
+            delay = backoff_delay(
+                item.attempts - 1, self._retry_base, self._retry_cap, random.random
+            )
+            status, next_at, outcome = "pending", now + timedelta(seconds=delay), "retry"
+        DELIVERIES.labels(kind, outcome).inc()
+        if not result.ok:
+            logger.warning(
+                "delivery %s to channel %s (%s) attempt %d: %s -> %s",
+                item.delivery_key,
+                item.channel_id,
+                kind,
+                item.attempts,
+                result.error,
+                status,
+            )
+        for attempt in range(5):
+            try:
+                async with session_scope(self._sm) as session:
+                    conn = await repo.raw_connection(session)
+                    kept = await repo.finish_attempt(
+                        conn,
+                        item,
+                        at=now,
+                        status=status,
+                        next_attempt_at=next_at,
+                        outcome="sent"
+                        if result.ok
+                        else ("failed" if status == "failed" else "error"),
+                        http_status=result.http_status,
+                        error=result.error,
+                        duration_ms=duration * 1000,
+                        worker=self.worker,
+                    )
+                if not kept:
+                    logger.warning("delivery %s: lease lost before recording", item.delivery_key)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The database blinked: the lease expires and another attempt resends with
+                # the same key, so retrying the bookkeeping briefly is enough.
+                logger.warning("delivery %s: recording failed: %s", item.delivery_key, exc)
+                await asyncio.sleep(0.2 * 2**attempt)
+
+
+async def refresh_status_gauge(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    async with sessionmaker() as session:
+        counts = await repo.delivery_counts(await repo.raw_connection(session))
+    for status in ("pending", "sending", "sent", "failed"):
+        DELIVERY_STATUS.labels(status).set(counts.get(status, 0))

@@ -1,0 +1,272 @@
+"""Scoring use-case: apply one batch of events to state and aggregates in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import tzinfo
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.scoring import kpi, repository
+from shared.events import Event, encode_event
+
+logger = logging.getLogger(__name__)
+
+TICKETS = ("ticket_states", "ticket_id")
+SESSIONS = ("training_sessions", "session_id")
+
+
+def payload_hash(event: Event) -> str:
+    """sha256 of the canonical encoding: equal for the same event via HTTP and Kafka."""
+    return hashlib.sha256(encode_event(event)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One input message; ``event`` is None for an invalid one (already dead-lettered)."""
+
+    event: Event | None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    hash: str | None = None
+
+    @classmethod
+    def of(cls, event: Event) -> Incoming:
+        return cls(event)
+
+
+@dataclass
+class BatchResult:
+    """What a batch did; counters feed metrics once the transaction has committed."""
+
+    received: int = 0
+    stale: int = 0  # below the stored offset: already applied (redelivery or zombie)
+    invalid: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    applied: int = 0
+    new_issues: int = 0
+    issues_by_kind: dict[str, int] = field(default_factory=dict)
+    specialists: list[str] = field(default_factory=list)
+    # Partitions whose records start after the stored offset (nothing of them was applied):
+    # partition -> stored next offset, where the consumer must seek back to.
+    gaps: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def _add(
+    into: dict[tuple[object, ...], tuple[float, int]], key: tuple[object, ...], num: float, den: int
+) -> None:
+    old = into.get(key)
+    into[key] = (num, den) if old is None else (old[0] + num, old[1] + den)
+
+
+async def process_batch(
+    session: AsyncSession,
+    items: Sequence[Incoming | Event],
+    *,
+    tz: tzinfo,
+    group_id: str | None = None,
+    accept_gaps: Collection[tuple[str, int]] = (),
+) -> BatchResult:
+    """Apply ``items`` inside the session's transaction; the caller commits.
+
+    With ``group_id`` the records' Kafka offsets are checked and advanced in the same
+    transaction: records below the stored offset are dropped, which fences a consumer
+    that lost its partitions and makes a redelivered batch a no-op.
+    """
+    result = BatchResult(received=len(items))
+    conn = await repository.raw_connection(session)
+    incoming = [i if isinstance(i, Incoming) else Incoming.of(i) for i in items]
+
+    if group_id is not None:
+        incoming = await _fence(conn, group_id, incoming, result, accept_gaps)
+
+    # In-batch dedup: the first occurrence wins, like the database.
+    first: dict[str, tuple[Event, str]] = {}
+    conflicts: list[tuple[str, str]] = []
+    for item in incoming:
+        if item.event is None:
+            result.invalid += 1
+            continue
+        digest = item.hash or payload_hash(item.event)
+        seen = first.get(item.event.event_id)
+        if seen is None:
+            first[item.event.event_id] = (item.event, digest)
+            continue
+        result.duplicates += 1
+        if seen[1] != digest:
+            conflicts.append((item.event.event_id, digest))
+    if not first:
+        await _record_conflicts(conn, conflicts, result)
+        return result
+
+    ids = list(first)
+    claimed = await repository.claim_events(conn, ids, [first[i][1] for i in ids])
+    known = [i for i in ids if i not in claimed]
+    if known:
+        result.duplicates += len(known)
+        stored = await repository.stored_hashes(conn, known)
+        conflicts.extend((i, first[i][1]) for i in known if stored.get(i) != first[i][1])
+    await _record_conflicts(conn, conflicts, result)
+
+    events = [first[i][0] for i in ids if i in claimed]
+    result.applied = len(events)
+    if events:
+        await _apply(conn, events, tz, result)
+    return result
+
+
+async def _fence(
+    conn: repository.Raw,
+    group_id: str,
+    incoming: list[Incoming],
+    result: BatchResult,
+    accept_gaps: Collection[tuple[str, int]],
+) -> list[Incoming]:
+    partitions = {
+        (i.topic, i.partition)
+        for i in incoming
+        if i.topic is not None and i.partition is not None and i.offset is not None
+    }
+    if not partitions:
+        return incoming
+    stored = await repository.lock_offsets(conn, group_id, list(partitions))
+    lowest: dict[tuple[str, int], int] = {}
+    for item in incoming:
+        if item.topic is not None and item.partition is not None and item.offset is not None:
+            tp = (item.topic, item.partition)
+            lowest[tp] = min(lowest.get(tp, item.offset), item.offset)
+    for tp, low in lowest.items():
+        floor = stored.get(tp)
+        if floor is not None and low > floor and tp not in accept_gaps:
+            # Applying would skip offsets floor..low-1 for good; make the consumer re-read.
+            result.gaps[tp] = floor
+    kept: list[Incoming] = []
+    advance: dict[tuple[str, int], int] = {}
+    for item in incoming:
+        if item.topic is None or item.partition is None or item.offset is None:
+            kept.append(item)
+            continue
+        tp = (item.topic, item.partition)
+        if tp in result.gaps:
+            continue
+        floor = stored.get(tp)
+        if floor is not None and item.offset < floor:
+            result.stale += 1
+            continue
+        kept.append(item)
+        advance[tp] = max(advance.get(tp, 0), item.offset + 1)
+    if advance:
+        await repository.store_offsets(conn, group_id, advance)
+    return kept
+
+
+async def _record_conflicts(
+    conn: repository.Raw, conflicts: list[tuple[str, str]], result: BatchResult
+) -> None:
+    if conflicts:
+        result.conflicts += len(conflicts)
+        logger.warning(
+            "%d event ids seen again with a different payload (first version kept), e.g. %s",
+            len(conflicts),
+            conflicts[0][0],
+        )
+        await repository.record_conflicts(conn, conflicts)
+
+
+async def _apply(
+    conn: repository.Raw, events: list[Event], tz: tzinfo, result: BatchResult
+) -> None:
+    daily: dict[tuple[object, ...], tuple[float, int]] = {}
+    facts: dict[tuple[object, ...], tuple[float, int]] = {}
+    specialists: set[str] = set()
+
+    def contribute(delta: kpi.Contributions, source: str) -> None:
+        for (who, day, metric), (num, den) in delta.items():
+            _add(daily, (who, day, metric), num, den)
+            _add(facts, (who, metric, day, source), num, den)
+
+    by_ticket: dict[str, list[Event]] = {}
+    by_session: dict[str, list[Event]] = {}
+    for event in events:
+        who = getattr(event, "specialist_id", None)
+        if who is not None:
+            specialists.add(who)
+        ticket = kpi.routes_to_ticket(event)
+        if ticket is not None:
+            by_ticket.setdefault(ticket, []).append(event)
+            continue
+        session_id = kpi.routes_to_session(event)
+        if session_id is not None:
+            by_session.setdefault(session_id, []).append(event)
+            continue
+        contribute(kpi.simple_contributions(event, tz), f"event:{event.event_id}")
+
+    added: list[tuple[str, str]] = []
+    removed: list[tuple[str, str]] = []
+    if by_ticket:
+        docs = await repository.lock_states(conn, *TICKETS, by_ticket)
+        saved: dict[str, bytes] = {}
+        for ticket_id in sorted(by_ticket):
+            doc = docs.get(ticket_id) or {}
+            state = kpi.TicketState.from_json(doc) if doc else kpi.TicketState(ticket_id)
+            # A new ticket contributes nothing and has no issues yet: skip computing that.
+            before: kpi.Contributions = kpi.ticket_contributions(state, tz) if doc else {}
+            issues_before = set(kpi.data_quality_issues(state)) if doc else set()
+            changed = False
+            for event in by_ticket[ticket_id]:
+                changed = state.apply(event) or changed
+            if not changed:
+                continue
+            source = f"ticket:{ticket_id}"
+            contribute(kpi.diff_contributions(before, kpi.ticket_contributions(state, tz)), source)
+            issues_after = set(kpi.data_quality_issues(state))
+            added.extend((source, i) for i in issues_after - issues_before)
+            removed.extend((source, i) for i in issues_before - issues_after)
+            saved[ticket_id] = orjson.dumps(state.to_json())
+        if saved:
+            await repository.save_states(conn, *TICKETS, saved)
+
+    if by_session:
+        docs = await repository.lock_states(conn, *SESSIONS, by_session)
+        saved = {}
+        for session_id in sorted(by_session):
+            doc = docs.get(session_id) or {}
+            training = (
+                kpi.TrainingSession.from_json(doc) if doc else kpi.TrainingSession(session_id)
+            )
+            before = kpi.training_contributions(training, tz)
+            changed = False
+            for event in by_session[session_id]:
+                changed = training.apply(event) or changed
+            if not changed:
+                continue
+            contribute(
+                kpi.diff_contributions(before, kpi.training_contributions(training, tz)),
+                f"session:{session_id}",
+            )
+            saved[session_id] = orjson.dumps(training.to_json())
+        if saved:
+            await repository.save_states(conn, *SESSIONS, saved)
+
+    daily = {k: v for k, v in daily.items() if v != (0.0, 0)}
+    facts = {k: v for k, v in facts.items() if v != (0.0, 0)}
+    affected = sorted({str(k[0]) for k in daily})
+    specialists.update(affected)
+    if specialists:
+        await repository.ensure_specialists(conn, specialists)
+    if daily:
+        await repository.add_daily(conn, daily)  # type: ignore[arg-type]
+        await repository.add_facts(conn, facts)  # type: ignore[arg-type]
+    if added or removed:
+        result.new_issues = await repository.set_issues(conn, added, removed)
+        for _, issue in added:
+            result.issues_by_kind[issue] = result.issues_by_kind.get(issue, 0) + 1
+    if affected:
+        await repository.enqueue_scores(conn, affected, "events")
+    result.specialists = affected

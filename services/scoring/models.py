@@ -1,0 +1,133 @@
+"""Scoring tables: event dedup, stored offsets, ticket/session state, aggregates, outbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    Date,
+    Float,
+    Identity,
+    Index,
+    Integer,
+    Sequence,
+    String,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base
+
+ID_LENGTH = 128
+SOURCE_LENGTH = 200
+METRIC_LENGTH = 40
+
+OUTBOX_VERSION_SEQ = Sequence("score_outbox_version_seq", metadata=Base.metadata)
+
+
+class ProcessedEvent(Base):
+    """One row per event_id ever applied; the first stored payload wins."""
+
+    __tablename__ = "processed_events"
+
+    event_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    payload_hash: Mapped[str] = mapped_column(CHAR(64))
+    first_seen_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class EventConflict(Base):
+    """A known event_id seen again with a different payload (ignored, recorded)."""
+
+    __tablename__ = "event_conflicts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    payload_hash: Mapped[str] = mapped_column(CHAR(64))
+    seen_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class ConsumerOffset(Base):
+    """Next Kafka offset to apply per partition, committed with the batch's effects."""
+
+    __tablename__ = "consumer_offsets"
+
+    group_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(255), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    next_offset: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class TicketStateRow(Base):
+    """``services.scoring.kpi.TicketState.to_json()`` per ticket (``{}`` = no events yet)."""
+
+    __tablename__ = "ticket_states"
+
+    ticket_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class TrainingSessionRow(Base):
+    """``services.scoring.kpi.TrainingSession.to_json()`` per session."""
+
+    __tablename__ = "training_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class KpiDaily(Base):
+    """Sum of contributions per specialist, local day and KPI key; windows sum these rows."""
+
+    __tablename__ = "kpi_daily"
+    __table_args__ = (Index("ix_kpi_daily_day", "day"),)
+
+    specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(METRIC_LENGTH), primary_key=True)
+    num: Mapped[float] = mapped_column(Float)
+    den: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class KpiFact(Base):
+    """The same deltas per source (ticket/session/event): explains every kpi_daily row."""
+
+    __tablename__ = "kpi_facts"
+
+    specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(METRIC_LENGTH), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    source: Mapped[str] = mapped_column(String(SOURCE_LENGTH), primary_key=True)
+    num: Mapped[float] = mapped_column(Float)
+    den: Mapped[int] = mapped_column(BigInteger)
+
+
+class DataQualityIssue(Base):
+    """A current problem in the input data that KPIs work around (e.g. negative response)."""
+
+    __tablename__ = "data_quality_issues"
+
+    source: Mapped[str] = mapped_column(String(SOURCE_LENGTH), primary_key=True)
+    issue: Mapped[str] = mapped_column(String(64), primary_key=True)
+    detected_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class ScoreOutbox(Base):
+    """Specialists whose alert-window KPIs must be (re)published to kpi.scores."""
+
+    __tablename__ = "score_outbox"
+
+    specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(16))
+    enqueued_at: Mapped[dt.datetime] = mapped_column(server_default=func.now(), index=True)
+    version: Mapped[int] = mapped_column(
+        BigInteger, server_default=text("nextval('score_outbox_version_seq')")
+    )

@@ -1,0 +1,383 @@
+"""Write-side SQL of the scoring engine: bulk ``unnest`` statements in sorted key order."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeAlias
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+# asyncpg has no type stubs; the raw connection is used for its array binding and speed.
+Raw: TypeAlias = Any
+DailyKey: TypeAlias = tuple[str, dt.date, str]
+FactKey: TypeAlias = tuple[str, str, dt.date, str]
+EMPTY_STATE = "{}"
+
+
+async def raw_connection(session: AsyncSession) -> Raw:
+    """The asyncpg connection inside the session's transaction (same transaction, no overhead)."""
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
+
+
+# -- offsets ---------------------------------------------------------------------------
+
+
+async def lock_offsets(
+    conn: Raw, group_id: str, partitions: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], int | None]:
+    """Lock the partitions' offset rows (sorted, so two owners never deadlock).
+
+    Returns next_offset per partition, None where no row existed yet (the row is created
+    with -1 so that this transaction holds its lock too).
+    """
+    keys = sorted(set(partitions))
+    topics = [t for t, _ in keys]
+    parts = [p for _, p in keys]
+    inserted = await conn.fetch(
+        """
+        INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, updated_at)
+        SELECT $1, t, p, -1, now() FROM unnest($2::text[], $3::int[]) AS u(t, p)
+        ORDER BY t, p
+        ON CONFLICT DO NOTHING
+        RETURNING topic, partition
+        """,
+        group_id,
+        topics,
+        parts,
+    )
+    rows = await conn.fetch(
+        """
+        SELECT topic, partition, next_offset FROM consumer_offsets
+        WHERE group_id = $1 AND (topic, partition) IN (
+            SELECT t, p FROM unnest($2::text[], $3::int[]) AS u(t, p))
+        ORDER BY topic, partition
+        FOR UPDATE
+        """,
+        group_id,
+        topics,
+        parts,
+    )
+    fresh = {(r["topic"], r["partition"]) for r in inserted}
+    out: dict[tuple[str, int], int | None] = {}
+    for r in rows:
+        key = (r["topic"], r["partition"])
+        value = int(r["next_offset"])
+        out[key] = None if key in fresh or value < 0 else value
+    return out
+
+
+async def store_offsets(
+    conn: Raw, group_id: str, next_offsets: Mapping[tuple[str, int], int]
+) -> None:
+    """Advance (never rewind) the stored offsets of the batch's partitions."""
+    keys = sorted(next_offsets)
+    await conn.execute(
+        """
+        UPDATE consumer_offsets c
+        SET next_offset = GREATEST(c.next_offset, u.o), updated_at = now()
+        FROM unnest($2::text[], $3::int[], $4::bigint[]) AS u(t, p, o)
+        WHERE c.group_id = $1 AND c.topic = u.t AND c.partition = u.p
+        """,
+        group_id,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [next_offsets[k] for k in keys],
+    )
+
+
+async def read_offsets(
+    conn: Raw, group_id: str, partitions: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """Stored next offsets (no lock) for seeking after a partition assignment."""
+    rows = await conn.fetch(
+        """
+        SELECT topic, partition, next_offset FROM consumer_offsets
+        WHERE group_id = $1 AND next_offset >= 0 AND (topic, partition) IN (
+            SELECT t, p FROM unnest($2::text[], $3::int[]) AS u(t, p))
+        """,
+        group_id,
+        [t for t, _ in partitions],
+        [p for _, p in partitions],
+    )
+    return {(r["topic"], r["partition"]): int(r["next_offset"]) for r in rows}
+
+
+# -- dedup -----------------------------------------------------------------------------
+
+
+async def claim_events(conn: Raw, ids: Sequence[str], hashes: Sequence[str]) -> set[str]:
+    """Insert event ids (sorted); returns the ids that were new. Blocks on a concurrent
+    insert of the same id until that transaction ends, so an id is claimed exactly once."""
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    rows = await conn.fetch(
+        """
+        INSERT INTO processed_events (event_id, payload_hash)
+        SELECT i, h FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(i, h, n)
+        ORDER BY n
+        ON CONFLICT DO NOTHING
+        RETURNING event_id
+        """,
+        [ids[i] for i in order],
+        [hashes[i] for i in order],
+    )
+    return {r["event_id"] for r in rows}
+
+
+async def stored_hashes(conn: Raw, ids: Sequence[str]) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT event_id, payload_hash FROM processed_events WHERE event_id = ANY($1::text[])",
+        list(ids),
+    )
+    return {r["event_id"]: r["payload_hash"] for r in rows}
+
+
+async def record_conflicts(conn: Raw, conflicts: Sequence[tuple[str, str]]) -> None:
+    await conn.execute(
+        """
+        INSERT INTO event_conflicts (event_id, payload_hash)
+        SELECT i, h FROM unnest($1::text[], $2::text[]) AS u(i, h)
+        """,
+        [c[0] for c in conflicts],
+        [c[1] for c in conflicts],
+    )
+
+
+# -- state -----------------------------------------------------------------------------
+
+
+async def lock_states(conn: Raw, table: str, key: str, ids: Iterable[str]) -> dict[str, Any]:
+    """Create missing rows as ``{}`` then lock all rows in key order; returns parsed JSON.
+
+    Creating first makes a concurrent first event of the same ticket wait for us instead
+    of both transactions starting from an empty state (a lost update).
+    """
+    if table not in ("ticket_states", "training_sessions") or key not in (
+        "ticket_id",
+        "session_id",
+    ):
+        raise ValueError(f"unknown state table {table}.{key}")
+    sorted_ids = sorted(set(ids))
+    await conn.execute(
+        f"""
+        INSERT INTO {table} ({key}, state, updated_at)
+        SELECT i, '{EMPTY_STATE}'::jsonb, now() FROM unnest($1::text[]) AS u(i) ORDER BY i
+        ON CONFLICT DO NOTHING
+        """,
+        sorted_ids,
+    )
+    rows = await conn.fetch(
+        f"""
+        SELECT {key} AS id, state::text AS state FROM {table}
+        WHERE {key} = ANY($1::text[]) ORDER BY {key} FOR UPDATE
+        """,
+        sorted_ids,
+    )
+    return {r["id"]: orjson.loads(r["state"]) for r in rows}
+
+
+async def save_states(conn: Raw, table: str, key: str, states: Mapping[str, bytes]) -> None:
+    """Replace the (already locked) state rows."""
+    if table not in ("ticket_states", "training_sessions") or key not in (
+        "ticket_id",
+        "session_id",
+    ):
+        raise ValueError(f"unknown state table {table}.{key}")
+    ids = sorted(states)
+    await conn.execute(
+        f"""
+        UPDATE {table} t SET state = u.s::jsonb, updated_at = now()
+        FROM unnest($1::text[], $2::text[]) AS u(i, s)
+        WHERE t.{key} = u.i
+        """,
+        ids,
+        [states[i].decode() for i in ids],
+    )
+
+
+# -- aggregates ------------------------------------------------------------------------
+
+
+async def ensure_specialists(conn: Raw, ids: Iterable[str]) -> None:
+    """Specialists first seen in an event exist without a team until assigned."""
+    await conn.execute(
+        """
+        INSERT INTO specialists (id) SELECT i FROM unnest($1::text[]) AS u(i) ORDER BY i
+        ON CONFLICT DO NOTHING
+        """,
+        sorted(set(ids)),
+    )
+
+
+async def add_daily(conn: Raw, deltas: Mapping[DailyKey, tuple[float, int]]) -> None:
+    """Apply deltas to kpi_daily in primary-key order (row locks taken in a global order)."""
+    keys = sorted(deltas)
+    await conn.execute(
+        """
+        INSERT INTO kpi_daily (specialist_id, day, metric, num, den, updated_at)
+        SELECT s, d, m, n, c, now()
+        FROM unnest($1::text[], $2::date[], $3::text[], $4::float8[], $5::bigint[])
+            WITH ORDINALITY AS u(s, d, m, n, c, o)
+        ORDER BY o
+        ON CONFLICT (specialist_id, day, metric) DO UPDATE
+        SET num = kpi_daily.num + excluded.num, den = kpi_daily.den + excluded.den,
+            updated_at = excluded.updated_at
+        """,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [deltas[k][0] for k in keys],
+        [deltas[k][1] for k in keys],
+    )
+
+
+async def add_facts(conn: Raw, deltas: Mapping[FactKey, tuple[float, int]]) -> None:
+    """Apply the same deltas per source; rows that cancel to 0/0 are removed."""
+    keys = sorted(deltas)
+    # Only rows that cancelled out come back: decoding every upserted row cost more than
+    # the upsert itself.
+    rows = await conn.fetch(
+        """
+        WITH up AS (
+            INSERT INTO kpi_facts (specialist_id, metric, day, source, num, den)
+            SELECT s, m, d, src, n, c
+            FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::float8[],
+                        $6::bigint[])
+                WITH ORDINALITY AS u(s, m, d, src, n, c, o)
+            ORDER BY o
+            ON CONFLICT (specialist_id, metric, day, source) DO UPDATE
+            SET num = kpi_facts.num + excluded.num, den = kpi_facts.den + excluded.den
+            RETURNING specialist_id, metric, day, source, num, den
+        )
+        SELECT specialist_id, metric, day, source, num, den FROM up
+        WHERE den = 0 AND abs(num) < 1e-9
+        """,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [k[3] for k in keys],
+        [deltas[k][0] for k in keys],
+        [deltas[k][1] for k in keys],
+    )
+    # Float sums of hours may leave 1e-15 instead of 0; such a fact explains nothing.
+    zero = sorted(
+        (r["specialist_id"], r["metric"], r["day"], r["source"])
+        for r in rows
+        if r["den"] == 0 and abs(r["num"]) < 1e-9
+    )
+    if zero:
+        await conn.execute(
+            """
+            DELETE FROM kpi_facts f USING unnest($1::text[], $2::text[], $3::date[], $4::text[])
+                AS u(s, m, d, src)
+            WHERE f.specialist_id = u.s AND f.metric = u.m AND f.day = u.d AND f.source = u.src
+            """,
+            [z[0] for z in zero],
+            [z[1] for z in zero],
+            [z[2] for z in zero],
+            [z[3] for z in zero],
+        )
+
+
+async def set_issues(
+    conn: Raw, added: Sequence[tuple[str, str]], removed: Sequence[tuple[str, str]]
+) -> int:
+    """Record new data-quality issues and drop fixed ones; returns how many were new."""
+    count = 0
+    if added:
+        add = sorted(added)
+        rows = await conn.fetch(
+            """
+            INSERT INTO data_quality_issues (source, issue, detected_at)
+            SELECT s, i, now() FROM unnest($1::text[], $2::text[]) AS u(s, i) ORDER BY s, i
+            ON CONFLICT DO NOTHING RETURNING source
+            """,
+            [a[0] for a in add],
+            [a[1] for a in add],
+        )
+        count = len(rows)
+    if removed:
+        rem = sorted(removed)
+        await conn.execute(
+            """
+            DELETE FROM data_quality_issues d USING unnest($1::text[], $2::text[]) AS u(s, i)
+            WHERE d.source = u.s AND d.issue = u.i
+            """,
+            [r[0] for r in rem],
+            [r[1] for r in rem],
+        )
+    return count
+
+
+# -- outbox ----------------------------------------------------------------------------
+
+
+async def enqueue_scores(conn: Raw, specialist_ids: Iterable[str], reason: str) -> None:
+    """(Re)queue specialists for kpi.scores; a new version means "publish again".
+
+    DO UPDATE (not DO NOTHING) so a relay that is publishing an older snapshot of the same
+    specialist cannot delete this newer request.
+    """
+    ids = sorted(set(specialist_ids))
+    if not ids:
+        return
+    await conn.execute(
+        """
+        INSERT INTO score_outbox (specialist_id, reason, enqueued_at)
+        SELECT i, $2, now() FROM unnest($1::text[]) AS u(i) ORDER BY i
+        ON CONFLICT (specialist_id) DO UPDATE
+        SET version = nextval('score_outbox_version_seq'), reason = excluded.reason
+        """,
+        ids,
+        reason,
+    )
+
+
+async def enqueue_clock(conn: Raw, since: dt.date) -> int:
+    """Queue every specialist with a bucket since ``since`` (reason "clock"); returns count."""
+    rows = await conn.fetch(
+        """
+        INSERT INTO score_outbox (specialist_id, reason, enqueued_at)
+        SELECT DISTINCT specialist_id, 'clock', now() FROM kpi_daily WHERE day >= $1
+        ORDER BY specialist_id
+        ON CONFLICT (specialist_id) DO NOTHING
+        RETURNING specialist_id
+        """,
+        since,
+    )
+    return len(rows)
+
+
+async def pending_scores(conn: Raw, limit: int) -> list[tuple[str, str, int]]:
+    rows = await conn.fetch(
+        """
+        SELECT specialist_id, reason, version FROM score_outbox
+        ORDER BY enqueued_at, specialist_id LIMIT $1
+        """,
+        limit,
+    )
+    return [(r["specialist_id"], r["reason"], int(r["version"])) for r in rows]
+
+
+async def delete_published(conn: Raw, published: Sequence[tuple[str, int]]) -> int:
+    """Delete outbox rows still at the version that was published (locks in key order)."""
+    items = sorted(published)
+    rows = await conn.fetch(
+        """
+        WITH locked AS (
+            SELECT o.specialist_id FROM score_outbox o
+            JOIN unnest($1::text[], $2::bigint[]) AS u(s, v)
+                ON o.specialist_id = u.s AND o.version = u.v
+            ORDER BY o.specialist_id FOR UPDATE OF o
+        )
+        DELETE FROM score_outbox o USING locked l, unnest($1::text[], $2::bigint[]) AS u(s, v)
+        WHERE o.specialist_id = l.specialist_id AND o.specialist_id = u.s AND o.version = u.v
+        RETURNING o.specialist_id
+        """,
+        [i[0] for i in items],
+        [i[1] for i in items],
+    )
+    return len(rows)

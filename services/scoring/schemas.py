@@ -1,0 +1,151 @@
+"""Pydantic models of the scoring REST API: the exact SPEC §4 shapes, documented in OpenAPI."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GradeName = Literal["excellent", "qualified", "unqualified", "insufficient_data"]
+# Counts are shown as JSON integers (17, not 17.0) and ratios as unrounded floats; the
+# int-first union keeps whichever the domain produced instead of coercing to float.
+Number = int | float
+
+
+class KpiKey(StrEnum):
+    """The KPI keys of SPEC §1, in table order (unit-tested against ``kpi.KPI_KEYS``)."""
+
+    customer_satisfaction = "customer_satisfaction"
+    resolution_rate = "resolution_rate"
+    avg_response_time_hours = "avg_response_time_hours"
+    record_accuracy = "record_accuracy"
+    followup_rate = "followup_rate"
+    collaboration_score = "collaboration_score"
+    training_sessions = "training_sessions"
+    nps = "nps"
+
+
+class _Out(BaseModel):
+    # extra="forbid" lets tests validate the hand-built hot-path bodies against these shapes.
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class WindowOut(_Out):
+    name: str = Field(description="Canonical window name: Nd, qtd or YYYYQn.")
+    from_: dt.date = Field(alias="from", description="First local date, inclusive.")
+    to: dt.date = Field(description="Last local date, inclusive.")
+    timezone: str = Field(description="IANA zone of the day buckets (KPI_TIMEZONE).")
+
+
+class KpiOut(_Out):
+    value: Number | None = Field(description="null when the denominator is 0.")
+    numerator: Number | None
+    denominator: int | None = Field(description="null for training_sessions.")
+    grade: GradeName | None = Field(description="null for nps and for training on Nd windows.")
+    qualified: float | None
+    excellent: float | None
+    min_samples: int | None
+
+
+class SpecialistKpis(_Out):
+    specialist_id: str
+    name: str | None
+    team_id: str | None
+    window: WindowOut
+    kpis: dict[str, KpiOut] = Field(description="Every KPI key of SPEC §1.")
+
+
+class MemberKpis(_Out):
+    specialist_id: str
+    name: str | None
+    kpis: dict[str, KpiOut]
+
+
+class TeamKpis(_Out):
+    team_id: str
+    name: str
+    window: WindowOut
+    kpis: dict[str, KpiOut] = Field(description="Pooled: sums over the members' buckets.")
+    members: list[MemberKpis]
+
+
+class LeaderboardEntry(_Out):
+    rank: int = Field(description="1 = best; equal values share a rank; null values come last.")
+    specialist_id: str
+    name: str | None
+    team_id: str | None
+    value: Number | None
+    numerator: Number | None
+    denominator: int | None
+    grade: GradeName | None
+
+
+class Leaderboard(_Out):
+    kpi: KpiKey
+    window: WindowOut
+    entries: list[LeaderboardEntry]
+
+
+class HistoryPoint(_Out):
+    date: dt.date
+    value: Number | None
+    numerator: Number | None
+    denominator: int | None
+
+
+class History(_Out):
+    specialist_id: str
+    kpi: KpiKey
+    from_: dt.date = Field(alias="from")
+    to: dt.date
+    points: list[HistoryPoint] = Field(description="One point per local date, oldest first.")
+
+
+class FactOut(_Out):
+    day: dt.date
+    source: str = Field(description="ticket:<id>, session:<id> or event:<event_id>.")
+    num: float
+    den: int
+
+
+class FactsPage(_Out):
+    items: list[FactOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end.")
+
+
+class TeamIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    supervisor: str | None = Field(
+        default=None, min_length=1, max_length=128, description="Subject of the supervisor token."
+    )
+
+
+class TeamOut(_Out):
+    id: str
+    name: str
+    supervisor: str | None
+
+
+class TeamList(_Out):
+    teams: list[TeamOut]
+
+
+class SpecialistIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    team_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class SpecialistOut(_Out):
+    id: str
+    name: str | None
+    team_id: str | None
+
+
+class SpecialistList(_Out):
+    specialists: list[SpecialistOut]

@@ -1,0 +1,145 @@
+"""Test support for notify: a real HTTP receiver in a thread, snapshots, polling helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+
+from services.scoring.kpi import DEFAULT_LINES
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """Records every request; `behaviour(req) -> (status, body, delay)` decides the answer."""
+
+    behaviour: Callable[[Received], tuple[int, bytes, float]] | None = None
+    requests: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    def start(self) -> Receiver:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                req = Received(
+                    self.path, dict(self.headers.items()), self.rfile.read(length), time.time()
+                )
+                status, body, delay = 200, b'{"errcode":0,"errmsg":"ok"}', 0.0
+                if outer.behaviour is not None:
+                    status, body, delay = outer.behaviour(req)
+                with outer.lock:
+                    outer.requests.append(req)
+                if delay:
+                    time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.server_address[1]
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def snapshot(self) -> list[Received]:
+        with self.lock:
+            return list(self.requests)
+
+    def keys(self) -> list[str]:
+        return [r.headers.get("X-KPI-Delivery", "") for r in self.snapshot()]
+
+
+def kpi_block(kpi: str, value: float | None, den: int, grade: str) -> dict[str, Any]:
+    line = DEFAULT_LINES[kpi]
+    return {
+        "value": value,
+        "numerator": None if value is None else value * den,
+        "denominator": den,
+        "grade": grade,
+        "qualified": line.qualified,
+        "excellent": line.excellent,
+        "min_samples": line.min_samples,
+    }
+
+
+def snapshot(
+    specialist_id: str,
+    at: dt.datetime,
+    *,
+    team_id: str | None = None,
+    csat: float | None = 0.5,
+    samples: int = 20,
+    reason: str = "events",
+) -> dict[str, Any]:
+    """A kpi.scores message with one interesting KPI (customer_satisfaction)."""
+    if csat is None or samples < 10:
+        grade = "insufficient_data"
+    elif csat >= 0.9:
+        grade = "excellent"
+    elif csat >= 0.85:
+        grade = "qualified"
+    else:
+        grade = "unqualified"
+    return {
+        "specialist_id": specialist_id,
+        "team_id": team_id,
+        "window": {"name": "30d", "from": "2026-01-01", "to": "2026-01-30", "timezone": "UTC"},
+        "as_of": at.date().isoformat(),
+        "computed_at": at.isoformat(),
+        "reason": reason,
+        "kpis": {
+            "customer_satisfaction": kpi_block("customer_satisfaction", csat, samples, grade),
+            "resolution_rate": kpi_block("resolution_rate", 0.97, 30, "excellent"),
+        },
+    }
+
+
+class FakeClock:
+    """Injectable clock the tests move by hand."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += dt.timedelta(**kwargs)

@@ -1,0 +1,414 @@
+"""Notify as real processes: outbox crash tests, two replicas, REST, auth scoping, SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kpi.stack import ServiceProcess
+from shared.auth import Role, issue_token
+from shared.db import create_sessionmaker, session_scope
+from shared.topics import Topics
+from tests.integration.notify_support import Received, Receiver, snapshot
+from tests.kafka_helpers import produce, wait_for
+from tests.service_helpers import ADMIN_TOKEN, service_env, start_service, wait_status
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+SECRET = "webhook-secret-123"
+
+
+def _kill(svc: ServiceProcess) -> None:
+    if svc.proc is not None:
+        os.killpg(svc.proc.pid, signal.SIGKILL)
+        svc.proc.wait(10)
+        svc.proc = None
+
+
+@pytest.fixture
+def procs() -> Iterator[list[ServiceProcess]]:
+    started: list[ServiceProcess] = []
+    yield started
+    for svc in started:
+        if svc.proc is not None:
+            svc.stop()
+
+
+def _env(database_url: str, bootstrap: str, topics: Topics, **extra: str) -> dict[str, str]:
+    return service_env(
+        database_url,
+        bootstrap,
+        KPI_TOPIC_PREFIX=topics.prefix,
+        KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
+        KPI_NOTIFY_GROUP_WAIT_SECONDS="0",
+        KPI_NOTIFY_TICK_SECONDS="1",
+        KPI_NOTIFY_LANG="en",
+        **extra,
+    )
+
+
+def _start(env: dict[str, str], tmp_path: Path, procs: list[ServiceProcess]) -> ServiceProcess:
+    svc = start_service("notify", env, tmp_path)
+    procs.append(svc)
+    wait_status(svc.url + "/readyz", 200, timeout=40)
+    return svc
+
+
+def _webhook(svc: ServiceProcess, url: str, team: str | None = None) -> dict[str, Any]:
+    r = httpx.post(
+        svc.url + "/v1/channels",
+        headers=ADMIN,
+        json={
+            "name": "hook",
+            "kind": "webhook",
+            "team_id": team,
+            "config": {"url": url, "secret": SECRET},
+        },
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+async def _produce_snaps(bootstrap: str, topics: Topics, snaps: list[dict[str, Any]]) -> None:
+    await produce(
+        bootstrap,
+        topics.scores,
+        [orjson.dumps(s) for s in snaps],
+        key=lambda v: orjson.loads(v)["specialist_id"].encode(),
+    )
+
+
+async def _count(engine: AsyncEngine, sql: str) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text(sql))).scalar_one())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def test_crash_between_commit_and_send_then_restart_sends_once(
+    clean_db: AsyncEngine,
+    database_url: str,
+    bootstrap: str,
+    created_topics: Topics,
+    tmp_path: Path,
+    procs: list[ServiceProcess],
+) -> None:
+    rec = Receiver().start()
+    try:
+        # Sender off = the process commits state + outbox and dies before any send.
+        env = _env(database_url, bootstrap, created_topics)
+        svc = _start({**env, "KPI_NOTIFY_SENDER": "false"}, tmp_path, procs)
+        _webhook(svc, rec.url + "/hook")
+        await _produce_snaps(
+            bootstrap, created_topics, [snapshot(f"p{i}", _now()) for i in range(3)]
+        )
+        await wait_for(lambda: _pending(clean_db, 3), 40)
+        _kill(svc)
+        assert rec.snapshot() == []
+        svc = _start(env, tmp_path, procs)
+        await wait_for(lambda: len(rec.snapshot()) == 3, 20)
+        # A clean restart re-evaluates everything (tick at start-up) and re-notifies nothing.
+        svc.stop()
+        svc = _start(env, tmp_path, procs)
+        await _produce_snaps(
+            bootstrap, created_topics, [snapshot(f"p{i}", _now()) for i in range(3)]
+        )
+        await wait_for(lambda: _states_observed(clean_db), 20)
+        await asyncio.sleep(2.0)  # bounded quiet period: a re-notification would show here
+        assert len(rec.snapshot()) == 3
+        assert len(set(rec.keys())) == 3
+    finally:
+        rec.stop()
+
+
+async def _pending(engine: AsyncEngine, n: int) -> bool:
+    return await _count(engine, "SELECT count(*) FROM deliveries WHERE status='pending'") == n
+
+
+async def _states_observed(engine: AsyncEngine) -> bool:
+    # All three alerts saw the newer snapshot (last_obs refreshed) => the batch was evaluated.
+    newest = await _count(
+        engine,
+        "SELECT count(*) FROM alert_states "
+        "WHERE (last_obs->>'observed_at')::timestamptz > now() - interval '30 seconds' "
+        "AND updated_at > now() - interval '10 seconds'",
+    )
+    return newest == 3
+
+
+async def test_crash_after_send_resends_with_same_key(
+    clean_db: AsyncEngine,
+    database_url: str,
+    bootstrap: str,
+    created_topics: Topics,
+    tmp_path: Path,
+    procs: list[ServiceProcess],
+) -> None:
+    holder: dict[str, ServiceProcess] = {}
+
+    def kill_on_first(req: Received) -> tuple[int, bytes, float]:
+        if len(rec.requests) == 0 and "svc" in holder:
+            _kill(holder.pop("svc"))  # the receiver has it; the sender never learns
+        return 200, b"{}", 0.0
+
+    rec = Receiver(behaviour=kill_on_first).start()
+    try:
+        env = _env(
+            database_url,
+            bootstrap,
+            created_topics,
+            KPI_NOTIFY_LEASE_SECONDS="2",
+            KPI_NOTIFY_SEND_TIMEOUT="1",
+        )
+        svc = _start(env, tmp_path, procs)
+        _webhook(svc, rec.url + "/hook")
+        holder["svc"] = svc
+        await _produce_snaps(bootstrap, created_topics, [snapshot("q1", _now())])
+        await wait_for(lambda: len(rec.snapshot()) == 1 and "svc" not in holder, 40)
+        assert svc.proc is None
+        _start(env, tmp_path, procs)
+        await wait_for(lambda: len(rec.snapshot()) == 2, 30)
+        keys = rec.keys()
+        assert keys[0] == keys[1] and keys[0]
+        assert rec.snapshot()[0].body == rec.snapshot()[1].body
+        await wait_for(
+            lambda: _count(clean_db, "SELECT count(*) FROM deliveries WHERE status='sent'"), 10
+        )
+    finally:
+        rec.stop()
+
+
+async def test_two_replicas_1000_alerts_no_duplicate_delivery(
+    clean_db: AsyncEngine,
+    database_url: str,
+    bootstrap: str,
+    created_topics: Topics,
+    tmp_path: Path,
+    procs: list[ServiceProcess],
+) -> None:
+    rec = Receiver().start()
+    try:
+        env = _env(database_url, bootstrap, created_topics)
+        a = _start(env, tmp_path, procs)
+        _start(env, tmp_path, procs)
+        _webhook(a, rec.url + "/hook")
+        now = _now()
+        await _produce_snaps(
+            bootstrap, created_topics, [snapshot(f"r{i:04d}", now) for i in range(1000)]
+        )
+        await wait_for(lambda: len(rec.snapshot()) >= 1000, 90)
+        await asyncio.sleep(1.0)  # late duplicates would arrive here
+        keys = rec.keys()
+        assert len(keys) == 1000, len(keys)
+        assert len(set(keys)) == 1000
+        ids = {r.json()["alert_id"] for r in rec.snapshot()}
+        assert len(ids) == 1000
+        workers = await _count(clean_db, "SELECT count(DISTINCT worker) FROM delivery_attempts")
+        print(f"two replicas: 1000 alerts, 1000 deliveries, 0 duplicates, {workers} senders")
+    finally:
+        rec.stop()
+
+
+async def test_rest_channels_alerts_ack_silences_deliveries_and_stream(
+    clean_db: AsyncEngine,
+    database_url: str,
+    bootstrap: str,
+    created_topics: Topics,
+    tmp_path: Path,
+    procs: list[ServiceProcess],
+) -> None:
+    sm = create_sessionmaker(clean_db)
+    async with session_scope(sm) as s:
+        await s.execute(
+            text(
+                "INSERT INTO teams (id, name, supervisor) VALUES ('north', 'North', 'ann'), "
+                "('south', 'South', 'bo')"
+            )
+        )
+        await s.execute(
+            text(
+                "INSERT INTO specialists (id, name, team_id) VALUES ('n1', 'Nina', 'north'), "
+                "('s1', 'Sam', 'south')"
+            )
+        )
+        ann, _ = await issue_token(s, Role.SUPERVISOR, "ann")
+        bo, _ = await issue_token(s, Role.SUPERVISOR, "bo")
+        service, _ = await issue_token(s, Role.SERVICE, "zendesk")
+    ann_h = {"Authorization": f"Bearer {ann}"}
+    bo_h = {"Authorization": f"Bearer {bo}"}
+    rec = Receiver().start()
+    try:
+        svc = _start(_env(database_url, bootstrap, created_topics), tmp_path, procs)
+        team = await asyncio.to_thread(_channels_phase, svc, rec, ann_h, bo_h)
+        # SSE: ann's stream sees north's transition, not south's.
+        events: list[dict[str, Any]] = []
+
+        async def listen() -> None:
+            async with (
+                httpx.AsyncClient(base_url=svc.url, timeout=None) as ac,
+                ac.stream("GET", "/v1/alerts/stream", headers=ann_h) as resp,
+            ):
+                assert resp.status_code == 200
+                async for line in resp.aiter_lines():
+                    if line.startswith("data: "):
+                        events.append(orjson.loads(line[6:]))
+
+        listener = asyncio.create_task(listen())
+        await asyncio.sleep(0.5)
+        now = _now()
+        await _produce_snaps(bootstrap, created_topics, [snapshot("s1", now), snapshot("n1", now)])
+        await wait_for(lambda: len(rec.snapshot()) >= 3, 30)  # org x2 + north robot x1
+        await wait_for(lambda: any(e["specialist_id"] == "n1" for e in events), 10)
+        listener.cancel()
+        assert all(e["team_id"] == "north" for e in events)
+        robot = [r for r in rec.snapshot() if r.path.startswith("/robot/")]
+        assert len(robot) == 1 and "sign=" in robot[0].path
+        assert robot[0].json()["msgtype"] == "markdown"
+        assert "Nina" in robot[0].json()["markdown"]["text"]
+        await asyncio.to_thread(_alerts_phase, svc, team, ann_h, bo_h, service, now)
+        logs = await asyncio.to_thread(Path(svc.log_path).read_text, errors="replace")
+        for secret in (SECRET, "TOPSECRET", "SECdingding"):
+            assert secret not in logs
+    finally:
+        rec.stop()
+
+
+def _channels_phase(
+    svc: ServiceProcess, rec: Receiver, ann_h: dict[str, str], bo_h: dict[str, str]
+) -> dict[str, Any]:
+    with httpx.Client(base_url=svc.url, timeout=10) as c:
+        # Channels: admin only, validated, secrets never returned.
+        bad = c.post(
+            "/v1/channels",
+            headers=ADMIN,
+            json={"name": "x", "kind": "webhook", "config": {"url": "ftp://x"}},
+        )
+        assert bad.status_code == 422
+        locs = [tuple(d["loc"]) for d in bad.json()["detail"]]
+        assert ("body", "config", "url") in locs and ("body", "config", "secret") in locs
+        unknown = c.post(
+            "/v1/channels",
+            headers=ADMIN,
+            json={
+                "name": "x",
+                "kind": "slack",
+                "team_id": "nope",
+                "config": {"url": "https://hooks.slack.com/services/T/B/XYZ"},
+            },
+        )
+        assert unknown.status_code == 422 and "team_id" in unknown.text
+        forbidden = c.post(
+            "/v1/channels",
+            headers=ann_h,
+            json={"name": "x", "kind": "slack", "config": {"url": "https://h/x"}},
+        )
+        assert forbidden.status_code == 403
+        org = _webhook(svc, rec.url + "/org-token-abc")
+        team: dict[str, Any] = c.post(
+            "/v1/channels",
+            headers=ADMIN,
+            json={
+                "name": "north robot",
+                "kind": "dingtalk",
+                "team_id": "north",
+                "lang": "zh-CN",
+                "config": {
+                    "url": rec.url + "/robot/send?access_token=TOPSECRET",
+                    "secret": "SECdingding",
+                },
+            },
+        ).json()
+        listing = c.get("/v1/channels", headers=ADMIN)
+        assert listing.status_code == 200
+        for blob in (listing.text, str(org), str(team)):
+            assert SECRET not in blob and "TOPSECRET" not in blob
+            assert "SECdingding" not in blob and "org-token-abc" not in blob
+        assert [ch["id"] for ch in c.get("/v1/channels", headers=ann_h).json()] == [team["id"]]
+        assert c.get("/v1/channels", headers=bo_h).json() == []
+        # PUT with the masked config keeps the stored secrets (the robot still signs below).
+        upd = c.put(
+            f"/v1/channels/{team['id']}",
+            headers=ADMIN,
+            json={
+                "name": "north robot 2",
+                "kind": "dingtalk",
+                "team_id": "north",
+                "lang": "zh-CN",
+                "config": team["config"],
+            },
+        )
+        assert upd.status_code == 200 and upd.json()["name"] == "north robot 2"
+    return team
+
+
+def _alerts_phase(
+    svc: ServiceProcess,
+    team: dict[str, Any],
+    ann_h: dict[str, str],
+    bo_h: dict[str, str],
+    service: str,
+    now: dt.datetime,
+) -> None:
+    with httpx.Client(base_url=svc.url, timeout=10) as c:
+        # Alerts list is scoped; a team filter outside your teams is 403.
+        all_open = c.get("/v1/alerts?state=open", headers=ADMIN).json()["items"]
+        assert {a["specialist_id"] for a in all_open} == {"n1", "s1"}
+        mine = c.get("/v1/alerts", headers=ann_h).json()["items"]
+        assert [a["specialist_id"] for a in mine] == ["n1"]
+        assert c.get("/v1/alerts?team=south", headers=ann_h).status_code == 403
+        assert c.get("/v1/alerts?state=bogus", headers=ADMIN).status_code == 422
+        svc_h = {"Authorization": f"Bearer {service}"}
+        assert c.get("/v1/alerts", headers=svc_h).status_code == 403
+        assert c.get("/v1/alerts").status_code == 401
+        n1 = mine[0]["alert_id"]
+        s1 = next(a["alert_id"] for a in all_open if a["specialist_id"] == "s1")
+        # Ack: own team only.
+        assert c.post(f"/v1/alerts/{s1}/ack", headers=ann_h).status_code == 403
+        acked = c.post(f"/v1/alerts/{n1}/ack", headers=ann_h)
+        assert acked.status_code == 200 and acked.json()["acked_by"] == "ann"
+        assert c.post("/v1/alerts/nope/ack", headers=ADMIN).status_code == 404
+        # Delivery log with every attempt.
+        deadline = time.monotonic() + 10
+        while True:
+            log = c.get(f"/v1/alerts/{n1}/deliveries", headers=ann_h).json()["items"]
+            if all(d["status"] == "sent" for d in log) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert {d["channel_kind"] for d in log} == {"webhook", "dingtalk"}
+        assert all(d["status"] == "sent" and len(d["attempt_log"]) >= 1 for d in log)
+        assert c.get(f"/v1/alerts/{s1}/deliveries", headers=ann_h).status_code == 403
+        # Silences.
+        until = (now + dt.timedelta(hours=1)).isoformat()
+        other = c.post("/v1/silences", headers=ann_h, json={"specialist_id": "s1", "until": until})
+        assert other.status_code == 403
+        org_wide = c.post("/v1/silences", headers=ann_h, json={"kpi": "nps", "until": until})
+        assert org_wide.status_code == 403
+        assert c.post("/v1/silences", headers=ann_h, json={"until": until}).status_code == 422
+        sil = c.post(
+            "/v1/silences",
+            headers=ann_h,
+            json={"specialist_id": "n1", "until": until, "comment": "on leave"},
+        )
+        assert sil.status_code == 201, sil.text
+        sid = sil.json()["id"]
+        assert [x["id"] for x in c.get("/v1/silences", headers=ann_h).json()["items"]] == [sid]
+        assert c.get("/v1/silences", headers=bo_h).json()["items"] == []
+        assert c.delete(f"/v1/silences/{sid}", headers=bo_h).status_code == 403
+        assert c.delete(f"/v1/silences/{sid}", headers=ann_h).status_code == 204
+        # Channel delete.
+        assert c.delete(f"/v1/channels/{team['id']}", headers=ADMIN).status_code == 204
+        assert c.get(f"/v1/channels/{team['id']}", headers=ADMIN).status_code == 404
