@@ -203,6 +203,15 @@ def _check_instant(dt: datetime) -> datetime:
 
 def _parse_rfc3339(text: str) -> datetime:
     m = _RFC3339.fullmatch(text)
+    # Fast path for the common canonical form: the C parser is ~10x cheaper than
+    # building the datetime by hand, and every consumer decodes every event.
+    if m is not None and m["off"] is not None and text[10] == "T" and text[-1] != "z":
+        try:
+            fast = datetime.fromisoformat(text)
+        except ValueError:
+            pass  # out-of-range fields: the slow path below names the problem
+        else:
+            return fast if 2 <= fast.year <= 9998 else _check_instant(fast)
     if m is None or m["off"] is None:
         if (m is not None and m["off"] is None) or _NAIVE_LOOKALIKE.fullmatch(text):
             raise PydanticCustomError(

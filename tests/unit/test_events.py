@@ -753,3 +753,29 @@ def test_generated_events_round_trip(event: Event) -> None:
     assert decoded.occurred_at.utcoffset() == event.occurred_at.utcoffset()
     assert encode_event(decoded) == encoded
     assert raw_topic_for(decoded.type) in (topics.TICKETS, topics.SURVEYS)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 3), max_value=datetime(9999, 12, 29), timezones=st.just(None)
+    ),
+    st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59),
+    st.sampled_from(["", ".5", ".123", ".123456", ".1234567"]),
+    st.sampled_from(["T", "t", " "]),
+    st.booleans(),
+)
+def test_fast_timestamp_path_equals_slow_path(
+    naive: datetime, offset_minutes: int, frac: str, sep: str, zulu: bool
+) -> None:
+    """The fromisoformat fast path must agree with the hand-built parse, instant and offset."""
+    from shared import events as ev
+
+    sign = "-" if offset_minutes < 0 else "+"
+    hh, mm = divmod(abs(offset_minutes), 60)
+    off = "Z" if zulu else f"{sign}{hh:02d}:{mm:02d}"
+    text = naive.replace(microsecond=0).isoformat(sep=sep) + frac + off
+    fast = ev._parse_rfc3339(text)
+    # Force the slow path by using the lowercase separator variant the fast path skips.
+    slow = ev._parse_rfc3339(text[:10] + "t" + text[11:])
+    assert fast == slow
+    assert fast.utcoffset() == slow.utcoffset()
