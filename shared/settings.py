@@ -132,10 +132,75 @@ class Settings(BaseSettings):
     notify_session_timeout_ms: int = Field(
         default=10000, ge=1000, le=300_000, description="Consumer session timeout of notify."
     )
+    # Dashboard (issue 7): the scoring service proxies the alert calls of the dashboard here.
+    notify_url: str = Field(
+        default="",
+        pattern=r"^(https?://[^\s/]+(/[^\s]*)?)?$",
+        description="Base URL of the notify service as scoring reaches it "
+        "(default http://127.0.0.1:KPI_NOTIFY_PORT).",
+    )
     kpi_lines: Annotated[dict[str, dict[str, float | int | None]], NoDecode] = Field(
         default_factory=dict,
         description='JSON overrides of KPI lines, e.g. {"resolution_rate": {"qualified": 0.88}}.',
     )
+
+    # Quarterly appraisal (issue 6).
+    business_calendar: str | None = Field(
+        default=None,
+        description="Path of a YAML/JSON business calendar; response time then counts "
+        "business hours only (default: calendar hours).",
+    )
+    appraisal_rule: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=dict,
+        description='JSON overall-grade rule, e.g. {"excellent_min_count": 4, '
+        '"require_training": true, "min_graded_kpis": 0}.',
+    )
+    incentives: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=dict,
+        description='JSON incentive mapping per overall grade, e.g. {"excellent": '
+        '["recognition"], "promotion_after_consecutive_excellent": 2}.',
+    )
+
+    @field_validator("business_calendar")
+    @classmethod
+    def _check_calendar(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        # Imported here: the calendar is scoring's domain, but a bad file must stop any
+        # process at start-up with the variable name, like every other setting.
+        from services.scoring.calendar import CalendarError, load_calendar
+
+        try:
+            load_calendar(value)
+        except CalendarError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("appraisal_rule", "incentives", mode="before")
+    @classmethod
+    def _parse_json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON object: {exc}") from None
+        return value
+
+    @field_validator("appraisal_rule")
+    @classmethod
+    def _check_rule(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from services.scoring.appraisal import parse_rule
+
+        parse_rule(value)
+        return value
+
+    @field_validator("incentives")
+    @classmethod
+    def _check_incentives(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from services.scoring.appraisal import parse_incentives
+
+        parse_incentives(value)
+        return value
 
     @field_validator("kafka_bootstrap", mode="before")
     @classmethod
@@ -206,6 +271,10 @@ class Settings(BaseSettings):
     @property
     def database_dsn(self) -> str:
         return self.database_url.get_secret_value()
+
+    @property
+    def notify_base_url(self) -> str:
+        return (self.notify_url or f"http://127.0.0.1:{self.notify_port}").rstrip("/")
 
 
 def describe_errors(exc: ValidationError) -> str:

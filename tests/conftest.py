@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.db import create_engine, create_sessionmaker
@@ -69,16 +70,26 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def clean_db(engine: AsyncEngine) -> AsyncEngine:
     """Empty every table (schema stays at head) so each test starts from nothing."""
-    async with engine.begin() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                "AND tablename <> 'alembic_version'"
-            )
-        )
-        names = [r[0] for r in rows]
-        if names:
-            await conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " CASCADE"))
+    # A service started by a module-scoped fixture may still be committing batches;
+    # TRUNCATE can then lose a deadlock against it, which is retried, not a failure.
+    for attempt in range(5):
+        try:
+            async with engine.begin() as conn:
+                rows = await conn.execute(
+                    text(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                        "AND tablename <> 'alembic_version'"
+                    )
+                )
+                names = [r[0] for r in rows]
+                if names:
+                    await conn.execute(
+                        text("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " CASCADE")
+                    )
+            return engine
+        except DBAPIError as exc:
+            if "deadlock" not in str(exc).lower() or attempt == 4:
+                raise
     return engine
 
 

@@ -533,6 +533,12 @@ def directory_router() -> APIRouter:
     return router
 
 
+def _appraisal_router() -> APIRouter:
+    from services.scoring.appraisal_api import appraisal_router  # imports this module's helpers
+
+    return appraisal_router()
+
+
 def build_app(settings: Settings | None = None) -> FastAPI:
     async def start(runtime: Runtime) -> None:
         # The API's read pool lives as long as the runtime; closed after the engine stops.
@@ -544,7 +550,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app = create_app(
         SERVICE,
         settings=settings,
-        routers=[kpi_router(), directory_router()],
+        routers=[kpi_router(), directory_router(), _appraisal_router()],
         on_start=start,
         title="KPI scoring service",
         description="Exactly-once KPI engine and KPI queries.",

@@ -156,6 +156,13 @@ class ScoringConsumer:
         self.group_id = group_id
         self.max_records = max_records
         self.tz: tzinfo = settings.tz
+        self.hours_fn: kpi.HoursFn | None = None
+        if settings.business_calendar:
+            from services.scoring.calendar import load_calendar
+
+            calendar = load_calendar(settings.business_calendar)
+            self.hours_fn = calendar.hours_fn(self.tz)
+            logger.info("scoring: response times in business hours of calendar %s", calendar.name)
         self.topic = settings.topics.events
         self._options = dict(consumer_options or {})
         self._on_batch = on_batch
@@ -277,7 +284,12 @@ class ScoringConsumer:
             await self._deadletter(dead)
         async with session_scope(self.sessionmaker) as session:
             return await process_batch(
-                session, items, tz=self.tz, group_id=self.group_id, accept_gaps=accept
+                session,
+                items,
+                tz=self.tz,
+                group_id=self.group_id,
+                accept_gaps=accept,
+                hours_fn=self.hours_fn,
             )
 
     def _after_gaps(self, result: BatchResult, records: list[Record]) -> None:

@@ -72,12 +72,15 @@ async def process_batch(
     tz: tzinfo,
     group_id: str | None = None,
     accept_gaps: Collection[tuple[str, int]] = (),
+    hours_fn: kpi.HoursFn | None = None,
 ) -> BatchResult:
     """Apply ``items`` inside the session's transaction; the caller commits.
 
     With ``group_id`` the records' Kafka offsets are checked and advanced in the same
     transaction: records below the stored offset are dropped, which fences a consumer
     that lost its partitions and makes a redelivered batch a no-op.
+
+    ``hours_fn`` (a business calendar) measures response times; None = calendar hours.
     """
     result = BatchResult(received=len(items))
     conn = await repository.raw_connection(session)
@@ -117,7 +120,7 @@ async def process_batch(
     events = [first[i][0] for i in ids if i in claimed]
     result.applied = len(events)
     if events:
-        await _apply(conn, events, tz, result)
+        await _apply(conn, events, tz, result, hours_fn)
     return result
 
 
@@ -179,8 +182,41 @@ async def _record_conflicts(
         await repository.record_conflicts(conn, conflicts)
 
 
+STORED_RESPONSE_HOURS = "rh"
+
+
+def _as_stored(
+    before: kpi.Contributions, doc: dict[str, object], state: kpi.TicketState
+) -> kpi.Contributions:
+    """``before`` with the response time the aggregates actually hold for this ticket.
+
+    Under a business calendar the value used is saved in the state document; without one it
+    is calendar hours. Diffing against what was stored (not a recomputation with today's
+    calendar) keeps kpi_daily/kpi_facts exact when the calendar is enabled or changed.
+    """
+    stored = doc.get(STORED_RESPONSE_HOURS)
+    out = dict(before)
+    for key, (_, den) in before.items():
+        if key[2] == kpi.AVG_RESPONSE_TIME_HOURS:
+            hours = stored if isinstance(stored, int | float) else state.response_hours()
+            if hours is not None:
+                out[key] = (float(hours), den)
+    return out
+
+
+def _with_response_hours(doc: dict[str, object], after: kpi.Contributions) -> dict[str, object]:
+    for key, (num, _) in after.items():
+        if key[2] == kpi.AVG_RESPONSE_TIME_HOURS:
+            doc[STORED_RESPONSE_HOURS] = num
+    return doc
+
+
 async def _apply(
-    conn: repository.Raw, events: list[Event], tz: tzinfo, result: BatchResult
+    conn: repository.Raw,
+    events: list[Event],
+    tz: tzinfo,
+    result: BatchResult,
+    hours_fn: kpi.HoursFn | None = None,
 ) -> None:
     daily: dict[tuple[object, ...], tuple[float, int]] = {}
     facts: dict[tuple[object, ...], tuple[float, int]] = {}
@@ -216,7 +252,9 @@ async def _apply(
             doc = docs.get(ticket_id) or {}
             state = kpi.TicketState.from_json(doc) if doc else kpi.TicketState(ticket_id)
             # A new ticket contributes nothing and has no issues yet: skip computing that.
-            before: kpi.Contributions = kpi.ticket_contributions(state, tz) if doc else {}
+            before: kpi.Contributions = kpi.ticket_contributions(state, tz, hours_fn) if doc else {}
+            if before and (hours_fn is not None or STORED_RESPONSE_HOURS in doc):
+                before = _as_stored(before, doc, state)
             issues_before = set(kpi.data_quality_issues(state)) if doc else set()
             changed = False
             for event in by_ticket[ticket_id]:
@@ -224,11 +262,15 @@ async def _apply(
             if not changed:
                 continue
             source = f"ticket:{ticket_id}"
-            contribute(kpi.diff_contributions(before, kpi.ticket_contributions(state, tz)), source)
+            after = kpi.ticket_contributions(state, tz, hours_fn)
+            contribute(kpi.diff_contributions(before, after), source)
             issues_after = set(kpi.data_quality_issues(state))
             added.extend((source, i) for i in issues_after - issues_before)
             removed.extend((source, i) for i in issues_before - issues_after)
-            saved[ticket_id] = orjson.dumps(state.to_json())
+            state_doc = state.to_json()
+            if hours_fn is not None:
+                state_doc = _with_response_hours(state_doc, after)
+            saved[ticket_id] = orjson.dumps(state_doc)
         if saved:
             await repository.save_states(conn, *TICKETS, saved)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from types import MappingProxyType
@@ -735,8 +735,17 @@ class TicketState:
         return chosen[0].specialist_id
 
 
-def ticket_contributions(state: TicketState, tz: tzinfo) -> Contributions:
-    """What one ticket adds to the day buckets, from its state alone (order-independent)."""
+HoursFn: TypeAlias = Callable[[datetime, datetime], float]
+
+
+def ticket_contributions(
+    state: TicketState, tz: tzinfo, hours_fn: HoursFn | None = None
+) -> Contributions:
+    """What one ticket adds to the day buckets, from its state alone (order-independent).
+
+    ``hours_fn(created_at, first_response_at)`` replaces calendar hours as the response time
+    (a business calendar); exclusion of negative durations still uses calendar hours.
+    """
     out: Contributions = {}
     closure = state.counted_closure()
     if closure is not None:
@@ -755,6 +764,8 @@ def ticket_contributions(state: TicketState, tz: tzinfo) -> Contributions:
     first = state.first_response
     # Negative durations are clock or data errors: excluded, reported by data_quality_issues.
     if hours is not None and first is not None and hours >= 0 and first.specialist_id is not None:
+        if hours_fn is not None:
+            hours = hours_fn(min(m.occurred_at for m in state.created), first.occurred_at)
         _add(
             out,
             (first.specialist_id, local_day(first.occurred_at, tz), AVG_RESPONSE_TIME_HOURS),

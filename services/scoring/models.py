@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     CHAR,
     BigInteger,
+    CheckConstraint,
     Date,
     Float,
     Identity,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Integer,
     Sequence,
     String,
+    Text,
     func,
     text,
 )
@@ -131,3 +133,75 @@ class ScoreOutbox(Base):
     version: Mapped[int] = mapped_column(
         BigInteger, server_default=text("nextval('score_outbox_version_seq')")
     )
+
+
+# -- quarterly appraisal (issue 6, migration 0005) ---------------------------------------
+
+QUARTER_LENGTH = 7  # "2026Q3"
+
+
+class AppraisalSnapshot(Base):
+    """A finalised appraisal, frozen: later events never change it (live is shown beside)."""
+
+    __tablename__ = "appraisal_snapshots"
+    __table_args__ = (Index("ix_appraisal_snapshots_quarter_team", "quarter", "team_id"),)
+
+    quarter: Mapped[str] = mapped_column(String(QUARTER_LENGTH), primary_key=True)
+    specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    team_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    finalized_by: Mapped[str] = mapped_column(String(ID_LENGTH))
+    finalized_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class AppraisalFinalization(Base):
+    """Who finalised which quarter for which team (NULL team = organisation-wide), when."""
+
+    __tablename__ = "appraisal_finalizations"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    quarter: Mapped[str] = mapped_column(String(QUARTER_LENGTH), index=True)
+    team_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    finalized_by: Mapped[str] = mapped_column(String(ID_LENGTH))
+    finalized_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    frozen: Mapped[int] = mapped_column(Integer)
+
+
+class FeedbackMeeting(Base):
+    """A feedback meeting with a specialist (date, participants, notes)."""
+
+    __tablename__ = "feedback_meetings"
+    __table_args__ = (Index("ix_feedback_meetings_specialist", "specialist_id", "met_on"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    quarter: Mapped[str | None] = mapped_column(String(QUARTER_LENGTH))
+    met_on: Mapped[dt.date] = mapped_column(Date)
+    participants: Mapped[list[str]] = mapped_column(JSONB)
+    notes: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(ID_LENGTH))
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class ImprovementPlan(Base):
+    """One plan per specialist per quarter; goals are ``appraisal.Goal.to_json()`` objects."""
+
+    __tablename__ = "improvement_plans"
+    __table_args__ = (
+        Index("ix_improvement_plans_quarter", "quarter"),
+        CheckConstraint(
+            "status IN ('draft', 'open', 'on_track', 'achieved', 'missed')",
+            name="status",
+        ),
+    )
+
+    specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    quarter: Mapped[str] = mapped_column(String(QUARTER_LENGTH), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    goals: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    notes: Mapped[str] = mapped_column(Text, server_default="")
+    origin: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(ID_LENGTH))
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    updated_by: Mapped[str] = mapped_column(String(ID_LENGTH))
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())

@@ -1,0 +1,419 @@
+"""SQL of the quarterly appraisal: member sums in chunks, snapshots, meetings, plans.
+
+Every function takes ``db``: the API's ``ReadDb`` (autocommit reads) or an asyncpg
+connection inside ``ReadDb.transaction()`` (writes, committed in one place by the route).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from services.scoring.queries import SpecialistRow, SpecialistSums, Sums
+
+Db = Any  # ReadDb or an asyncpg connection: both offer fetch/fetchrow/execute-style calls
+
+# Members in id order, keyset-paged: a big organisation streams in bounded memory.
+_MEMBERS = """
+    SELECT s.id, s.name, s.team_id FROM specialists s
+    WHERE ($1::text[] IS NULL OR s.team_id = ANY($1::text[])) AND s.id > $2
+    ORDER BY s.id
+    LIMIT $3
+"""
+
+_SUMS = """
+    SELECT d.specialist_id, d.metric, sum(d.num) AS num, sum(d.den) AS den
+    FROM kpi_daily d
+    WHERE d.specialist_id = ANY($1::text[]) AND d.day BETWEEN $2 AND $3
+    GROUP BY d.specialist_id, d.metric
+"""
+
+
+async def members_page(
+    db: Db, team_ids: Collection[str] | None, after: str, limit: int
+) -> list[SpecialistRow]:
+    """Specialists of ``team_ids`` (None = everyone) with id > ``after``, sorted by id."""
+    teams = None if team_ids is None else sorted(team_ids)
+    rows = await db.fetch(_MEMBERS, teams, after, limit)
+    return [SpecialistRow(r["id"], r["name"], r["team_id"]) for r in rows]
+
+
+async def sums_for(db: Db, ids: Sequence[str], start: dt.date, end: dt.date) -> dict[str, Sums]:
+    """(num, den) per KPI key per specialist over [start, end]; absent keys are 0/0."""
+    out: dict[str, Sums] = {i: {} for i in ids}
+    if not ids:
+        return out
+    for r in await db.fetch(_SUMS, sorted(set(ids)), start, end):
+        out[r["specialist_id"]][r["metric"]] = (float(r["num"]), int(r["den"]))
+    return out
+
+
+async def iter_members(
+    db: Db, team_ids: Collection[str] | None, start: dt.date, end: dt.date, chunk: int = 500
+) -> AsyncIterator[list[SpecialistSums]]:
+    """Chunks of members with their window sums, in id order."""
+    after = ""
+    while True:
+        page = await members_page(db, team_ids, after, chunk)
+        if not page:
+            return
+        sums = await sums_for(db, [m.id for m in page], start, end)
+        yield [SpecialistSums(m, sums[m.id]) for m in page]
+        if len(page) < chunk:
+            return
+        after = page[-1].id
+
+
+_WINDOWS = """
+    SELECT r.i AS specialist_id, r.s AS start, r.e AS end, d.metric,
+           sum(d.num) AS num, sum(d.den) AS den
+    FROM unnest($1::text[], $2::date[], $3::date[]) AS r(i, s, e)
+    JOIN kpi_daily d ON d.specialist_id = r.i AND d.day BETWEEN r.s AND r.e
+    GROUP BY r.i, r.s, r.e, d.metric
+"""
+
+WindowKey = tuple[str, dt.date, dt.date]
+
+
+async def window_sums(db: Db, requests: Collection[WindowKey]) -> dict[WindowKey, Sums]:
+    """Sums for many (specialist, start, end) windows in one statement."""
+    keys = sorted(set(requests))
+    out: dict[WindowKey, Sums] = {k: {} for k in keys}
+    if not keys:
+        return out
+    rows = await db.fetch(
+        _WINDOWS, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
+    )
+    for r in rows:
+        out[(r["specialist_id"], r["start"], r["end"])][r["metric"]] = (
+            float(r["num"]),
+            int(r["den"]),
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Snapshots and finalisations
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    quarter: str
+    specialist_id: str
+    team_id: str | None
+    body: dict[str, Any]
+    finalized_by: str
+    finalized_at: dt.datetime
+
+
+def _snapshot(r: Any) -> Snapshot:
+    return Snapshot(
+        r["quarter"],
+        r["specialist_id"],
+        r["team_id"],
+        orjson.loads(r["snapshot"]),
+        r["finalized_by"],
+        r["finalized_at"],
+    )
+
+
+async def snapshots(
+    db: Db, quarters: Sequence[str], ids: Sequence[str]
+) -> dict[tuple[str, str], Snapshot]:
+    """Frozen appraisals by (quarter, specialist_id)."""
+    if not quarters or not ids:
+        return {}
+    rows = await db.fetch(
+        """
+        SELECT quarter, specialist_id, team_id, snapshot::text AS snapshot, finalized_by,
+               finalized_at
+        FROM appraisal_snapshots
+        WHERE quarter = ANY($1::text[]) AND specialist_id = ANY($2::text[])
+        """,
+        sorted(set(quarters)),
+        sorted(set(ids)),
+    )
+    return {(r["quarter"], r["specialist_id"]): _snapshot(r) for r in rows}
+
+
+async def insert_snapshots(
+    conn: Db,
+    quarter: str,
+    rows: Sequence[tuple[str, str | None, dict[str, Any]]],
+    by: str,
+    at: dt.datetime,
+) -> set[str]:
+    """Freeze (specialist_id, team_id, body) rows; the first freeze wins. Returns new ids."""
+    if not rows:
+        return set()
+    ordered = sorted(rows, key=lambda r: r[0])
+    inserted = await conn.fetch(
+        """
+        INSERT INTO appraisal_snapshots
+            (quarter, specialist_id, team_id, snapshot, finalized_by, finalized_at)
+        SELECT $1, i, t, s::jsonb, $5, $6
+        FROM unnest($2::text[], $3::text[], $4::text[]) AS u(i, t, s)
+        ON CONFLICT (quarter, specialist_id) DO NOTHING
+        RETURNING specialist_id
+        """,
+        quarter,
+        [r[0] for r in ordered],
+        [r[1] for r in ordered],
+        [orjson.dumps(r[2]).decode() for r in ordered],
+        by,
+        at,
+    )
+    return {r["specialist_id"] for r in inserted}
+
+
+async def record_finalization(
+    conn: Db, quarter: str, team_id: str | None, by: str, at: dt.datetime, frozen: int
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO appraisal_finalizations (quarter, team_id, finalized_by, finalized_at, frozen)
+        VALUES ($1, $2, $3, $4, $5)
+        """,
+        quarter,
+        team_id,
+        by,
+        at,
+        frozen,
+    )
+
+
+async def list_finalizations(
+    db: Db, quarter: str, team_ids: Collection[str] | None
+) -> list[dict[str, Any]]:
+    """Finalisations of a quarter; a supervisor sees their teams' and organisation-wide ones."""
+    rows = await db.fetch(
+        """
+        SELECT team_id, finalized_by, finalized_at, frozen FROM appraisal_finalizations
+        WHERE quarter = $1 AND ($2::text[] IS NULL OR team_id IS NULL OR team_id = ANY($2))
+        ORDER BY finalized_at, id
+        """,
+        quarter,
+        None if team_ids is None else sorted(team_ids),
+    )
+    return [
+        {
+            "team_id": r["team_id"],
+            "finalized_by": r["finalized_by"],
+            "finalized_at": r["finalized_at"],
+            "frozen": r["frozen"],
+        }
+        for r in rows
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Feedback meetings
+# ---------------------------------------------------------------------------
+
+_MEETING_COLUMNS = "id, specialist_id, quarter, met_on, participants::text AS participants, notes, created_by, created_at"  # noqa: E501
+
+
+def _meeting(r: Any) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "specialist_id": r["specialist_id"],
+        "quarter": r["quarter"],
+        "date": r["met_on"],
+        "participants": orjson.loads(r["participants"]),
+        "notes": r["notes"],
+        "created_by": r["created_by"],
+        "created_at": r["created_at"],
+    }
+
+
+async def insert_meeting(
+    conn: Db,
+    specialist_id: str,
+    quarter: str | None,
+    met_on: dt.date,
+    participants: Sequence[str],
+    notes: str,
+    by: str,
+) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO feedback_meetings
+            (specialist_id, quarter, met_on, participants, notes, created_by)
+        VALUES ($1, $2, $3, $4::jsonb, $5, $6)
+        RETURNING {_MEETING_COLUMNS}
+        """,
+        specialist_id,
+        quarter,
+        met_on,
+        orjson.dumps(list(participants)).decode(),
+        notes,
+        by,
+    )
+    return _meeting(row)
+
+
+async def list_meetings(db: Db, specialist_id: str, quarter: str | None) -> list[dict[str, Any]]:
+    rows = await db.fetch(
+        f"""
+        SELECT {_MEETING_COLUMNS} FROM feedback_meetings
+        WHERE specialist_id = $1 AND ($2::text IS NULL OR quarter = $2)
+        ORDER BY met_on, id
+        """,
+        specialist_id,
+        quarter,
+    )
+    return [_meeting(r) for r in rows]
+
+
+# ---------------------------------------------------------------------------
+# Improvement plans
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    specialist_id: str
+    quarter: str
+    status: str
+    goals: list[dict[str, Any]]
+    notes: str
+    origin: str
+    created_by: str
+    created_at: dt.datetime
+    updated_by: str
+    updated_at: dt.datetime
+    team_id: str | None = None
+
+
+_PLAN_COLUMNS = (
+    "p.specialist_id, p.quarter, p.status, p.goals::text AS goals, p.notes, p.origin, "
+    "p.created_by, p.created_at, p.updated_by, p.updated_at"
+)
+
+
+def _plan(r: Any) -> PlanRow:
+    return PlanRow(
+        r["specialist_id"],
+        r["quarter"],
+        r["status"],
+        orjson.loads(r["goals"]),
+        r["notes"],
+        r["origin"],
+        r["created_by"],
+        r["created_at"],
+        r["updated_by"],
+        r["updated_at"],
+        r.get("team_id"),
+    )
+
+
+async def get_plan(
+    db: Db, specialist_id: str, quarter: str, *, for_update: bool = False
+) -> PlanRow | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await db.fetchrow(
+        f"SELECT {_PLAN_COLUMNS} FROM improvement_plans p "
+        f"WHERE p.specialist_id = $1 AND p.quarter = $2{lock}",
+        specialist_id,
+        quarter,
+    )
+    return None if row is None else _plan(row)
+
+
+async def upsert_plan(
+    conn: Db,
+    specialist_id: str,
+    quarter: str,
+    status: str,
+    goals: list[dict[str, Any]],
+    notes: str,
+    origin: str,
+    by: str,
+) -> PlanRow:
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO improvement_plans AS p
+            (specialist_id, quarter, status, goals, notes, origin, created_by, updated_by)
+        VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $7)
+        ON CONFLICT (specialist_id, quarter) DO UPDATE
+            SET status = excluded.status, goals = excluded.goals, notes = excluded.notes,
+                updated_by = excluded.updated_by, updated_at = now()
+        RETURNING {_PLAN_COLUMNS}
+        """,
+        specialist_id,
+        quarter,
+        status,
+        orjson.dumps(goals).decode(),
+        notes,
+        origin,
+        by,
+    )
+    return _plan(row)
+
+
+async def set_plan_status(
+    conn: Db, specialist_id: str, quarter: str, status: str, by: str
+) -> PlanRow:
+    row = await conn.fetchrow(
+        f"""
+        UPDATE improvement_plans p SET status = $3, updated_by = $4, updated_at = now()
+        WHERE p.specialist_id = $1 AND p.quarter = $2
+        RETURNING {_PLAN_COLUMNS}
+        """,
+        specialist_id,
+        quarter,
+        status,
+        by,
+    )
+    return _plan(row)
+
+
+async def propose_plans(
+    conn: Db, quarter: str, plans: Sequence[tuple[str, list[dict[str, Any]]]], origin: str, by: str
+) -> set[str]:
+    """Draft plans for ``quarter``; an existing plan is never overwritten. Returns new ids."""
+    if not plans:
+        return set()
+    ordered = sorted(plans, key=lambda p: p[0])
+    rows = await conn.fetch(
+        """
+        INSERT INTO improvement_plans
+            (specialist_id, quarter, status, goals, notes, origin, created_by, updated_by)
+        SELECT i, $1, 'draft', g::jsonb, '', $4, $5, $5
+        FROM unnest($2::text[], $3::text[]) AS u(i, g)
+        ON CONFLICT (specialist_id, quarter) DO NOTHING
+        RETURNING specialist_id
+        """,
+        quarter,
+        [p[0] for p in ordered],
+        [orjson.dumps(p[1]).decode() for p in ordered],
+        origin,
+        by,
+    )
+    return {r["specialist_id"] for r in rows}
+
+
+async def list_plans(
+    db: Db, quarter: str | None, team_ids: Collection[str] | None, status: str | None
+) -> list[PlanRow]:
+    """Plans (with the specialist's current team) filtered by quarter, teams and status."""
+    rows = await db.fetch(
+        f"""
+        SELECT {_PLAN_COLUMNS}, s.team_id
+        FROM improvement_plans p JOIN specialists s ON s.id = p.specialist_id
+        WHERE ($1::text IS NULL OR p.quarter = $1)
+          AND ($2::text[] IS NULL OR s.team_id = ANY($2::text[]))
+          AND ($3::text IS NULL OR p.status = $3)
+        ORDER BY p.quarter, p.specialist_id
+        LIMIT 5000
+        """,
+        quarter,
+        None if team_ids is None else sorted(team_ids),
+        status,
+    )
+    return [_plan(r) for r in rows]

@@ -1,0 +1,256 @@
+"""CSV and XLSX exports of a quarter's appraisals, with zh-CN / en column headers."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+import tempfile
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Font, PatternFill
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+
+from services.scoring.appraisal import ACTION_LABELS, OVERALL_GRADES
+from services.scoring.kpi import KPI_KEYS, NPS
+
+Lang = Literal["zh-CN", "en"]
+LANGS: Final = ("zh-CN", "en")
+BOM: Final = "\ufeff".encode()  # lets Excel detect UTF-8 and show Chinese correctly
+CHUNK: Final = 64 * 1024
+
+KPI_LABELS: Final[Mapping[str, Mapping[str, str]]] = {
+    "customer_satisfaction": {"en": "Customer satisfaction", "zh-CN": "客户满意度"},
+    "resolution_rate": {"en": "Resolution rate", "zh-CN": "问题解决率"},
+    "avg_response_time_hours": {"en": "Avg response time (h)", "zh-CN": "平均响应时间(小时)"},
+    "record_accuracy": {"en": "Record accuracy", "zh-CN": "服务记录准确率"},
+    "followup_rate": {"en": "Follow-up rate", "zh-CN": "客户回访率"},
+    "collaboration_score": {"en": "Collaboration", "zh-CN": "团队协作满意度"},
+    "training_sessions": {"en": "Training sessions", "zh-CN": "培训与贡献"},
+    "nps": {"en": "NPS", "zh-CN": "净推荐值"},
+}
+GRADE_LABELS: Final[Mapping[str, Mapping[str, str]]] = {
+    "excellent": {"en": "excellent", "zh-CN": "优秀"},
+    "qualified": {"en": "qualified", "zh-CN": "合格"},
+    "unqualified": {"en": "unqualified", "zh-CN": "不合格"},
+    "insufficient_data": {"en": "insufficient data", "zh-CN": "数据不足"},
+}
+GRADE_FILLS: Final[Mapping[str, str]] = {
+    "excellent": "C6EFCE",  # green
+    "qualified": "DDEBF7",  # light blue
+    "unqualified": "FFC7CE",  # red
+    "insufficient_data": "E7E6E6",  # grey
+}
+_WORDS: Final[Mapping[str, Mapping[str, str]]] = {
+    "specialist_id": {"en": "Specialist ID", "zh-CN": "专员编号"},
+    "name": {"en": "Name", "zh-CN": "姓名"},
+    "team_id": {"en": "Team", "zh-CN": "团队"},
+    "quarter": {"en": "Quarter", "zh-CN": "季度"},
+    "value": {"en": "value", "zh-CN": "数值"},
+    "grade": {"en": "grade", "zh-CN": "等级"},
+    "overall_grade": {"en": "Overall grade", "zh-CN": "综合等级"},
+    "incentive": {"en": "Suggested incentive", "zh-CN": "建议激励"},
+    "finalized": {"en": "Finalised", "zh-CN": "已定稿"},
+    "finalized_at": {"en": "Finalised at", "zh-CN": "定稿时间"},
+    "differs": {"en": "Live differs", "zh-CN": "与实时数据不一致"},
+    "calendar": {"en": "Calendar", "zh-CN": "工作日历"},
+    "yes": {"en": "yes", "zh-CN": "是"},
+    "no": {"en": "no", "zh-CN": "否"},
+    "sheet": {"en": "Appraisal", "zh-CN": "季度考核"},
+    "summary": {"en": "Summary", "zh-CN": "汇总"},
+    "total": {"en": "Specialists", "zh-CN": "专员人数"},
+    "teams": {"en": "Teams", "zh-CN": "团队"},
+    "all": {"en": "all", "zh-CN": "全部"},
+    "kpi": {"en": "KPI", "zh-CN": "指标"},
+}
+
+
+def word(key: str, lang: str) -> str:
+    return _WORDS[key][lang]
+
+
+def grade_label(grade: str | None, lang: str) -> str:
+    return "" if grade is None else GRADE_LABELS.get(grade, {}).get(lang, grade)
+
+
+def headers(lang: str) -> list[str]:
+    """Column headers in ``lang``: identity, value (and grade) per KPI, overall, status."""
+    out = [word(k, lang) for k in ("specialist_id", "name", "team_id", "quarter")]
+    for key in KPI_KEYS:
+        label = KPI_LABELS[key][lang]
+        sep = "" if lang == "zh-CN" else " "
+        out.append(f"{label}{sep}{word('value', lang)}")
+        if key != NPS:
+            out.append(f"{label}{sep}{word('grade', lang)}")
+    out += [
+        word(k, lang)
+        for k in ("overall_grade", "incentive", "finalized", "finalized_at", "differs", "calendar")
+    ]
+    return out
+
+
+def row(appraisal: Mapping[str, Any], lang: str) -> list[Any]:
+    """One specialist's row: the official (frozen when finalised) values, typed for XLSX."""
+    kpis = appraisal.get("kpis") or {}
+    out: list[Any] = [
+        appraisal["specialist_id"],
+        appraisal.get("name") or "",
+        appraisal.get("team_id") or "",
+        appraisal["quarter"],
+    ]
+    for key in KPI_KEYS:
+        value = kpis.get(key) or {}
+        out.append(value.get("value"))
+        if key != NPS:
+            out.append(grade_label(value.get("grade"), lang))
+    actions = (appraisal.get("incentive") or {}).get("actions") or []
+    finalized_at = appraisal.get("finalized_at")
+    out += [
+        grade_label(appraisal.get("overall_grade"), lang),
+        "; ".join(ACTION_LABELS.get(a, {}).get(lang, a) for a in actions),
+        word("yes" if appraisal.get("finalized") else "no", lang),
+        "" if finalized_at is None else str(finalized_at),
+        word("yes" if appraisal.get("differs") else "no", lang),
+        appraisal.get("calendar") or "",
+    ]
+    return out
+
+
+def _grade_columns() -> set[int]:
+    """Indexes of the grade columns (per-KPI and overall) in :func:`row`."""
+    cols: set[int] = set()
+    i = 4
+    for key in KPI_KEYS:
+        i += 1
+        if key != NPS:
+            cols.add(i)
+            i += 1
+    cols.add(i)  # overall grade
+    return cols
+
+
+GRADE_COLUMNS: Final = frozenset(_grade_columns())
+
+
+@dataclass
+class Tally:
+    """Grade counts for the summary sheet, filled while rows stream out."""
+
+    overall: Counter[str] = field(default_factory=Counter)
+    per_kpi: dict[str, Counter[str]] = field(default_factory=dict)
+    total: int = 0
+
+    def add(self, appraisal: Mapping[str, Any]) -> None:
+        self.total += 1
+        self.overall[str(appraisal.get("overall_grade"))] += 1
+        for key, value in (appraisal.get("kpis") or {}).items():
+            grade = (value or {}).get("grade")
+            if grade is not None:
+                self.per_kpi.setdefault(key, Counter())[grade] += 1
+
+
+def _csv_line(values: Iterable[Any]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerow(["" if v is None else v for v in values])
+    return buf.getvalue().encode("utf-8")
+
+
+async def csv_stream(appraisals: AsyncIterator[dict[str, Any]], lang: str) -> AsyncIterator[bytes]:
+    """UTF-8 CSV with a BOM, one line per specialist, flushed as the rows are computed."""
+    yield BOM + _csv_line(headers(lang))
+    batch: list[bytes] = []
+    async for appraisal in appraisals:
+        batch.append(_csv_line(row(appraisal, lang)))
+        if len(batch) >= 200:
+            yield b"".join(batch)
+            batch = []
+    if batch:
+        yield b"".join(batch)
+
+
+def _fill(color: str) -> PatternFill:
+    return PatternFill(start_color=color, end_color=color, fill_type="solid")
+
+
+_FILLS: Final = {grade: _fill(color) for grade, color in GRADE_FILLS.items()}
+_BY_LABEL: Final = {GRADE_LABELS[g][lang]: g for g in GRADE_LABELS for lang in LANGS}
+
+
+def _cells(ws: WriteOnlyWorksheet, values: list[Any], bold: bool = False) -> list[Any]:
+    out: list[Any] = []
+    for i, value in enumerate(values):
+        cell = WriteOnlyCell(ws, value=value)
+        if bold:
+            cell.font = Font(bold=True)
+        elif i in GRADE_COLUMNS and value in _BY_LABEL:
+            cell.fill = _FILLS[_BY_LABEL[value]]
+        out.append(cell)
+    return out
+
+
+def _summary(ws: WriteOnlyWorksheet, tally: Tally, lang: str, meta: Mapping[str, str]) -> None:
+    for key in ("quarter", "teams", "calendar"):
+        ws.append([word(key, lang), meta.get(key, "")])
+    ws.append([word("total", lang), tally.total])
+    ws.append([])
+    ws.append(
+        _cells(
+            ws,
+            [word("overall_grade", lang), *(grade_label(g, lang) for g in OVERALL_GRADES)],
+            bold=True,
+        )
+    )
+    ws.append(["", *(tally.overall.get(g, 0) for g in OVERALL_GRADES)])
+    ws.append([])
+    ws.append(
+        _cells(ws, [word("kpi", lang), *(grade_label(g, lang) for g in OVERALL_GRADES)], bold=True)
+    )
+    for key in KPI_KEYS:
+        if key == NPS:
+            continue
+        counts = tally.per_kpi.get(key, Counter())
+        ws.append([KPI_LABELS[key][lang], *(counts.get(g, 0) for g in OVERALL_GRADES)])
+
+
+async def xlsx_file(
+    appraisals: AsyncIterator[dict[str, Any]], lang: str, meta: Mapping[str, str]
+) -> str:
+    """Write the workbook (write-only mode: rows go to disk as they come) to a temp file."""
+    wb = Workbook(write_only=True)
+    sheet = wb.create_sheet(word("sheet", lang))
+    summary = wb.create_sheet(word("summary", lang))
+    sheet.freeze_panes = "C2"
+    sheet.append(_cells(sheet, headers(lang), bold=True))
+    tally = Tally()
+    async for appraisal in appraisals:
+        tally.add(appraisal)
+        sheet.append(_cells(sheet, row(appraisal, lang)))
+    _summary(summary, tally, lang, meta)
+    fd, path = tempfile.mkstemp(prefix="kpi-appraisal-", suffix=".xlsx")
+    os.close(fd)
+    try:
+        # Zipping is CPU work: keep it off the event loop.
+        await asyncio.to_thread(wb.save, path)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+async def file_chunks(path: str) -> AsyncIterator[bytes]:
+    """Stream a finished file and delete it afterwards (also when the client goes away)."""
+    try:
+        with open(path, "rb") as fh:  # noqa: ASYNC230 - local temp file, small reads
+            while True:
+                data = fh.read(CHUNK)
+                if not data:
+                    return
+                yield data
+    finally:
+        os.unlink(path)
