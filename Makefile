@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+DEMO ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration lint format typecheck migrate bench clean
+.PHONY: help install chromium run test test-unit test-integration test-browser demo lint format typecheck migrate bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,10 +20,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the platform with dev tools
 
-run: $(STAMP) ## Start the whole platform locally (embedded PostgreSQL + broker); Ctrl-C stops it
-	$(BIN)/kpi up
+run: $(STAMP) ## Start the platform locally with demo data (DEMO=0: no demo); Ctrl-C stops it
+	$(BIN)/kpi up $(if $(filter 1,$(DEMO)),--demo,--no-demo)
 
-test: $(STAMP) ## Lint and run the whole test suite (unit + integration, real servers)
+chromium: ## Install Debian's chromium (+ a CJK font) for the browser tests when missing
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium fonts-wqy-microhei)
+
+test: $(STAMP) chromium ## Lint and run the whole test suite (unit, integration, browser)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
@@ -31,6 +35,12 @@ test-unit: $(STAMP) ## Unit tests only (no servers)
 
 test-integration: $(STAMP) ## Integration tests only (embedded PostgreSQL and broker)
 	$(BIN)/python -m pytest -q tests/integration $(PYTEST_ARGS)
+
+test-browser: $(STAMP) chromium ## Dashboard tests in headless Chromium (screenshots in test-artifacts/browser)
+	$(BIN)/python -m pytest -q tests/browser $(PYTEST_ARGS)
+
+demo: $(STAMP) ## Stream the synthetic demo team into a running `make run DEMO=0`
+	$(BIN)/kpi demo
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -9,12 +9,17 @@ import signal
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from kpi.stack import SERVICES, LocalStack
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    from kpi.demo import DemoTarget
 
 app = typer.Typer(help="KPI platform for after-sales service specialists.", no_args_is_help=True)
 token_app = typer.Typer(help="Manage API bearer tokens.", no_args_is_help=True)
@@ -60,6 +65,13 @@ def up(
         int, typer.Option(envvar="KPI_TOPIC_PARTITIONS", min=1, help="Partitions per topic.")
     ] = 6,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 60,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo/--no-demo",
+            help="Also stream a synthetic team (kpi demo: 60-day backfill, then ~20 events/s).",
+        ),
+    ] = False,
 ) -> None:
     """Start PostgreSQL, the broker and the three services; Ctrl-C stops everything."""
     started = time.monotonic()
@@ -87,6 +99,12 @@ def up(
             f"  try: curl -H 'Authorization: Bearer {stack.admin_token}' "
             f"{stack.services['scoring'].url}/v1/leaderboard?kpi=customer_satisfaction"
         )
+        if demo:
+            log = stack.start_demo(["--backfill-days", "60", "--rate", "20"])
+            console.print(
+                f"  demo     streaming a synthetic team (60-day backfill, then ~20 events/s; "
+                f"log {log})"
+            )
         console.print("\nPress Ctrl-C to stop.")
         while True:
             time.sleep(1)
@@ -179,6 +197,152 @@ def replay_deadletter(
     )
     for code, n in sorted(summary.by_code.items()):
         console.print(f"  still invalid: {code}: {n}")
+
+
+def _demo_target(home: Path) -> tuple[DemoTarget, ZoneInfo]:
+    """Where the demo sends: broker and raw topics, scoring URL, admin token, time zone."""
+    from kpi.demo import DemoTarget
+    from shared.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    state_path = _state_file(home)
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    bootstrap = os.environ.get("KPI_KAFKA_BOOTSTRAP") or state.get("bootstrap")
+    services = state.get("services", {})
+    scoring = os.environ.get("KPI_SCORING_URL") or services.get("scoring")
+    notify = os.environ.get("KPI_NOTIFY_URL") or services.get("notify")
+    if not bootstrap or not scoring:
+        console.print(
+            "[red]Nothing to send to:[/] start the platform with 'kpi up' (or set "
+            f"KPI_KAFKA_BOOTSTRAP and KPI_SCORING_URL); looked for {state_path}."
+        )
+        raise typer.Exit(2)
+    token = os.environ.get("KPI_BOOTSTRAP_ADMIN_TOKEN")
+    token_path = home / "admin-token"
+    if not token and token_path.exists():
+        token = token_path.read_text().strip()
+    if not token:
+        console.print(f"[red]No admin token:[/] set KPI_BOOTSTRAP_ADMIN_TOKEN (or {token_path}).")
+        raise typer.Exit(2)
+    target = DemoTarget(
+        bootstrap=bootstrap,
+        tickets_topic=settings.topics.tickets,
+        surveys_topic=settings.topics.surveys,
+        scoring_url=scoring,
+        admin_token=token,
+        notify_url=notify,
+    )
+    return target, settings.tz
+
+
+def _ratio(text: str) -> float:
+    """'0.5%' -> 0.005; '0.005' -> 0.005."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise typer.BadParameter(f"'{text}' is not a ratio like 0.5% or 0.005") from None
+    if not 0 <= value <= 0.5:
+        raise typer.BadParameter(f"'{text}' must be between 0% and 50%")
+    return value
+
+
+@app.command()
+def demo(
+    rate: Annotated[
+        float, typer.Option(min=0, help="Live events per second after the backfill (0 = none).")
+    ] = 20,
+    backfill_days: Annotated[
+        int, typer.Option(min=0, max=400, help="Days of history to send first (0 = none).")
+    ] = 60,
+    teams: Annotated[int, typer.Option(min=1, max=8, help="Number of teams.")] = 4,
+    specialists: Annotated[int, typer.Option(min=1, max=5000, help="Number of specialists.")] = 32,
+    malformed: Annotated[
+        str, typer.Option(help="Share of malformed messages (dead-lettered), e.g. 0.5%.")
+    ] = "0.5%",
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic behaviour.")] = 7,
+    duration: Annotated[
+        float | None, typer.Option(min=0, help="Stop live streaming after this many seconds.")
+    ] = None,
+    force_backfill: Annotated[
+        bool, typer.Option(help="Backfill even when the demo teams already exist.")
+    ] = False,
+    webhook: Annotated[
+        str | None, typer.Option(help="Also create a generic webhook channel to this URL.")
+    ] = None,
+    home: HOME_OPTION = Path(".kpi"),
+) -> None:
+    """Stream a realistic synthetic team through the raw topics (backfill, then live)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TimeRemainingColumn,
+    )
+
+    from kpi.demo import DemoOptions, run_demo
+
+    target, tz = _demo_target(home)
+    opts = DemoOptions(
+        teams=teams,
+        specialists=specialists,
+        backfill_days=backfill_days,
+        rate=rate,
+        malformed=_ratio(malformed),
+        seed=seed,
+        duration=duration,
+        force_backfill=force_backfill,
+        webhook=webhook,
+    )
+    if specialists < teams:
+        console.print(f"[red]--specialists:[/] must be at least --teams ({teams})")
+        raise typer.Exit(2)
+    tty = console.is_terminal
+    last_line = [0.0]
+
+    async def main_() -> dict[str, int]:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not tty,
+        ) as bar:
+            tasks: dict[str, TaskID] = {}
+
+            def progress(phase: str, done: int, total: int | None) -> None:
+                if phase not in tasks:
+                    label = "live events" if phase == "live" else phase
+                    tasks[phase] = bar.add_task(label, total=total)
+                    if not tty or total == 0:
+                        console.print(f"demo: {phase}" + (f" ({total} messages)" if total else ""))
+                bar.update(tasks[phase], completed=done, total=total)
+                now = time.monotonic()
+                if not tty and now - last_line[0] > 10:
+                    last_line[0] = now
+                    console.print(f"demo: {phase} {done}" + (f"/{total}" if total else ""))
+
+            return await run_demo(target, opts, tz, progress, stop=stop)
+
+    try:
+        sent = asyncio.run(main_())
+    except Exception as exc:
+        console.print(f"[red]kpi demo failed:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"demo: sent {sent['backfill']} backfill and {sent['live']} live messages "
+        f"({sent['malformed']} malformed, dead-lettered on purpose); "
+        f"teams demo-north…, supervisors sup-<team>"
+    )
 
 
 @token_app.command("create")

@@ -81,6 +81,7 @@ class LocalStack:
     database_url: str = ""
     bootstrap: str = ""
     admin_token: str = ""
+    demo: subprocess.Popen[bytes] | None = None
 
     def _pick_port(self, preferred: int, what: str) -> int:
         if port_is_free(preferred):
@@ -204,7 +205,31 @@ class LocalStack:
                 restarted.append(svc.name)
         return restarted
 
+    def start_demo(self, args: list[str]) -> Path:
+        """`kpi demo ARGS` against this stack as a child process (stopped first by `stop`)."""
+        log_path = self.home / "logs" / "demo.log"
+        env = {
+            **os.environ,
+            "KPI_KAFKA_BOOTSTRAP": self.bootstrap,
+            "KPI_BOOTSTRAP_ADMIN_TOKEN": self.admin_token,
+            "KPI_SCORING_URL": self.services["scoring"].url,
+            "KPI_NOTIFY_URL": self.services["notify"].url,
+        }
+        with log_path.open("ab") as log:
+            self.demo = subprocess.Popen(
+                [sys.executable, "-m", "kpi", "demo", "--home", str(self.home), *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return log_path
+
     def stop(self) -> None:
+        if self.demo is not None:
+            stop_process(self.demo, signal.SIGTERM, timeout=10)
+            self.demo = None
         for svc in reversed(list(self.services.values())):
             svc.stop()
         self.services.clear()

@@ -557,4 +557,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     )
     # Injectable clock: "today" for as_of and history defaults; tests replace it.
     app.state.clock = utcnow
+    from services.scoring.dashboard import install  # the web dashboard (issue 7) builds on this
+
+    install(app)
     return app

@@ -1,0 +1,158 @@
+// HTTP helpers: bearer token from sessionStorage, JSON errors, downloads, SSE over fetch.
+const TOKEN_KEY = "kpi.token";
+
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(typeof detail === "string" ? detail : JSON.stringify(detail));
+    this.status = status;
+    this.detail = detail;
+  }
+  // A route that does not exist (yet): FastAPI answers {"detail": "Not Found"}.
+  get routeMissing() {
+    return this.status === 404 && this.detail === "Not Found";
+  }
+  get unavailable() {
+    return this.status === 503 || this.status === 502 || this.status === 0;
+  }
+}
+
+export const token = () => sessionStorage.getItem(TOKEN_KEY);
+export const setToken = (t) => sessionStorage.setItem(TOKEN_KEY, t);
+export const clearToken = () => sessionStorage.removeItem(TOKEN_KEY);
+
+let onUnauthorized = () => {};
+export function setUnauthorizedHandler(fn) {
+  onUnauthorized = fn;
+}
+
+function headers(extra = {}) {
+  const t = token();
+  return { ...(t ? { Authorization: `Bearer ${t}` } : {}), ...extra };
+}
+
+export function qs(params) {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") p.set(k, v);
+  const s = p.toString();
+  return s ? `?${s}` : "";
+}
+
+export async function api(path, { method = "GET", body, signal } = {}) {
+  const used = token();
+  let res;
+  try {
+    res = await fetch(path, {
+      method,
+      signal,
+      headers: headers(body !== undefined ? { "Content-Type": "application/json" } : {}),
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+    });
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new ApiError(0, "network error");
+  }
+  if (res.status === 401) {
+    // A late answer to a request made with an older token must not sign out the new one.
+    if (used === token()) onUnauthorized();
+    throw new ApiError(401, "unauthorized");
+  }
+  const text = await res.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = text;
+  }
+  if (!res.ok) throw new ApiError(res.status, data && data.detail !== undefined ? data.detail : data);
+  return data;
+}
+
+// Fetch with the token and hand the body to the browser as a file download.
+export async function download(path, fallbackName) {
+  const res = await fetch(path, { headers: headers() });
+  if (!res.ok) {
+    let detail = res.statusText;
+    try {
+      detail = (await res.json()).detail;
+    } catch {}
+    throw new ApiError(res.status, detail);
+  }
+  const blob = await res.blob();
+  const cd = res.headers.get("content-disposition") || "";
+  const m = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(cd);
+  saveBlob(blob, m ? decodeURIComponent(m[1]) : fallbackName);
+}
+
+export function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+// Server-sent events read with fetch (EventSource cannot send the Authorization header).
+// Reconnects by itself; onState("on" | "down") reports whether the stream is live.
+export function openAlertStream(onEvent, onState) {
+  let stopped = false;
+  let controller = null;
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  async function loop() {
+    while (!stopped) {
+      controller = new AbortController();
+      try {
+        const res = await fetch("/v1/dashboard/notify/alerts/stream", {
+          headers: headers({ Accept: "text/event-stream" }),
+          signal: controller.signal,
+        });
+        if (res.status === 401) {
+          if (!stopped) onUnauthorized();
+          return;
+        }
+        if (!res.ok || !res.body) {
+          onState("down");
+          await sleep(5000);
+          continue;
+        }
+        onState("on");
+        const reader = res.body.getReader();
+        const decoder = new TextDecoder();
+        let buf = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += decoder.decode(value, { stream: true });
+          let idx;
+          while ((idx = buf.search(/\r?\n\r?\n/)) >= 0) {
+            const block = buf.slice(0, idx);
+            buf = buf.slice(idx).replace(/^\r?\n\r?\n/, "");
+            let event = "message";
+            const data = [];
+            for (const line of block.split(/\r?\n/)) {
+              if (line.startsWith("event:")) event = line.slice(6).trim();
+              else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+            }
+            if (data.length) {
+              try {
+                onEvent(event, JSON.parse(data.join("\n")));
+              } catch {}
+            }
+          }
+        }
+        if (!stopped) onState("down");
+      } catch (err) {
+        if (stopped) return;
+        onState("down");
+      }
+      await sleep(3000);
+    }
+  }
+  loop();
+  return () => {
+    stopped = true;
+    if (controller) controller.abort();
+  };
+}

@@ -1,0 +1,49 @@
+// Pieces shared by the views: window picker, team picker, error boxes.
+import { ApiError } from "../api.js";
+import { esc, recentQuarters } from "../format.js";
+import { t } from "../i18n.js";
+import { state } from "../state.js";
+
+export const WINDOWS = ["7d", "30d", "90d", "qtd", "quarter"];
+
+// The window query value from the picker state: a quarter name or one of WINDOWS.
+export function windowValue(win, quarter) {
+  return win === "quarter" ? quarter : win;
+}
+
+export function windowPicker(id, win, quarter) {
+  const quarters = recentQuarters(state.config.today);
+  return `
+    <div class="field"><label for="${id}-window">${esc(t("window.label"))}</label>
+      <select id="${id}-window" data-role="window">
+        ${WINDOWS.map((w) => `<option value="${w}" ${w === win ? "selected" : ""}>${esc(t(`window.${w}`))}</option>`).join("")}
+      </select></div>
+    <div class="field" ${win === "quarter" ? "" : "hidden"} data-role="quarter-field"><label for="${id}-quarter">${esc(t("quarter.label"))}</label>
+      <select id="${id}-quarter" data-role="quarter">
+        ${quarters.map((q) => `<option ${q === quarter ? "selected" : ""}>${q}</option>`).join("")}
+      </select></div>`;
+}
+
+export function teamPicker(id, team, { allowAll = true } = {}) {
+  const opts = state.teams.map((tm) => `<option value="${esc(tm.id)}" ${tm.id === team ? "selected" : ""}>${esc(tm.name)}</option>`);
+  return `<div class="field"><label for="${id}-team">${esc(t("team.label"))}</label>
+    <select id="${id}-team" data-role="team">
+      ${allowAll ? `<option value="">${esc(t("team.all"))}</option>` : ""}${opts.join("")}
+    </select></div>`;
+}
+
+export function errorMessage(err) {
+  if (err instanceof ApiError) {
+    if (err.status === 403) return t("error.forbidden");
+    if (err.status === 404) return t("error.notfound");
+    const d = Array.isArray(err.detail) ? err.detail.map((x) => `${(x.loc || []).slice(-1)[0]}: ${x.msg}`).join("; ") : err.detail;
+    return t("error.load", { msg: d || err.status });
+  }
+  return t("error.load", { msg: err.message });
+}
+
+export function errorBox(err) {
+  return `<div class="error-box" role="alert">${esc(errorMessage(err))}</div>`;
+}
+
+export const teamName = (id) => (id ? state.teams.find((tm) => tm.id === id)?.name || id : t("team.none"));

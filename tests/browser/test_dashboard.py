@@ -1,0 +1,274 @@
+"""The dashboard in headless Chromium against the real services (ingest, scoring, notify)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from kpi.stack import ServiceProcess
+from shared.auth import Role, issue_token
+from shared.db import session_scope
+from shared.topics import Topics
+from tests.service_helpers import ADMIN_TOKEN, service_env, start_service, wait_status
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = os.environ.get("KPI_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def _chromium_or_skip() -> str:
+    if shutil.which(CHROMIUM) or Path(CHROMIUM).exists():
+        return CHROMIUM
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} missing: `make test` installs the Debian chromium package")
+    pytest.skip(f"{CHROMIUM} not installed (make chromium)")
+
+
+@pytest.fixture
+def procs() -> Iterator[dict[str, ServiceProcess]]:
+    started: dict[str, ServiceProcess] = {}
+    yield started
+    for svc in started.values():
+        svc.stop()
+
+
+def csat(specialist: str, score: int) -> dict[str, Any]:
+    return {
+        "event_id": f"bt-{uuid.uuid4()}",
+        "type": "survey.csat",
+        "occurred_at": dt.datetime.now(dt.UTC).isoformat(),
+        "specialist_id": specialist,
+        "score": score,
+    }
+
+
+def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+async def test_dashboard_journey(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    database_url: str,
+    bootstrap: str,
+    created_topics: Topics,
+    tmp_path: Path,
+    artifacts_dir: Path,
+    procs: dict[str, ServiceProcess],
+) -> None:
+    executable = _chromium_or_skip()
+    shots = artifacts_dir / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    env = service_env(
+        database_url,
+        bootstrap,
+        KPI_TOPIC_PREFIX=created_topics.prefix,
+        KPI_SCORING_SESSION_TIMEOUT_MS="6000",
+        KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
+        KPI_INGEST_SESSION_TIMEOUT_MS="6000",
+        KPI_NOTIFY_GROUP_WAIT_SECONDS="0",
+    )
+    for name in ("ingest", "notify"):
+        procs[name] = start_service(name, env, tmp_path)
+    # Scoring proxies the dashboard's alert calls to this notify.
+    procs["scoring"] = start_service(
+        "scoring", {**env, "KPI_NOTIFY_URL": procs["notify"].url}, tmp_path
+    )
+    for svc in procs.values():
+        await asyncio.to_thread(wait_status, svc.url + "/readyz", 200, 60)
+    async with session_scope(sessionmaker) as session:
+        sup_token, _ = await issue_token(session, Role.SUPERVISOR, "sup-ann", ["bt-north"])
+    # The browser part uses Playwright's sync API, which must not run inside an event loop.
+    await asyncio.to_thread(
+        journey,
+        executable,
+        shots,
+        procs,
+        sup_token,
+    )
+
+
+def journey(executable: str, shots: Path, procs: dict[str, ServiceProcess], sup_token: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    scoring, ingest, notify = procs["scoring"].url, procs["ingest"].url, procs["notify"].url
+    http = httpx.Client(headers=ADMIN, timeout=10)
+    for team, name in (("bt-north", "North 华北"), ("bt-south", "South 华南")):
+        r = http.put(f"{scoring}/v1/teams/{team}", json={"name": name, "supervisor": None})
+        assert r.status_code == 200, r.text
+    for sid, name, team in (
+        ("bt-1", "Li Wei 李伟", "bt-north"),
+        ("bt-2", "Wang Fang 王芳", "bt-north"),
+        ("bt-3", "Zhao Min 赵敏", "bt-south"),
+    ):
+        r = http.put(f"{scoring}/v1/specialists/{sid}", json={"name": name, "team_id": team})
+        assert r.status_code == 200, r.text
+
+    def send(events: list[dict[str, Any]]) -> None:
+        r = http.post(f"{ingest}/v1/events", json=events)
+        assert r.status_code == 202 and r.json()["rejected"] == 0, r.text
+
+    def csat_of(sid: str) -> dict[str, Any]:
+        r = http.get(f"{scoring}/v1/specialists/{sid}/kpis")
+        kpis: dict[str, Any] = r.json()["kpis"]["customer_satisfaction"]
+        return kpis
+
+    send([csat(sid, 5) for sid in ("bt-1", "bt-2", "bt-3") for _ in range(12)])
+    until(lambda: all(csat_of(s)["denominator"] == 12 for s in ("bt-1", "bt-2", "bt-3")), 60,
+          "the first surveys to be scored")  # fmt: skip
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        context = browser.new_context(
+            viewport={"width": 1400, "height": 900}, locale="en-US", accept_downloads=True
+        )
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.set_default_timeout(20_000)
+        try:
+            # Log in as the supervisor of bt-north: bt-3 (another team) is not shown.
+            page.goto(scoring + "/")
+            expect(page.locator("#login-form")).to_be_visible()
+            page.screenshot(path=shots / "01-login.png")
+            page.fill("#login-token", "not-a-token")
+            page.click("#login-form button[type=submit]")
+            expect(page.locator("#login-error")).to_contain_text("not valid")
+            page.fill("#login-token", sup_token)
+            page.click("#login-form button[type=submit]")
+            cell = page.locator(
+                '#overview-table [data-sid="bt-1"] [data-kpi="customer_satisfaction"]'
+            )
+            expect(cell).to_have_attribute("data-grade", "excellent")
+            expect(cell).to_contain_text("100.0%")
+            expect(page.locator('#overview-table [data-sid="bt-2"]')).to_be_visible()
+            expect(page.locator('[data-sid="bt-3"]')).to_have_count(0)
+            expect(page.locator("#whoami")).to_contain_text("sup-ann")
+            expect(page.locator('#overview-table [data-row="pooled"]')).to_contain_text("North")
+            before = cell.evaluate("el => getComputedStyle(el).backgroundColor")
+            page.screenshot(path=shots / "02-overview.png")
+
+            # Events arrive: bt-1's CSAT falls to 50 % and the cell turns "below line".
+            send([csat("bt-1", 1) for _ in range(12)])
+            expect(cell).to_have_attribute("data-grade", "unqualified", timeout=45_000)
+            expect(cell).to_contain_text("50.0%")
+            expect(cell).to_contain_text("Below line")
+            after = cell.evaluate("el => getComputedStyle(el).backgroundColor")
+            assert before != after, (before, after)
+            page.screenshot(path=shots / "03-overview-changed.png")
+
+            # Search narrows the table; sort by CSAT puts the weakest first.
+            page.fill("#ov-search", "wang")
+            expect(page.locator("#overview-table [data-sid]")).to_have_count(1)
+            page.fill("#ov-search", "")
+            page.click('[data-sort="customer_satisfaction"] button')
+            expect(page.locator("#overview-table [data-sid]").first).to_have_attribute(
+                "data-sid", "bt-1"
+            )
+
+            # Export the overview as CSV: a real file with what the table shows.
+            with page.expect_download() as dl:
+                page.click("#ov-export")
+            path = dl.value.path()
+            assert path is not None
+            rows = list(csv.DictReader(Path(path).read_text(encoding="utf-8-sig").splitlines()))
+            by_id = {r["specialist_id"]: r for r in rows}
+            assert set(by_id) == {"(pooled)", "bt-1", "bt-2"}
+            assert float(by_id["bt-1"]["customer_satisfaction"]) == pytest.approx(0.5)
+            assert by_id["bt-1"]["customer_satisfaction_grade"] == "unqualified"
+            assert by_id["bt-1"]["customer_satisfaction_denominator"] == "24"
+            dl.value.save_as(shots / "overview.csv")
+
+            # The alert fired; it appears in the live feed and can be acknowledged.
+            page.click('a[data-nav="alerts"]')
+            item = page.locator('li[data-alert][data-status="firing"]', has_text="Li Wei")
+            expect(item).to_be_visible(timeout=45_000)
+            expect(page.locator("#alert-count")).to_have_text("1")
+            page.screenshot(path=shots / "04-alerts.png")
+            item.get_by_role("button", name="Acknowledge").click()
+            expect(item).to_have_attribute("data-acked", "yes")
+            expect(item).to_contain_text("Acknowledged by sup-ann")
+            alert_id = item.get_attribute("data-alert")
+            acked = http.get(f"{notify}/v1/alerts/{alert_id}").json()
+            assert acked["acked_by"] == "sup-ann" and acked["acked_at"], acked
+
+            # Silence dialog: keyboard-reachable, creates a silence in notify.
+            item.get_by_role("button", name="Silence").click()
+            page.locator("dialog button[type=submit]").click()
+            expect(page.locator("#al-silences")).to_contain_text("Li Wei")
+            assert http.get(f"{notify}/v1/silences").json()["items"]
+
+            # Specialist page: tiles with lines, charts, the events behind the value.
+            page.goto(scoring + "/ui/#/specialist/bt-1")
+            tile = page.locator('.tile[data-kpi="customer_satisfaction"]')
+            expect(tile).to_have_attribute("data-grade", "unqualified")
+            expect(tile).to_contain_text("Qualified 85%")
+            expect(page.locator('#sp-charts svg[data-kpi="customer_satisfaction"]')).to_be_visible()
+            expect(page.locator("#facts-table tbody tr")).to_have_count(24)
+            expect(page.locator("#sp-alerts")).to_contain_text("Customer satisfaction")
+            page.screenshot(path=shots / "05-specialist.png", full_page=True)
+
+            # Leaderboard.
+            page.click('a[data-nav="leaderboard"]')
+            expect(page.locator("#lb-table tbody tr").first).to_contain_text("Wang Fang")
+
+            # Switch to Chinese: the chrome and the view are translated, <html lang> follows.
+            page.select_option("#lang-select", "zh-CN")
+            expect(page.locator('a[data-nav="overview"]')).to_have_text("团队总览")
+            expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+            expect(page.locator("#main h1")).to_have_text("排行榜")
+            page.click('a[data-nav="overview"]')
+            expect(cell).to_contain_text("不合格")
+            page.screenshot(path=shots / "06-overview-zh.png")
+
+            # Appraisal view: the appraisal module's export when present, else the fallback.
+            page.click('a[data-nav="appraisal"]')
+            expect(page.locator("#appraisal-table")).to_contain_text("Li Wei")
+            with page.expect_download() as dl2:
+                page.click("#ap-csv")
+            text = Path(dl2.value.path() or "").read_bytes().decode("utf-8-sig")
+            assert "bt-1" in text and "bt-3" not in text, text[:500]
+            page.screenshot(path=shots / "07-appraisal-zh.png")
+            page.select_option("#lang-select", "en")
+
+            # Notify goes down: a clear banner, and the KPIs still work.
+            procs["notify"].stop()
+            page.click('a[data-nav="overview"]')
+            expect(page.locator("#banner")).to_be_visible(timeout=30_000)
+            expect(page.locator("#banner")).to_contain_text("Alerts unavailable")
+            expect(cell).to_have_attribute("data-grade", "unqualified")
+            page.screenshot(path=shots / "08-notify-down.png")
+            r = http.get(f"{scoring}/v1/dashboard/notify/alerts")
+            assert r.status_code == 503 and "unavailable" in r.json()["detail"]
+            assert not errors, errors
+        finally:
+            page.screenshot(path=shots / "99-last.png")
+            browser.close()
+            http.close()
