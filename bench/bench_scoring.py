@@ -1,12 +1,15 @@
 """Scoring consumer throughput and batch latency beside a bare consume+decode loop.
 
 Usage: .venv/bin/python bench/bench_scoring.py [--events 100000] [--batch 4000] [--long 10]
+    [--order realistic|shuffled|both]
 Starts an embedded PostgreSQL and broker (unless KPI_DATABASE_URL / KPI_KAFKA_BOOTSTRAP are
 set), produces a realistic mix (1000 specialists, 5 % duplicates) to a 6-partition topic,
 then measures in the same run: (1) aiokafka getmany + decode_event, (2) the scoring
-consumer committing to PostgreSQL. ``--long N`` repeats (2) on N times more events to
-check that memory stays flat. Prints figures; asserts nothing.
-"""
+consumer committing to PostgreSQL. By default (``--order both``) it does so twice, on a
+fresh database each: the realistic arrival order (by occurred_at; 5 % displaced by up to
+4 h, 1 % late by 1-5 days, duplicates within 30 min) and the same messages uniformly
+shuffled over the 60 days (stress case). ``--long N`` repeats (2) on N times more events
+to check that memory stays flat. Prints figures; asserts nothing."""
 
 from __future__ import annotations
 
@@ -40,11 +43,28 @@ from shared.topics import Topics
 SPECIALISTS = [f"sp{i:04d}" for i in range(1000)]
 
 
-def make_events(n: int, seed: int, tag: str) -> list[tuple[bytes, bytes]]:
-    """Ticket lifecycles plus surveys, audits, peer reviews; ~5 % exact duplicates."""
+ORDERS = ("realistic", "shuffled")
+# Realistic arrival (order "realistic"): each event reaches the broker shortly after it
+# happened; some are displaced (a connector retrying, a queue catching up) and a few are
+# very late (an export replayed days later). Duplicates arrive soon after the original.
+DISPLACED, DISPLACED_MAX = 0.05, timedelta(hours=4)
+VERY_LATE, VERY_LATE_MIN, VERY_LATE_MAX = 0.01, timedelta(days=1), timedelta(days=5)
+DUPLICATE_DELAY_MAX = timedelta(minutes=30)
+
+
+def make_events(n: int, seed: int, tag: str, order: str = "realistic") -> list[tuple[bytes, bytes]]:
+    """Ticket lifecycles plus surveys, audits, peer reviews over 60 days; ~5 % exact duplicates.
+
+    Both orders produce the same multiset of messages (same seed => same events and
+    duplicates); only the arrival order differs: "realistic" is by occurred_at plus the
+    bounded delays above, "shuffled" is a uniform shuffle of all of them (stress case: every
+    batch touches tickets and days all over the 60 days).
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     rng = random.Random(seed)
     start = datetime(2026, 9, 1, tzinfo=UTC)
-    out: list[tuple[bytes, bytes]] = []
+    out: list[tuple[datetime, bytes, bytes]] = []
     seq = 0
 
     def ev(kind: str, at: datetime, **fields: Any) -> None:
@@ -52,7 +72,7 @@ def make_events(n: int, seed: int, tag: str) -> list[tuple[bytes, bytes]]:
         seq += 1
         obj = {"event_id": f"{tag}-{seq}", "type": kind, "occurred_at": at.isoformat(), **fields}
         event = validate_event_obj(obj)
-        out.append((partition_key(event), encode_event(event)))
+        out.append((at, partition_key(event), encode_event(event)))
 
     t = 0
     while len(out) < n:
@@ -109,11 +129,25 @@ def make_events(n: int, seed: int, tag: str) -> list[tuple[bytes, bytes]]:
                 score=rng.randint(1, 5),
             )
     out = out[:n]
-    dups = rng.sample(out, n // 20)
-    out.extend(dups)
-    # Duplicates arrive later, interleaved with the stream (redelivery, HTTP + Kafka).
-    rng.shuffle(out)
-    return out
+    # Arrival time of each message: its occurred_at plus seconds, hours (displaced) or days
+    # (very late); a duplicate (redelivery, HTTP + Kafka) arrives up to 30 min after its original.
+    arrivals: list[tuple[datetime, int, bytes, bytes]] = []
+    for i, (at, key, value) in enumerate(out):
+        roll = rng.random()
+        if roll < VERY_LATE:
+            delay = VERY_LATE_MIN + (VERY_LATE_MAX - VERY_LATE_MIN) * rng.random()
+        elif roll < VERY_LATE + DISPLACED:
+            delay = DISPLACED_MAX * rng.random()
+        else:
+            delay = timedelta(seconds=rng.uniform(0, 60))
+        arrivals.append((at + delay, i, key, value))
+    for dup in rng.sample(arrivals, n // 20):
+        arrivals.append((dup[0] + DUPLICATE_DELAY_MAX * rng.random(), len(arrivals), *dup[2:]))
+    if order == "shuffled":
+        rng.shuffle(arrivals)
+    else:
+        arrivals.sort()
+    return [(key, value) for _, _, key, value in arrivals]
 
 
 async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
@@ -229,24 +263,36 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=4000)
     parser.add_argument("--parallel", type=int, default=2, help="concurrent transactions")
     parser.add_argument("--long", type=int, default=0, help="also run N x events for memory")
+    parser.add_argument(
+        "--order",
+        choices=(*ORDERS, "both"),
+        default="both",
+        help="arrival order: realistic (time-ordered with late events), shuffled (uniform "
+        "shuffle of the same messages, stress case) or both (default)",
+    )
     args = parser.parse_args()
+    orders = list(ORDERS) if args.order == "both" else [args.order]
 
     home = Path(tempfile.mkdtemp(prefix="kpi-bench-"))
     pg = broker = None
-    url = os.environ.get("KPI_DATABASE_URL")
+    shared_url = os.environ.get("KPI_DATABASE_URL")
     bootstrap = os.environ.get("KPI_KAFKA_BOOTSTRAP")
-    if not url:
+    if not shared_url:
         pg = EmbeddedPostgres(home / "pg")
         pg.start()
-        url = pg.create_database(f"bench_{uuid.uuid4().hex[:6]}")
     if not bootstrap:
         broker = EmbeddedBroker(log_path=home / "broker.log")
         broker.start()
         bootstrap = broker.bootstrap
+    results: dict[str, float] = {}
     try:
-        await asyncio.to_thread(upgrade, url, "heads")
-        runs = [("short", args.events)] + ([("long", args.events * args.long)] if args.long else [])
-        for name, n in runs:
+        runs = [(f"short/{o}", o, args.events) for o in orders]
+        if args.long:
+            runs.append((f"long/{orders[0]}", orders[0], args.events * args.long))
+        for name, order, n in runs:
+            # A fresh database per run (when embedded) so no run inherits another's tables.
+            url = shared_url or pg.create_database(f"bench_{uuid.uuid4().hex[:6]}")  # type: ignore[union-attr]
+            await asyncio.to_thread(upgrade, url, "heads")
             topics = Topics(f"b{uuid.uuid4().hex[:6]}.")
             await ensure_topics(bootstrap, 6, topics.all)
             settings = load_settings(
@@ -255,7 +301,7 @@ async def main() -> None:
                 topic_prefix=topics.prefix,
                 timezone="Asia/Shanghai",
             )
-            messages = make_events(n, seed=len(name), tag=name)
+            messages = make_events(n, seed=n, tag=name.split("/")[0], order=order)
             rate = await produce(bootstrap, topics.events, messages)
             count = len(messages)
             # The consumer under test must not carry the producer's data in its heap.
@@ -264,7 +310,9 @@ async def main() -> None:
             print(f"[{name}] produced {count} messages ({n} events + 5 % dups) at {rate:,.0f}/s")
             bare = await bare_loop(bootstrap, topics.events, count)
             print(f"[{name}] bare aiokafka getmany + decode_event: {bare:,.0f} events/s")
-            res = await scoring_run(settings, url, count, args.batch, name == "long", args.parallel)
+            res = await scoring_run(
+                settings, url, count, args.batch, name.startswith("long"), args.parallel
+            )
             print(
                 f"[{name}] scoring consumer (committed to PostgreSQL): "
                 f"{res['events_per_s']:,.0f} events/s; {res['batches']} batches of "
@@ -279,9 +327,16 @@ async def main() -> None:
                 print(
                     f"[{name}] RSS MiB at 10 %: {tenth:.0f}, at end: {r[-1]:.0f}, max: {max(r):.0f}"
                 )
-            async with create_engine(url).connect() as conn:
+            check = create_engine(url)
+            async with check.connect() as conn:
                 rows = (await conn.execute(text("SELECT count(*) FROM kpi_daily"))).scalar_one()
-            print(f"[{name}] kpi_daily rows now {rows}")
+                done = (
+                    await conn.execute(text("SELECT count(*) FROM processed_events"))
+                ).scalar_one()
+            await check.dispose()
+            print(f"[{name}] kpi_daily rows now {rows}, processed_events {done}")
+            results[name] = res["events_per_s"]
+        print("summary: " + "; ".join(f"{k} {v:,.0f} events/s" for k, v in results.items()))
     finally:
         if broker is not None:
             broker.stop()

@@ -117,6 +117,7 @@ def _merge(results: list[BatchResult]) -> BatchResult:
         for issue, n in r.issues_by_kind.items():
             out.issues_by_kind[issue] = out.issues_by_kind.get(issue, 0) + n
         specialists.update(r.specialists)
+        out.new_specialists.extend(r.new_specialists)
         out.gaps.update(r.gaps)
     out.specialists = sorted(specialists)
     return out
@@ -172,8 +173,11 @@ class ScoringConsumer:
         self.healthy = True
         self.last_error: str | None = None
         self.batches = 0
-        self._gap_seen: set[Partition] = set()
         self._accept_gap: set[Partition] = set()
+        # Specialists known to exist in the directory (inserted or found by a committed
+        # batch): re-inserting ~1000 of them per batch was pure waste. Nothing deletes
+        # specialists, so a known id stays known for the life of the process.
+        self._known_specialists: set[str] = set()
 
     async def start(self) -> None:
         _freeze_startup_heap()
@@ -256,13 +260,15 @@ class ScoringConsumer:
                 # Groups that committed are fenced as stale when the batch is re-read.
                 raise outcome
         result = _merge([o for o in outcomes if isinstance(o, BatchResult)])
+        # Only after the commit: a rolled-back insert must be retried by a later batch.
+        self._known_specialists.update(result.new_specialists)
         _count(result)
         elapsed = time.perf_counter() - started
         BATCH_SECONDS.observe(elapsed)
         self.batches += 1
         if self._on_batch is not None:
             self._on_batch(result, elapsed)
-        self._after_gaps(result, records)
+        await self._after_gaps(result, records)
         await self._advise_kafka(records, result)
         return result
 
@@ -290,34 +296,47 @@ class ScoringConsumer:
                 group_id=self.group_id,
                 accept_gaps=accept,
                 hours_fn=self.hours_fn,
+                known_specialists=self._known_specialists,
             )
 
-    def _after_gaps(self, result: BatchResult, records: list[Record]) -> None:
+    async def _after_gaps(self, result: BatchResult, records: list[Record]) -> None:
+        """Re-read partitions whose records started past the stored offset.
+
+        Only a stored offset below the log start means records were lost to retention;
+        any other gap (a stale fetch position after a rebalance or a retried batch) is
+        healed by seeking back to the stored offset, however often it happens.
+        """
         assert self.consumer is not None
         for tp_key in {(r.topic, r.partition) for r in records} - set(result.gaps):
-            self._gap_seen.discard(tp_key)
             self._accept_gap.discard(tp_key)
-        for (topic, partition), stored in result.gaps.items():
-            tp = TopicPartition(topic, partition)
-            if tp not in self.consumer.assignment():
-                continue
-            first = min(r.offset for r in records if (r.topic, r.partition) == (topic, partition))
-            if (topic, partition) in self._gap_seen:
-                # Seeking back did not help: offsets stored..first are gone from the log
-                # (retention). Documented policy: continue from the log start, loudly.
+        gaps = {
+            TopicPartition(topic, partition): stored
+            for (topic, partition), stored in result.gaps.items()
+            if TopicPartition(topic, partition) in self.consumer.assignment()
+        }
+        if not gaps:
+            return
+        try:
+            log_start = await self.consumer.beginning_offsets(list(gaps))
+        except KafkaError as exc:
+            logger.warning("scoring: cannot read log start offsets (%r); re-reading", exc)
+            log_start = {}
+        for tp, stored in gaps.items():
+            start = log_start.get(tp)
+            if start is not None and stored < start:
+                # Documented policy: continue from the log start, loudly.
                 logger.error(
                     "scoring: %s[%d] stored offset %d is below the log start %d; "
                     "records in between were never applied and are lost to retention",
-                    topic,
-                    partition,
+                    tp.topic,
+                    tp.partition,
                     stored,
-                    first,
+                    start,
                 )
                 OFFSET_GAPS.inc()
-                self._accept_gap.add((topic, partition))
-                self.consumer.seek(tp, first)
+                self._accept_gap.add((tp.topic, tp.partition))
+                self.consumer.seek(tp, start)
             else:
-                self._gap_seen.add((topic, partition))
                 self.consumer.seek(tp, stored)
 
     async def _advise_kafka(self, records: list[Record], result: BatchResult) -> None:

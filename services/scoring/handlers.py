@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
@@ -53,6 +53,9 @@ class BatchResult:
     new_issues: int = 0
     issues_by_kind: dict[str, int] = field(default_factory=dict)
     specialists: list[str] = field(default_factory=list)
+    # Specialists this batch inserted into (or found in) the directory; callers that cache
+    # known ids add them once the transaction has committed.
+    new_specialists: list[str] = field(default_factory=list)
     # Partitions whose records start after the stored offset (nothing of them was applied):
     # partition -> stored next offset, where the consumer must seek back to.
     gaps: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -73,6 +76,7 @@ async def process_batch(
     group_id: str | None = None,
     accept_gaps: Collection[tuple[str, int]] = (),
     hours_fn: kpi.HoursFn | None = None,
+    known_specialists: Set[str] = frozenset(),
 ) -> BatchResult:
     """Apply ``items`` inside the session's transaction; the caller commits.
 
@@ -81,6 +85,7 @@ async def process_batch(
     that lost its partitions and makes a redelivered batch a no-op.
 
     ``hours_fn`` (a business calendar) measures response times; None = calendar hours.
+    ``known_specialists`` are ids known to exist in the directory already (not inserted).
     """
     result = BatchResult(received=len(items))
     conn = await repository.raw_connection(session)
@@ -120,7 +125,7 @@ async def process_batch(
     events = [first[i][0] for i in ids if i in claimed]
     result.applied = len(events)
     if events:
-        await _apply(conn, events, tz, result, hours_fn)
+        await _apply(conn, events, tz, result, hours_fn, known_specialists)
     return result
 
 
@@ -131,24 +136,28 @@ async def _fence(
     result: BatchResult,
     accept_gaps: Collection[tuple[str, int]],
 ) -> list[Incoming]:
-    partitions = {
-        (i.topic, i.partition)
-        for i in incoming
-        if i.topic is not None and i.partition is not None and i.offset is not None
-    }
-    if not partitions:
-        return incoming
-    stored = await repository.lock_offsets(conn, group_id, list(partitions))
     lowest: dict[tuple[str, int], int] = {}
     for item in incoming:
         if item.topic is not None and item.partition is not None and item.offset is not None:
             tp = (item.topic, item.partition)
-            lowest[tp] = min(lowest.get(tp, item.offset), item.offset)
+            low = lowest.get(tp)
+            if low is None or item.offset < low:
+                lowest[tp] = item.offset
+    if not lowest:
+        return incoming
+    stored = await repository.lock_offsets(conn, group_id, list(lowest))
     for tp, low in lowest.items():
         floor = stored.get(tp)
         if floor is not None and low > floor and tp not in accept_gaps:
             # Applying would skip offsets floor..low-1 for good; make the consumer re-read.
             result.gaps[tp] = floor
+    # Partitions whose every record is at or above the stored offset keep all of them
+    # (the common case): only the others need a per-record check.
+    clean: set[tuple[str, int]] = set()
+    for tp, low in lowest.items():
+        floor = stored.get(tp)
+        if tp not in result.gaps and (floor is None or low >= floor):
+            clean.add(tp)
     kept: list[Incoming] = []
     advance: dict[tuple[str, int], int] = {}
     for item in incoming:
@@ -156,14 +165,17 @@ async def _fence(
             kept.append(item)
             continue
         tp = (item.topic, item.partition)
-        if tp in result.gaps:
-            continue
-        floor = stored.get(tp)
-        if floor is not None and item.offset < floor:
-            result.stale += 1
-            continue
+        if tp not in clean:
+            if tp in result.gaps:
+                continue
+            floor = stored.get(tp)
+            if floor is not None and item.offset < floor:
+                result.stale += 1
+                continue
         kept.append(item)
-        advance[tp] = max(advance.get(tp, 0), item.offset + 1)
+        top = advance.get(tp)
+        if top is None or item.offset >= top:
+            advance[tp] = item.offset + 1
     if advance:
         await repository.store_offsets(conn, group_id, advance)
     return kept
@@ -217,15 +229,20 @@ async def _apply(
     tz: tzinfo,
     result: BatchResult,
     hours_fn: kpi.HoursFn | None = None,
+    known_specialists: Set[str] = frozenset(),
 ) -> None:
     daily: dict[tuple[object, ...], tuple[float, int]] = {}
     facts: dict[tuple[object, ...], tuple[float, int]] = {}
     specialists: set[str] = set()
 
     def contribute(delta: kpi.Contributions, source: str) -> None:
-        for (who, day, metric), (num, den) in delta.items():
-            _add(daily, (who, day, metric), num, den)
-            _add(facts, (who, metric, day, source), num, den)
+        # Inlined _add: this runs for every contribution of every event.
+        for key, (num, den) in delta.items():
+            old = daily.get(key)
+            daily[key] = (num, den) if old is None else (old[0] + num, old[1] + den)
+            fact = (key[0], key[2], key[1], source)
+            old = facts.get(fact)
+            facts[fact] = (num, den) if old is None else (old[0] + num, old[1] + den)
 
     by_ticket: dict[str, list[Event]] = {}
     by_session: dict[str, list[Event]] = {}
@@ -300,8 +317,10 @@ async def _apply(
     facts = {k: v for k, v in facts.items() if v != (0.0, 0)}
     affected = sorted({str(k[0]) for k in daily})
     specialists.update(affected)
-    if specialists:
-        await repository.ensure_specialists(conn, specialists)
+    fresh = specialists - known_specialists
+    if fresh:
+        await repository.ensure_specialists(conn, fresh)
+        result.new_specialists = sorted(fresh)
     if daily:
         await repository.add_daily(conn, daily)  # type: ignore[arg-type]
         await repository.add_facts(conn, facts)  # type: ignore[arg-type]

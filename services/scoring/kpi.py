@@ -605,6 +605,18 @@ class TicketState:
             ids.add(self.first_response.event_id)
         return ids
 
+    def _knows(self, event_id: str) -> bool:
+        """``event_id in self.event_ids()`` without building the set (hot path of apply)."""
+        if event_id in self.absorbed:
+            return True
+        if self.first_response is not None and self.first_response.event_id == event_id:
+            return True
+        for rows in (self.created, self.assigned, self.closures, self.reopens, self.surveys):
+            for row in rows:
+                if row.event_id == event_id:
+                    return True
+        return False
+
     def apply(self, event: Event) -> bool:
         """Fold ``event`` in; False (and no change) when its event_id is already known."""
         ticket_id = routes_to_ticket(event)
@@ -612,7 +624,7 @@ class TicketState:
             raise ValueError(
                 f"event {event.event_id} ({event.type}) does not update ticket {self.ticket_id}"
             )
-        if event.event_id in self.event_ids():
+        if self._knows(event.event_id):
             return False
         at = event.occurred_at
         kind: type = type(event)
