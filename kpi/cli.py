@@ -79,6 +79,9 @@ def up(
         home=home.resolve(), say=lambda m: console.print(f"• {m}"), partitions=partitions
     )
     signal.signal(signal.SIGTERM, _raise_stop)
+    # A shell that starts us in the background hands us SIGINT ignored; Ctrl-C and
+    # `kill -INT` must still stop everything we start.
+    signal.signal(signal.SIGINT, _raise_stop)
     try:
         stack.start_infrastructure()
         stack.migrate()

@@ -1,0 +1,96 @@
+"""`kpi up` as a user runs it: ready, prints how to reach it, stops everything, reuses data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from shared.embedded import free_port
+
+
+def _start(home: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
+    env.update({f"KPI_{name.upper()}_PORT": str(port) for name, port in ports.items()})
+    env["KPI_TOPIC_PARTITIONS"] = "2"
+    # Started the way a shell starts a background job: SIGINT ignored on entry.
+    return subprocess.Popen(
+        [sys.executable, "-m", "kpi", "up", "--home", str(home), "--no-demo"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+
+
+def _wait_ready(home: Path, proc: subprocess.Popen[bytes], log: Path) -> dict[str, str]:
+    deadline = time.monotonic() + 90
+    state = home / "stack.json"
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        if state.exists():
+            return dict(json.loads(state.read_text())["services"])
+        time.sleep(0.2)
+    raise AssertionError(f"kpi up not ready in 90s:\n{log.read_text()}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> list[int]:
+    children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # never leave the stack behind, even when the test fails
+        proc.wait(timeout=40)
+        raise AssertionError("kpi up ignored SIGINT") from None
+    assert code == 0
+    return children
+
+
+def test_kpi_up_runs_stops_cleanly_and_reuses_data(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ports = {name: free_port() for name in ("ingest", "scoring", "notify")}
+    log = tmp_path / "up1.log"
+    proc = _start(home, ports, log)
+    try:
+        services = _wait_ready(home, proc, log)
+        token = (home / "admin-token").read_text().strip()
+        for url in services.values():
+            assert httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+        auth = {"Authorization": f"Bearer {token}"}
+        put = httpx.put(
+            f"{services['scoring']}/v1/teams/persisted", json={"name": "Kept"}, headers=auth
+        )
+        assert put.status_code in (200, 201), put.text
+        output = log.read_text()
+        assert "KPI platform ready" in output and token in output
+    finally:
+        children = _stop(proc) if proc.poll() is None else []
+    assert "nothing left running" in log.read_text()
+    assert children and not [
+        pid
+        for pid in children
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert not (home / "stack.json").exists()
+
+    log2 = tmp_path / "up2.log"
+    proc = _start(home, ports, log2)
+    try:
+        services = _wait_ready(home, proc, log2)
+        assert (home / "admin-token").read_text().strip() == token
+        team = httpx.get(
+            f"{services['scoring']}/v1/teams/persisted",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert team.status_code == 200 and team.json()["name"] == "Kept"
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
