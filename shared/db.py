@@ -73,6 +73,21 @@ async def session_scope(
             await session.commit()
 
 
+async def raw_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection inside the session's transaction, for bulk statements.
+
+    SQLAlchemy begins the driver's transaction lazily, on its own first statement: raw
+    statements issued before that would each autocommit (no atomicity, row locks
+    released at once), so one statement through SQLAlchemy opens the transaction first.
+    """
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    if not driver.is_in_transaction():
+        await conn.exec_driver_sql("SELECT 1")
+    return driver
+
+
 async def ping(engine: AsyncEngine) -> None:
     """Round-trip to the database; raises when it is unreachable."""
     async with engine.connect() as conn:

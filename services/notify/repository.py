@@ -8,20 +8,15 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
+
+# Call sites use repository.raw_connection; the implementation is shared infrastructure.
+from shared.db import raw_connection as raw_connection
 
 # asyncpg has no type stubs; the raw connection is used for its array binding and speed.
 Raw: TypeAlias = Any
 Key: TypeAlias = tuple[str, str]
 
 ALERT_CHANNEL = "kpi_alerts"
-
-
-async def raw_connection(session: AsyncSession) -> Raw:
-    """The asyncpg connection inside the session's transaction."""
-    conn = await session.connection()
-    raw = await conn.get_raw_connection()
-    return raw.driver_connection
 
 
 def jdump(obj: Any) -> str:

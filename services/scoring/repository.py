@@ -7,20 +7,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
+
+# Call sites use repository.raw_connection; the implementation is shared infrastructure.
+from shared.db import raw_connection as raw_connection
 
 # asyncpg has no type stubs; the raw connection is used for its array binding and speed.
 Raw: TypeAlias = Any
 DailyKey: TypeAlias = tuple[str, dt.date, str]
 FactKey: TypeAlias = tuple[str, str, dt.date, str]
 EMPTY_STATE = "{}"
-
-
-async def raw_connection(session: AsyncSession) -> Raw:
-    """The asyncpg connection inside the session's transaction (same transaction, no overhead)."""
-    conn = await session.connection()
-    raw = await conn.get_raw_connection()
-    return raw.driver_connection
 
 
 # -- offsets ---------------------------------------------------------------------------
