@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 DEMO ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install chromium run test test-unit test-integration test-browser demo lint format typecheck migrate bench clean
+.PHONY: help install chromium run test test-unit test-integration test-browser demo lint format typecheck migrate bench chaos audit clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,8 +56,14 @@ typecheck: $(STAMP) ## mypy (strict) over the product code
 migrate: $(STAMP) ## Apply migrations to KPI_DATABASE_URL (or the running `make run` database)
 	$(BIN)/kpi migrate
 
-bench: $(STAMP) ## Run every benchmark under bench/ on embedded servers and print the figures
-	@set -e; for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script; done
+bench: $(STAMP) ## Every headline figure in one run (~5 min); writes bench/results/latest.{json,md}
+	$(BIN)/python bench/run_all.py
+
+chaos: $(STAMP) ## Full chaos campaign (~10 min): stream + faults, checks lost/dup/mismatch/alerts
+	$(BIN)/python -m chaos
+
+audit: $(STAMP) ## pip-audit of the installed dependencies (known vulnerabilities)
+	$(BIN)/pip-audit --progress-spinner off --skip-editable
 
 clean: ## Remove the virtualenv, local data (.kpi/) and caches
 	rm -rf $(VENV) .kpi .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts

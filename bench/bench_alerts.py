@@ -19,13 +19,16 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kpi.stack import ServiceProcess
 from migrations import upgrade
 from shared.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared.kafka import create_producer, ensure_topics
@@ -51,22 +54,36 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(duration: float, rate: int, probe_every: float) -> None:
+async def run(
+    duration: float,
+    rate: int,
+    probe_every: float,
+    *,
+    database_url: str | None = None,
+    bootstrap: str | None = None,
+    on_services: Callable[[list[ServiceProcess]], None] | None = None,
+) -> dict[str, Any]:
+    """Measure and print; returns the figures. Uses the given servers or starts its own."""
     home = Path(tempfile.mkdtemp(prefix="kpi-bench-alerts-"))
-    pg = EmbeddedPostgres(home / "pg")
-    broker = EmbeddedBroker(log_path=home / "broker.log")
-    pg.start()
-    broker.start()
-    procs = []
+    pg = None if database_url else EmbeddedPostgres(home / "pg")
+    broker = None if bootstrap else EmbeddedBroker(log_path=home / "broker.log")
+    if pg is not None:
+        pg.start()
+    if broker is not None:
+        broker.start()
+        bootstrap = broker.bootstrap
+    assert bootstrap is not None
+    procs: list[ServiceProcess] = []
     rec = Receiver().start()
+    result: dict[str, Any] = {}
     try:
-        url = pg.create_database("bench")
+        url = database_url or (pg.create_database("bench") if pg is not None else "")
         await asyncio.to_thread(upgrade, url)
-        topics = Topics("bench.")
-        await ensure_topics(broker.bootstrap, 6, topics.all)
+        topics = Topics(f"bench{uuid.uuid4().hex[:6]}.")
+        await ensure_topics(bootstrap, 6, topics.all)
         env = service_env(
             url,
-            broker.bootstrap,
+            bootstrap,
             KPI_TOPIC_PREFIX=topics.prefix,
             KPI_NOTIFY_GROUP_WAIT_SECONDS="0",
             KPI_SCORING_SESSION_TIMEOUT_MS="6000",
@@ -78,6 +95,8 @@ async def run(duration: float, rate: int, probe_every: float) -> None:
             procs.append(start_service(name, env, home))
         for svc in procs:
             wait_status(svc.url + "/readyz", 200, timeout=60)
+        if on_services is not None:
+            on_services(procs)
         r = await asyncio.to_thread(
             httpx.post,
             procs[2].url + "/v1/channels",
@@ -89,7 +108,7 @@ async def run(duration: float, rate: int, probe_every: float) -> None:
             },
         )
         r.raise_for_status()
-        producer = create_producer(broker.bootstrap, client_id="bench")
+        producer = create_producer(bootstrap, client_id="bench")
         await producer.start()
         sent_at: dict[str, float] = {}
         produced = 0
@@ -135,6 +154,15 @@ async def run(duration: float, rate: int, probe_every: float) -> None:
             f"probes: {len(sent_at)} alerts expected, {len(lat)} delivered, "
             f"{len(sent_at) - len(lat)} missing, {len(keys) - len(set(keys))} duplicate keys"
         )
+        result = {
+            "background_events_per_s": produced / elapsed,
+            "alerts_expected": len(sent_at),
+            "alerts_delivered": len(lat),
+            "duplicate_keys": len(keys) - len(set(keys)),
+            "alert_latency_p50_s": statistics.median(lat) if lat else None,
+            "alert_latency_p99_s": pct(lat, 0.99) if lat else None,
+            "alert_latency_max_s": max(lat) if lat else None,
+        }
         if lat:
             print(
                 f"alert latency produce->delivery: p50 {statistics.median(lat) * 1000:.0f} ms, "
@@ -145,8 +173,11 @@ async def run(duration: float, rate: int, probe_every: float) -> None:
         for svc in procs:
             svc.stop()
         rec.stop()
-        broker.stop()
-        pg.stop()
+        if broker is not None:
+            broker.stop()
+        if pg is not None:
+            pg.stop()
+    return result
 
 
 def main() -> None:

@@ -213,7 +213,8 @@ def _config_error(exc: ValidationError) -> HTTPException:
 
 
 def _unprocessable(field: str, msg: str) -> HTTPException:
-    return HTTPException(422, detail=[{"loc": ["body", field], "msg": msg}])
+    # "type" too: the OpenAPI documents FastAPI's ValidationError shape for every 422.
+    return HTTPException(422, detail=[{"loc": ["body", field], "msg": msg, "type": "value_error"}])
 
 
 router = APIRouter(prefix="/v1", tags=["notify"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import date, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chaos.generator import HistoryMaker, deliveries, dst_anchors
 from services.scoring import kpi, snapshots
 from services.scoring.handlers import Incoming, process_batch
 from shared.db import create_engine, create_sessionmaker, session_scope
-from shared.events import Event, validate_event_obj
+from shared.events import Event
 from tests.reference import reference_sums, reference_window
 
 TZ = ZoneInfo("America/New_York")
@@ -36,141 +37,8 @@ ENGINE_TABLES = (
 )
 
 
-def _anchors(tz: tzinfo) -> list[datetime]:
-    """DST switches and quarter edges in local time, down to the last millisecond."""
-    local = [
-        datetime(2026, 3, 8, 1, 59, 59, 999000),  # spring forward (NY) at 02:00
-        datetime(2026, 3, 8, 3, 0, 0),
-        datetime(2026, 3, 31, 23, 59, 59, 999000),  # Q1 -> Q2
-        datetime(2026, 4, 1, 0, 0, 0),
-        datetime(2026, 6, 30, 23, 59, 59, 999000),  # Q2 -> Q3
-        datetime(2026, 7, 1, 0, 0, 0),
-        datetime(2026, 11, 1, 1, 30, 0),  # fall back (NY): ambiguous hour
-        datetime(2026, 12, 31, 23, 59, 59, 999000),  # Q4 -> next year
-    ]
-    return [d.replace(tzinfo=tz) for d in local]
-
-
-OFFSET_ZONES = (ZoneInfo("UTC"), ZoneInfo("Asia/Shanghai"), TZ, ZoneInfo("Europe/Berlin"))
-
-
-class HistoryMaker:
-    """Random but plausible event histories (dicts validated into Events)."""
-
-    def __init__(self, rng: random.Random, tz: tzinfo = TZ, prefix: str = "") -> None:
-        self.rng = rng
-        self.anchors = _anchors(tz)
-        self.prefix = prefix
-        self.seq = 0
-
-    def when(self) -> datetime:
-        rng = self.rng
-        base = rng.choice(self.anchors)
-        roll = rng.random()
-        if roll < 0.3:
-            return base
-        if roll < 0.45:
-            return base + timedelta(milliseconds=rng.choice((-1, 1)))
-        return base + timedelta(minutes=rng.randint(-3000, 3000))
-
-    def stamp(self, at: datetime) -> str:
-        return at.astimezone(self.rng.choice(OFFSET_ZONES)).isoformat()
-
-    def event(self, type_: str, **fields: Any) -> Event:
-        self.seq += 1
-        obj = {"event_id": f"{self.prefix}e{self.seq}", "type": type_, **fields}
-        obj.setdefault("occurred_at", self.stamp(self.when()))
-        return validate_event_obj(obj)
-
-    def who(self) -> str:
-        return self.rng.choice(SPECIALISTS)
-
-    def ticket(self, ticket_id: str) -> list[Event]:
-        rng, out = self.rng, []
-        for _ in range(rng.choice((0, 1, 1, 1, 2))):
-            fields: dict[str, Any] = {"ticket_id": ticket_id}
-            if rng.random() < 0.7:
-                fields["specialist_id"] = self.who()
-            out.append(self.event("ticket.created", **fields))
-        for _ in range(rng.randint(0, 2)):
-            out.append(self.event("ticket.assigned", ticket_id=ticket_id, specialist_id=self.who()))
-        for _ in range(rng.choice((0, 1, 1, 2))):
-            out.append(
-                self.event("ticket.first_response", ticket_id=ticket_id, specialist_id=self.who())
-            )
-        for _ in range(rng.randint(0, 3)):
-            out.append(
-                self.event(
-                    "ticket.closed",
-                    ticket_id=ticket_id,
-                    specialist_id=self.who(),
-                    resolved=rng.random() < 0.7,
-                )
-            )
-        for _ in range(rng.choice((0, 0, 1, 2))):
-            out.append(self.event("ticket.reopened", ticket_id=ticket_id))
-        for _ in range(rng.choice((0, 1, 2))):
-            out.append(self.event("ticket.followup", ticket_id=ticket_id, specialist_id=self.who()))
-        for _ in range(rng.randint(0, 2)):
-            kind = rng.choice(("survey.csat", "survey.nps"))
-            score = rng.randint(1, 5) if kind == "survey.csat" else rng.randint(0, 10)
-            fields = {"ticket_id": ticket_id, "score": score}
-            if rng.random() < 0.3:
-                fields["specialist_id"] = self.who()
-            out.append(self.event(kind, **fields))
-        if rng.random() < 0.3:
-            out.append(
-                self.event(
-                    "record.audited",
-                    ticket_id=ticket_id,
-                    specialist_id=self.who(),
-                    accurate=rng.random() < 0.8,
-                )
-            )
-        return out
-
-    def history(self, tickets: int, sessions: int = 2, loose: int = 4) -> list[Event]:
-        rng, out = self.rng, []
-        for t in range(tickets):
-            out.extend(self.ticket(f"{self.prefix}t{t}"))
-        for s in range(sessions):
-            trainer, session_at = self.who(), self.stamp(self.when())
-            for _ in range(rng.randint(1, 4)):
-                who = trainer if rng.random() < 0.9 else self.who()
-                out.append(
-                    self.event(
-                        "survey.training",
-                        session_id=f"{self.prefix}sess{s}",
-                        specialist_id=who,
-                        session_at=session_at,
-                        score=rng.randint(2, 5),
-                    )
-                )
-        for _ in range(loose):
-            kind = rng.choice(("record.audited", "survey.peer_review", "survey.csat", "survey.nps"))
-            if kind == "record.audited":
-                out.append(self.event(kind, specialist_id=self.who(), accurate=rng.random() < 0.8))
-            elif kind == "survey.peer_review":
-                out.append(
-                    self.event(
-                        kind, specialist_id=self.who(), reviewer_id="r1", score=rng.randint(1, 5)
-                    )
-                )
-            else:
-                score = rng.randint(1, 5) if kind == "survey.csat" else rng.randint(0, 10)
-                out.append(self.event(kind, specialist_id=self.who(), score=score))
-        return out
-
-
-def deliveries(rng: random.Random, events: list[Event], dup_rate: float = 0.2) -> list[Event]:
-    """Shuffled events plus duplicates, and a few same-id different-payload conflicts."""
-    out = list(events)
-    out.extend(rng.sample(events, int(len(events) * dup_rate)))
-    for e in rng.sample(events, min(2, len(events))):
-        if isinstance(e.model_dump().get("score"), int) and e.type in ("survey.csat",):
-            out.append(e.model_copy(update={"score": 6 - e.score}))
-    rng.shuffle(out)
-    return out
+# The one history generator, shared with the chaos harness (chaos/generator.py).
+_anchors = dst_anchors
 
 
 def chunks(

@@ -1,0 +1,374 @@
+"""`make bench`: every headline figure in one run on this machine, written to bench/results/.
+
+Usage: .venv/bin/python bench/run_all.py [--events 100000] [--alert-seconds 30] [--quick]
+
+One embedded PostgreSQL and one broker serve every part (a fresh database and fresh topics
+per part). Measured in this order, each against the baseline of the same run:
+1. baseline: one aiokafka consumer, ``getmany`` + ``decode_event`` (bench_scoring.bare_loop);
+2. scoring: the scoring consumer committing to PostgreSQL (bench_scoring.scoring_run);
+3. ingest: the ingest service's consumer path (bench_ingest);
+4. end to end: events preloaded on the raw topics, ingest + scoring (1, then 2 replicas) +
+   notify as real processes; from the first record ingest publishes to kpi.events until
+   scoring's stored offsets cover every record;
+5. alert latency produce -> webhook at 1,000 events/s (bench_alerts);
+6. REST query latency with 50 clients over 1,000 specialists x 400 days (bench_queries);
+peak RSS of every service process is sampled (psutil) during 4-6.
+Writes bench/results/latest.json and latest.md. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench_alerts  # noqa: E402
+import bench_ingest  # noqa: E402
+import bench_queries  # noqa: E402
+import bench_scoring  # noqa: E402
+
+from kpi.stack import ServiceProcess  # noqa: E402
+from migrations import upgrade  # noqa: E402
+from shared.db import create_engine, create_sessionmaker  # noqa: E402
+from shared.embedded import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402
+from shared.kafka import create_producer, ensure_topics  # noqa: E402
+from shared.settings import load_settings  # noqa: E402
+from shared.topics import Topics  # noqa: E402
+from tests.service_helpers import service_env, start_service, wait_status  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+TZ = "Asia/Shanghai"
+
+
+class PeakRss:
+    """Samples the RSS of service processes in a thread; keeps the peak per service."""
+
+    def __init__(self) -> None:
+        self.peak: dict[str, float] = {}
+        self._procs: list[tuple[str, psutil.Process]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def watch(self, services: list[ServiceProcess]) -> None:
+        with self._lock:
+            for svc in services:
+                if svc.proc is not None:
+                    self._procs.append((svc.name, psutil.Process(svc.proc.pid)))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            with self._lock:
+                procs = list(self._procs)
+            for name, proc in procs:
+                try:
+                    mb = proc.memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+                self.peak[name] = max(self.peak.get(name, 0.0), mb)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+async def new_database(pg: EmbeddedPostgres, name: str) -> str:
+    url = pg.create_database(f"{name}_{uuid.uuid4().hex[:6]}")
+    await asyncio.to_thread(upgrade, url)
+    return url
+
+
+def plain(url: str) -> str:
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+async def part_scoring(pg: EmbeddedPostgres, bootstrap: str, n: int) -> dict[str, Any]:
+    url = await new_database(pg, "scoring")
+    topics = Topics(f"bs{uuid.uuid4().hex[:6]}.")
+    await ensure_topics(bootstrap, 6, topics.all)
+    messages = bench_scoring.make_events(n, seed=1, tag="s")
+    count = len(messages)
+    await bench_scoring.produce(bootstrap, topics.events, messages)
+    del messages
+    baseline = await bench_scoring.bare_loop(bootstrap, topics.events, count)
+    print(f"baseline aiokafka getmany + decode_event: {baseline:,.0f} events/s", flush=True)
+    settings = load_settings(
+        database_url=url, kafka_bootstrap=bootstrap, topic_prefix=topics.prefix, timezone=TZ
+    )
+    res = await bench_scoring.scoring_run(settings, url, count, 4000, False, 2)
+    print(f"scoring consumer (committed to PostgreSQL): {res['events_per_s']:,.0f} events/s")
+    return {
+        "baseline_consume_events_per_s": baseline,
+        "scoring_events_per_s": res["events_per_s"],
+        "scoring_batch_p99_ms": res["p99_ms"],
+    }
+
+
+async def part_ingest(pg: EmbeddedPostgres, bootstrap: str, n: int) -> dict[str, Any]:
+    url = await new_database(pg, "ingest")
+    engine = create_engine(url, pool_size=2, application_name="bench-ingest")
+    topics = Topics(f"bi{uuid.uuid4().hex[:6]}.")
+    await ensure_topics(bootstrap, 6, topics.all)
+    try:
+        await bench_ingest.load(bootstrap, topics, n)
+        rate = await bench_ingest._timed(
+            bootstrap,
+            topics,
+            n,
+            bench_ingest.ingest_factory(topics, create_sessionmaker(engine)),
+            "ingest",
+        )
+    finally:
+        await engine.dispose()
+    print(f"ingest consumer path (validate, publish, acks, stats, commit): {rate:,.0f} events/s")
+    return {"ingest_events_per_s": rate}
+
+
+async def _first_timestamp(bootstrap: str, topic: str) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(6)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        first: dict[int, int] = {}
+        deadline = time.monotonic() + 20
+        while len(first) < 6 and time.monotonic() < deadline:
+            for tp, recs in (await consumer.getmany(timeout_ms=500, max_records=10)).items():
+                if recs:
+                    first.setdefault(tp.partition, recs[0].timestamp)
+                    consumer.pause(tp)
+        return min(first.values()) / 1000
+    finally:
+        await consumer.stop()
+
+
+async def part_e2e(
+    pg: EmbeddedPostgres, bootstrap: str, n: int, replicas: int, home: Path, rss: PeakRss
+) -> dict[str, Any]:
+    url = await new_database(pg, f"e2e{replicas}")
+    topics = Topics(f"be{uuid.uuid4().hex[:6]}.")
+    await ensure_topics(bootstrap, 6, topics.all)
+    messages = bench_scoring.make_events(n, seed=7, tag=f"e{replicas}")
+    producer = create_producer(bootstrap, client_id="bench-e2e", linger_ms=10)
+    await producer.start()
+    try:
+        futures = []
+        for key, value in messages:
+            topic = topics.surveys if b'"type":"survey.' in value else topics.tickets
+            futures.append(await producer.send(topic, value, key=key))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    total = len(messages)
+    del messages
+    env = service_env(
+        url,
+        bootstrap,
+        KPI_TOPIC_PREFIX=topics.prefix,
+        KPI_TIMEZONE=TZ,
+        KPI_LOG_LEVEL="WARNING",
+        KPI_SCORING_SESSION_TIMEOUT_MS="6000",
+        KPI_INGEST_SESSION_TIMEOUT_MS="6000",
+        KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
+    )
+    names = ["ingest", *["scoring"] * replicas, "notify"]
+    procs = [start_service(name, env, home) for name in names]
+    rss.watch(procs)
+    conn = await asyncpg.connect(plain(url))
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = await conn.fetchval(
+                "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets "
+                "WHERE group_id = 'kpi-scoring' AND next_offset > 0"
+            )
+            if done >= total:
+                break
+            await asyncio.sleep(0.1)
+        finished = time.time()
+        started = await _first_timestamp(bootstrap, topics.events)
+    finally:
+        await conn.close()
+        for svc in procs:
+            svc.stop()
+    rate = total / (finished - started)
+    print(
+        f"end to end raw topics -> ingest -> kpi.events -> {replicas} scoring -> committed KPIs: "
+        f"{rate:,.0f} events/s ({total} events in {finished - started:.1f}s)",
+        flush=True,
+    )
+    return {"events_per_s": rate, "events": total, "seconds": finished - started}
+
+
+async def part_queries(
+    pg: EmbeddedPostgres, bootstrap: str, home: Path, rss: PeakRss, quick: bool
+) -> dict[str, Any]:
+    url = await new_database(pg, "queries")
+    specialists, days = (200, 100) if quick else (1000, 400)
+    today = dt.datetime.now(dt.UTC).date()
+    rows = await bench_queries.seed(plain(url), specialists, days, today)
+    print(f"seeded {rows:,} kpi_daily rows ({specialists} specialists x {days} days)")
+    port = free_port()
+    env = service_env(
+        url, bootstrap, KPI_SCORING_PORT=str(port), KPI_LOG_LEVEL="WARNING",
+        KPI_TOPIC_PREFIX=f"bq{uuid.uuid4().hex[:6]}.",
+    )  # fmt: skip
+    env["KPI_BOOTSTRAP_ADMIN_TOKEN"] = bench_queries.TOKEN
+    svc = ServiceProcess("scoring", port, home / "queries-scoring.log", env)
+    svc.start()
+    rss.watch([svc])
+    try:
+        await asyncio.to_thread(wait_status, svc.url + "/healthz", 200, 60)
+        await asyncio.sleep(2)
+        await bench_queries.wait_outbox_drained(plain(url))
+
+        def make() -> str:
+            return f"/v1/specialists/spec-{random.randrange(specialists):05d}/kpis?window=30d"
+
+        await bench_queries.load(port, 50, 1000, make)  # warm-up
+        paced, wall = await bench_queries.paced(port, 50, 250.0, 10.0, make)
+        closed, closed_wall = await bench_queries.load(port, 50, 3000, make)
+    finally:
+        svc.stop()
+    out = {
+        "query_p50_ms": bench_queries.pct(paced, 0.50),
+        "query_p99_ms": bench_queries.pct(paced, 0.99),
+        "query_paced_rate_per_s": len(paced) / wall,
+        "query_closed_loop_p50_ms": bench_queries.pct(closed, 0.50),
+        "query_closed_loop_p99_ms": bench_queries.pct(closed, 0.99),
+        "query_closed_loop_rate_per_s": len(closed) / closed_wall,
+    }
+    print(
+        f"REST specialist 30d, 50 clients paced 250 req/s: p50 {out['query_p50_ms']:.1f} ms, "
+        f"p99 {out['query_p99_ms']:.1f} ms; 50 closed-loop clients "
+        f"({out['query_closed_loop_rate_per_s']:.0f} req/s): p50 "
+        f"{out['query_closed_loop_p50_ms']:.1f} ms, p99 {out['query_closed_loop_p99_ms']:.1f} ms",
+        flush=True,
+    )
+    return out
+
+
+def markdown(r: dict[str, Any]) -> str:
+    base = r["baseline_consume_events_per_s"]
+
+    def rate(key: str, target: str = "") -> str:
+        v = r.get(key)
+        if v is None:
+            return f"| {key} | — | | {target} |"
+        return f"| {key} | {v:,.0f} | {v / base:.0%} | {target} |"
+
+    lines = [
+        f"# Benchmarks ({r['measured_at']}, {r['machine']})",
+        "",
+        "| figure | value | / baseline | target |",
+        "|---|---|---|---|",
+        rate("baseline_consume_events_per_s"),
+        rate("ingest_events_per_s"),
+        rate("scoring_events_per_s", ">= 40,000"),
+        rate("e2e_events_per_s", ">= 20,000"),
+        rate("e2e_1_scoring_events_per_s"),
+        rate("e2e_2_scoring_events_per_s"),
+        f"| alert_latency_p50_s | {r.get('alert_latency_p50_s')} | | |",
+        f"| alert_latency_p99_s | {r.get('alert_latency_p99_s')} | | < 2 |",
+        f"| query_p50_ms (50 clients, 250 req/s) | {r.get('query_p50_ms')} | | |",
+        f"| query_p99_ms (50 clients, 250 req/s) | {r.get('query_p99_ms')} | | < 50 |",
+        f"| query_closed_loop_p99_ms (50 clients) | {r.get('query_closed_loop_p99_ms')} | | |",
+    ]
+    for name, mb in sorted(r.get("peak_rss_mb", {}).items()):
+        lines.append(f"| peak RSS {name} (MB) | {mb:.0f} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def _round(v: Any) -> Any:
+    if isinstance(v, float):
+        return round(v, 3)
+    if isinstance(v, dict):
+        return {k: _round(x) for k, x in v.items()}
+    return v
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    home = Path(tempfile.mkdtemp(prefix="kpi-bench-all-"))
+    pg = EmbeddedPostgres(home / "pg")
+    broker = EmbeddedBroker(log_path=home / "broker.log")
+    pg.start()
+    broker.start()
+    rss = PeakRss()
+    r: dict[str, Any] = {
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
+        "events": args.events,
+    }
+    try:
+        bootstrap = broker.bootstrap
+        r.update(await part_scoring(pg, bootstrap, args.events))
+        r.update(await part_ingest(pg, bootstrap, args.events))
+        one = await part_e2e(pg, bootstrap, args.events, 1, home, rss)
+        two = await part_e2e(pg, bootstrap, args.events, 2, home, rss)
+        r["e2e_1_scoring_events_per_s"] = one["events_per_s"]
+        r["e2e_2_scoring_events_per_s"] = two["events_per_s"]
+        r["e2e_events_per_s"] = max(one["events_per_s"], two["events_per_s"])
+        alerts = await bench_alerts.run(
+            args.alert_seconds,
+            1000,
+            0.5,
+            database_url=await new_database(pg, "alerts"),
+            bootstrap=bootstrap,
+            on_services=rss.watch,
+        )
+        r.update({k: v for k, v in alerts.items() if k.startswith("alert")})
+        r["alert_background_events_per_s"] = alerts.get("background_events_per_s")
+        r.update(await part_queries(pg, bootstrap, home, rss, args.quick))
+    finally:
+        rss.stop()
+        broker.stop()
+        pg.stop()
+    r["peak_rss_mb"] = dict(rss.peak)
+    r["load_after"] = os.getloadavg()[0]
+    base = r["baseline_consume_events_per_s"]
+    for key in ("ingest_events_per_s", "scoring_events_per_s", "e2e_events_per_s"):
+        r[key.replace("_events_per_s", "_ratio_to_baseline")] = r[key] / base
+    rounded: dict[str, Any] = _round(r)
+    return rounded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--alert-seconds", type=float, default=30.0)
+    parser.add_argument("--quick", action="store_true", help="smaller query data set")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    r = asyncio.run(main_async(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(r, indent=2) + "\n")
+    table = markdown(r)
+    (args.out / "latest.md").write_text(table)
+    print()
+    print(table)
+    print(f"written to {args.out / 'latest.json'} and latest.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Chaos harness: the whole platform under a generated stream and scheduled faults."""

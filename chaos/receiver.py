@@ -1,0 +1,64 @@
+"""Webhook receiver for the chaos run: answers ok, fails (503) or hangs on command."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tests.integration.notify_support import Received, Receiver
+
+HANG_SECONDS = 8.0  # longer than the chaos run's KPI_NOTIFY_SEND_TIMEOUT
+
+
+@dataclass
+class Delivery:
+    key: str
+    body: bytes
+    status: int
+    at: float
+
+    def items(self) -> list[dict[str, Any]]:
+        data = orjson.loads(self.body)
+        return list(data["alerts"]) if "alerts" in data else [data]
+
+
+@dataclass
+class ChaosReceiver:
+    mode: str = "ok"  # ok | fail | hang
+    log: list[Delivery] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    receiver: Receiver | None = None
+
+    def _behaviour(self, req: Received) -> tuple[int, bytes, float]:
+        mode = self.mode
+        status = 503 if mode == "fail" else 200
+        delay = HANG_SECONDS if mode == "hang" else 0.0
+        key = req.headers.get("X-KPI-Delivery", "")
+        with self.lock:
+            self.log.append(Delivery(key, req.body, status, req.at))
+        return status, b'{"ok":true}', delay
+
+    def start(self) -> ChaosReceiver:
+        self.receiver = Receiver(behaviour=self._behaviour).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.receiver is not None
+        return self.receiver.url
+
+    def delivered(self) -> list[Delivery]:
+        """Requests the receiver accepted (200), hung ones included: it did process them."""
+        with self.lock:
+            return [d for d in self.log if d.status == 200]
+
+    def stop(self) -> None:
+        if self.receiver is not None:
+            self.receiver.stop()
+
+    def __post_init__(self) -> None:
+        self._started = time.time()

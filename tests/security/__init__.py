@@ -1,0 +1,1 @@
+"""Security tests: authorization matrix, API fuzzing, input limits, secrets."""
