@@ -201,7 +201,8 @@ async def part_e2e(
         while time.monotonic() < deadline:
             done = await conn.fetchval(
                 "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets "
-                "WHERE group_id = 'kpi-scoring' AND next_offset > 0"
+                "WHERE group_id = $1 AND next_offset > 0",
+                f"{topics.prefix}kpi-scoring",
             )
             if done >= total:
                 break

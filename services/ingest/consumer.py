@@ -72,7 +72,8 @@ class IngestPipeline:
         while not self._stopping.is_set() and self.consumer is None:
             consumer = create_consumer(
                 self.settings.bootstrap_servers,
-                group_id=GROUP_ID,
+                # The prefix isolates installations (and tests) sharing one cluster.
+                group_id=f"{self.settings.topic_prefix}{GROUP_ID}",
                 client_id="kpi-ingest",
                 session_timeout_ms=self.settings.ingest_session_timeout_ms,
                 heartbeat_interval_ms=max(300, self.settings.ingest_session_timeout_ms // 5),
@@ -111,7 +112,9 @@ class IngestPipeline:
         handler = KafkaIntake(self.producer, self.settings.topics, self.sessionmaker, self.health)
         self.loop = BatchLoop(self.consumer, handler, name="ingest", max_records=self._max_records)
         logger.info(
-            "ingest: consuming %s as group %s", ",".join(self.settings.topics.raw), GROUP_ID
+            "ingest: consuming %s as group %s",
+            ",".join(self.settings.topics.raw),
+            f"{self.settings.topic_prefix}{GROUP_ID}",
         )
         await self.loop.run()
 

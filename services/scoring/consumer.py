@@ -534,6 +534,8 @@ async def start_engine(runtime: Runtime, *, clock: Clock | None = None) -> None:
     consumer = ScoringConsumer(
         settings,
         runtime.sessionmaker,
+        # The prefix isolates installations (and tests) sharing one cluster, like topics.
+        group_id=f"{settings.topic_prefix}{GROUP_ID}",
         max_records=settings.scoring_max_batch,
         consumer_options={
             "session_timeout_ms": settings.scoring_session_timeout_ms,
