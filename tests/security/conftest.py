@@ -77,7 +77,9 @@ def platform(
                 wait_status(svc.url + "/readyz", 200, timeout=60)
             except AssertionError as exc:
                 code = svc.proc.poll() if svc.proc else None
-                raise AssertionError(f"{exc}\n{svc.name} exit={code} log:\n{svc.tail(40)}") from None
+                raise AssertionError(
+                    f"{exc}\n{svc.name} exit={code} log:\n{svc.tail(40)}"
+                ) from None
         urls = {svc.name: svc.url for svc in services}
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         for t in (team, other):
