@@ -8,7 +8,7 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.topics import Topics
@@ -176,30 +176,25 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from None
         return value
 
-    @field_validator("appraisal_rule", "incentives", mode="before")
+    @field_validator("kpi_lines", "appraisal_rule", "incentives", mode="before")
     @classmethod
     def _parse_json_object(cls, value: Any) -> Any:
+        # One JSON document per variable (NoDecode); a blank variable means "no overrides".
         if isinstance(value, str):
             try:
-                value = json.loads(value) if value.strip() else {}
+                return json.loads(value) if value.strip() else {}
             except json.JSONDecodeError as exc:
                 raise ValueError(f"must be a JSON object: {exc}") from None
         return value
 
-    @field_validator("appraisal_rule")
+    @field_validator("appraisal_rule", "incentives")
     @classmethod
-    def _check_rule(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from services.scoring.appraisal import parse_rule
+    def _check_appraisal_policy(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # Parsed again where used; parsing here too makes a bad policy stop start-up.
+        from services.scoring.appraisal import parse_incentives, parse_rule
 
-        parse_rule(value)
-        return value
-
-    @field_validator("incentives")
-    @classmethod
-    def _check_incentives(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from services.scoring.appraisal import parse_incentives
-
-        parse_incentives(value)
+        parse = parse_rule if info.field_name == "appraisal_rule" else parse_incentives
+        parse(value)
         return value
 
     @field_validator("kafka_bootstrap", mode="before")
@@ -244,16 +239,6 @@ class Settings(BaseSettings):
     def _check_window(cls, value: str) -> str:
         if not _WINDOW_RE.match(value) or (value.endswith("d") and int(value[:-1]) > 400):
             raise ValueError(f"'{value}' must be Nd with N in 1..400, or qtd")
-        return value
-
-    @field_validator("kpi_lines", mode="before")
-    @classmethod
-    def _parse_lines(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return json.loads(value) if value.strip() else {}
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"must be a JSON object: {exc}") from None
         return value
 
     @property

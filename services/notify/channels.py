@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import html
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict
@@ -143,92 +144,89 @@ def _secret_repr(secret: str | None) -> str:
     return "None" if secret is None else repr(_MASK)
 
 
+class _MaskedRepr:
+    """repr/str of a channel dataclass: its fields in order, URL tokens and secrets masked.
+
+    Channel configs end up in logs and error messages, so no subclass writes its own repr:
+    it only names which fields are URLs (``_url_fields``) and secrets (``_secret_fields``).
+    """
+
+    _url_fields: ClassVar[frozenset[str]] = frozenset({"url"})
+    _secret_fields: ClassVar[frozenset[str]] = frozenset({"secret"})
+
+    def __repr__(self) -> str:
+        assert dataclasses.is_dataclass(self)
+        parts: list[str] = []
+        for f in dataclasses.fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            if f.name in self._url_fields:
+                shown = repr(mask_url(value))
+            elif f.name in self._secret_fields:
+                shown = _secret_repr(value)
+            else:
+                shown = repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    __str__ = __repr__
+
+
 @dataclass(frozen=True, repr=False)
-class WebhookChannel:
+class WebhookChannel(_MaskedRepr):
     """Generic JSON webhook, body signed with HMAC-SHA256."""
 
     id: str
     url: str
     secret: str
-    kind: Literal["webhook"] = field(default="webhook", init=False)
-
-    def __repr__(self) -> str:
-        return (
-            f"WebhookChannel(id={self.id!r}, url={mask_url(self.url)!r}, "
-            f"secret={_secret_repr(self.secret)})"
-        )
-
-    __str__ = __repr__
+    kind: Literal["webhook"] = field(default="webhook", init=False, repr=False)
 
 
 @dataclass(frozen=True, repr=False)
-class DingTalkChannel:
+class DingTalkChannel(_MaskedRepr):
     """DingTalk custom robot; `secret` enables 加签 signing."""
 
     id: str
     url: str
     secret: str | None = None
-    kind: Literal["dingtalk"] = field(default="dingtalk", init=False)
-
-    def __repr__(self) -> str:
-        return (
-            f"DingTalkChannel(id={self.id!r}, url={mask_url(self.url)!r}, "
-            f"secret={_secret_repr(self.secret)})"
-        )
-
-    __str__ = __repr__
+    kind: Literal["dingtalk"] = field(default="dingtalk", init=False, repr=False)
 
 
 @dataclass(frozen=True, repr=False)
-class WeComChannel:
+class WeComChannel(_MaskedRepr):
     """WeCom (企业微信) group robot; the key in its URL is the secret."""
 
     id: str
     url: str
-    kind: Literal["wecom"] = field(default="wecom", init=False)
-
-    def __repr__(self) -> str:
-        return f"WeComChannel(id={self.id!r}, url={mask_url(self.url)!r})"
-
-    __str__ = __repr__
+    kind: Literal["wecom"] = field(default="wecom", init=False, repr=False)
 
 
 @dataclass(frozen=True, repr=False)
-class FeishuChannel:
+class FeishuChannel(_MaskedRepr):
     """Feishu/Lark custom bot; `card` sends an interactive card instead of text."""
 
     id: str
     url: str
     secret: str | None = None
     card: bool = True
-    kind: Literal["feishu"] = field(default="feishu", init=False)
-
-    def __repr__(self) -> str:
-        return (
-            f"FeishuChannel(id={self.id!r}, url={mask_url(self.url)!r}, "
-            f"secret={_secret_repr(self.secret)}, card={self.card!r})"
-        )
-
-    __str__ = __repr__
+    kind: Literal["feishu"] = field(default="feishu", init=False, repr=False)
 
 
 @dataclass(frozen=True, repr=False)
-class SlackChannel:
+class SlackChannel(_MaskedRepr):
     """Slack incoming webhook; the whole URL is the secret."""
 
     id: str
     url: str
-    kind: Literal["slack"] = field(default="slack", init=False)
-
-    def __repr__(self) -> str:
-        return f"SlackChannel(id={self.id!r}, url={mask_url(self.url)!r})"
-
-    __str__ = __repr__
+    kind: Literal["slack"] = field(default="slack", init=False, repr=False)
 
 
 @dataclass(frozen=True, repr=False)
-class EmailChannel:
+class EmailChannel(_MaskedRepr):
     """SMTP delivery settings; the password never appears in repr/str."""
+
+    _secret_fields = frozenset({"password"})
 
     id: str
     sender: str
@@ -238,17 +236,7 @@ class EmailChannel:
     username: str | None = None
     password: str | None = None
     starttls: bool = False
-    kind: Literal["email"] = field(default="email", init=False)
-
-    def __repr__(self) -> str:
-        return (
-            f"EmailChannel(id={self.id!r}, sender={self.sender!r}, "
-            f"recipients={self.recipients!r}, host={self.host!r}, port={self.port!r}, "
-            f"username={self.username!r}, password={_secret_repr(self.password)}, "
-            f"starttls={self.starttls!r})"
-        )
-
-    __str__ = __repr__
+    kind: Literal["email"] = field(default="email", init=False, repr=False)
 
 
 HttpChannel: TypeAlias = (
