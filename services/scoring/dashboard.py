@@ -21,12 +21,13 @@ from services.scoring.app import (
     Ctx,
     Reader,
     WindowParam,
-    forbidden,
+    check_team_visible,
     json_response,
-    not_found,
+    kpi_cell,
+    or_404,
     pooled,
 )
-from services.scoring.kpi import KPI_KEYS, KpiValue, evaluate_all
+from services.scoring.kpi import KPI_KEYS, KpiLine, evaluate_all
 from shared.directory import ID_LENGTH
 from shared.runtime import Runtime
 
@@ -70,13 +71,11 @@ _OVERVIEW_TEAMS = """
 """
 
 
-def _cell(value: KpiValue) -> dict[str, Any]:
-    # Lines are sent once per response (``lines``), not repeated in each of ~8,000 cells.
+def _line_out(line: KpiLine) -> dict[str, Any]:
     return {
-        "value": value.value,
-        "numerator": value.numerator,
-        "denominator": value.denominator,
-        "grade": value.grade,
+        "qualified": line.qualified,
+        "excellent": line.excellent,
+        "min_samples": line.min_samples,
     }
 
 
@@ -84,20 +83,8 @@ async def overview_sums(
     db: queries.ReadDb, start: dt.date, end: dt.date, team_ids: Collection[str] | None
 ) -> list[queries.SpecialistSums]:
     """Window sums of every specialist (``team_ids`` None) or of the listed teams' members."""
-    if team_ids is None:
-        rows = await db.fetch(_OVERVIEW_ALL, start, end)
-    else:
-        rows = await db.fetch(_OVERVIEW_TEAMS, start, end, sorted(team_ids))
-    found: dict[str, queries.SpecialistSums] = {}
-    for row in rows:
-        sid = row["id"]
-        member = found.get(sid)
-        if member is None:
-            member = found[sid] = queries.SpecialistSums(
-                queries.SpecialistRow(sid, row["name"], row["team_id"])
-            )
-        if row["metric"] is not None:
-            member.sums[row["metric"]] = (float(row["num"]), int(row["den"]))
+    rows = await queries.fetch_for_teams(db, _OVERVIEW_ALL, _OVERVIEW_TEAMS, team_ids, start, end)
+    found = queries.sums_by_specialist(rows)
     return sorted(found.values(), key=lambda m: m.specialist.id)
 
 
@@ -121,12 +108,7 @@ def dashboard_router() -> APIRouter:
                 "team_ids": sorted(principal.team_ids),
                 "kpis": list(KPI_KEYS),
                 "lines": {
-                    key: {
-                        "qualified": line.qualified,
-                        "excellent": line.excellent,
-                        "min_samples": line.min_samples,
-                        "higher_is_better": line.higher_is_better,
-                    }
+                    key: {**_line_out(line), "higher_is_better": line.higher_is_better}
                     for key, line in ctx.lines.items()
                 },
                 "timezone": ctx.tz.key,
@@ -153,10 +135,9 @@ def dashboard_router() -> APIRouter:
     ) -> Response:
         win = ctx.window(window, as_of)
         if team is not None:
-            if not principal.can_see_team(team):
-                raise forbidden("team", team)
-            if await queries.get_team(ctx.db, team) is None:
-                raise not_found("team", team)
+            check_team_visible(principal, team)
+            # Unlike the listings, an unknown team is a 404 for supervisors too.
+            or_404(await queries.get_team(ctx.db, team), "team", team)
             team_ids: list[str] | None = [team]
         else:
             team_ids = None if principal.is_admin else sorted(principal.team_ids)
@@ -168,16 +149,10 @@ def dashboard_router() -> APIRouter:
         return json_response(
             {
                 "window": ctx.window_out(win),
-                "lines": {
-                    key: {
-                        "qualified": line.qualified,
-                        "excellent": line.excellent,
-                        "min_samples": line.min_samples,
-                    }
-                    for key, line in ctx.lines.items()
-                },
+                # Lines are sent once here, not repeated in each of ~8,000 cells.
+                "lines": {key: _line_out(line) for key, line in ctx.lines.items()},
                 "pooled": {
-                    k: _cell(v) for k, v in evaluate_all(pooled(members), win, ctx.lines).items()
+                    k: kpi_cell(v) for k, v in evaluate_all(pooled(members), win, ctx.lines).items()
                 },
                 "teams": [
                     {
@@ -186,7 +161,7 @@ def dashboard_router() -> APIRouter:
                         "supervisor": t.supervisor,
                         "members": len(by_team.get(t.id, [])),
                         "kpis": {
-                            k: _cell(v)
+                            k: kpi_cell(v)
                             for k, v in evaluate_all(
                                 pooled(by_team.get(t.id, [])), win, ctx.lines
                             ).items()
@@ -200,7 +175,7 @@ def dashboard_router() -> APIRouter:
                         "name": m.specialist.name,
                         "team_id": m.specialist.team_id,
                         "kpis": {
-                            k: _cell(v) for k, v in evaluate_all(m.sums, win, ctx.lines).items()
+                            k: kpi_cell(v) for k, v in evaluate_all(m.sums, win, ctx.lines).items()
                         },
                     }
                     for m in members

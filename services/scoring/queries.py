@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -85,12 +85,22 @@ class SpecialistRow:
     name: str | None
     team_id: str | None
 
+    @classmethod
+    def of(cls, record: Any) -> SpecialistRow:
+        """From a record with ``id, name, team_id`` columns."""
+        return cls(record["id"], record["name"], record["team_id"])
+
 
 @dataclass(frozen=True)
 class TeamRow:
     id: str
     name: str
     supervisor: str | None
+
+    @classmethod
+    def of(cls, record: Any) -> TeamRow:
+        """From a record with ``id, name, supervisor`` columns."""
+        return cls(record["id"], record["name"], record["supervisor"])
 
 
 @dataclass
@@ -108,6 +118,34 @@ class MetricSums:
     specialist: SpecialistRow
     num: float
     den: int
+
+
+def sums_by_specialist(rows: Iterable[Any]) -> dict[str, SpecialistSums]:
+    """Fold ``id, name, team_id, metric, num, den`` rows into each specialist's sums.
+
+    Rows with a NULL ``id`` (an outer join that found no specialist) are skipped, and a NULL
+    ``metric`` (a specialist without buckets) still yields the specialist with empty sums.
+    """
+    found: dict[str, SpecialistSums] = {}
+    for row in rows:
+        sid = row["id"]
+        if sid is None:
+            continue
+        member = found.get(sid)
+        if member is None:
+            member = found[sid] = SpecialistSums(SpecialistRow.of(row))
+        if row["metric"] is not None:
+            member.sums[row["metric"]] = (float(row["num"]), int(row["den"]))
+    return found
+
+
+async def fetch_for_teams(
+    db: ReadDb, every: str, only: str, team_ids: Collection[str] | None, *args: Any
+) -> list[Any]:
+    """``every`` with ``args``, or (``team_ids`` given) ``only`` with the sorted ids appended."""
+    if team_ids is None:
+        return await db.fetch(every, *args)
+    return await db.fetch(only, *args, sorted(team_ids))
 
 
 @dataclass(frozen=True)
@@ -138,16 +176,10 @@ async def specialist_sums(
 ) -> SpecialistSums | None:
     """Directory row and window sums of one specialist; None when the id is unknown."""
     rows = await db.fetch(_SPECIALIST_SUMS, specialist_id, start, end)
-    if not rows:
-        return None
-    first = rows[0]
-    out = SpecialistSums(SpecialistRow(first["id"], first["name"], first["team_id"]))
-    for row in rows:
-        if row["metric"] is not None:
-            out.sums[row["metric"]] = (float(row["num"]), int(row["den"]))
-    return out
+    return sums_by_specialist(rows).get(specialist_id)
 
 
+# team_id is the team's own id, so member rows read like specialist rows (SpecialistRow.of).
 _TEAM_SUMS = """
     SELECT t.id AS team_id, t.name AS team_name, t.supervisor,
            s.id, s.name, k.metric, k.num, k.den
@@ -172,19 +204,11 @@ async def team_sums(
     if not rows:
         return None
     team = TeamRow(rows[0]["team_id"], rows[0]["team_name"], rows[0]["supervisor"])
-    members: dict[str, SpecialistSums] = {}
-    for row in rows:
-        sid = row["id"]
-        if sid is None:
-            continue  # a team without members still yields its own row
-        member = members.get(sid)
-        if member is None:
-            member = members[sid] = SpecialistSums(SpecialistRow(sid, row["name"], team.id))
-        if row["metric"] is not None:
-            member.sums[row["metric"]] = (float(row["num"]), int(row["den"]))
-    return team, list(members.values())
+    # A team without members yields one row with a NULL specialist id: no members.
+    return team, list(sums_by_specialist(rows).values())
 
 
+# Everyone: one hash aggregate over the day range beats a per-specialist walk.
 _METRIC_SUMS_ALL = """
     SELECT s.id, s.name, s.team_id, coalesce(k.num, 0) AS num, coalesce(k.den, 0) AS den
     FROM specialists s
@@ -196,6 +220,7 @@ _METRIC_SUMS_ALL = """
     ) k ON k.specialist_id = s.id
 """
 
+# A few teams: walk each member's primary-key range instead of the whole day range.
 _METRIC_SUMS_TEAMS = """
     SELECT s.id, s.name, s.team_id, coalesce(k.num, 0) AS num, coalesce(k.den, 0) AS den
     FROM specialists s
@@ -212,16 +237,10 @@ async def metric_sums(
     db: ReadDb, metric: str, start: dt.date, end: dt.date, team_ids: Collection[str] | None
 ) -> list[MetricSums]:
     """One metric's window sums for every specialist (or those of ``team_ids``), 0/0 included."""
-    if team_ids is None:
-        # Everyone: one hash aggregate over the day range beats a per-specialist walk.
-        rows = await db.fetch(_METRIC_SUMS_ALL, metric, start, end)
-    else:
-        # A few teams: walk each member's primary-key range instead of the whole day range.
-        rows = await db.fetch(_METRIC_SUMS_TEAMS, metric, start, end, sorted(team_ids))
-    return [
-        MetricSums(SpecialistRow(r["id"], r["name"], r["team_id"]), float(r["num"]), int(r["den"]))
-        for r in rows
-    ]
+    rows = await fetch_for_teams(
+        db, _METRIC_SUMS_ALL, _METRIC_SUMS_TEAMS, team_ids, metric, start, end
+    )
+    return [MetricSums(SpecialistRow.of(r), float(r["num"]), int(r["den"])) for r in rows]
 
 
 # The specialist row comes back even without buckets (day IS NULL) so that one round trip
@@ -242,9 +261,8 @@ async def daily_series(
     rows = await db.fetch(_DAILY, specialist_id, metric, start, end)
     if not rows:
         return None
-    first = rows[0]
     buckets = {r["day"]: (float(r["num"]), int(r["den"])) for r in rows if r["day"] is not None}
-    return SpecialistRow(first["id"], first["name"], first["team_id"]), buckets
+    return SpecialistRow.of(rows[0]), buckets
 
 
 _FACTS_FIRST = """
@@ -291,68 +309,59 @@ async def get_specialist(db: ReadDb, specialist_id: str) -> SpecialistRow | None
     row = await db.fetchrow(
         "SELECT id, name, team_id FROM specialists WHERE id = $1", specialist_id
     )
-    return None if row is None else SpecialistRow(row["id"], row["name"], row["team_id"])
+    return None if row is None else SpecialistRow.of(row)
 
 
 async def get_team(db: ReadDb | Any, team_id: str) -> TeamRow | None:
     """The team, or None; ``db`` may also be a connection inside a transaction."""
     row = await db.fetchrow("SELECT id, name, supervisor FROM teams WHERE id = $1", team_id)
-    return None if row is None else TeamRow(row["id"], row["name"], row["supervisor"])
+    return None if row is None else TeamRow.of(row)
+
+
+_TEAMS = "SELECT id, name, supervisor FROM teams ORDER BY id"
+_TEAMS_LISTED = "SELECT id, name, supervisor FROM teams WHERE id = ANY($1::text[]) ORDER BY id"
+_SPECIALISTS = "SELECT id, name, team_id FROM specialists ORDER BY id"
+_SPECIALISTS_OF_TEAMS = (
+    "SELECT id, name, team_id FROM specialists WHERE team_id = ANY($1::text[]) ORDER BY id"
+)
 
 
 async def list_teams(db: ReadDb, team_ids: Collection[str] | None) -> list[TeamRow]:
     """All teams (``team_ids`` None) or only those listed, sorted by id."""
-    if team_ids is None:
-        rows = await db.fetch("SELECT id, name, supervisor FROM teams ORDER BY id")
-    else:
-        rows = await db.fetch(
-            "SELECT id, name, supervisor FROM teams WHERE id = ANY($1::text[]) ORDER BY id",
-            sorted(team_ids),
-        )
-    return [TeamRow(r["id"], r["name"], r["supervisor"]) for r in rows]
+    rows = await fetch_for_teams(db, _TEAMS, _TEAMS_LISTED, team_ids)
+    return [TeamRow.of(r) for r in rows]
 
 
 async def list_specialists(db: ReadDb, team_ids: Collection[str] | None) -> list[SpecialistRow]:
     """All specialists (``team_ids`` None) or the members of the listed teams, sorted by id."""
-    if team_ids is None:
-        rows = await db.fetch("SELECT id, name, team_id FROM specialists ORDER BY id")
-    else:
-        rows = await db.fetch(
-            "SELECT id, name, team_id FROM specialists WHERE team_id = ANY($1::text[]) ORDER BY id",
-            sorted(team_ids),
-        )
-    return [SpecialistRow(r["id"], r["name"], r["team_id"]) for r in rows]
+    rows = await fetch_for_teams(db, _SPECIALISTS, _SPECIALISTS_OF_TEAMS, team_ids)
+    return [SpecialistRow.of(r) for r in rows]
+
+
+def _upsert_sql(table: str, column: str) -> str:
+    """Create-or-replace of a directory row ``(id, name, column)``, returning the stored row.
+
+    Both directory tables have this shape; the names are constants of this module, never input.
+    """
+    return f"""
+        INSERT INTO {table} (id, name, {column}) VALUES ($1, $2, $3)
+        ON CONFLICT (id) DO UPDATE
+            SET name = excluded.name, {column} = excluded.{column}, updated_at = now()
+        RETURNING id, name, {column}
+    """
+
+
+_UPSERT_TEAM = _upsert_sql("teams", "supervisor")
+_UPSERT_SPECIALIST = _upsert_sql("specialists", "team_id")
 
 
 async def upsert_team(conn: Any, team_id: str, name: str, supervisor: str | None) -> TeamRow:
     """Create or replace a team (inside the caller's transaction)."""
-    row = await conn.fetchrow(
-        """
-        INSERT INTO teams (id, name, supervisor) VALUES ($1, $2, $3)
-        ON CONFLICT (id) DO UPDATE
-            SET name = excluded.name, supervisor = excluded.supervisor, updated_at = now()
-        RETURNING id, name, supervisor
-        """,
-        team_id,
-        name,
-        supervisor,
-    )
-    return TeamRow(row["id"], row["name"], row["supervisor"])
+    return TeamRow.of(await conn.fetchrow(_UPSERT_TEAM, team_id, name, supervisor))
 
 
 async def upsert_specialist(
     conn: Any, specialist_id: str, name: str | None, team_id: str | None
 ) -> SpecialistRow:
     """Create or replace a specialist's entry (inside the caller's transaction)."""
-    row = await conn.fetchrow(
-        """
-        INSERT INTO specialists (id, name, team_id) VALUES ($1, $2, $3)
-        ON CONFLICT (id) DO UPDATE
-            SET name = excluded.name, team_id = excluded.team_id, updated_at = now()
-        RETURNING id, name, team_id
-        """,
-        specialist_id,
-        name,
-        team_id,
-    )
-    return SpecialistRow(row["id"], row["name"], row["team_id"])
+    return SpecialistRow.of(await conn.fetchrow(_UPSERT_SPECIALIST, specialist_id, name, team_id))

@@ -7,7 +7,7 @@ import datetime as dt
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,33 +36,61 @@ def _kill(svc: ServiceProcess) -> None:
         svc.proc = None
 
 
+Start = Callable[[dict[str, str]], ServiceProcess]
+ProduceSnaps = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
 @pytest.fixture
-def procs() -> Iterator[list[ServiceProcess]]:
+def env(database_url: str, bootstrap: str, created_topics: Topics) -> dict[str, str]:
+    """Environment of a notify process on this test's topics, tuned to react within seconds."""
+    return service_env(
+        database_url,
+        bootstrap,
+        KPI_TOPIC_PREFIX=created_topics.prefix,
+        KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
+        KPI_NOTIFY_GROUP_WAIT_SECONDS="0",
+        KPI_NOTIFY_TICK_SECONDS="1",
+        KPI_NOTIFY_LANG="en",
+    )
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Start]:
+    """Start a notify process with the given environment and wait until it is ready."""
     started: list[ServiceProcess] = []
-    yield started
+
+    def run(env: dict[str, str]) -> ServiceProcess:
+        svc = start_service("notify", env, tmp_path)
+        started.append(svc)
+        wait_status(svc.url + "/readyz", 200, timeout=40)
+        return svc
+
+    yield run
     for svc in started:
         if svc.proc is not None:
             svc.stop()
 
 
-def _env(database_url: str, bootstrap: str, topics: Topics, **extra: str) -> dict[str, str]:
-    return service_env(
-        database_url,
-        bootstrap,
-        KPI_TOPIC_PREFIX=topics.prefix,
-        KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
-        KPI_NOTIFY_GROUP_WAIT_SECONDS="0",
-        KPI_NOTIFY_TICK_SECONDS="1",
-        KPI_NOTIFY_LANG="en",
-        **extra,
-    )
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver().start()
+    yield rec
+    rec.stop()
 
 
-def _start(env: dict[str, str], tmp_path: Path, procs: list[ServiceProcess]) -> ServiceProcess:
-    svc = start_service("notify", env, tmp_path)
-    procs.append(svc)
-    wait_status(svc.url + "/readyz", 200, timeout=40)
-    return svc
+@pytest.fixture
+def produce_snaps(bootstrap: str, created_topics: Topics) -> ProduceSnaps:
+    """Publish score snapshots to this test's scores topic, keyed by specialist."""
+
+    async def send(snaps: list[dict[str, Any]]) -> None:
+        await produce(
+            bootstrap,
+            created_topics.scores,
+            [orjson.dumps(s) for s in snaps],
+            key=lambda v: orjson.loads(v)["specialist_id"].encode(),
+        )
+
+    return send
 
 
 def _webhook(svc: ServiceProcess, url: str, team: str | None = None) -> dict[str, Any]:
@@ -81,15 +109,6 @@ def _webhook(svc: ServiceProcess, url: str, team: str | None = None) -> dict[str
     return dict(r.json())
 
 
-async def _produce_snaps(bootstrap: str, topics: Topics, snaps: list[dict[str, Any]]) -> None:
-    await produce(
-        bootstrap,
-        topics.scores,
-        [orjson.dumps(s) for s in snaps],
-        key=lambda v: orjson.loads(v)["specialist_id"].encode(),
-    )
-
-
 async def _count(engine: AsyncEngine, sql: str) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(text(sql))).scalar_one())
@@ -101,38 +120,28 @@ def _now() -> dt.datetime:
 
 async def test_crash_between_commit_and_send_then_restart_sends_once(
     clean_db: AsyncEngine,
-    database_url: str,
-    bootstrap: str,
-    created_topics: Topics,
-    tmp_path: Path,
-    procs: list[ServiceProcess],
+    env: dict[str, str],
+    start: Start,
+    receiver: Receiver,
+    produce_snaps: ProduceSnaps,
 ) -> None:
-    rec = Receiver().start()
-    try:
-        # Sender off = the process commits state + outbox and dies before any send.
-        env = _env(database_url, bootstrap, created_topics)
-        svc = _start({**env, "KPI_NOTIFY_SENDER": "false"}, tmp_path, procs)
-        _webhook(svc, rec.url + "/hook")
-        await _produce_snaps(
-            bootstrap, created_topics, [snapshot(f"p{i}", _now()) for i in range(3)]
-        )
-        await wait_for(lambda: _pending(clean_db, 3), 40)
-        _kill(svc)
-        assert rec.snapshot() == []
-        svc = _start(env, tmp_path, procs)
-        await wait_for(lambda: len(rec.snapshot()) == 3, 20)
-        # A clean restart re-evaluates everything (tick at start-up) and re-notifies nothing.
-        svc.stop()
-        svc = _start(env, tmp_path, procs)
-        await _produce_snaps(
-            bootstrap, created_topics, [snapshot(f"p{i}", _now()) for i in range(3)]
-        )
-        await wait_for(lambda: _states_observed(clean_db), 20)
-        await asyncio.sleep(2.0)  # bounded quiet period: a re-notification would show here
-        assert len(rec.snapshot()) == 3
-        assert len(set(rec.keys())) == 3
-    finally:
-        rec.stop()
+    # Sender off = the process commits state + outbox and dies before any send.
+    svc = start({**env, "KPI_NOTIFY_SENDER": "false"})
+    _webhook(svc, receiver.url + "/hook")
+    await produce_snaps([snapshot(f"p{i}", _now()) for i in range(3)])
+    await wait_for(lambda: _pending(clean_db, 3), 40)
+    _kill(svc)
+    assert receiver.snapshot() == []
+    svc = start(env)
+    await wait_for(lambda: len(receiver.snapshot()) == 3, 20)
+    # A clean restart re-evaluates everything (tick at start-up) and re-notifies nothing.
+    svc.stop()
+    svc = start(env)
+    await produce_snaps([snapshot(f"p{i}", _now()) for i in range(3)])
+    await wait_for(lambda: _states_observed(clean_db), 20)
+    await asyncio.sleep(2.0)  # bounded quiet period: a re-notification would show here
+    assert len(receiver.snapshot()) == 3
+    assert len(set(receiver.keys())) == 3
 
 
 async def _pending(engine: AsyncEngine, n: int) -> bool:
@@ -152,84 +161,65 @@ async def _states_observed(engine: AsyncEngine) -> bool:
 
 async def test_crash_after_send_resends_with_same_key(
     clean_db: AsyncEngine,
-    database_url: str,
-    bootstrap: str,
-    created_topics: Topics,
-    tmp_path: Path,
-    procs: list[ServiceProcess],
+    env: dict[str, str],
+    start: Start,
+    receiver: Receiver,
+    produce_snaps: ProduceSnaps,
 ) -> None:
     holder: dict[str, ServiceProcess] = {}
 
     def kill_on_first(req: Received) -> tuple[int, bytes, float]:
-        if len(rec.requests) == 0 and "svc" in holder:
+        if len(receiver.requests) == 0 and "svc" in holder:
             _kill(holder.pop("svc"))  # the receiver has it; the sender never learns
         return 200, b"{}", 0.0
 
-    rec = Receiver(behaviour=kill_on_first).start()
-    try:
-        env = _env(
-            database_url,
-            bootstrap,
-            created_topics,
-            KPI_NOTIFY_LEASE_SECONDS="2",
-            KPI_NOTIFY_SEND_TIMEOUT="1",
-        )
-        svc = _start(env, tmp_path, procs)
-        _webhook(svc, rec.url + "/hook")
-        holder["svc"] = svc
-        await _produce_snaps(bootstrap, created_topics, [snapshot("q1", _now())])
-        await wait_for(lambda: len(rec.snapshot()) == 1 and "svc" not in holder, 40)
-        assert svc.proc is None
-        _start(env, tmp_path, procs)
-        await wait_for(lambda: len(rec.snapshot()) == 2, 30)
-        keys = rec.keys()
-        assert keys[0] == keys[1] and keys[0]
-        assert rec.snapshot()[0].body == rec.snapshot()[1].body
-        await wait_for(
-            lambda: _count(clean_db, "SELECT count(*) FROM deliveries WHERE status='sent'"), 10
-        )
-    finally:
-        rec.stop()
+    receiver.behaviour = kill_on_first
+    env = {**env, "KPI_NOTIFY_LEASE_SECONDS": "2", "KPI_NOTIFY_SEND_TIMEOUT": "1"}
+    svc = start(env)
+    _webhook(svc, receiver.url + "/hook")
+    holder["svc"] = svc
+    await produce_snaps([snapshot("q1", _now())])
+    await wait_for(lambda: len(receiver.snapshot()) == 1 and "svc" not in holder, 40)
+    assert svc.proc is None
+    start(env)
+    await wait_for(lambda: len(receiver.snapshot()) == 2, 30)
+    keys = receiver.keys()
+    assert keys[0] == keys[1] and keys[0]
+    assert receiver.snapshot()[0].body == receiver.snapshot()[1].body
+    await wait_for(
+        lambda: _count(clean_db, "SELECT count(*) FROM deliveries WHERE status='sent'"), 10
+    )
 
 
 async def test_two_replicas_1000_alerts_no_duplicate_delivery(
     clean_db: AsyncEngine,
-    database_url: str,
-    bootstrap: str,
-    created_topics: Topics,
-    tmp_path: Path,
-    procs: list[ServiceProcess],
+    env: dict[str, str],
+    start: Start,
+    receiver: Receiver,
+    produce_snaps: ProduceSnaps,
 ) -> None:
-    rec = Receiver().start()
-    try:
-        env = _env(database_url, bootstrap, created_topics)
-        a = _start(env, tmp_path, procs)
-        _start(env, tmp_path, procs)
-        _webhook(a, rec.url + "/hook")
-        now = _now()
-        await _produce_snaps(
-            bootstrap, created_topics, [snapshot(f"r{i:04d}", now) for i in range(1000)]
-        )
-        await wait_for(lambda: len(rec.snapshot()) >= 1000, 90)
-        await asyncio.sleep(1.0)  # late duplicates would arrive here
-        keys = rec.keys()
-        assert len(keys) == 1000, len(keys)
-        assert len(set(keys)) == 1000
-        ids = {r.json()["alert_id"] for r in rec.snapshot()}
-        assert len(ids) == 1000
-        workers = await _count(clean_db, "SELECT count(DISTINCT worker) FROM delivery_attempts")
-        print(f"two replicas: 1000 alerts, 1000 deliveries, 0 duplicates, {workers} senders")
-    finally:
-        rec.stop()
+    a = start(env)
+    start(env)
+    _webhook(a, receiver.url + "/hook")
+    now = _now()
+    await produce_snaps([snapshot(f"r{i:04d}", now) for i in range(1000)])
+    await wait_for(lambda: len(receiver.snapshot()) >= 1000, 90)
+    await asyncio.sleep(1.0)  # late duplicates would arrive here
+    keys = receiver.keys()
+    assert len(keys) == 1000, len(keys)
+    assert len(set(keys)) == 1000
+    ids = {r.json()["alert_id"] for r in receiver.snapshot()}
+    assert len(ids) == 1000
+    workers = await _count(clean_db, "SELECT count(DISTINCT worker) FROM delivery_attempts")
+    print(f"two replicas: 1000 alerts, 1000 deliveries, 0 duplicates, {workers} senders")
 
 
 async def test_rest_channels_alerts_ack_silences_deliveries_and_stream(
     clean_db: AsyncEngine,
-    database_url: str,
-    bootstrap: str,
-    created_topics: Topics,
-    tmp_path: Path,
-    procs: list[ServiceProcess],
+    env: dict[str, str],
+    start: Start,
+    receiver: Receiver,
+    produce_snaps: ProduceSnaps,
 ) -> None:
     sm = create_sessionmaker(clean_db)
     async with session_scope(sm) as s:
@@ -250,41 +240,37 @@ async def test_rest_channels_alerts_ack_silences_deliveries_and_stream(
         service, _ = await issue_token(s, Role.SERVICE, "zendesk")
     ann_h = {"Authorization": f"Bearer {ann}"}
     bo_h = {"Authorization": f"Bearer {bo}"}
-    rec = Receiver().start()
-    try:
-        svc = _start(_env(database_url, bootstrap, created_topics), tmp_path, procs)
-        team = await asyncio.to_thread(_channels_phase, svc, rec, ann_h, bo_h)
-        # SSE: ann's stream sees north's transition, not south's.
-        events: list[dict[str, Any]] = []
+    svc = start(env)
+    team = await asyncio.to_thread(_channels_phase, svc, receiver, ann_h, bo_h)
+    # SSE: ann's stream sees north's transition, not south's.
+    events: list[dict[str, Any]] = []
 
-        async def listen() -> None:
-            async with (
-                httpx.AsyncClient(base_url=svc.url, timeout=None) as ac,
-                ac.stream("GET", "/v1/alerts/stream", headers=ann_h) as resp,
-            ):
-                assert resp.status_code == 200
-                async for line in resp.aiter_lines():
-                    if line.startswith("data: "):
-                        events.append(orjson.loads(line[6:]))
+    async def listen() -> None:
+        async with (
+            httpx.AsyncClient(base_url=svc.url, timeout=None) as ac,
+            ac.stream("GET", "/v1/alerts/stream", headers=ann_h) as resp,
+        ):
+            assert resp.status_code == 200
+            async for line in resp.aiter_lines():
+                if line.startswith("data: "):
+                    events.append(orjson.loads(line[6:]))
 
-        listener = asyncio.create_task(listen())
-        await asyncio.sleep(0.5)
-        now = _now()
-        await _produce_snaps(bootstrap, created_topics, [snapshot("s1", now), snapshot("n1", now)])
-        await wait_for(lambda: len(rec.snapshot()) >= 3, 30)  # org x2 + north robot x1
-        await wait_for(lambda: any(e["specialist_id"] == "n1" for e in events), 10)
-        listener.cancel()
-        assert all(e["team_id"] == "north" for e in events)
-        robot = [r for r in rec.snapshot() if r.path.startswith("/robot/")]
-        assert len(robot) == 1 and "sign=" in robot[0].path
-        assert robot[0].json()["msgtype"] == "markdown"
-        assert "Nina" in robot[0].json()["markdown"]["text"]
-        await asyncio.to_thread(_alerts_phase, svc, team, ann_h, bo_h, service, now)
-        logs = await asyncio.to_thread(Path(svc.log_path).read_text, errors="replace")
-        for secret in (SECRET, "TOPSECRET", "SECdingding"):
-            assert secret not in logs
-    finally:
-        rec.stop()
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.5)
+    now = _now()
+    await produce_snaps([snapshot("s1", now), snapshot("n1", now)])
+    await wait_for(lambda: len(receiver.snapshot()) >= 3, 30)  # org x2 + north robot x1
+    await wait_for(lambda: any(e["specialist_id"] == "n1" for e in events), 10)
+    listener.cancel()
+    assert all(e["team_id"] == "north" for e in events)
+    robot = [r for r in receiver.snapshot() if r.path.startswith("/robot/")]
+    assert len(robot) == 1 and "sign=" in robot[0].path
+    assert robot[0].json()["msgtype"] == "markdown"
+    assert "Nina" in robot[0].json()["markdown"]["text"]
+    await asyncio.to_thread(_alerts_phase, svc, team, ann_h, bo_h, service, now)
+    logs = await asyncio.to_thread(Path(svc.log_path).read_text, errors="replace")
+    for secret in (SECRET, "TOPSECRET", "SECdingding"):
+        assert secret not in logs
 
 
 def _channels_phase(
