@@ -166,6 +166,11 @@ _RFC3339 = re.compile(
     r"(?P<off>[Zz]|(?P<sign>[+-])(?P<oh>\d{2}):(?P<om>\d{2}))?",
     re.ASCII,
 )
+# The subset of _RFC3339 that datetime.fromisoformat parses the same way (upper-case T
+# and Z); no groups, as building the match object cost more than the parse.
+_CANONICAL_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})", re.ASCII
+).fullmatch
 # Date-only and minute-precision local times are common producer mistakes; naming
 # them "naive" tells the producer what is actually missing.
 _NAIVE_LOOKALIKE = re.compile(
@@ -202,16 +207,16 @@ def _check_instant(dt: datetime) -> datetime:
 
 
 def _parse_rfc3339(text: str) -> datetime:
-    m = _RFC3339.fullmatch(text)
     # Fast path for the common canonical form: the C parser is ~10x cheaper than
     # building the datetime by hand, and every consumer decodes every event.
-    if m is not None and m["off"] is not None and text[10] == "T" and text[-1] != "z":
+    if _CANONICAL_RFC3339(text) is not None:
         try:
             fast = datetime.fromisoformat(text)
         except ValueError:
             pass  # out-of-range fields: the slow path below names the problem
         else:
             return fast if 2 <= fast.year <= 9998 else _check_instant(fast)
+    m = _RFC3339.fullmatch(text)
     if m is None or m["off"] is None:
         if (m is not None and m["off"] is None) or _NAIVE_LOOKALIKE.fullmatch(text):
             raise PydanticCustomError(
@@ -525,6 +530,7 @@ def _oversized(max_bytes: int) -> InvalidEvent:
 
 def encode_event(event: Event) -> bytes:
     """Canonical JSON for an event: sorted keys, no nulls, RFC 3339 timestamps."""
-    return orjson.dumps(
-        event.model_dump(exclude_none=True), option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
-    )
+    # Every field is a plain JSON-able value, so the instance dict is what model_dump
+    # returns (at a fraction of the cost: this runs for every event scoring applies).
+    fields = {k: v for k, v in event.__dict__.items() if v is not None}
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)

@@ -269,22 +269,24 @@ async def _apply(
             doc = docs.get(ticket_id) or {}
             state = kpi.TicketState.from_json(doc) if doc else kpi.TicketState(ticket_id)
             # A new ticket contributes nothing and has no issues yet: skip computing that.
-            before: kpi.Contributions = kpi.ticket_contributions(state, tz, hours_fn) if doc else {}
+            before: kpi.Contributions = {}
+            issues_before: list[str] = []
+            if doc:
+                before, issues_before = kpi.ticket_contributions_and_issues(state, tz, hours_fn)
             if before and (hours_fn is not None or STORED_RESPONSE_HOURS in doc):
                 before = _as_stored(before, doc, state)
-            issues_before = set(kpi.data_quality_issues(state)) if doc else set()
             changed = False
             for event in by_ticket[ticket_id]:
-                changed = state.apply(event) or changed
+                changed = state.apply_routed(event) or changed
             if not changed:
                 continue
             source = f"ticket:{ticket_id}"
-            after = kpi.ticket_contributions(state, tz, hours_fn)
+            after, issues_after = kpi.ticket_contributions_and_issues(state, tz, hours_fn)
             contribute(kpi.diff_contributions(before, after), source)
-            issues_after = set(kpi.data_quality_issues(state))
-            added.extend((source, i) for i in issues_after - issues_before)
-            removed.extend((source, i) for i in issues_before - issues_after)
-            state_doc = state.to_json()
+            if issues_after != issues_before:
+                added.extend((source, i) for i in set(issues_after) - set(issues_before))
+                removed.extend((source, i) for i in set(issues_before) - set(issues_after))
+            state_doc = state.to_storable()
             if hours_fn is not None:
                 state_doc = _with_response_hours(state_doc, after)
             saved[ticket_id] = orjson.dumps(state_doc)
@@ -309,7 +311,7 @@ async def _apply(
                 kpi.diff_contributions(before, kpi.training_contributions(training, tz)),
                 f"session:{session_id}",
             )
-            saved[session_id] = orjson.dumps(training.to_json())
+            saved[session_id] = orjson.dumps(training.to_storable())
         if saved:
             await repository.save_states(conn, *SESSIONS, saved)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeAlias
 
@@ -423,6 +424,29 @@ def _ts(value: datetime) -> str:
     return value.isoformat()
 
 
+_MINUTE: Final = timedelta(minutes=1)
+# Offsets seen to be whole minutes (few distinct ones exist); UTC is checked by identity.
+_MINUTE_OFFSETS: set[tzinfo] = set()
+
+
+def _ts_for_orjson(value: datetime) -> datetime | str:
+    """``value`` where orjson.dumps renders it exactly as ``_ts`` would, else ``_ts(value)``.
+
+    orjson formats an aware datetime like isoformat() in C, several times cheaper, but
+    truncates sub-minute UTC offsets (which event timestamps never have).
+    """
+    tz = value.tzinfo
+    if type(value) is not datetime:
+        return value.isoformat()
+    if tz is UTC or tz in _MINUTE_OFFSETS:
+        return value
+    offset = value.utcoffset()
+    if offset is None or offset % _MINUTE or type(tz) is not timezone:
+        return value.isoformat()
+    _MINUTE_OFFSETS.add(tz)
+    return value
+
+
 def _parse_ts(raw: object) -> datetime:
     if not isinstance(raw, str):
         raise ValueError(f"state timestamp must be a string, got {raw!r}")
@@ -446,9 +470,27 @@ def _str(raw: object) -> str:
 
 def _rows(data: Mapping[str, Any], name: str) -> list[list[Any]]:
     rows = data.get(name, [])
-    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+    if not isinstance(rows, list) or not all(map(_is_list, rows)):
         raise ValueError(f"state field {name!r} must be a list of arrays")
     return rows
+
+
+_is_list: Final = list.__instancecheck__
+
+
+def _marks(data: Mapping[str, Any], name: str) -> list[Mark]:
+    """``[Mark.from_row(r) for r in _rows(data, name)]``, checks inlined for valid rows."""
+    out: list[Mark] = []
+    for row in _rows(data, name):
+        if len(row) >= 3:
+            event_id, at, who = row[0], row[1], row[2]
+            if type(event_id) is str and type(at) is str and (who is None or type(who) is str):
+                parsed = datetime.fromisoformat(at)
+                if parsed.tzinfo is not None:
+                    out.append(Mark(event_id, parsed, who))
+                    continue
+        out.append(Mark.from_row(row))  # raises the error the row deserves
+    return out
 
 
 def _check_version(data: Mapping[str, Any]) -> None:
@@ -521,6 +563,9 @@ class TicketSurvey:
             raise ValueError(f"bad survey row in state: {row!r}")
         return cls(_str(row[0]), kind, _parse_ts(row[2]), score)
 
+
+# (occurred_at, event_id): the ``order`` of marks, closures, surveys and feedback.
+_BY_ORDER: Final = attrgetter("occurred_at", "event_id")
 
 # Exact-type lookups: isinstance on pydantic models goes through ABCMeta and showed up in
 # profiles at ~2 calls per event; subclasses (none exist today) still take the slow path.
@@ -624,6 +669,10 @@ class TicketState:
             raise ValueError(
                 f"event {event.event_id} ({event.type}) does not update ticket {self.ticket_id}"
             )
+        return self.apply_routed(event)
+
+    def apply_routed(self, event: Event) -> bool:
+        """:meth:`apply` for an event the caller routed here with :func:`routes_to_ticket`."""
         if self._knows(event.event_id):
             return False
         at = event.occurred_at
@@ -662,22 +711,39 @@ class TicketState:
 
     def to_json(self) -> dict[str, Any]:
         """Compact JSON-safe form (arrays, ISO timestamps); equal states serialise equally."""
+        return self._doc(_ts)
 
-        def by_order(rows: Iterable[Mark]) -> list[list[Any]]:
-            return [m.to_row() for m in sorted(rows, key=lambda m: m.order)]
+    def to_storable(self) -> dict[str, Any]:
+        """:meth:`to_json` with timestamps that ``orjson.dumps`` renders to the same bytes."""
+        return self._doc(_ts_for_orjson)
 
+    def _doc(self, ts: Callable[[datetime], Any]) -> dict[str, Any]:
+        def marks(rows: list[Mark]) -> list[list[Any]]:
+            if len(rows) > 1:
+                rows = sorted(rows, key=_BY_ORDER)
+            return [[m.event_id, ts(m.occurred_at), m.specialist_id] for m in rows]
+
+        first = self.first_response
+        closures = self.closures
+        if len(closures) > 1:
+            closures = sorted(closures, key=_BY_ORDER)
+        surveys = self.surveys
+        if len(surveys) > 1:
+            surveys = sorted(surveys, key=_BY_ORDER)
         return {
             "v": _STATE_VERSION,
             "ticket_id": self.ticket_id,
-            "created": by_order(self.created),
-            "assigned": by_order(self.assigned),
-            "first_response": None if self.first_response is None else self.first_response.to_row(),
-            "closed": [c.to_row() for c in sorted(self.closures, key=lambda c: c.order)],
-            "reopened": by_order(self.reopens),
-            "followed_up": self.followed_up,
-            "surveys": [
-                s.to_row() for s in sorted(self.surveys, key=lambda s: (s.occurred_at, s.event_id))
+            "created": marks(self.created),
+            "assigned": marks(self.assigned),
+            "first_response": None
+            if first is None
+            else [first.event_id, ts(first.occurred_at), first.specialist_id],
+            "closed": [
+                [c.event_id, ts(c.occurred_at), c.specialist_id, c.resolved] for c in closures
             ],
+            "reopened": marks(self.reopens),
+            "followed_up": self.followed_up,
+            "surveys": [[s.event_id, s.kind, ts(s.occurred_at), s.score] for s in surveys],
             "absorbed": sorted(self.absorbed),
         }
 
@@ -697,11 +763,11 @@ class TicketState:
                 raise ValueError("state field 'absorbed' must be a list")
             return cls(
                 ticket_id=_str(data.get("ticket_id")),
-                created=[Mark.from_row(r) for r in _rows(data, "created")],
-                assigned=[Mark.from_row(r) for r in _rows(data, "assigned")],
+                created=_marks(data, "created"),
+                assigned=_marks(data, "assigned"),
                 first_response=None if first is None else Mark.from_row(first),
                 closures=[Closure.from_row(r) for r in _rows(data, "closed")],
-                reopens=[Mark.from_row(r) for r in _rows(data, "reopened")],
+                reopens=_marks(data, "reopened"),
                 followed_up=followed_up,
                 surveys=[TicketSurvey.from_row(r) for r in _rows(data, "surveys")],
                 absorbed={_str(i) for i in absorbed},
@@ -758,6 +824,21 @@ def ticket_contributions(
     ``hours_fn(created_at, first_response_at)`` replaces calendar hours as the response time
     (a business calendar); exclusion of negative durations still uses calendar hours.
     """
+    return _ticket_contributions(state, tz, hours_fn, state.response_hours())
+
+
+def ticket_contributions_and_issues(
+    state: TicketState, tz: tzinfo, hours_fn: HoursFn | None = None
+) -> tuple[Contributions, list[str]]:
+    """``(ticket_contributions(...), data_quality_issues(state))``, measuring the response once."""
+    hours = state.response_hours()
+    issues = [NEGATIVE_RESPONSE_TIME] if hours is not None and hours < 0 else []
+    return _ticket_contributions(state, tz, hours_fn, hours), issues
+
+
+def _ticket_contributions(
+    state: TicketState, tz: tzinfo, hours_fn: HoursFn | None, hours: float | None
+) -> Contributions:
     out: Contributions = {}
     closure = state.counted_closure()
     if closure is not None:
@@ -772,7 +853,6 @@ def ticket_contributions(
                 1.0 if state.followed_up else 0.0,
                 1,
             )
-    hours = state.response_hours()
     first = state.first_response
     # Negative durations are clock or data errors: excluded, reported by data_quality_issues.
     if hours is not None and first is not None and hours >= 0 and first.specialist_id is not None:
@@ -887,10 +967,20 @@ class TrainingSession:
         return True
 
     def to_json(self) -> dict[str, Any]:
+        return self._doc(_ts)
+
+    def to_storable(self) -> dict[str, Any]:
+        """:meth:`to_json` with timestamps that ``orjson.dumps`` renders to the same bytes."""
+        return self._doc(_ts_for_orjson)
+
+    def _doc(self, ts: Callable[[datetime], Any]) -> dict[str, Any]:
         return {
             "v": _STATE_VERSION,
             "session_id": self.session_id,
-            "feedback": [f.to_row() for f in sorted(self.feedback, key=lambda f: f.order)],
+            "feedback": [
+                [f.event_id, ts(f.occurred_at), f.trainer, ts(f.session_at), f.score]
+                for f in sorted(self.feedback, key=_BY_ORDER)
+            ],
         }
 
     @classmethod
