@@ -61,3 +61,14 @@ def test_dockerfile_copies_every_package() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     for package in ("shared", "services", "migrations", "kpi"):
         assert f"COPY {package} " in dockerfile
+
+
+def test_replicas_publish_no_port_and_run_the_same_service() -> None:
+    """``--scale`` works on the replica services only because they bind no host port."""
+    services = _compose()["services"]
+    assert isinstance(services, dict)
+    for svc_name in ("scoring", "notify"):
+        replica = services[f"{svc_name}-replica"]
+        assert "ports" not in replica
+        assert replica["command"] == services[svc_name]["command"]
+        assert replica["environment"] == services[svc_name]["environment"]
