@@ -1,7 +1,7 @@
 """Scoring consumer throughput and batch latency beside a bare consume+decode loop.
 
 Usage: .venv/bin/python bench/bench_scoring.py [--events 100000] [--batch 4000] [--long 10]
-    [--order realistic|shuffled|both]
+    [--order realistic|shuffled|both] [--processes N]
 Starts an embedded PostgreSQL and broker (unless KPI_DATABASE_URL / KPI_KAFKA_BOOTSTRAP are
 set), produces a realistic mix (1000 specialists, 5 % duplicates) to a 6-partition topic,
 then measures in the same run: (1) aiokafka getmany + decode_event, (2) the scoring
@@ -9,13 +9,16 @@ consumer committing to PostgreSQL. By default (``--order both``) it does so twic
 fresh database each: the realistic arrival order (by occurred_at; 5 % displaced by up to
 4 h, 1 % late by 1-5 days, duplicates within 30 min) and the same messages uniformly
 shuffled over the 60 days (stress case). ``--long N`` repeats (2) on N times more events
-to check that memory stays flat. Prints figures; asserts nothing."""
+to check that memory stays flat. ``--processes N`` runs N consumer processes in one group
+(replicas; one per core is the deployment this machine is sized for). Prints figures;
+asserts nothing."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import gc
+import multiprocessing
 import os
 import random
 import statistics
@@ -26,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import psutil
 from sqlalchemy import text
 
@@ -257,11 +261,132 @@ async def scoring_run(
     }
 
 
+def _consumer_process(
+    settings_kwargs: dict[str, Any],
+    batch: int,
+    parallel: int,
+    group_id: str,
+    stop: Any,
+    results: Any,
+) -> None:
+    """One scoring consumer in its own process (a replica); reports its figures on exit."""
+
+    async def run() -> None:
+        settings = load_settings(**settings_kwargs)
+        engine = create_engine(
+            settings_kwargs["database_url"],
+            pool_size=max(4, parallel),
+            application_name="bench-scoring",
+        )
+        latencies: list[float] = []
+        sizes: list[int] = []
+        consumer = ScoringConsumer(
+            settings,
+            create_sessionmaker(engine),
+            group_id=group_id,
+            max_records=batch,
+            consumer_options={"session_timeout_ms": 3000, "heartbeat_interval_ms": 500},
+            on_batch=lambda result, seconds: (
+                latencies.append(seconds),
+                sizes.append(result.received),
+            ),
+            parallel=parallel,
+        )
+        await consumer.start()
+        task = asyncio.create_task(consumer.run())
+        cpu_started = time.process_time()
+        # The parent sets ``stop`` in every case, so the waiting thread always ends.
+        stopped = asyncio.create_task(asyncio.to_thread(stop.wait))
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+        consumer.stop()
+        await task
+        cpu = time.process_time() - cpu_started
+        await consumer.close()
+        await engine.dispose()
+        rss = psutil.Process().memory_info().rss / 2**20
+        results.put({"latencies": latencies, "sizes": sizes, "cpu": cpu, "rss": rss})
+
+    asyncio.run(run())
+
+
+async def scoring_run_processes(
+    settings_kwargs: dict[str, Any], url: str, total: int, batch: int, processes: int, parallel: int
+) -> dict[str, Any]:
+    """``processes`` scoring consumers in one group (replicas, one per core), each its own
+    process; the rate counts from the first committed batch until the offsets stored in
+    PostgreSQL cover every record."""
+    ctx = multiprocessing.get_context("spawn")
+    stop, results = ctx.Event(), ctx.Queue()
+    group_id = f"bench-{uuid.uuid4().hex[:6]}"
+    procs = [
+        ctx.Process(
+            target=_consumer_process,
+            args=(settings_kwargs, batch, parallel, group_id, stop, results),
+            name=f"scoring-{i}",
+        )
+        for i in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    me = psutil.Process()
+    children_started = 0.0
+    conn = await asyncpg.connect("postgresql://" + url.split("://", 1)[1])
+    try:
+        first: tuple[float, int] | None = None
+        while True:
+            done = int(
+                await conn.fetchval(
+                    "SELECT coalesce(sum(greatest(next_offset, 0)), 0)::bigint "
+                    "FROM consumer_offsets WHERE group_id = $1",
+                    group_id,
+                )
+            )
+            if done and first is None:
+                first = (time.perf_counter(), done)
+                children_started = _children_cpu(me)
+            if done >= total:
+                break
+            if not any(p.is_alive() for p in procs):
+                raise RuntimeError("every scoring process exited before the end")
+            await asyncio.sleep(0.02)
+        assert first is not None
+        elapsed = time.perf_counter() - first[0]
+        cpu_all = _children_cpu(me) - children_started
+    finally:
+        await conn.close()
+        stop.set()
+    reports = [await asyncio.to_thread(results.get, True, 60) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    lat = sorted(x for r in reports for x in r["latencies"])
+    sizes = [x for r in reports for x in r["sizes"]]
+    consumers_cpu = sum(r["cpu"] for r in reports)
+    return {
+        "events_per_s": (total - first[1]) / elapsed,
+        # Consumer CPU is per process from its own start; the rest is PostgreSQL + broker.
+        "cpu_us_per_event": 1e6 * consumers_cpu / total,
+        "children_us_per_event": max(0.0, 1e6 * (cpu_all - consumers_cpu) / total),
+        "batches": len(lat),
+        "mean_batch": statistics.mean(sizes),
+        "p50_ms": 1000 * lat[len(lat) // 2],
+        "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        "rss": [r["rss"] for r in reports],
+        "processes": processes,
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=4000)
     parser.add_argument("--parallel", type=int, default=2, help="concurrent transactions")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="scoring consumer processes in one group, like replicas (default: one per core, "
+        "at most the 6 partitions); 1 runs the consumer inside this process",
+    )
     parser.add_argument("--long", type=int, default=0, help="also run N x events for memory")
     parser.add_argument(
         "--order",
@@ -295,12 +420,13 @@ async def main() -> None:
             await asyncio.to_thread(upgrade, url, "heads")
             topics = Topics(f"b{uuid.uuid4().hex[:6]}.")
             await ensure_topics(bootstrap, 6, topics.all)
-            settings = load_settings(
-                database_url=url,
-                kafka_bootstrap=bootstrap,
-                topic_prefix=topics.prefix,
-                timezone="Asia/Shanghai",
-            )
+            settings_kwargs: dict[str, Any] = {
+                "database_url": url,
+                "kafka_bootstrap": bootstrap,
+                "topic_prefix": topics.prefix,
+                "timezone": "Asia/Shanghai",
+            }
+            settings = load_settings(**settings_kwargs)
             messages = make_events(n, seed=n, tag=name.split("/")[0], order=order)
             rate = await produce(bootstrap, topics.events, messages)
             count = len(messages)
@@ -310,18 +436,23 @@ async def main() -> None:
             print(f"[{name}] produced {count} messages ({n} events + 5 % dups) at {rate:,.0f}/s")
             bare = await bare_loop(bootstrap, topics.events, count)
             print(f"[{name}] bare aiokafka getmany + decode_event: {bare:,.0f} events/s")
-            res = await scoring_run(
-                settings, url, count, args.batch, name.startswith("long"), args.parallel
-            )
+            long = name.startswith("long")
+            if args.processes > 1 and not long:
+                res = await scoring_run_processes(
+                    settings_kwargs, url, count, args.batch, args.processes, args.parallel
+                )
+            else:
+                res = await scoring_run(settings, url, count, args.batch, long, args.parallel)
             print(
-                f"[{name}] scoring consumer (committed to PostgreSQL): "
+                f"[{name}] scoring consumer x{res.get('processes', 1)} "
+                "(committed to PostgreSQL): "
                 f"{res['events_per_s']:,.0f} events/s; {res['batches']} batches of "
                 f"{res['mean_batch']:.0f}; batch latency p50 {res['p50_ms']:.0f} ms, "
-                f"p99 {res['p99_ms']:.0f} ms; consumer process CPU "
+                f"p99 {res['p99_ms']:.0f} ms; consumer process(es) CPU "
                 f"{res['cpu_us_per_event']:.0f} µs/event, embedded PostgreSQL + broker CPU "
                 f"{res['children_us_per_event']:.0f} µs/event"
             )
-            if res["rss"]:
+            if res["rss"] and not res.get("processes"):
                 r = res["rss"]
                 tenth = r[max(0, len(r) // 10 - 1)]
                 print(
