@@ -12,11 +12,21 @@ from typing import Any, Literal
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+)
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from services.notify import repository as repo
+from services.notify import sse
 from services.notify.consumer import ScoresConsumer
 from services.notify.handlers import AckResult, NotifyConfig, Outcome, ack_alert, run_tick
 from services.notify.schemas import (
@@ -29,6 +39,7 @@ from services.notify.schemas import (
     validate_config,
 )
 from services.notify.sender import Sender, refresh_status_gauge
+from services.notify.sse import REPLAY_MAX_EVENTS
 from shared.auth import Principal, Role, require
 from shared.db import session_scope, utcnow
 from shared.runtime import Runtime, create_app
@@ -42,30 +53,58 @@ admin_only = require()
 reader = require(Role.SUPERVISOR)
 
 
+LiveEvent = tuple[int | None, dict[str, Any]]
+
+
+class Subscription:
+    """One SSE client's queue; `lagged` once an event had to be dropped for it."""
+
+    def __init__(self, max_queue: int) -> None:
+        self.queue: asyncio.Queue[LiveEvent] = asyncio.Queue(max_queue)
+        self.lagged = False
+
+
 class Broadcaster:
     """In-process fan-out of alert transitions to SSE subscribers (fed by LISTEN)."""
 
     def __init__(self, max_queue: int = 1000) -> None:
-        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._subscribers: set[Subscription] = set()
         self._max_queue = max_queue
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self._max_queue)
-        self._subscribers.add(queue)
-        return queue
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self._max_queue)
+        self._subscribers.add(sub)
+        return sub
 
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        self._subscribers.discard(queue)
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
 
-    def publish(self, event: dict[str, Any]) -> None:
-        for queue in list(self._subscribers):
-            with contextlib.suppress(asyncio.QueueFull):
-                # A stalled client loses events rather than stalling everyone else.
-                queue.put_nowait(event)
+    def publish(self, event_id: int | None, event: dict[str, Any]) -> None:
+        for sub in list(self._subscribers):
+            try:
+                sub.queue.put_nowait((event_id, event))
+            except asyncio.QueueFull:
+                # A stalled client must not stall everyone else: its stream ends and it
+                # resumes from its Last-Event-ID, replayed from the database.
+                sub.lagged = True
 
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)
+
+
+def parse_notification(payload: str) -> LiveEvent | None:
+    """NOTIFY payload -> (event id, event); ids ride in an {"id", "data"} envelope."""
+    try:
+        msg = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(msg, dict):
+        return None
+    if isinstance(msg.get("id"), int) and isinstance(msg.get("data"), dict):
+        return msg["id"], msg["data"]
+    # A bare event from a replica of the previous release, during a rolling upgrade.
+    return None, msg
 
 
 class NotifyService:
@@ -151,8 +190,9 @@ class NotifyService:
         dsn = settings.database_dsn.replace("postgresql+asyncpg://", "postgresql://", 1)
 
         def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                self.broadcaster.publish(orjson.loads(payload))
+            parsed = parse_notification(payload)
+            if parsed is not None:
+                self.broadcaster.publish(*parsed)
 
         while not self._stopping.is_set():
             conn: Any = None
@@ -334,27 +374,98 @@ def _alert_dict(r: Any) -> dict[str, Any]:
     return dict(r)
 
 
-@router.get("/alerts/stream", summary="Server-sent events of alert transitions")
-async def alert_stream(request: Request, principal: Principal = Depends(reader)) -> Response:
+_STREAM_DESCRIPTION = f"""
+Server-sent events of alert transitions (`event: alert`), each with an `id:` that is the
+transition's row id in the database: increasing, and stable across restarts and replicas.
+
+A reconnecting client sends the last id it saw as the `Last-Event-ID` header (what
+EventSource does by itself) or, for polyfills that cannot, the `lastEventId` query
+parameter; the header wins. It first receives, in order, the events it missed (those it is
+allowed to see), then the live ones, without duplicates. At most {REPLAY_MAX_EVENTS} events are
+replayed: further behind, or with an id this server never issued, it receives one
+`event: reset` (data `{{"reason", "last_event_id", "max_replay", "refetch"}}`) instead and
+should refetch `GET /v1/alerts`. Without an id the stream starts live. A block with only an
+`id:` line moves the client's resume point without being an event.
+"""
+
+
+@router.get(
+    "/alerts/stream",
+    summary="Server-sent events of alert transitions",
+    description=_STREAM_DESCRIPTION,
+)
+async def alert_stream(
+    request: Request,
+    # No max_length: a 422 would stop EventSource reconnecting; a bad id gets `reset`.
+    last_event_id_query: str | None = Query(
+        default=None,
+        alias="lastEventId",
+        description="Resume point for clients that cannot send the Last-Event-ID header.",
+    ),
+    last_event_id: str | None = Header(
+        default=None,
+        description="Id of the last event received; the missed ones are replayed first.",
+    ),
+    principal: Principal = Depends(reader),
+) -> Response:
     svc = _svc(request)
-    queue = svc.broadcaster.subscribe()
+    # Subscribe before reading the database: an event committed in between is then either
+    # in the replay or in the queue (or both: the cursor drops the second copy).
+    sub = svc.broadcaster.subscribe()
+    try:
+        wanted = sse.parse_last_event_id(last_event_id, last_event_id_query)
+        async with session_scope(_runtime(request).sessionmaker) as session:
+            conn = await repo.raw_connection(session)
+            newest = await repo.newest_event_id(conn)
+            missed: list[tuple[int, dict[str, Any]]] = []
+            if isinstance(wanted, int) and wanted < newest:
+                teams = None if principal.is_admin else sorted(principal.team_ids)
+                missed = await repo.events_between(
+                    conn, wanted, newest, teams, sse.REPLAY_MAX_EVENTS + 1
+                )
+        resume = sse.plan_resume(wanted, newest, missed)
+    except BaseException:
+        svc.broadcaster.unsubscribe(sub)
+        raise
+    if resume.reset is not None:
+        logger.info(
+            "alert stream for %s: %s resume point, sent reset", principal.subject, resume.reset
+        )
 
     async def events() -> AsyncIterator[bytes]:
         try:
             yield b"retry: 3000\n: connected\n\n"
+            last = wanted if isinstance(wanted, int) else None
+            for replayed_id, data in resume.replay:
+                yield sse.frame("alert", data, replayed_id)
+                last = replayed_id
+            if resume.reset is not None:
+                reset = sse.reset_data(resume.reset, last_event_id, last_event_id_query)
+                yield sse.frame("reset", reset, resume.cursor)
+            elif last is None or last < resume.cursor:
+                yield sse.cursor_frame(resume.cursor)
+            cursor = resume.cursor
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), 15)
+                    event_id, event = await asyncio.wait_for(sub.queue.get(), 15)
                 except TimeoutError:
                     if await request.is_disconnected():
                         return
                     yield b": keep-alive\n\n"
                     continue
+                if sub.lagged:
+                    return  # events were dropped for us; the client resumes from its last id
+                if event_id is not None:
+                    # Ids are in commit order (repository.EVENTS_LOCK): one at or below the
+                    # cursor was queued while the replay was read and has been sent already.
+                    if event_id <= cursor:
+                        continue
+                    cursor = event_id
                 if not principal.can_see_team(event.get("team_id")):
                     continue
-                yield b"event: alert\ndata: " + orjson.dumps(event) + b"\n\n"
+                yield sse.frame("alert", event, event_id)
         finally:
-            svc.broadcaster.unsubscribe(queue)
+            svc.broadcaster.unsubscribe(sub)
 
     return StreamingResponse(
         events(),

@@ -110,13 +110,38 @@ def make_payload(
 
 
 def mask_url(url: str) -> str:
-    """Keep scheme and host only: robot URLs carry their access token in path or query."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.scheme or not parts.hostname:
+    """Keep scheme, host and port only: robot URLs carry their access token in path or query.
+
+    Never raises, whatever the string: it runs inside reprs, API output and log redaction,
+    also for malformed URLs stored before validation was strict.
+    """
+    try:
+        return _mask_url(url)
+    except Exception:
+        # Redaction fails closed: showing nothing beats breaking a log line or a listing.
         return _MASK
-    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-    tail = f"/{_MASK}" if (parts.path not in ("", "/") or parts.query) else ""
-    return f"{parts.scheme}://{host}{tail}"
+
+
+def _mask_url(url: str) -> str:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket or an NFKC-invalid netloc
+        return _MASK
+    if not parts.scheme or not host:
+        return _MASK
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        # Out of range or not a number: masked rather than echoed, it is not a known shape.
+        host = f"{host}:{_MASK}"
+    else:
+        if port is not None:
+            host = f"{host}:{port}"
+    hidden = parts.path not in ("", "/") or parts.query or parts.fragment
+    return f"{parts.scheme}://{host}{f'/{_MASK}' if hidden else ''}"
 
 
 @dataclass(frozen=True, repr=False)

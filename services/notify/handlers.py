@@ -363,10 +363,11 @@ async def _persist(
             episodes[st.alert_id] = _episode_row(st, slot.team_id)
     await repo.upsert_states(conn, state_rows, now)
     await repo.upsert_episodes(conn, list(episodes.values()), now)
-    await repo.insert_events(conn, outcome.events)
     outcome.notifications += len(notes)
     if notes:
         outcome.deliveries += await enqueue_deliveries(conn, cfg, notes, now, names)
+    # Last: it holds the event-log lock until commit (see repository.insert_events).
+    await repo.insert_events(conn, outcome.events)
 
 
 # -- outbox ----------------------------------------------------------------------------

@@ -161,32 +161,72 @@ async def upsert_episodes(conn: Raw, rows: Sequence[dict[str, Any]], now: dt.dat
         )
 
 
-async def insert_events(conn: Raw, events: Sequence[dict[str, Any]]) -> None:
-    """Transition log rows, and a NOTIFY per transition for the SSE streams (sent on commit)."""
+# Serializes the transactions that log transitions, from their first event row to commit:
+# alert_events ids are then in commit order, so "every event after id N" (SSE Last-Event-ID
+# replay) cannot miss a row that a slower transaction commits later with a smaller id.
+EVENTS_LOCK = 0x6B70_695F_6576_7473  # b"kpi_evts"
+
+
+async def insert_events(conn: Raw, events: Sequence[dict[str, Any]]) -> list[int]:
+    """Transition log rows, and a NOTIFY per transition for the SSE streams (sent on commit).
+
+    Call it last in the transaction: it takes `EVENTS_LOCK`, which is held until commit.
+    Returns the new rows' ids (the SSE event ids), in insertion order.
+    """
     if not events:
-        return
-    await conn.executemany(
-        """
-        INSERT INTO alert_events (alert_id, specialist_id, kpi, team_id, transition, status,
-                                  at, data)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
-        """,
-        [
-            (
-                e["alert_id"],
-                e["specialist_id"],
-                e["kpi"],
-                e["team_id"],
-                e["transition"],
-                e["status"],
-                e["at"],
-                jdump(e),
-            )
-            for e in events
-        ],
-    )
+        return []
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
+    ids: list[int] = []
     for e in events:
-        await conn.execute("SELECT pg_notify($1, $2)", ALERT_CHANNEL, jdump(e))
+        # json (not jsonb) keeps the stored text as is inside the {"id", "data"} envelope.
+        row = await conn.fetchrow(
+            """
+            WITH ins AS (
+                INSERT INTO alert_events (alert_id, specialist_id, kpi, team_id, transition,
+                                          status, at, data)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb)
+                RETURNING id
+            )
+            SELECT id, pg_notify($9, json_build_object('id', id, 'data', $8::text::json)::text)
+            FROM ins
+            """,
+            e["alert_id"],
+            e["specialist_id"],
+            e["kpi"],
+            e["team_id"],
+            e["transition"],
+            e["status"],
+            e["at"],
+            jdump(e),
+            ALERT_CHANNEL,
+        )
+        ids.append(row["id"])
+    return ids
+
+
+async def newest_event_id(conn: Raw) -> int:
+    """Id of the latest transition (0 when there is none): the stream's starting cursor."""
+    value: int = await conn.fetchval("SELECT coalesce(max(id), 0) FROM alert_events")
+    return value
+
+
+async def events_between(
+    conn: Raw, after: int, upto: int, team_ids: Sequence[str] | None, limit: int
+) -> list[tuple[int, dict[str, Any]]]:
+    """(id, data) of transitions with after < id <= upto, oldest first; None = all teams."""
+    rows = await conn.fetch(
+        """
+        SELECT id, data FROM alert_events
+        WHERE id > $1 AND id <= $2 AND ($3::text[] IS NULL OR team_id = ANY($3::text[]))
+        ORDER BY id
+        LIMIT $4
+        """,
+        after,
+        upto,
+        None if team_ids is None else list(team_ids),
+        limit,
+    )
+    return [(r["id"], _json(r["data"])) for r in rows]
 
 
 # -- reference data --------------------------------------------------------------------

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import re
+import unicodedata
+import urllib.parse
 from typing import Any, Literal, TypeAlias
 
+import idna
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from services.notify.channels import (
@@ -63,10 +68,53 @@ class ScoreSnapshot(BaseModel):
 # -- channel configs -------------------------------------------------------------------
 
 
+MAX_URL_LENGTH = 2048
+# Host names after IDNA encoding: dot-separated labels (underscores occur on intranets).
+_HOST_RE = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
+_IPV4_LIKE = re.compile(r"[0-9.]+")
+
+
 def _http_url(value: str) -> str:
+    """Accept only URLs the sender can use; messages never echo the URL (it holds tokens)."""
     if not value.startswith(("http://", "https://")):
         raise ValueError("must be an http:// or https:// URL")
+    if len(value) > MAX_URL_LENGTH:
+        raise ValueError(f"must be at most {MAX_URL_LENGTH} characters")
+    # urlsplit silently drops tabs and newlines, so check the raw text first.
+    if any(c.isspace() or unicodedata.category(c).startswith("C") for c in value):
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        raise ValueError("is not a valid URL (malformed host)") from None
+    if not host:
+        raise ValueError("must include a host")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or (port is None and parts.netloc.endswith(":")):
+        raise ValueError("port must be a number from 1 to 65535")
+    if not _valid_host(host, bracketed=parts.netloc.rpartition("@")[2].startswith("[")):
+        raise ValueError("host is not a valid domain name or IP address")
     return value
+
+
+def _valid_host(host: str, *, bracketed: bool) -> bool:
+    """The host rules of httpx (the sender's client), so an accepted URL is sendable."""
+    try:
+        if bracketed:
+            ipaddress.IPv6Address(host)
+            return True
+        if _IPV4_LIKE.fullmatch(host):
+            ipaddress.IPv4Address(host)
+            return True
+        # IDNA 2008 like httpx: the stdlib codec (IDNA 2003) accepts hosts httpx rejects.
+        ascii_host = host if host.isascii() else idna.encode(host).decode("ascii")
+    except (ValueError, UnicodeError):  # idna.IDNAError is a UnicodeError
+        return False
+    return _HOST_RE.fullmatch(ascii_host) is not None
 
 
 class _Config(BaseModel):
