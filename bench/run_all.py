@@ -5,7 +5,8 @@ Usage: .venv/bin/python bench/run_all.py [--events 100000] [--alert-seconds 30] 
 One embedded PostgreSQL and one broker serve every part (a fresh database and fresh topics
 per part). Measured in this order, each against the baseline of the same run:
 1. baseline: one aiokafka consumer, ``getmany`` + ``decode_event`` (bench_scoring.bare_loop);
-2. scoring: the scoring consumer committing to PostgreSQL (bench_scoring.scoring_run);
+2. scoring: the scoring consumer committing to PostgreSQL, as 1 process and as 2 processes in
+   one group (bench_scoring.scoring_run, scoring_run_processes);
 3. ingest: the ingest service's consumer path (bench_ingest);
 4. end to end: events preloaded on the raw topics, ingest + scoring (1, then 2 replicas) +
    notify as real processes; from the first record ingest publishes to kpi.events until
@@ -103,7 +104,8 @@ def plain(url: str) -> str:
 
 
 async def part_scoring(pg: EmbeddedPostgres, bootstrap: str, n: int) -> dict[str, Any]:
-    url = await new_database(pg, "scoring")
+    """Baseline, then the scoring consumer as 1 process and as one process per core (up to 2
+    here; replicas in one group), each on a fresh database over the same messages."""
     topics = Topics(f"bs{uuid.uuid4().hex[:6]}.")
     await ensure_topics(bootstrap, 6, topics.all)
     messages = bench_scoring.make_events(n, seed=1, tag="s")
@@ -112,16 +114,31 @@ async def part_scoring(pg: EmbeddedPostgres, bootstrap: str, n: int) -> dict[str
     del messages
     baseline = await bench_scoring.bare_loop(bootstrap, topics.events, count)
     print(f"baseline aiokafka getmany + decode_event: {baseline:,.0f} events/s", flush=True)
-    settings = load_settings(
-        database_url=url, kafka_bootstrap=bootstrap, topic_prefix=topics.prefix, timezone=TZ
+    out: dict[str, Any] = {"baseline_consume_events_per_s": baseline}
+    for processes in sorted({1, min(2, os.cpu_count() or 1)}):
+        url = await new_database(pg, f"scoring{processes}")
+        kwargs: dict[str, Any] = {
+            "database_url": url,
+            "kafka_bootstrap": bootstrap,
+            "topic_prefix": topics.prefix,
+            "timezone": TZ,
+        }
+        if processes == 1:
+            settings = load_settings(**kwargs)
+            res = await bench_scoring.scoring_run(settings, url, count, 4000, False, 2)
+        else:
+            res = await bench_scoring.scoring_run_processes(kwargs, url, count, 4000, processes, 2)
+        print(
+            f"scoring consumer x{processes} (committed to PostgreSQL): "
+            f"{res['events_per_s']:,.0f} events/s",
+            flush=True,
+        )
+        out[f"scoring_{processes}_process_events_per_s"] = res["events_per_s"]
+        out[f"scoring_{processes}_process_batch_p99_ms"] = res["p99_ms"]
+    out["scoring_events_per_s"] = max(
+        v for k, v in out.items() if k.startswith("scoring_") and k.endswith("_events_per_s")
     )
-    res = await bench_scoring.scoring_run(settings, url, count, 4000, False, 2)
-    print(f"scoring consumer (committed to PostgreSQL): {res['events_per_s']:,.0f} events/s")
-    return {
-        "baseline_consume_events_per_s": baseline,
-        "scoring_events_per_s": res["events_per_s"],
-        "scoring_batch_p99_ms": res["p99_ms"],
-    }
+    return out
 
 
 async def part_ingest(pg: EmbeddedPostgres, bootstrap: str, n: int) -> dict[str, Any]:
@@ -287,6 +304,8 @@ def markdown(r: dict[str, Any]) -> str:
         rate("baseline_consume_events_per_s"),
         rate("ingest_events_per_s"),
         rate("scoring_events_per_s", ">= 40,000"),
+        rate("scoring_1_process_events_per_s"),
+        rate("scoring_2_process_events_per_s"),
         rate("e2e_events_per_s", ">= 20,000"),
         rate("e2e_1_scoring_events_per_s"),
         rate("e2e_2_scoring_events_per_s"),
