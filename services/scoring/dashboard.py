@@ -46,6 +46,8 @@ _PROXY_ALLOWED: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("DELETE", re.compile(r"silences/[A-Za-z0-9_.:-]{1,128}")),
 )
 _FORWARD_QUERY = frozenset({"state", "team", "specialist", "kpi", "limit", "active"})
+_REQUEST_TIMEOUT = httpx.Timeout(5.0, read=10.0)
+_STREAM_TIMEOUT = httpx.Timeout(5.0, read=None)
 
 # The overview's one statement: every visible specialist's window sums per metric.
 _OVERVIEW_ALL = """
@@ -215,7 +217,7 @@ def _client(request: Request) -> httpx.AsyncClient:
         runtime: Runtime = request.app.state.runtime
         client = httpx.AsyncClient(
             base_url=runtime.settings.notify_base_url + "/v1/",
-            timeout=httpx.Timeout(5.0, read=10.0),
+            timeout=_REQUEST_TIMEOUT,
         )
         request.app.state.notify_client = client
         runtime.stoppers.append(client.aclose)
@@ -238,13 +240,22 @@ async def _forward(request: Request, path: str) -> Response:
     if body:
         headers["content-type"] = "application/json"
     stream = path == "alerts/stream"
+    timeout = _REQUEST_TIMEOUT
+    if stream:
+        # The resume point of a reconnecting dashboard: notify replays what it missed.
+        last_id = request.headers.get("last-event-id")
+        if last_id is not None:
+            headers["last-event-id"] = last_id
+        # Quiet periods are normal on a stream (notify sends a keep-alive every 15 s).
+        timeout = _STREAM_TIMEOUT
     try:
         upstream = await client.send(
             client.build_request(
-                request.method, path, params=params, content=body, headers=headers
+                request.method, path, params=params, content=body, headers=headers,
+                timeout=timeout,
             ),
             stream=stream,
-        )
+        )  # fmt: skip
     except httpx.HTTPError as exc:
         logger.warning("notify proxy %s %s: %s", request.method, path, type(exc).__name__)
         return _unavailable(f"notify service unreachable ({type(exc).__name__})")

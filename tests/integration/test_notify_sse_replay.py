@@ -265,3 +265,37 @@ async def test_resume_bounds_reset_and_team_scoping(
             assert replayed == [f"al{g}" for g in range(1496, 1501)]
         else:
             assert replayed == [] and [b.id for b in stream.blocks] == [hi]
+
+
+async def test_dashboard_proxy_resumes_with_last_event_id_and_survives_quiet_periods(
+    clean_db: AsyncEngine,
+    env: dict[str, str],
+    start: Start,
+    produce_snaps: ProduceSnaps,
+    tmp_path: Path,
+) -> None:
+    """The dashboard reads the stream through scoring's proxy: its Last-Event-ID reaches
+    notify, and a quiet stream is not cut by the proxy's request timeout (10 s)."""
+    notify = start(env)
+    await produce_snaps([snapshot("p1", _now()), snapshot("p2", _now())])
+    await wait_for(lambda: _count_is(clean_db, 0, 2), 30)
+    (first_id, _), (second_id, second) = await _rows_after(clean_db, 0)
+    scoring = start_service("scoring", {**env, "KPI_NOTIFY_URL": notify.url}, tmp_path)
+    try:
+        wait_status(scoring.url + "/readyz", 200, timeout=40)
+        url = scoring.url + "/v1/dashboard/notify/alerts/stream"
+        stream = Stream(url, {**ADMIN, "Last-Event-ID": str(first_id)}).open()
+        await wait_for(lambda: len(stream.alerts) >= 1, 15)
+        assert [(b.id, b.data) for b in stream.alerts] == [(second_id, second)]
+        # Longer than the proxy's timeout for ordinary requests, shorter than notify's
+        # keep-alive: the old proxy ended the stream here.
+        await asyncio.sleep(12)
+        assert stream.task is not None and not stream.task.done()
+        await produce_snaps([snapshot("p3", _now())])
+        await wait_for(lambda: len(stream.alerts) >= 2, 30)
+        await stream.close()
+        assert stream.status == 200
+        assert [b.data["specialist_id"] for b in stream.alerts] == ["p2", "p3"]
+        _assert_monotonic(stream.blocks)
+    finally:
+        scoring.stop()

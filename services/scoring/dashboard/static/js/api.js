@@ -99,13 +99,20 @@ export function saveBlob(blob, name) {
 export function openAlertStream(onEvent, onState) {
   let stopped = false;
   let controller = null;
+  // The last `id:` seen (id-only blocks too): sent as Last-Event-ID on reconnect so notify
+  // replays what the dashboard missed instead of it waiting for the next poll.
+  let lastId = null;
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   async function loop() {
     while (!stopped) {
       controller = new AbortController();
       try {
         const res = await fetch("/v1/dashboard/notify/alerts/stream", {
-          headers: headers({ Accept: "text/event-stream" }),
+          headers: headers(
+            lastId === null
+              ? { Accept: "text/event-stream" }
+              : { Accept: "text/event-stream", "Last-Event-ID": lastId },
+          ),
           signal: controller.signal,
         });
         if (res.status === 401) {
@@ -134,6 +141,7 @@ export function openAlertStream(onEvent, onState) {
             for (const line of block.split(/\r?\n/)) {
               if (line.startsWith("event:")) event = line.slice(6).trim();
               else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+              else if (line.startsWith("id:")) lastId = line.slice(3).trim();
             }
             if (data.length) {
               try {

@@ -64,7 +64,8 @@ export function startAlerts() {
   refreshAlerts();
   stopStream = openAlertStream(
     (event, data) => {
-      alerts.emit({ type: "event", event: data });
+      // "reset": too far behind for a replay; the refresh below is the whole answer.
+      if (event !== "reset") alerts.emit({ type: "event", event: data });
       scheduleRefresh();
     },
     (s) => {
