@@ -20,7 +20,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base
@@ -57,6 +57,7 @@ class ConsumerOffset(Base):
     """Next Kafka offset to apply per partition, committed with the batch's effects."""
 
     __tablename__ = "consumer_offsets"
+    __table_args__ = ({"postgresql_with": {"fillfactor": 50}},)  # migration 0006
 
     group_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     topic: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -69,9 +70,11 @@ class TicketStateRow(Base):
     """``services.scoring.kpi.TicketState.to_json()`` per ticket (``{}`` = no events yet)."""
 
     __tablename__ = "ticket_states"
+    __table_args__ = ({"postgresql_with": {"fillfactor": 80}},)  # migration 0006
 
     ticket_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    state: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # json, not jsonb (migration 0006): only ever written and read whole, as text.
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
 
 
@@ -79,9 +82,10 @@ class TrainingSessionRow(Base):
     """``services.scoring.kpi.TrainingSession.to_json()`` per session."""
 
     __tablename__ = "training_sessions"
+    __table_args__ = ({"postgresql_with": {"fillfactor": 80}},)  # migration 0006
 
     session_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    state: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
 
 
@@ -89,7 +93,10 @@ class KpiDaily(Base):
     """Sum of contributions per specialist, local day and KPI key; windows sum these rows."""
 
     __tablename__ = "kpi_daily"
-    __table_args__ = (Index("ix_kpi_daily_day", "day"),)
+    __table_args__ = (
+        Index("ix_kpi_daily_day", "day"),
+        {"postgresql_with": {"fillfactor": 80}},  # migration 0006
+    )
 
     specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
@@ -103,6 +110,7 @@ class KpiFact(Base):
     """The same deltas per source (ticket/session/event): explains every kpi_daily row."""
 
     __tablename__ = "kpi_facts"
+    __table_args__ = ({"postgresql_with": {"fillfactor": 90}},)  # migration 0006
 
     specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     metric: Mapped[str] = mapped_column(String(METRIC_LENGTH), primary_key=True)
@@ -126,6 +134,7 @@ class ScoreOutbox(Base):
     """Specialists whose alert-window KPIs must be (re)published to kpi.scores."""
 
     __tablename__ = "score_outbox"
+    __table_args__ = ({"postgresql_with": {"fillfactor": 70}},)  # migration 0006
 
     specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     reason: Mapped[str] = mapped_column(String(16))
