@@ -86,6 +86,15 @@ class Settings(BaseSettings):
         le=300_000,
         description="Consumer group session timeout of the scoring consumer.",
     )
+    dedup_retention_days: int = Field(
+        default=90,
+        ge=0,
+        le=36_500,
+        description="Days an applied event id is remembered for deduplication (0 = forever). "
+        "A copy arriving later than this is counted again, except the ticket.* events, "
+        "surveys without a specialist and training surveys: their ticket's or session's "
+        "state recognises them by id for as long as it exists.",
+    )
     # Notify service (issue 5).
     notify_lang: Literal["zh-CN", "en"] = Field(
         default="zh-CN", description="Default language of alert messages."

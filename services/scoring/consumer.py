@@ -35,6 +35,9 @@ GROUP_ID = "kpi-scoring"
 RELAY_BATCH = 500
 # Any constant works; it only has to be the same in every scoring process.
 RELAY_LOCK_KEY = 0x6B70695F73636F72
+RETENTION_LOCK_KEY = 0x6B70695F64656475
+RETENTION_INTERVAL_SECONDS = 3600.0
+RETENTION_CHUNK = 10_000
 
 EVENTS_TOTAL = Counter(
     "kpi_scoring_events_total",
@@ -56,6 +59,10 @@ BATCH_SECONDS = Histogram(
     "kpi_scoring_batch_seconds",
     "Decode + transaction time of one scoring batch",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DEDUP_PURGED = Counter(
+    "kpi_scoring_dedup_purged_total",
+    "Applied event ids forgotten after KPI_DEDUP_RETENTION_DAYS (replay horizon)",
 )
 SCORES_PUBLISHED = Counter(
     "kpi_scoring_scores_published_total", "kpi.scores messages published", ["reason"]
@@ -528,6 +535,74 @@ class ScoreRelay:
                     await asyncio.wait_for(self._stopping.wait(), self.idle_seconds)
 
 
+class DedupRetention:
+    """Forgets applied event ids older than ``KPI_DEDUP_RETENTION_DAYS`` (the replay horizon).
+
+    Runs in every scoring process; an advisory lock lets one of them work at a time. Each
+    chunk is its own short transaction so claims of new events never wait long behind it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        clock: Clock = utcnow,
+        interval_seconds: float = RETENTION_INTERVAL_SECONDS,
+        chunk: int = RETENTION_CHUNK,
+    ) -> None:
+        self.days = settings.dedup_retention_days
+        self.sessionmaker = sessionmaker
+        self.clock = clock
+        self.interval_seconds = interval_seconds
+        self.chunk = chunk
+        self._stopping = asyncio.Event()
+        self.purged = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def purge(self) -> int:
+        """Delete every expired id now (chunk by chunk); returns how many went."""
+        if self.days == 0:
+            return 0
+        before = self.clock() - timedelta(days=self.days)
+        total = 0
+        while not self._stopping.is_set():
+            async with session_scope(self.sessionmaker) as session:
+                conn = await repository.raw_connection(session)
+                if not await conn.fetchval(
+                    "SELECT pg_try_advisory_xact_lock($1)", RETENTION_LOCK_KEY
+                ):
+                    break  # another scoring process is purging
+                done = await repository.purge_processed(conn, before, self.chunk)
+            total += done
+            DEDUP_PURGED.inc(done)
+            if done < self.chunk:
+                break
+        if total:
+            logger.info(
+                "scoring: forgot %d event ids first seen before %s (retention %d days)",
+                total,
+                before.isoformat(),
+                self.days,
+            )
+        self.purged += total
+        return total
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.purge()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Retention is housekeeping: a failed round is retried at the next one.
+                logger.exception("scoring: dedup retention round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval_seconds)
+
+
 async def start_engine(runtime: Runtime, *, clock: Clock | None = None) -> None:
     """Start the scoring consumer and the kpi.scores relay as runtime-owned tasks."""
     settings = runtime.settings
@@ -546,15 +621,18 @@ async def start_engine(runtime: Runtime, *, clock: Clock | None = None) -> None:
     relay_producer = create_producer(settings.bootstrap_servers, client_id="kpi-scoring-relay")
     await relay_producer.start()
     relay = ScoreRelay(settings, runtime.sessionmaker, relay_producer, clock=clock or utcnow)
+    retention = DedupRetention(settings, runtime.sessionmaker, clock=clock or utcnow)
     tasks = [
         runtime.spawn(consumer.run(), "scoring-consumer"),
         runtime.spawn(relay.run(), "scoring-relay"),
+        runtime.spawn(retention.run(), "scoring-dedup-retention"),
     ]
 
     async def shutdown() -> None:
         # Let the current batch and relay round finish before their clients close.
         consumer.stop()
         relay.stop()
+        retention.stop()
         await asyncio.wait(tasks, timeout=10)
         await consumer.close()
         await relay_producer.stop()

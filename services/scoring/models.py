@@ -36,6 +36,9 @@ class ProcessedEvent(Base):
     """One row per event_id ever applied; the first stored payload wins."""
 
     __tablename__ = "processed_events"
+    __table_args__ = (
+        Index("ix_processed_events_first_seen_at", "first_seen_at", postgresql_using="brin"),
+    )  # migration 0007
 
     event_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     payload_hash: Mapped[str] = mapped_column(CHAR(64))

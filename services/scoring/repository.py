@@ -154,6 +154,24 @@ async def claim_events(conn: Raw, ids: Sequence[str], hashes: Sequence[str]) -> 
     return {i for i in ids if i not in known}
 
 
+async def purge_processed(conn: Raw, before: dt.datetime, limit: int) -> int:
+    """Forget up to ``limit`` event ids first seen before ``before``; returns how many."""
+    return int(
+        await conn.fetchval(
+            """
+            WITH gone AS (
+                DELETE FROM processed_events WHERE ctid = ANY(ARRAY(
+                    SELECT ctid FROM processed_events WHERE first_seen_at < $1 LIMIT $2))
+                RETURNING 1
+            )
+            SELECT count(*) FROM gone
+            """,
+            before,
+            limit,
+        )
+    )
+
+
 async def stored_hashes(conn: Raw, ids: Sequence[str]) -> dict[str, str]:
     rows = await conn.fetch(
         "SELECT event_id, payload_hash FROM processed_events WHERE event_id = ANY($1::text[])",
