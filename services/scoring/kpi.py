@@ -375,7 +375,9 @@ ContributionKey: TypeAlias = tuple[str, date, str]
 Contributions: TypeAlias = dict[ContributionKey, tuple[float, int]]
 
 NEGATIVE_RESPONSE_TIME: Final = "negative_response_time"
+# Training sessions are stored as v1 documents; tickets as v2 (compact) and still read v1.
 _STATE_VERSION: Final = 1
+TICKET_STATE_VERSION: Final = 2
 
 
 def _add(out: Contributions, key: ContributionKey, num: float, den: int) -> None:
@@ -400,11 +402,16 @@ def diff_contributions(
 ) -> Contributions:
     """``new - old`` per key; keys whose numerator and denominator both stay equal are dropped."""
     out: Contributions = {}
-    for key in old.keys() | new.keys():
-        old_num, old_den = old.get(key, (0.0, 0))
-        new_num, new_den = new.get(key, (0.0, 0))
+    # A key missing on one side counts as (0.0, 0); the arithmetic is kept as written so
+    # the results are the same floats as ``new - old`` with that default.
+    for key, (new_num, new_den) in new.items():
+        prior = old.get(key)
+        old_num, old_den = (0.0, 0) if prior is None else prior
         if new_num != old_num or new_den != old_den:
             out[key] = (new_num - old_num, new_den - old_den)
+    for key, (old_num, old_den) in old.items():
+        if key not in new and (old_num != 0.0 or old_den != 0):
+            out[key] = (0.0 - old_num, 0 - old_den)
     return out
 
 
@@ -710,7 +717,7 @@ class TicketState:
         return True
 
     def to_json(self) -> dict[str, Any]:
-        """Compact JSON-safe form (arrays, ISO timestamps); equal states serialise equally."""
+        """Compact JSON-safe form (v2, see :func:`_ticket_v2`); equal states serialise equally."""
         return self._doc(_ts)
 
     def to_storable(self) -> dict[str, Any]:
@@ -718,59 +725,50 @@ class TicketState:
         return self._doc(_ts_for_orjson)
 
     def _doc(self, ts: Callable[[datetime], Any]) -> dict[str, Any]:
-        def marks(rows: list[Mark]) -> list[list[Any]]:
-            if len(rows) > 1:
-                rows = sorted(rows, key=_BY_ORDER)
-            return [[m.event_id, ts(m.occurred_at), m.specialist_id] for m in rows]
-
+        # Empty, false and null fields are left out: most tickets have no assignment,
+        # reopen, survey or absorbed id, and every stored byte is written again per update.
+        doc: dict[str, Any] = {"v": TICKET_STATE_VERSION, "t": self.ticket_id}
+        if self.created:
+            doc["c"] = _mark_rows(self.created, ts)
+        if self.assigned:
+            doc["a"] = _mark_rows(self.assigned, ts)
         first = self.first_response
+        if first is not None:
+            at = ts(first.occurred_at)
+            who = first.specialist_id
+            doc["f"] = [first.event_id, at] if who is None else [first.event_id, at, who]
         closures = self.closures
-        if len(closures) > 1:
-            closures = sorted(closures, key=_BY_ORDER)
-        surveys = self.surveys
-        if len(surveys) > 1:
-            surveys = sorted(surveys, key=_BY_ORDER)
-        return {
-            "v": _STATE_VERSION,
-            "ticket_id": self.ticket_id,
-            "created": marks(self.created),
-            "assigned": marks(self.assigned),
-            "first_response": None
-            if first is None
-            else [first.event_id, ts(first.occurred_at), first.specialist_id],
-            "closed": [
+        if closures:
+            if len(closures) > 1:
+                closures = sorted(closures, key=_BY_ORDER)
+            doc["x"] = [
                 [c.event_id, ts(c.occurred_at), c.specialist_id, c.resolved] for c in closures
-            ],
-            "reopened": marks(self.reopens),
-            "followed_up": self.followed_up,
-            "surveys": [[s.event_id, s.kind, ts(s.occurred_at), s.score] for s in surveys],
-            "absorbed": sorted(self.absorbed),
-        }
+            ]
+        if self.reopens:
+            doc["o"] = _mark_rows(self.reopens, ts)
+        if self.followed_up:
+            doc["u"] = True
+        surveys = self.surveys
+        if surveys:
+            if len(surveys) > 1:
+                surveys = sorted(surveys, key=_BY_ORDER)
+            doc["s"] = [[s.event_id, s.kind, ts(s.occurred_at), s.score] for s in surveys]
+        if self.absorbed:
+            doc["b"] = sorted(self.absorbed)
+        return doc
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TicketState:
-        """Inverse of :meth:`to_json`; ValueError on a malformed document."""
+        """Inverse of :meth:`to_json`, also reading v1 documents; ValueError when malformed."""
         try:
-            _check_version(data)
-            first = data.get("first_response")
-            if first is not None and not isinstance(first, list):
-                raise ValueError("state field 'first_response' must be an array or null")
-            followed_up = data.get("followed_up", False)
-            if not isinstance(followed_up, bool):
-                raise ValueError("state field 'followed_up' must be a bool")
-            absorbed = data.get("absorbed", [])
-            if not isinstance(absorbed, list):
-                raise ValueError("state field 'absorbed' must be a list")
-            return cls(
-                ticket_id=_str(data.get("ticket_id")),
-                created=_marks(data, "created"),
-                assigned=_marks(data, "assigned"),
-                first_response=None if first is None else Mark.from_row(first),
-                closures=[Closure.from_row(r) for r in _rows(data, "closed")],
-                reopens=_marks(data, "reopened"),
-                followed_up=followed_up,
-                surveys=[TicketSurvey.from_row(r) for r in _rows(data, "surveys")],
-                absorbed={_str(i) for i in absorbed},
+            version = data.get("v")
+            if version == TICKET_STATE_VERSION:
+                return _ticket_v2(cls, data)
+            if version == 1:
+                return _ticket_v1(cls, data)
+            raise ValueError(
+                f"unsupported ticket state version {version!r} (expected 1 or "
+                f"{TICKET_STATE_VERSION})"
             )
         except (IndexError, TypeError) as exc:
             raise ValueError(f"malformed ticket state: {exc}") from None
@@ -779,38 +777,180 @@ class TicketState:
 
     def counted_closure(self) -> Closure | None:
         """The latest closure when no reopen happened strictly after it."""
-        if not self.closures:
+        closures = self.closures
+        if not closures:
             return None
-        latest = max(self.closures, key=lambda c: c.order)
-        if any(r.occurred_at > latest.occurred_at for r in self.reopens):
-            return None
+        # Computed for every ticket before and after each batch: skip max() and the
+        # generator in the common case of one closure and no reopen.
+        latest = closures[0] if len(closures) == 1 else max(closures, key=_BY_ORDER)
+        if self.reopens:
+            at = latest.occurred_at
+            for reopen in self.reopens:
+                if reopen.occurred_at > at:
+                    return None
         return latest
 
     def response_hours(self) -> float | None:
         """First response minus earliest creation, in hours (may be negative); None if unknown."""
-        if self.first_response is None or not self.created:
+        created = self.created
+        if self.first_response is None or not created:
             return None
-        created_at = min(m.occurred_at for m in self.created)
-        delta = self.first_response.occurred_at - created_at
+        delta = self.first_response.occurred_at - _first_created(created)
         return delta.total_seconds() / 3600.0
 
     def survey_specialist(self, at: datetime) -> str | None:
         """Who a ticket-only survey taken at ``at`` rates (SPEC §3); None while unknown."""
-        closed_before = [c for c in self.closures if c.occurred_at <= at]
-        if closed_before:
-            return max(closed_before, key=lambda c: c.order).specialist_id
+        # Loops rather than lists + max(key=...): this runs per survey on every recompute.
+        # Strict comparisons keep the first of equal candidates, as max()/min() do.
+        closed: Closure | None = None
+        for c in self.closures:
+            if c.occurred_at <= at and (
+                closed is None
+                or (c.occurred_at, c.event_id) > (closed.occurred_at, closed.event_id)
+            ):
+                closed = c
+        if closed is not None:
+            return closed.specialist_id
         # At equal instants an assignment supersedes the creation's assignee, hence the rank.
-        owners = [(m, 0) for m in self.created if m.specialist_id is not None]
-        owners += [(m, 1) for m in self.assigned if m.specialist_id is not None]
-        if not owners:
-            return None
+        latest: tuple[datetime, int, str] | None = None  # among owners from before ``at``
+        earliest: tuple[datetime, int, str] | None = None  # among all owners
+        chosen = chosen_early = None
+        for rank_of, marks in ((0, self.created), (1, self.assigned)):
+            for m in marks:
+                who = m.specialist_id
+                if who is None:
+                    continue
+                rank = (m.occurred_at, rank_of, m.event_id)
+                if m.occurred_at <= at:
+                    if latest is None or rank > latest:
+                        latest, chosen = rank, who
+                elif earliest is None or rank < earliest:
+                    earliest, chosen_early = rank, who
+        # With no owner at or before ``at``, the earliest later one is the earliest of all.
+        return chosen if latest is not None else chosen_early
 
-        def rank(item: tuple[Mark, int]) -> tuple[datetime, int, str]:
-            return (item[0].occurred_at, item[1], item[0].event_id)
 
-        before = [o for o in owners if o[0].occurred_at <= at]
-        chosen = max(before, key=rank) if before else min(owners, key=rank)
-        return chosen[0].specialist_id
+def _first_created(created: list[Mark]) -> datetime:
+    """``min(m.occurred_at for m in created)`` (first of equal instants), without a generator."""
+    first = created[0].occurred_at
+    for m in created:
+        if m.occurred_at < first:
+            first = m.occurred_at
+    return first
+
+
+def _mark_rows(rows: list[Mark], ts: Callable[[datetime], Any]) -> list[list[Any]]:
+    if len(rows) > 1:
+        rows = sorted(rows, key=_BY_ORDER)
+    # A mark without specialist (every reopen, some creations) is stored without the null.
+    return [
+        [m.event_id, ts(m.occurred_at)]
+        if m.specialist_id is None
+        else [m.event_id, ts(m.occurred_at), m.specialist_id]
+        for m in rows
+    ]
+
+
+def _ticket_v1(cls: type[TicketState], data: Mapping[str, Any]) -> TicketState:
+    """A ticket state as the first release stored it (long keys, every field present)."""
+    first = data.get("first_response")
+    if first is not None and not isinstance(first, list):
+        raise ValueError("state field 'first_response' must be an array or null")
+    followed_up = data.get("followed_up", False)
+    if not isinstance(followed_up, bool):
+        raise ValueError("state field 'followed_up' must be a bool")
+    absorbed = data.get("absorbed", [])
+    if not isinstance(absorbed, list):
+        raise ValueError("state field 'absorbed' must be a list")
+    return cls(
+        ticket_id=_str(data.get("ticket_id")),
+        created=_marks(data, "created"),
+        assigned=_marks(data, "assigned"),
+        first_response=None if first is None else Mark.from_row(first),
+        closures=[Closure.from_row(r) for r in _rows(data, "closed")],
+        reopens=_marks(data, "reopened"),
+        followed_up=followed_up,
+        surveys=[TicketSurvey.from_row(r) for r in _rows(data, "surveys")],
+        absorbed={_str(i) for i in absorbed},
+    )
+
+
+def _ticket_v2(cls: type[TicketState], data: Mapping[str, Any]) -> TicketState:
+    """A v2 ticket state: ``{"v": 2, "t": ticket_id}`` plus only the non-empty fields.
+
+    ``c`` created, ``a`` assigned, ``o`` reopened: ``[[event_id, iso_ts(, specialist)]]``
+    (no third cell = no specialist); ``f`` first response: one such row; ``x`` closures:
+    ``[[event_id, iso_ts, specialist, resolved]]``; ``s`` surveys:
+    ``[[event_id, "csat"|"nps", iso_ts, score]]``; ``u``: true when followed up; ``b``:
+    absorbed event ids. Timestamps keep the offset they arrived with, so a state
+    round-trips exactly. Other keys (the handler's ``rh``) are ignored.
+    """
+    state = cls(_str(data.get("t")))
+    rows = data.get("c")
+    if rows is not None:
+        state.created = _v2_marks(rows, "c")
+    rows = data.get("a")
+    if rows is not None:
+        state.assigned = _v2_marks(rows, "a")
+    first = data.get("f")
+    if first is not None:
+        state.first_response = _v2_marks([first], "f")[0]
+    rows = data.get("x")
+    if rows is not None:
+        closures = state.closures
+        for row in _v2_rows(rows, "x"):
+            if len(row) == 4:
+                event_id, at, who, resolved = row
+                if (
+                    type(event_id) is str
+                    and type(at) is str
+                    and type(who) is str
+                    and type(resolved) is bool
+                ):
+                    parsed = datetime.fromisoformat(at)
+                    if parsed.tzinfo is not None:
+                        closures.append(Closure(event_id, parsed, who, resolved))
+                        continue
+            closures.append(Closure.from_row(row))  # raises the error the row deserves
+    rows = data.get("o")
+    if rows is not None:
+        state.reopens = _v2_marks(rows, "o")
+    followed_up = data.get("u", False)
+    if type(followed_up) is not bool:
+        raise ValueError("state field 'u' (followed up) must be a bool")
+    state.followed_up = followed_up
+    rows = data.get("s")
+    if rows is not None:
+        state.surveys = [TicketSurvey.from_row(r) for r in _v2_rows(rows, "s")]
+    absorbed = data.get("b")
+    if absorbed is not None:
+        if type(absorbed) is not list:
+            raise ValueError("state field 'b' (absorbed) must be a list")
+        state.absorbed = {_str(i) for i in absorbed}
+    return state
+
+
+def _v2_rows(rows: object, name: str) -> list[list[Any]]:
+    if type(rows) is not list or not all(map(_is_list, rows)):
+        raise ValueError(f"state field {name!r} must be a list of arrays")
+    return rows  # type: ignore[return-value]
+
+
+def _v2_marks(rows: object, name: str) -> list[Mark]:
+    out: list[Mark] = []
+    for row in _v2_rows(rows, name):
+        size = len(row)
+        if size == 2 or size == 3:
+            event_id, at = row[0], row[1]
+            who = row[2] if size == 3 else None
+            if type(event_id) is str and type(at) is str and (who is None or type(who) is str):
+                parsed = datetime.fromisoformat(at)
+                if parsed.tzinfo is not None:
+                    out.append(Mark(event_id, parsed, who))
+                    continue
+        # Raises the error the row deserves (or accepts e.g. a str subclass).
+        out.append(Mark.from_row(row if size != 2 else [*row, None]))
+    return out
 
 
 HoursFn: TypeAlias = Callable[[datetime, datetime], float]
@@ -840,30 +980,26 @@ def _ticket_contributions(
     state: TicketState, tz: tzinfo, hours_fn: HoursFn | None, hours: float | None
 ) -> Contributions:
     out: Contributions = {}
+    # The closure and response entries have distinct metrics, so they are set directly;
+    # ``0.0 + x`` keeps the floats _add would produce (e.g. -0.0 becomes 0.0).
     closure = state.counted_closure()
     if closure is not None:
         day = local_day(closure.occurred_at, tz)
-        _add(
-            out, (closure.specialist_id, day, RESOLUTION_RATE), 1.0 if closure.resolved else 0.0, 1
-        )
         if closure.resolved:
-            _add(
-                out,
-                (closure.specialist_id, day, FOLLOWUP_RATE),
+            out[(closure.specialist_id, day, RESOLUTION_RATE)] = (1.0, 1)
+            out[(closure.specialist_id, day, FOLLOWUP_RATE)] = (
                 1.0 if state.followed_up else 0.0,
                 1,
             )
+        else:
+            out[(closure.specialist_id, day, RESOLUTION_RATE)] = (0.0, 1)
     first = state.first_response
     # Negative durations are clock or data errors: excluded, reported by data_quality_issues.
     if hours is not None and first is not None and hours >= 0 and first.specialist_id is not None:
         if hours_fn is not None:
-            hours = hours_fn(min(m.occurred_at for m in state.created), first.occurred_at)
-        _add(
-            out,
-            (first.specialist_id, local_day(first.occurred_at, tz), AVG_RESPONSE_TIME_HOURS),
-            hours,
-            1,
-        )
+            hours = hours_fn(_first_created(state.created), first.occurred_at)
+        day = local_day(first.occurred_at, tz)
+        out[(first.specialist_id, day, AVG_RESPONSE_TIME_HOURS)] = (0.0 + hours, 1)
     for survey in state.surveys:
         specialist = state.survey_specialist(survey.occurred_at)
         if specialist is None:

@@ -581,7 +581,9 @@ def test_state_json_round_trip_is_compact_and_order_independent() -> None:
     with pytest.raises(ValueError):
         TicketState.from_json({"v": 99, "ticket_id": "x"})
     with pytest.raises(ValueError):
-        TicketState.from_json({**doc, "closed": [["only-id"]]})
+        TicketState.from_json({**doc, "x": [["only-id"]]})
+    with pytest.raises(ValueError):
+        TicketState.from_json({**doc, "v": 1, "ticket_id": "T11", "closed": [["only-id"]]})
 
 
 # ------------------------------------------------------------------ simple + training
