@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -26,6 +27,31 @@ from shared.settings import Settings, SettingsError, load_settings
 logger = logging.getLogger(__name__)
 
 Hook = Callable[["Runtime"], Awaitable[None]]
+
+
+# Net container allocations between young collections. Python's default (700) runs a
+# collection every few dozen events of a batch and promotes the batch's objects into older
+# generations that are then rescanned: ~16 % of the scoring consumer's CPU. Nearly all of
+# it is freed by reference counting when the batch ends; cycle garbage (exceptions, asyncio
+# internals) is still collected, just after 50,000 net allocations instead of 700.
+GC_YOUNG_THRESHOLD = 50_000
+_gc_tuned = False
+
+
+def tune_gc_for_batches() -> None:
+    """Once per process: freeze the start-up heap and space out collections for batch work.
+
+    Freezing moves the long-lived start-up objects (modules, schemas, settings) out of the
+    collector's reach, so the rare full collection no longer rescans them.
+    """
+    global _gc_tuned
+    if _gc_tuned:
+        return
+    _gc_tuned = True
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 class Runtime:

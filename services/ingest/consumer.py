@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.ingest.handlers import BrokerHealth, KafkaIntake
 from shared.kafka import BatchLoop, LoggingRebalanceListener, create_consumer, create_producer
+from shared.runtime import tune_gc_for_batches
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class IngestPipeline:
             await self.close()
 
     async def _run(self) -> None:
+        tune_gc_for_batches()
         await self._connect()
         if self.consumer is None or self.producer is None or self._stopping.is_set():
             return
