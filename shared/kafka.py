@@ -16,6 +16,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 
 from shared import topics
+from shared.metrics import ASSIGNED_PARTITIONS
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +189,9 @@ class LoggingRebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         logger.info("%s: partitions revoked: %s", self._name, sorted(map(str, revoked)))
+        ASSIGNED_PARTITIONS.labels(self._name).set(0)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        # aiokafka rebalances eagerly: ``assigned`` is the member's whole new assignment.
         logger.info("%s: partitions assigned: %s", self._name, sorted(map(str, assigned)))
+        ASSIGNED_PARTITIONS.labels(self._name).set(len(assigned))

@@ -18,6 +18,11 @@ READY = Gauge(
     "1 when the dependency answered the last readiness check",
     ["service", "dependency"],
 )
+ASSIGNED_PARTITIONS = Gauge(
+    "kpi_consumer_assigned_partitions",
+    "Partitions this process's consumer holds (0 = standby member or rebalancing)",
+    ["service"],
+)
 CONSUMER_BATCHES = Counter(
     "kpi_consumer_batches_total", "Batches processed by a consumer loop", ["service", "outcome"]
 )

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.notify.handlers import Clock, NotifyConfig, Outcome, handle_snapshots
 from services.notify.schemas import ScoreSnapshot
 from shared.db import session_scope
-from shared.kafka import BatchLoop, Record, create_consumer
+from shared.kafka import BatchLoop, LoggingRebalanceListener, Record, create_consumer
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -72,9 +72,11 @@ class ScoresConsumer:
             self._settings.bootstrap_servers,
             group_id=group_id(self._settings),
             client_id="kpi-notify",
-            topics_=[self._settings.topics.scores],
             session_timeout_ms=self._settings.notify_session_timeout_ms,
             heartbeat_interval_ms=max(500, self._settings.notify_session_timeout_ms // 5),
+        )
+        self._consumer.subscribe(
+            [self._settings.topics.scores], listener=LoggingRebalanceListener("notify")
         )
         await self._consumer.start()
         self.loop = BatchLoop(self._consumer, self.handle, name="notify-scores", max_records=500)
