@@ -31,7 +31,7 @@ from shared.topics import EVENTS
 logger = logging.getLogger(__name__)
 
 GROUP_ID = "kpi-scoring"
-RELAY_BATCH = 500
+RELAY_BATCH = 2000
 # Any constant works; it only has to be the same in every scoring process.
 RELAY_LOCK_KEY = 0x6B70695F73636F72
 RETENTION_LOCK_KEY = 0x6B70695F64656475
@@ -502,6 +502,7 @@ class ScoreRelay:
                 if next_sweep is None or now >= next_sweep:
                     await self.sweep()
                     next_sweep = next_local_midnight(now, self.settings.tz)
+                started = time.perf_counter()
                 busy = await self.publish_once()
             except asyncio.CancelledError:
                 raise
@@ -515,9 +516,18 @@ class ScoreRelay:
                 continue
             attempt = 0
             self.healthy, self.last_error = True, None
-            if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.idle_seconds)
+            # After a busy round, wait twice as long as it took (at least idle_seconds):
+            # under a bulk load every batch touches most specialists, and republishing
+            # them back to back would spend a third of the machine on the relay and on
+            # notify. Waiting lets their changes coalesce into one message each, while a
+            # light stream (alerts) still goes out within ~idle_seconds.
+            pause = (
+                max(self.idle_seconds, 2 * (time.perf_counter() - started))
+                if busy
+                else self.idle_seconds
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), pause)
 
 
 class DedupRetention:
