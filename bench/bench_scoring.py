@@ -268,6 +268,8 @@ def _consumer_process(
     group_id: str,
     stop: Any,
     results: Any,
+    ready: Any,
+    go: Any,
 ) -> None:
     """One scoring consumer in its own process (a replica); reports its figures on exit."""
 
@@ -293,6 +295,15 @@ def _consumer_process(
             parallel=parallel,
         )
         await consumer.start()
+        assert consumer.consumer is not None
+        # Join the group before consuming: a member joining mid-run would stop every
+        # member for a rebalance and make the figure depend on start-up timing.
+        for _ in range(2400):  # up to 2 minutes; the parent gives up after that too
+            if consumer.consumer.assignment():
+                break
+            await asyncio.sleep(0.05)
+        ready.put(1)
+        await asyncio.to_thread(go.wait)
         task = asyncio.create_task(consumer.run())
         cpu_started = time.process_time()
         # The parent sets ``stop`` in every case, so the waiting thread always ends.
@@ -316,18 +327,22 @@ async def scoring_run_processes(
     process; the rate counts from the first committed batch until the offsets stored in
     PostgreSQL cover every record."""
     ctx = multiprocessing.get_context("spawn")
-    stop, results = ctx.Event(), ctx.Queue()
+    stop, results, ready, go = ctx.Event(), ctx.Queue(), ctx.Queue(), ctx.Event()
     group_id = f"bench-{uuid.uuid4().hex[:6]}"
     procs = [
         ctx.Process(
             target=_consumer_process,
-            args=(settings_kwargs, batch, parallel, group_id, stop, results),
+            args=(settings_kwargs, batch, parallel, group_id, stop, results, ready, go),
             name=f"scoring-{i}",
         )
         for i in range(processes)
     ]
     for proc in procs:
         proc.start()
+    # Every member holds partitions of the same generation once the last one has some.
+    for _ in procs:
+        await asyncio.to_thread(ready.get, True, 120)
+    go.set()
     me = psutil.Process()
     children_started = 0.0
     conn = await asyncpg.connect("postgresql://" + url.split("://", 1)[1])

@@ -209,8 +209,12 @@ async def part_e2e(
         KPI_INGEST_SESSION_TIMEOUT_MS="6000",
         KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
     )
-    names = ["ingest", *["scoring"] * replicas, "notify"]
-    procs = [start_service(name, env, home) for name in names]
+    # Scoring joins its group before ingest feeds kpi.events: a replica joining mid-run
+    # would stop every member for a rebalance and the figure would measure start-up luck.
+    procs = [start_service(name, env, home) for name in [*["scoring"] * replicas, "notify"]]
+    await asyncio.to_thread(_wait_assigned, procs[:replicas], 6)
+    idle_cpu = _cpu_by_service(procs)  # start-up work, not per-event work
+    procs.append(start_service("ingest", env, home))
     rss.watch(procs)
     conn = await asyncpg.connect(plain(url))
     try:
@@ -226,6 +230,7 @@ async def part_e2e(
             await asyncio.sleep(0.1)
         finished = time.time()
         started = await _first_timestamp(bootstrap, topics.events)
+        cpu = {k: v - idle_cpu.get(k, 0.0) for k, v in _cpu_by_service(procs).items()}
     finally:
         await conn.close()
         for svc in procs:
@@ -233,10 +238,47 @@ async def part_e2e(
     rate = total / (finished - started)
     print(
         f"end to end raw topics -> ingest -> kpi.events -> {replicas} scoring -> committed KPIs: "
-        f"{rate:,.0f} events/s ({total} events in {finished - started:.1f}s)",
+        f"{rate:,.0f} events/s ({total} events in {finished - started:.1f}s); process CPU per "
+        "event: "
+        + ", ".join(f"{k} {1e6 * v / total:.0f} µs" for k, v in sorted(cpu.items()))
+        + " (ingest includes its start-up)",
         flush=True,
     )
     return {"events_per_s": rate, "events": total, "seconds": finished - started}
+
+
+def _cpu_by_service(services: list[ServiceProcess]) -> dict[str, float]:
+    """CPU seconds used so far by each service (replicas summed)."""
+    out: dict[str, float] = {}
+    for svc in services:
+        if svc.proc is None:
+            continue
+        try:
+            times = psutil.Process(svc.proc.pid).cpu_times()
+        except psutil.Error:
+            continue
+        out[svc.name] = out.get(svc.name, 0.0) + times.user + times.system
+    return out
+
+
+def _assigned(svc: ServiceProcess) -> int:
+    """Partitions the service's consumer holds, from its /metrics (0 while rebalancing)."""
+    text = wait_status(svc.url + "/metrics", 200).text
+    for line in text.splitlines():
+        if line.startswith("kpi_consumer_assigned_partitions{"):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+def _wait_assigned(services: list[ServiceProcess], partitions: int, timeout: float = 120) -> None:
+    """Until every partition is held and every member holds some (one stable generation)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        held = [_assigned(svc) for svc in services]
+        if sum(held) == partitions and all(held):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"consumer group did not settle within {timeout:.0f}s")
 
 
 async def part_queries(
