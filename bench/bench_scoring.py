@@ -398,7 +398,7 @@ async def main() -> None:
     parser.add_argument(
         "--processes",
         type=int,
-        default=1,
+        default=min(6, os.cpu_count() or 1),
         help="scoring consumer processes in one group, like replicas (default: one per core, "
         "at most the 6 partitions); 1 runs the consumer inside this process",
     )
