@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 GROUP_ID = "kpi-scoring"
 RELAY_BATCH = 2000
+RELAY_PAUSE_FACTOR = 4
 # Any constant works; it only has to be the same in every scoring process.
 RELAY_LOCK_KEY = 0x6B70695F73636F72
 RETENTION_LOCK_KEY = 0x6B70695F64656475
@@ -516,13 +517,13 @@ class ScoreRelay:
                 continue
             attempt = 0
             self.healthy, self.last_error = True, None
-            # After a busy round, wait twice as long as it took (at least idle_seconds):
-            # under a bulk load every batch touches most specialists, and republishing
-            # them back to back would spend a third of the machine on the relay and on
-            # notify. Waiting lets their changes coalesce into one message each, while a
+            # After a busy round, wait four times as long as it took (at least
+            # idle_seconds): under a bulk load every batch touches most specialists, and
+            # republishing them back to back spent a third of the machine on the relay and
+            # on notify. Waiting lets their changes coalesce into one message each, while a
             # light stream (alerts) still goes out within ~idle_seconds.
             pause = (
-                max(self.idle_seconds, 2 * (time.perf_counter() - started))
+                max(self.idle_seconds, RELAY_PAUSE_FACTOR * (time.perf_counter() - started))
                 if busy
                 else self.idle_seconds
             )
