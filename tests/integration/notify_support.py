@@ -5,14 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
 
+from kpi.stack import ServiceProcess
 from services.scoring.kpi import DEFAULT_LINES
+
+# Fixture types (the fixtures live in tests/integration/conftest.py).
+Start = Callable[[dict[str, str]], ServiceProcess]
+ProduceSnaps = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
 
 @dataclass

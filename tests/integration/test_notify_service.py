@@ -7,7 +7,7 @@ import datetime as dt
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kpi.stack import ServiceProcess
 from shared.auth import Role, issue_token
 from shared.db import create_sessionmaker, session_scope
-from shared.topics import Topics
-from tests.integration.notify_support import Received, Receiver, snapshot
-from tests.kafka_helpers import produce, wait_for
-from tests.service_helpers import ADMIN_TOKEN, service_env, start_service, wait_status
+from tests.integration.notify_support import ProduceSnaps, Received, Receiver, Start, snapshot
+from tests.kafka_helpers import wait_for
+from tests.service_helpers import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SECRET = "webhook-secret-123"
@@ -36,61 +35,11 @@ def _kill(svc: ServiceProcess) -> None:
         svc.proc = None
 
 
-Start = Callable[[dict[str, str]], ServiceProcess]
-ProduceSnaps = Callable[[list[dict[str, Any]]], Awaitable[None]]
-
-
-@pytest.fixture
-def env(database_url: str, bootstrap: str, created_topics: Topics) -> dict[str, str]:
-    """Environment of a notify process on this test's topics, tuned to react within seconds."""
-    return service_env(
-        database_url,
-        bootstrap,
-        KPI_TOPIC_PREFIX=created_topics.prefix,
-        KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
-        KPI_NOTIFY_GROUP_WAIT_SECONDS="0",
-        KPI_NOTIFY_TICK_SECONDS="1",
-        KPI_NOTIFY_LANG="en",
-    )
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Start]:
-    """Start a notify process with the given environment and wait until it is ready."""
-    started: list[ServiceProcess] = []
-
-    def run(env: dict[str, str]) -> ServiceProcess:
-        svc = start_service("notify", env, tmp_path)
-        started.append(svc)
-        wait_status(svc.url + "/readyz", 200, timeout=40)
-        return svc
-
-    yield run
-    for svc in started:
-        if svc.proc is not None:
-            svc.stop()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     rec = Receiver().start()
     yield rec
     rec.stop()
-
-
-@pytest.fixture
-def produce_snaps(bootstrap: str, created_topics: Topics) -> ProduceSnaps:
-    """Publish score snapshots to this test's scores topic, keyed by specialist."""
-
-    async def send(snaps: list[dict[str, Any]]) -> None:
-        await produce(
-            bootstrap,
-            created_topics.scores,
-            [orjson.dumps(s) for s in snaps],
-            key=lambda v: orjson.loads(v)["specialist_id"].encode(),
-        )
-
-    return send
 
 
 def _webhook(svc: ServiceProcess, url: str, team: str | None = None) -> dict[str, Any]:
@@ -120,23 +69,23 @@ def _now() -> dt.datetime:
 
 async def test_crash_between_commit_and_send_then_restart_sends_once(
     clean_db: AsyncEngine,
-    env: dict[str, str],
-    start: Start,
+    notify_env: dict[str, str],
+    start_notify: Start,
     receiver: Receiver,
     produce_snaps: ProduceSnaps,
 ) -> None:
     # Sender off = the process commits state + outbox and dies before any send.
-    svc = start({**env, "KPI_NOTIFY_SENDER": "false"})
+    svc = start_notify({**notify_env, "KPI_NOTIFY_SENDER": "false"})
     _webhook(svc, receiver.url + "/hook")
     await produce_snaps([snapshot(f"p{i}", _now()) for i in range(3)])
     await wait_for(lambda: _pending(clean_db, 3), 40)
     _kill(svc)
     assert receiver.snapshot() == []
-    svc = start(env)
+    svc = start_notify(notify_env)
     await wait_for(lambda: len(receiver.snapshot()) == 3, 20)
     # A clean restart re-evaluates everything (tick at start-up) and re-notifies nothing.
     svc.stop()
-    svc = start(env)
+    svc = start_notify(notify_env)
     await produce_snaps([snapshot(f"p{i}", _now()) for i in range(3)])
     await wait_for(lambda: _states_observed(clean_db), 20)
     await asyncio.sleep(2.0)  # bounded quiet period: a re-notification would show here
@@ -161,8 +110,8 @@ async def _states_observed(engine: AsyncEngine) -> bool:
 
 async def test_crash_after_send_resends_with_same_key(
     clean_db: AsyncEngine,
-    env: dict[str, str],
-    start: Start,
+    notify_env: dict[str, str],
+    start_notify: Start,
     receiver: Receiver,
     produce_snaps: ProduceSnaps,
 ) -> None:
@@ -174,14 +123,14 @@ async def test_crash_after_send_resends_with_same_key(
         return 200, b"{}", 0.0
 
     receiver.behaviour = kill_on_first
-    env = {**env, "KPI_NOTIFY_LEASE_SECONDS": "2", "KPI_NOTIFY_SEND_TIMEOUT": "1"}
-    svc = start(env)
+    notify_env = {**notify_env, "KPI_NOTIFY_LEASE_SECONDS": "2", "KPI_NOTIFY_SEND_TIMEOUT": "1"}
+    svc = start_notify(notify_env)
     _webhook(svc, receiver.url + "/hook")
     holder["svc"] = svc
     await produce_snaps([snapshot("q1", _now())])
     await wait_for(lambda: len(receiver.snapshot()) == 1 and "svc" not in holder, 40)
     assert svc.proc is None
-    start(env)
+    start_notify(notify_env)
     await wait_for(lambda: len(receiver.snapshot()) == 2, 30)
     keys = receiver.keys()
     assert keys[0] == keys[1] and keys[0]
@@ -193,13 +142,13 @@ async def test_crash_after_send_resends_with_same_key(
 
 async def test_two_replicas_1000_alerts_no_duplicate_delivery(
     clean_db: AsyncEngine,
-    env: dict[str, str],
-    start: Start,
+    notify_env: dict[str, str],
+    start_notify: Start,
     receiver: Receiver,
     produce_snaps: ProduceSnaps,
 ) -> None:
-    a = start(env)
-    start(env)
+    a = start_notify(notify_env)
+    start_notify(notify_env)
     _webhook(a, receiver.url + "/hook")
     now = _now()
     await produce_snaps([snapshot(f"r{i:04d}", now) for i in range(1000)])
@@ -216,8 +165,8 @@ async def test_two_replicas_1000_alerts_no_duplicate_delivery(
 
 async def test_rest_channels_alerts_ack_silences_deliveries_and_stream(
     clean_db: AsyncEngine,
-    env: dict[str, str],
-    start: Start,
+    notify_env: dict[str, str],
+    start_notify: Start,
     receiver: Receiver,
     produce_snaps: ProduceSnaps,
 ) -> None:
@@ -240,7 +189,7 @@ async def test_rest_channels_alerts_ack_silences_deliveries_and_stream(
         service, _ = await issue_token(s, Role.SERVICE, "zendesk")
     ann_h = {"Authorization": f"Bearer {ann}"}
     bo_h = {"Authorization": f"Bearer {bo}"}
-    svc = start(env)
+    svc = start_notify(notify_env)
     team = await asyncio.to_thread(_channels_phase, svc, receiver, ann_h, bo_h)
     # SSE: ann's stream sees north's transition, not south's.
     events: list[dict[str, Any]] = []

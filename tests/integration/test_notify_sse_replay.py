@@ -5,72 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kpi.stack import ServiceProcess
 from services.notify.sse import REPLAY_MAX_EVENTS
 from shared.auth import Role, issue_token
 from shared.db import create_sessionmaker, session_scope
-from shared.topics import Topics
-from tests.integration.notify_support import snapshot
-from tests.kafka_helpers import produce, wait_for
-from tests.service_helpers import ADMIN_TOKEN, service_env, start_service, wait_status
+from tests.integration.notify_support import ProduceSnaps, Start, snapshot
+from tests.kafka_helpers import wait_for
+from tests.service_helpers import ADMIN_TOKEN, start_service, wait_status
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-Start = Callable[[dict[str, str]], ServiceProcess]
-ProduceSnaps = Callable[[list[dict[str, Any]]], Awaitable[None]]
-
-
-@pytest.fixture
-def env(database_url: str, bootstrap: str, created_topics: Topics) -> dict[str, str]:
-    return service_env(
-        database_url,
-        bootstrap,
-        KPI_TOPIC_PREFIX=created_topics.prefix,
-        KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
-        KPI_NOTIFY_GROUP_WAIT_SECONDS="0",
-        KPI_NOTIFY_TICK_SECONDS="1",
-        KPI_NOTIFY_LANG="en",
-    )
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Start]:
-    started: list[ServiceProcess] = []
-
-    def run(env: dict[str, str]) -> ServiceProcess:
-        svc = start_service("notify", env, tmp_path)
-        started.append(svc)
-        wait_status(svc.url + "/readyz", 200, timeout=40)
-        return svc
-
-    yield run
-    for svc in started:
-        if svc.proc is not None:
-            svc.stop()
-
-
-@pytest.fixture
-def produce_snaps(bootstrap: str, created_topics: Topics) -> ProduceSnaps:
-    async def send(snaps: list[dict[str, Any]]) -> None:
-        await produce(
-            bootstrap,
-            created_topics.scores,
-            [orjson.dumps(s) for s in snaps],
-            key=lambda v: orjson.loads(v)["specialist_id"].encode(),
-        )
-
-    return send
 
 
 @dataclass
@@ -158,9 +109,12 @@ def _assert_monotonic(blocks: list[Block]) -> None:
 
 
 async def test_reconnect_with_last_event_id_gets_exactly_the_missed_events_across_restart(
-    clean_db: AsyncEngine, env: dict[str, str], start: Start, produce_snaps: ProduceSnaps
+    clean_db: AsyncEngine,
+    notify_env: dict[str, str],
+    start_notify: Start,
+    produce_snaps: ProduceSnaps,
 ) -> None:
-    svc = start(env)
+    svc = start_notify(notify_env)
     url = svc.url + "/v1/alerts/stream"
     first = Stream(url, ADMIN).open()
     await wait_for(lambda: first.blocks, 10)  # the cursor block: the stream is subscribed
@@ -175,7 +129,7 @@ async def test_reconnect_with_last_event_id_gets_exactly_the_missed_events_acros
     await produce_snaps([snapshot("a3", _now()), snapshot("a1", _now(), csat=0.97)])
     await wait_for(lambda: _count_is(clean_db, seen, 2), 30)
     svc.stop()
-    svc = start(env)
+    svc = start_notify(notify_env)
     url = svc.url + "/v1/alerts/stream"
     missed = await _rows_after(clean_db, seen)
     assert sorted((d["specialist_id"], d["transition"]) for _, d in missed) == [
@@ -210,7 +164,7 @@ async def _count_is(engine: AsyncEngine, after: int, n: int) -> bool:
 
 
 async def test_resume_bounds_reset_and_team_scoping(
-    clean_db: AsyncEngine, env: dict[str, str], start: Start
+    clean_db: AsyncEngine, notify_env: dict[str, str], start_notify: Start
 ) -> None:
     sm = create_sessionmaker(clean_db)
     async with session_scope(sm) as s:
@@ -235,7 +189,7 @@ async def test_resume_bounds_reset_and_team_scoping(
         )
     async with clean_db.connect() as conn:
         lo, hi = (await conn.execute(text("SELECT min(id), max(id) FROM alert_events"))).one()
-    svc = start(env)
+    svc = start_notify(notify_env)
     url = svc.url + "/v1/alerts/stream"
     ann_h = {"Authorization": f"Bearer {ann}"}
     cases: list[tuple[dict[str, str], dict[str, str], str | None]] = [
@@ -269,18 +223,18 @@ async def test_resume_bounds_reset_and_team_scoping(
 
 async def test_dashboard_proxy_resumes_with_last_event_id_and_survives_quiet_periods(
     clean_db: AsyncEngine,
-    env: dict[str, str],
-    start: Start,
+    notify_env: dict[str, str],
+    start_notify: Start,
     produce_snaps: ProduceSnaps,
     tmp_path: Path,
 ) -> None:
     """The dashboard reads the stream through scoring's proxy: its Last-Event-ID reaches
     notify, and a quiet stream is not cut by the proxy's request timeout (10 s)."""
-    notify = start(env)
+    notify = start_notify(notify_env)
     await produce_snaps([snapshot("p1", _now()), snapshot("p2", _now())])
     await wait_for(lambda: _count_is(clean_db, 0, 2), 30)
     (first_id, _), (second_id, second) = await _rows_after(clean_db, 0)
-    scoring = start_service("scoring", {**env, "KPI_NOTIFY_URL": notify.url}, tmp_path)
+    scoring = start_service("scoring", {**notify_env, "KPI_NOTIFY_URL": notify.url}, tmp_path)
     try:
         wait_status(scoring.url + "/readyz", 200, timeout=40)
         url = scoring.url + "/v1/dashboard/notify/alerts/stream"
