@@ -19,7 +19,10 @@ from kpi.stack import SERVICES, LocalStack
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
+    from rich.progress import Progress
+
     from kpi.demo import DemoTarget
+    from shared.settings import Settings
 
 app = typer.Typer(help="KPI platform for after-sales service specialists.", no_args_is_help=True)
 token_app = typer.Typer(help="Manage API bearer tokens.", no_args_is_help=True)
@@ -48,6 +51,31 @@ def _database_url(home: Path) -> str:
         f"(looked for {state})."
     )
     raise typer.Exit(2)
+
+
+def _settings() -> Settings:
+    """Settings from the environment; a bad variable ends the command with its reason."""
+    from shared.settings import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+
+def _bar(*, disable: bool) -> Progress:
+    """Progress of a long command on stderr: description, bar, done/total, time left."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disable,
+    )
 
 
 class _Stop(Exception):
@@ -142,13 +170,8 @@ def topics(
 ) -> None:
     """Create the platform's topics on KPI_KAFKA_BOOTSTRAP (existing ones are left as they are)."""
     from shared.kafka import ensure_topics
-    from shared.settings import SettingsError, load_settings
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
+    settings = _settings()
     created = asyncio.run(
         ensure_topics(settings.bootstrap_servers, partitions, settings.topics.all)
     )
@@ -169,13 +192,8 @@ def replay_deadletter(
     from rich.progress import Progress
 
     from services.ingest.handlers import replay_deadletter as replay
-    from shared.settings import SettingsError, load_settings
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
+    settings = _settings()
     with Progress(console=console, transient=False) as bar:
         task = bar.add_task("replaying kpi.deadletter", total=None)
 
@@ -202,16 +220,111 @@ def replay_deadletter(
         console.print(f"  still invalid: {code}: {n}")
 
 
+@app.command()
+def rescore(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            metavar="YYYY-MM-DD",
+            help="Only tickets whose state was written on or after this local day "
+            "(ticket_states.updated_at; default: every ticket).",
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, max=20_000, help="Tickets per transaction.")] = 1000,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would change; write nothing.")
+    ] = False,
+    home: HOME_OPTION = Path(".kpi"),
+) -> None:
+    """Re-measure stored tickets with the current KPI_BUSINESS_CALENDAR and KPI_TIMEZONE."""
+    import datetime as dt
+
+    from services.scoring.handlers import count_stored_tickets, rescore_tickets, stored_ticket_ids
+    from services.scoring.kpi import HoursFn
+    from shared.db import create_engine, create_sessionmaker, raw_connection
+
+    settings = _settings()
+    tz = settings.tz
+    start: dt.datetime | None = None
+    if since is not None:
+        try:
+            start = dt.datetime.combine(dt.date.fromisoformat(since), dt.time(), tz)
+        except ValueError:
+            raise typer.BadParameter(
+                f"'{since}' is not a date like 2026-11-30", param_hint="--since"
+            ) from None
+    hours_fn: HoursFn | None = None
+    measure = "calendar hours"
+    if settings.business_calendar:
+        from services.scoring.calendar import load_calendar
+
+        calendar = load_calendar(settings.business_calendar)
+        hours_fn = calendar.hours_fn(tz)
+        measure = f"business hours of calendar {calendar.name}"
+    url = _database_url(home)
+    console.print(f"rescore: response times in {measure}, day buckets in {settings.timezone}")
+    started = time.monotonic()
+
+    async def run() -> tuple[int, int, set[str]]:
+        engine = create_engine(url, pool_size=1, application_name="kpi-rescore")
+        sessions = create_sessionmaker(engine)
+        scanned = changed = 0
+        specialists: set[str] = set()
+        tty = console.is_terminal
+        last_line = time.monotonic()
+        try:
+            async with sessions() as session:
+                total = await count_stored_tickets(await raw_connection(session), start)
+            with _bar(disable=not tty) as bar:
+                task = bar.add_task("tickets", total=total)
+                after = ""
+                while True:
+                    # One transaction per batch: ticket rows stay locked only briefly while
+                    # the scoring engine keeps running.
+                    async with sessions() as session:
+                        conn = await raw_connection(session)
+                        ids = await stored_ticket_ids(conn, after, batch, start)
+                        if not ids:
+                            break
+                        done = await rescore_tickets(conn, ids, tz, hours_fn, dry_run=dry_run)
+                        await (session.rollback() if dry_run else session.commit())
+                    after = ids[-1]
+                    scanned += done.scanned
+                    changed += done.changed
+                    specialists.update(done.specialists)
+                    bar.update(task, completed=scanned, total=max(total, scanned))
+                    if not tty and time.monotonic() - last_line > 10:
+                        # No bar in a log or pipe: a line now and then instead.
+                        last_line = time.monotonic()
+                        console.print(f"rescore: {scanned}/{total} tickets, {changed} changed")
+        finally:
+            await engine.dispose()
+        return scanned, changed, specialists
+
+    try:
+        scanned, changed, specialists = asyncio.run(run())
+    except Exception as exc:
+        console.print(f"[red]kpi rescore failed:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
+    verb = "would change" if dry_run else "changed"
+    queued = "" if dry_run or not specialists else " (queued for kpi.scores)"
+    console.print(
+        f"rescore{' (dry run)' if dry_run else ''}: scanned {_count(scanned, 'ticket')}"
+        f"{f' written since {since}' if since else ''}, {_count(changed, 'ticket')} {verb}, "
+        f"{_count(len(specialists), 'specialist')} affected{queued}, "
+        f"{time.monotonic() - started:.1f}s"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _demo_target(home: Path) -> tuple[DemoTarget, ZoneInfo]:
     """Where the demo sends: broker and raw topics, scoring URL, admin token, time zone."""
     from kpi.demo import DemoTarget
-    from shared.settings import SettingsError, load_settings
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
+    settings = _settings()
     state_path = _state_file(home)
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     bootstrap = os.environ.get("KPI_KAFKA_BOOTSTRAP") or state.get("bootstrap")
@@ -279,13 +392,7 @@ def demo(
     home: HOME_OPTION = Path(".kpi"),
 ) -> None:
     """Stream a realistic synthetic team through the raw topics (backfill, then live)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskID,
-        TimeRemainingColumn,
-    )
+    from rich.progress import TaskID
 
     from kpi.demo import DemoOptions, run_demo
 
@@ -312,14 +419,7 @@ def demo(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not tty,
-        ) as bar:
+        with _bar(disable=not tty) as bar:
             tasks: dict[str, TaskID] = {}
 
             def progress(phase: str, done: int, total: int | None) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import Collection, Sequence, Set
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -223,6 +223,91 @@ def _with_response_hours(doc: dict[str, object], after: kpi.Contributions) -> di
     return doc
 
 
+class _Deltas:
+    """One transaction's aggregate deltas (per day bucket and per source) and issue changes."""
+
+    __slots__ = ("added", "daily", "facts", "removed")
+
+    def __init__(self) -> None:
+        self.daily: dict[tuple[object, ...], tuple[float, int]] = {}
+        self.facts: dict[tuple[object, ...], tuple[float, int]] = {}
+        self.added: list[tuple[str, str]] = []
+        self.removed: list[tuple[str, str]] = []
+
+    def contribute(self, delta: kpi.Contributions, source: str) -> None:
+        daily = self.daily
+        facts = self.facts
+        # Inlined _add: this runs for every contribution of every event.
+        for key, (num, den) in delta.items():
+            old = daily.get(key)
+            daily[key] = (num, den) if old is None else (old[0] + num, old[1] + den)
+            fact = (key[0], key[2], key[1], source)
+            old = facts.get(fact)
+            facts[fact] = (num, den) if old is None else (old[0] + num, old[1] + den)
+
+    def issues(self, source: str, before: list[str], after: list[str]) -> None:
+        if after != before:
+            self.added.extend((source, i) for i in set(after) - set(before))
+            self.removed.extend((source, i) for i in set(before) - set(after))
+
+    def settle(self) -> list[str]:
+        """Drop deltas that cancelled out; returns the specialists whose buckets still move."""
+        self.daily = {k: v for k, v in self.daily.items() if v != (0.0, 0)}
+        self.facts = {k: v for k, v in self.facts.items() if v != (0.0, 0)}
+        return sorted({str(k[0]) for k in self.daily})
+
+    async def write(self, conn: repository.Raw) -> int:
+        """Apply the settled deltas and issue changes; returns how many issues were new."""
+        if self.daily:
+            await repository.add_daily(conn, self.daily)  # type: ignore[arg-type]
+            await repository.add_facts(conn, self.facts)  # type: ignore[arg-type]
+        if self.added or self.removed:
+            return await repository.set_issues(conn, self.added, self.removed)
+        return 0
+
+
+def _held(
+    doc: dict[str, object], state: kpi.TicketState, tz: tzinfo, hours_fn: kpi.HoursFn | None
+) -> tuple[kpi.Contributions, list[str]]:
+    """What kpi_daily/kpi_facts and the issue list hold for a stored ticket."""
+    if not doc:
+        # A new ticket contributes nothing and has no issues yet: skip computing that.
+        return {}, []
+    before, issues = kpi.ticket_contributions_and_issues(state, tz, hours_fn)
+    if before and (hours_fn is not None or STORED_RESPONSE_HOURS in doc):
+        before = _as_stored(before, doc, state)
+    return before, issues
+
+
+def _remeasure(
+    deltas: _Deltas,
+    source: str,
+    state: kpi.TicketState,
+    held: tuple[kpi.Contributions, list[str]],
+    tz: tzinfo,
+    hours_fn: kpi.HoursFn | None,
+) -> tuple[kpi.Contributions, bool]:
+    """Move a ticket's share of the aggregates from ``held`` to what ``state`` gives now.
+
+    Returns the new contributions and whether anything the aggregates hold moved.
+    """
+    after, issues_after = kpi.ticket_contributions_and_issues(state, tz, hours_fn)
+    delta = kpi.diff_contributions(held[0], after)
+    if delta:
+        deltas.contribute(delta, source)
+    deltas.issues(source, held[1], issues_after)
+    return after, bool(delta) or issues_after != held[1]
+
+
+def _storable(
+    state: kpi.TicketState, after: kpi.Contributions, hours_fn: kpi.HoursFn | None
+) -> bytes:
+    doc = state.to_storable()
+    if hours_fn is not None:
+        doc = _with_response_hours(doc, after)
+    return orjson.dumps(doc)
+
+
 async def _apply(
     conn: repository.Raw,
     events: list[Event],
@@ -231,18 +316,9 @@ async def _apply(
     hours_fn: kpi.HoursFn | None = None,
     known_specialists: Set[str] = frozenset(),
 ) -> None:
-    daily: dict[tuple[object, ...], tuple[float, int]] = {}
-    facts: dict[tuple[object, ...], tuple[float, int]] = {}
+    deltas = _Deltas()
+    contribute = deltas.contribute
     specialists: set[str] = set()
-
-    def contribute(delta: kpi.Contributions, source: str) -> None:
-        # Inlined _add: this runs for every contribution of every event.
-        for key, (num, den) in delta.items():
-            old = daily.get(key)
-            daily[key] = (num, den) if old is None else (old[0] + num, old[1] + den)
-            fact = (key[0], key[2], key[1], source)
-            old = facts.get(fact)
-            facts[fact] = (num, den) if old is None else (old[0] + num, old[1] + den)
 
     by_ticket: dict[str, list[Event]] = {}
     by_session: dict[str, list[Event]] = {}
@@ -260,36 +336,20 @@ async def _apply(
             continue
         contribute(kpi.simple_contributions(event, tz), f"event:{event.event_id}")
 
-    added: list[tuple[str, str]] = []
-    removed: list[tuple[str, str]] = []
     if by_ticket:
         docs = await repository.lock_states(conn, *TICKETS, by_ticket)
         saved: dict[str, bytes] = {}
         for ticket_id in sorted(by_ticket):
             doc = docs.get(ticket_id) or {}
             state = kpi.TicketState.from_json(doc) if doc else kpi.TicketState(ticket_id)
-            # A new ticket contributes nothing and has no issues yet: skip computing that.
-            before: kpi.Contributions = {}
-            issues_before: list[str] = []
-            if doc:
-                before, issues_before = kpi.ticket_contributions_and_issues(state, tz, hours_fn)
-            if before and (hours_fn is not None or STORED_RESPONSE_HOURS in doc):
-                before = _as_stored(before, doc, state)
+            held = _held(doc, state, tz, hours_fn)
             changed = False
             for event in by_ticket[ticket_id]:
                 changed = state.apply_routed(event) or changed
             if not changed:
                 continue
-            source = f"ticket:{ticket_id}"
-            after, issues_after = kpi.ticket_contributions_and_issues(state, tz, hours_fn)
-            contribute(kpi.diff_contributions(before, after), source)
-            if issues_after != issues_before:
-                added.extend((source, i) for i in set(issues_after) - set(issues_before))
-                removed.extend((source, i) for i in set(issues_before) - set(issues_after))
-            state_doc = state.to_storable()
-            if hours_fn is not None:
-                state_doc = _with_response_hours(state_doc, after)
-            saved[ticket_id] = orjson.dumps(state_doc)
+            after, _ = _remeasure(deltas, f"ticket:{ticket_id}", state, held, tz, hours_fn)
+            saved[ticket_id] = _storable(state, after, hours_fn)
         if saved:
             await repository.save_states(conn, *TICKETS, saved)
 
@@ -315,21 +375,108 @@ async def _apply(
         if saved:
             await repository.save_states(conn, *SESSIONS, saved)
 
-    daily = {k: v for k, v in daily.items() if v != (0.0, 0)}
-    facts = {k: v for k, v in facts.items() if v != (0.0, 0)}
-    affected = sorted({str(k[0]) for k in daily})
+    affected = deltas.settle()
     specialists.update(affected)
     fresh = specialists - known_specialists
     if fresh:
         await repository.ensure_specialists(conn, fresh)
         result.new_specialists = sorted(fresh)
-    if daily:
-        await repository.add_daily(conn, daily)  # type: ignore[arg-type]
-        await repository.add_facts(conn, facts)  # type: ignore[arg-type]
-    if added or removed:
-        result.new_issues = await repository.set_issues(conn, added, removed)
-        for _, issue in added:
-            result.issues_by_kind[issue] = result.issues_by_kind.get(issue, 0) + 1
+    result.new_issues = await deltas.write(conn)
+    for _, issue in deltas.added:
+        result.issues_by_kind[issue] = result.issues_by_kind.get(issue, 0) + 1
     if affected:
         await repository.enqueue_scores(conn, affected, "events")
     result.specialists = affected
+
+
+# -- rescore ---------------------------------------------------------------------------
+
+
+@dataclass
+class RescoreResult:
+    """What re-measuring a set of stored tickets did (or would do, in a dry run)."""
+
+    scanned: int = 0
+    changed: int = 0
+    specialists: list[str] = field(default_factory=list)
+
+
+async def rescore_tickets(
+    conn: repository.Raw,
+    ticket_ids: Collection[str],
+    tz: tzinfo,
+    hours_fn: kpi.HoursFn | None,
+    *,
+    dry_run: bool = False,
+) -> RescoreResult:
+    """Re-measure stored tickets with today's settings, inside the caller's transaction.
+
+    The engine re-measures a ticket only when an event for it arrives; this moves every
+    given ticket's share of kpi_daily/kpi_facts from what they hold (``_held``: the stored
+    response hours) to what ``hours_fn`` gives now. The rows are locked in key order
+    exactly like the engine, so it is safe while scoring runs. A ticket whose share does not
+    move is not written, which makes a second run a no-op. ``dry_run`` counts without
+    writing (the caller should still roll back: locking creates rows for unknown ids).
+    """
+    result = RescoreResult()
+    if not ticket_ids:
+        return result
+    docs = await repository.lock_states(conn, *TICKETS, ticket_ids)
+    deltas = _Deltas()
+    saved: dict[str, bytes] = {}
+    for ticket_id in sorted(docs):
+        result.scanned += 1
+        doc = docs[ticket_id]
+        if not doc:
+            continue
+        state = kpi.TicketState.from_json(doc)
+        held = _held(doc, state, tz, hours_fn)
+        after, moved = _remeasure(deltas, f"ticket:{ticket_id}", state, held, tz, hours_fn)
+        if moved:
+            result.changed += 1
+            saved[ticket_id] = _storable(state, after, hours_fn)
+    result.specialists = deltas.settle()
+    if dry_run or not saved:
+        return result
+    await repository.save_states(conn, *TICKETS, saved)
+    await deltas.write(conn)
+    if result.specialists:
+        await repository.enqueue_scores(conn, result.specialists, "rescore")
+    return result
+
+
+async def stored_ticket_ids(
+    conn: repository.Raw, after: str, limit: int, since: datetime | None = None
+) -> list[str]:
+    """The next ``limit`` ticket ids above ``after`` in key order (keyset paging on the
+    primary key), only those whose state was written at or after ``since`` when given.
+
+    updated_at has no index: the filter rides the key-order scan, one pass over the table
+    for a whole run instead of a sort per page.
+    """
+    if since is None:
+        rows = await conn.fetch(
+            "SELECT ticket_id FROM ticket_states WHERE ticket_id > $1 ORDER BY ticket_id LIMIT $2",
+            after,
+            limit,
+        )
+    else:
+        rows = await conn.fetch(
+            """
+            SELECT ticket_id FROM ticket_states WHERE ticket_id > $1 AND updated_at >= $3
+            ORDER BY ticket_id LIMIT $2
+            """,
+            after,
+            limit,
+            since,
+        )
+    return [r[0] for r in rows]
+
+
+async def count_stored_tickets(conn: repository.Raw, since: datetime | None = None) -> int:
+    """How many tickets ``stored_ticket_ids`` pages through (for progress reporting)."""
+    if since is None:
+        return int(await conn.fetchval("SELECT count(*) FROM ticket_states"))
+    return int(
+        await conn.fetchval("SELECT count(*) FROM ticket_states WHERE updated_at >= $1", since)
+    )
