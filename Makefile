@@ -56,7 +56,7 @@ typecheck: $(STAMP) ## mypy (strict) over the product code
 migrate: $(STAMP) ## Apply migrations to KPI_DATABASE_URL (or the running `make run` database)
 	$(BIN)/kpi migrate
 
-bench: $(STAMP) ## Every headline figure in one run (~5 min); writes bench/results/latest.{json,md}
+bench: $(STAMP) ## Every headline figure in one run (~3 min); writes bench/results/latest.{json,md}
 	$(BIN)/python bench/run_all.py
 
 chaos: $(STAMP) ## Full chaos campaign (~10 min): stream + faults, checks lost/dup/mismatch/alerts

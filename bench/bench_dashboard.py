@@ -28,16 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_queries import TOKEN, plain_dsn, seed, wait_outbox_drained
 from kpi.stack import ServiceProcess
 from shared.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.service_helpers import CHROMIUM_ARGS
 
 
 def fmt(values: list[float]) -> str:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from shared.events import TICKET_TYPES
+
 logger = logging.getLogger(__name__)
 
 Kind = Literal["tickets", "surveys"]
@@ -435,22 +437,9 @@ def _parse(ts: str) -> dt.datetime:
     return dt.datetime.fromisoformat(ts)
 
 
-_TICKET_TYPES = frozenset(
-    {
-        "ticket.created",
-        "ticket.assigned",
-        "ticket.first_response",
-        "ticket.closed",
-        "ticket.reopened",
-        "ticket.followup",
-        "record.audited",
-    }
-)
-
-
 def to_emit(event: dict[str, Any]) -> Emit:
     """Raw topic and key of an event, as a helpdesk connector would produce it."""
-    kind: Kind = "tickets" if event["type"] in _TICKET_TYPES else "surveys"
+    kind: Kind = "tickets" if event["type"] in TICKET_TYPES else "surveys"
     key = event.get("ticket_id") or event.get("specialist_id")
     return Emit(kind, key.encode() if key else None, json.dumps(event, ensure_ascii=False).encode())
 

@@ -47,3 +47,15 @@ def wait_status(url: str, expected: int, timeout: float = 30) -> httpx.Response:
         time.sleep(0.2)
     got = f"{last.status_code} {last.text[:300]}" if last is not None else "no answer"
     raise AssertionError(f"{url} did not return {expected} within {timeout:.0f}s (last: {got})")
+
+
+# Headless Chromium for the dashboard (tests/browser and bench/bench_dashboard.py).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]

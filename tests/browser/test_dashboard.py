@@ -21,20 +21,17 @@ from kpi.stack import ServiceProcess
 from shared.auth import Role, issue_token
 from shared.db import session_scope
 from shared.topics import Topics
-from tests.service_helpers import ADMIN_TOKEN, service_env, start_service, wait_status
+from tests.service_helpers import (
+    ADMIN_TOKEN,
+    CHROMIUM_ARGS,
+    service_env,
+    start_service,
+    wait_status,
+)
 
 pytestmark = pytest.mark.integration
 
 CHROMIUM = os.environ.get("KPI_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
