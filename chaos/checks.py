@@ -14,8 +14,8 @@ import httpx
 import orjson
 
 from chaos.receiver import Delivery
-from services.ingest.intake import decode_original
 from services.scoring import kpi
+from shared.deadletter import decode_original
 from shared.events import Event, encode_event
 from tests.reference import METRICS, reference_sums
 

@@ -8,13 +8,34 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.topics import Topics
 
 _WINDOW_RE = re.compile(r"^(?:[1-9][0-9]{0,2}d|qtd)$")
 _HOSTPORT_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")
+_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)?\s*$")
+_DURATION_UNITS = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``24h`` or ``7d`` (a number alone is seconds)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 90s, 15m, 24h or 7d")
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION_RE.match(str(value))
+    if m is None:
+        raise ValueError(f"'{value}' is not a duration such as 90s, 15m, 24h or 7d")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
 
 
 class SettingsError(RuntimeError):
@@ -46,6 +67,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     topic_partitions: int = Field(default=6, ge=1, le=1024)
+    topic_replication_factor: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        description="Replication factor of topics the platform creates "
+        "(default: the broker's default.replication.factor).",
+    )
     topic_prefix: str = Field(
         default="",
         pattern=r"^[A-Za-z0-9._-]{0,100}$",
@@ -95,6 +123,13 @@ class Settings(BaseSettings):
         "surveys without a specialist and training surveys: their ticket's or session's "
         "state recognises them by id for as long as it exists.",
     )
+    stall_seconds: Annotated[float, BeforeValidator(parse_duration)] = Field(
+        default=120.0,
+        gt=0,
+        le=86400,
+        description="A consumer with lag that applies nothing for this long is stalled "
+        "(platform-health alert, /readyz 503).",
+    )
     # Notify service (issue 5).
     notify_lang: Literal["zh-CN", "en"] = Field(
         default="zh-CN", description="Default language of alert messages."
@@ -119,6 +154,12 @@ class Settings(BaseSettings):
     )
     notify_retry_base_seconds: float = Field(
         default=1.0, gt=0, le=3600, description="Base of the exponential retry backoff."
+    )
+    notify_retry_for: Annotated[float, BeforeValidator(parse_duration)] = Field(
+        default=86400.0,
+        gt=0,
+        le=30 * 86400,
+        description="How long a delivery is retried before it is marked failed (e.g. 24h, 90m).",
     )
     notify_retry_max_seconds: float = Field(
         default=300.0, gt=0, le=86400, description="Cap of one retry backoff delay."

@@ -22,12 +22,12 @@ from services.ingest.intake import (
     OUTCOME_DEADLETTERED,
     OUTCOME_PUBLISHED,
     Outgoing,
-    Source,
     classify,
     replay_outgoing,
     stats_delta,
 )
 from shared.db import session_scope, utcnow
+from shared.deadletter import Source
 from shared.kafka import Record
 from shared.topics import Topics
 

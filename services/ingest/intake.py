@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final
 
 import orjson
 
+from shared.deadletter import Source, deadletter_value, decode_original, rfc3339
 from shared.events import (
     MAX_EVENT_BYTES,
     NOT_JSON,
@@ -22,41 +20,12 @@ from shared.events import (
     encode_event,
 )
 
-Via: TypeAlias = Literal["kafka", "http", "replay"]
-
 # Not one of the validation codes: a bug in this service while handling one message.
 # It still goes to the dead-letter topic so one poison message cannot stall a partition.
 INTERNAL_ERROR: Final = "internal_error"
 
-# The broker and producer cap a request at a few MiB; a base64-inflated oversized input
-# is cut so its dead letter always fits (the size is kept in the record).
-MAX_ORIGINAL_BYTES: Final = 768 * 1024
-
 OUTCOME_PUBLISHED: Final = "published"
 OUTCOME_DEADLETTERED: Final = "deadlettered"
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where a message came from; ``topic`` is the public (unprefixed) raw topic name."""
-
-    via: Via
-    topic: str | None = None
-    partition: int | None = None
-    offset: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "via": self.via,
-            "topic": self.topic,
-            "partition": self.partition,
-            "offset": self.offset,
-        }
-
-    @property
-    def stats_topic(self) -> str:
-        """Label used by metrics and ``ingest_stats``: the raw topic, else the channel."""
-        return self.topic if self.via == "kafka" and self.topic else self.via
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +39,6 @@ class Outgoing:
     code: str | None = None
     event_id: str | None = None
     errors: tuple[FieldError, ...] = ()
-
-
-@lru_cache(maxsize=8)
-def rfc3339(moment: dt.datetime) -> str:
-    """UTC RFC 3339 with a Z suffix and microseconds, e.g. 2026-03-01T09:30:00.123456Z."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def partition_key(event: Event) -> bytes:
@@ -96,55 +59,6 @@ def envelope(event: Event, source: Source, ingested_at: dt.datetime) -> bytes:
     # encode_event always yields a non-empty object, so splicing before its closing
     # brace is valid JSON and saves re-serialising the whole event.
     return canonical[:-1] + b',"_ingest":' + meta + b"}"
-
-
-def encode_original(raw: bytes) -> tuple[str, Literal["utf-8", "base64"], int]:
-    """The original bytes as text (UTF-8 as-is, else base64), cut to MAX_ORIGINAL_BYTES."""
-    size = len(raw)
-    data = raw[:MAX_ORIGINAL_BYTES]
-    try:
-        return data.decode("utf-8"), "utf-8", size
-    except UnicodeDecodeError:
-        return base64.b64encode(data).decode("ascii"), "base64", size
-
-
-def decode_original(record: Mapping[str, Any]) -> bytes:
-    """Inverse of :func:`encode_original` for a dead-letter record."""
-    original = record.get("original")
-    if not isinstance(original, str):
-        raise ValueError("dead letter has no 'original' string")
-    if record.get("original_encoding") == "base64":
-        try:
-            return base64.b64decode(original, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("dead letter 'original' is not valid base64") from None
-    return original.encode("utf-8", errors="surrogatepass")
-
-
-def deadletter_value(
-    raw: bytes,
-    error: InvalidEvent,
-    source: Source,
-    at: dt.datetime,
-    *,
-    replays: int = 0,
-) -> bytes:
-    """The dead-letter record (README 'Dead-letter format') as JSON bytes."""
-    text, encoding, size = encode_original(raw)
-    body: dict[str, Any] = {
-        "original": text,
-        "original_encoding": encoding,
-        "code": error.code,
-        "reason": str(error),
-        "errors": [{"field": e.field, "reason": e.reason, "code": e.code} for e in error.errors],
-        "source": source.as_dict(),
-        "dead_lettered_at": rfc3339(at),
-        "replays": replays,
-    }
-    if size > MAX_ORIGINAL_BYTES:
-        body["original_truncated"] = True
-        body["original_size"] = size
-    return orjson.dumps(body)
 
 
 def classify(

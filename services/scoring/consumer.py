@@ -18,10 +18,10 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.ingest.intake import Source, deadletter_value
 from services.scoring import kpi, repository, snapshots
 from services.scoring.handlers import BatchResult, Incoming, process_batch
 from shared.db import session_scope, utcnow
+from shared.deadletter import Source, deadletter_value
 from shared.events import InvalidEvent, decode_event
 from shared.kafka import LoggingRebalanceListener, Record, create_consumer, create_producer
 from shared.runtime import Runtime, tune_gc_for_batches

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from services.ingest.app import build_app
 from services.ingest.handlers import replay_deadletter
-from services.ingest.intake import Source, deadletter_value
+from shared.deadletter import Source, deadletter_value
 from shared.events import InvalidEvent, decode_event
 from shared.settings import load_settings
 from shared.topics import Topics

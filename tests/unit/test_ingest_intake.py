@@ -13,16 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.ingest.intake import (
-    MAX_ORIGINAL_BYTES,
-    Source,
     classify,
-    deadletter_value,
-    decode_original,
     envelope,
     partition_key,
     replay_outgoing,
     stats_delta,
 )
+from shared.deadletter import MAX_ORIGINAL_BYTES, Source, deadletter_value, decode_original
 from shared.events import ERROR_CODES, EVENT_TYPES, InvalidEvent, decode_event, validate_event_obj
 
 AT = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

@@ -1,0 +1,123 @@
+"""The `kpi.deadletter` record: one format for every service that dead-letters a message."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final, Literal, TypeAlias
+
+import orjson
+
+from shared.events import InvalidEvent
+
+Via: TypeAlias = Literal["kafka", "http", "replay"]
+
+# The broker and producer cap a request at a few MiB; a base64-inflated oversized input
+# is cut so its dead letter always fits (the size is kept in the record).
+MAX_ORIGINAL_BYTES: Final = 768 * 1024
+
+# Not a validation code: the message was valid but processing it failed every time (a
+# value the database or a handler cannot take). The record names the exception class.
+UNPROCESSABLE: Final = "unprocessable"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message came from; ``topic`` is the public (unprefixed) topic name."""
+
+    via: Via
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "via": self.via,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+        }
+
+    @property
+    def stats_topic(self) -> str:
+        """Label used by metrics and ``ingest_stats``: the raw topic, else the channel."""
+        return self.topic if self.via == "kafka" and self.topic else self.via
+
+
+@lru_cache(maxsize=8)
+def rfc3339(moment: dt.datetime) -> str:
+    """UTC RFC 3339 with a Z suffix and microseconds, e.g. 2026-03-01T09:30:00.123456Z."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def encode_original(raw: bytes) -> tuple[str, Literal["utf-8", "base64"], int]:
+    """The original bytes as text (UTF-8 as-is, else base64), cut to MAX_ORIGINAL_BYTES."""
+    size = len(raw)
+    data = raw[:MAX_ORIGINAL_BYTES]
+    try:
+        return data.decode("utf-8"), "utf-8", size
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), "base64", size
+
+
+def decode_original(record: Mapping[str, Any]) -> bytes:
+    """Inverse of :func:`encode_original` for a dead-letter record."""
+    original = record.get("original")
+    if not isinstance(original, str):
+        raise ValueError("dead letter has no 'original' string")
+    if record.get("original_encoding") == "base64":
+        try:
+            return base64.b64decode(original, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("dead letter 'original' is not valid base64") from None
+    return original.encode("utf-8", errors="surrogatepass")
+
+
+def deadletter_value(
+    raw: bytes,
+    error: InvalidEvent,
+    source: Source,
+    at: dt.datetime,
+    *,
+    replays: int = 0,
+    exception: str | None = None,
+) -> bytes:
+    """The dead-letter record (README 'Dead-letter format') as JSON bytes.
+
+    ``exception`` names the exception class when processing (not validation) failed.
+    """
+    text, encoding, size = encode_original(raw)
+    body: dict[str, Any] = {
+        "original": text,
+        "original_encoding": encoding,
+        "code": error.code,
+        "reason": str(error),
+        "errors": [{"field": e.field, "reason": e.reason, "code": e.code} for e in error.errors],
+        "source": source.as_dict(),
+        "dead_lettered_at": rfc3339(at),
+        "replays": replays,
+    }
+    if exception is not None:
+        body["exception"] = exception
+    if size > MAX_ORIGINAL_BYTES:
+        body["original_truncated"] = True
+        body["original_size"] = size
+    return orjson.dumps(body)
+
+
+def unprocessable_value(
+    raw: bytes, exc: BaseException, source: Source, at: dt.datetime, *, service: str
+) -> bytes:
+    """Dead letter of a message whose processing failed deterministically (poison)."""
+    reason = f"{service} could not process it: {type(exc).__name__}: {exc}"[:500]
+    return deadletter_value(
+        raw,
+        InvalidEvent.single(UNPROCESSABLE, reason),
+        source,
+        at,
+        exception=f"{type(exc).__module__}.{type(exc).__qualname__}",
+    )

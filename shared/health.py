@@ -1,0 +1,238 @@
+"""Platform-health incidents: the one store every service writes and notify relays to admins.
+
+An incident is something an operator must know about because KPIs could otherwise stop
+moving or move wrongly without a word: the broker's log no longer matching the offsets we
+stored (``log_reset``), records lost to retention (``offset_gap``), a consumer with lag that
+applies nothing (``stall``), records dead-lettered because processing them failed
+(``poison``). Conditions (``stall``) resolve by themselves when they clear; the others are
+events that stay open until an admin dismisses them.
+
+At most one incident per ``key`` is open at a time: a recurrence while it is open bumps
+``occurrences`` and merges ``detail`` instead of adding rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+
+import orjson
+
+# asyncpg has no type stubs; callers pass the raw connection of their transaction.
+Raw: TypeAlias = Any
+
+LOG_RESET: Final = "log_reset"
+OFFSET_GAP: Final = "offset_gap"
+STALL: Final = "stall"
+POISON: Final = "poison"
+KINDS: Final[frozenset[str]] = frozenset({LOG_RESET, OFFSET_GAP, STALL, POISON})
+# Kinds that describe a lasting condition: resolved automatically when it clears.
+CONDITIONS: Final[frozenset[str]] = frozenset({STALL})
+
+OPEN: Final = "open"
+RESOLVED: Final = "resolved"
+AUTO: Final = "auto"
+
+# pg_notify channel: the payload is the incident id (notify relays it at once).
+NOTIFY_CHANNEL: Final = "kpi_platform_health"
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """One platform-health incident as stored."""
+
+    id: int
+    key: str
+    kind: str
+    service: str
+    status: str
+    summary: str
+    detail: Mapping[str, Any]
+    occurrences: int
+    opened_at: dt.datetime
+    updated_at: dt.datetime
+    resolved_at: dt.datetime | None
+    resolved_by: str | None
+
+    @property
+    def condition(self) -> bool:
+        return self.kind in CONDITIONS
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public JSON shape (API, dashboard and notification bodies)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "service": self.service,
+            "status": self.status,
+            "summary": self.summary,
+            "detail": dict(self.detail),
+            "occurrences": self.occurrences,
+            "opened_at": self.opened_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
+            "resolved_by": self.resolved_by,
+        }
+
+
+_COLUMNS: Final = (
+    "id, key, kind, service, status, summary, detail, occurrences, opened_at, updated_at, "
+    "resolved_at, resolved_by"
+)
+
+
+def _incident(row: Any) -> Incident:
+    detail = row["detail"]
+    if isinstance(detail, str | bytes):
+        detail = orjson.loads(detail)
+    return Incident(
+        id=int(row["id"]),
+        key=row["key"],
+        kind=row["kind"],
+        service=row["service"],
+        status=row["status"],
+        summary=row["summary"],
+        detail=detail or {},
+        occurrences=int(row["occurrences"]),
+        opened_at=row["opened_at"],
+        updated_at=row["updated_at"],
+        resolved_at=row["resolved_at"],
+        resolved_by=row["resolved_by"],
+    )
+
+
+async def open_incident(
+    conn: Raw,
+    *,
+    key: str,
+    kind: str,
+    service: str,
+    summary: str,
+    detail: Mapping[str, Any] | None = None,
+) -> Incident:
+    """Open the incident ``key`` or, when it is open already, count a recurrence.
+
+    ``detail`` is merged into the stored one key by key; its ``partitions`` object (if
+    any) is merged one level deeper, so resets of several partitions add up in one row.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown incident kind {kind!r}")
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO platform_incidents AS p (key, kind, service, status, summary, detail)
+        VALUES ($1, $2, $3, 'open', $4, $5::jsonb)
+        ON CONFLICT (key) WHERE status = 'open' DO UPDATE SET
+            occurrences = p.occurrences + 1,
+            updated_at = now(),
+            summary = EXCLUDED.summary,
+            detail = p.detail || EXCLUDED.detail || jsonb_build_object('partitions',
+                coalesce(p.detail -> 'partitions', '{{}}'::jsonb)
+                || coalesce(EXCLUDED.detail -> 'partitions', '{{}}'::jsonb))
+        RETURNING {_COLUMNS}
+        """,
+        key,
+        kind,
+        service,
+        summary,
+        orjson.dumps(dict(detail or {})).decode(),
+    )
+    incident = _incident(row)
+    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(incident.id))
+    return incident
+
+
+async def resolve_incident(conn: Raw, key: str, *, by: str = AUTO) -> Incident | None:
+    """Resolve the open incident ``key`` (None when none is open)."""
+    row = await conn.fetchrow(
+        f"""
+        UPDATE platform_incidents SET status = 'resolved', resolved_at = now(),
+            updated_at = now(), resolved_by = $2
+        WHERE key = $1 AND status = 'open'
+        RETURNING {_COLUMNS}
+        """,
+        key,
+        by,
+    )
+    if row is None:
+        return None
+    incident = _incident(row)
+    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(incident.id))
+    return incident
+
+
+async def dismiss_incident(conn: Raw, incident_id: int, *, by: str) -> Incident | None:
+    """An admin closes an open incident (None when it does not exist or is not open)."""
+    row = await conn.fetchrow(
+        f"""
+        UPDATE platform_incidents SET status = 'resolved', resolved_at = now(),
+            updated_at = now(), resolved_by = $2
+        WHERE id = $1 AND status = 'open'
+        RETURNING {_COLUMNS}
+        """,
+        incident_id,
+        by,
+    )
+    return _incident(row) if row is not None else None
+
+
+async def get_incident(conn: Raw, incident_id: int) -> Incident | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM platform_incidents WHERE id = $1", incident_id
+    )
+    return _incident(row) if row is not None else None
+
+
+async def list_incidents(
+    conn: Raw,
+    *,
+    status: str | None = None,
+    since: dt.datetime | None = None,
+    limit: int = 100,
+) -> list[Incident]:
+    """Newest first; ``since`` keeps incidents still open or updated after it."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {_COLUMNS} FROM platform_incidents
+        WHERE ($1::text IS NULL OR status = $1)
+          AND ($2::timestamptz IS NULL OR status = 'open' OR updated_at >= $2)
+        ORDER BY id DESC LIMIT $3
+        """,
+        status,
+        since,
+        limit,
+    )
+    return [_incident(r) for r in rows]
+
+
+async def claim_unnotified(conn: Raw, limit: int = 100) -> list[Incident]:
+    """Incidents whose current status has not been turned into deliveries yet, locked.
+
+    SKIP LOCKED lets several notify replicas relay without sending one transition twice.
+    """
+    rows = await conn.fetch(
+        f"""
+        SELECT {_COLUMNS} FROM platform_incidents
+        WHERE notified IS DISTINCT FROM status
+        ORDER BY id LIMIT $1
+        FOR UPDATE SKIP LOCKED
+        """,
+        limit,
+    )
+    return [_incident(r) for r in rows]
+
+
+async def mark_notified(conn: Raw, incidents: Sequence[Incident]) -> None:
+    """Record that each incident's current status has been relayed."""
+    if not incidents:
+        return
+    await conn.execute(
+        """
+        UPDATE platform_incidents p SET notified = u.s
+        FROM unnest($1::bigint[], $2::text[]) AS u(i, s)
+        WHERE p.id = u.i
+        """,
+        [i.id for i in incidents],
+        [i.status for i in incidents],
+    )
