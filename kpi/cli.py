@@ -173,7 +173,12 @@ def topics(
 
     settings = _settings()
     created = asyncio.run(
-        ensure_topics(settings.bootstrap_servers, partitions, settings.topics.all)
+        ensure_topics(
+            settings.bootstrap_servers,
+            partitions,
+            settings.topics.all,
+            replication_factor=settings.topic_replication_factor,
+        )
     )
     console.print(f"created: {', '.join(created) or 'nothing (all topics exist)'}")
 

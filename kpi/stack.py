@@ -121,7 +121,15 @@ class LocalStack:
             self.bootstrap = self.broker.bootstrap
             self.say(f"broker: embedded Tansu on {self.bootstrap} (memory only)")
         names = Topics(os.environ.get("KPI_TOPIC_PREFIX", "")).all
-        created = asyncio.run(ensure_topics(self.bootstrap, self.partitions, names))
+        factor = os.environ.get("KPI_TOPIC_REPLICATION_FACTOR", "").strip()
+        created = asyncio.run(
+            ensure_topics(
+                self.bootstrap,
+                self.partitions,
+                names,
+                replication_factor=int(factor) if factor.isdigit() and int(factor) else None,
+            )
+        )
         if created:
             self.say(f"topics created ({self.partitions} partitions): {', '.join(created)}")
 

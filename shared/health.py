@@ -14,11 +14,14 @@ At most one incident per ``key`` is open at a time: a recurrence while it is ope
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 import orjson
+
+logger = logging.getLogger(__name__)
 
 # asyncpg has no type stubs; callers pass the raw connection of their transaction.
 Raw: TypeAlias = Any
@@ -236,3 +239,121 @@ async def mark_notified(conn: Raw, incidents: Sequence[Incident]) -> None:
         [i.id for i in incidents],
         [i.status for i in incidents],
     )
+
+
+async def heartbeat(conn: Raw, key: str) -> None:
+    """Mark the open condition ``key`` as still observed (see :func:`expire_conditions`)."""
+    await conn.execute(
+        "UPDATE platform_incidents SET updated_at = now() WHERE key = $1 AND status = 'open'",
+        key,
+    )
+
+
+async def expire_conditions(conn: Raw, older_than: dt.timedelta) -> list[Incident]:
+    """Resolve open conditions nobody has observed for ``older_than``.
+
+    A condition is reported by the process that sees it; when that process dies (a stalled
+    consumer killed and replaced), nobody would ever resolve it.
+    """
+    rows = await conn.fetch(
+        f"""
+        UPDATE platform_incidents SET status = 'resolved', resolved_at = now(),
+            updated_at = now(), resolved_by = 'expired'
+        WHERE status = 'open' AND kind = ANY($1::text[]) AND updated_at < now() - $2::interval
+        RETURNING {_COLUMNS}
+        """,
+        sorted(CONDITIONS),
+        older_than,
+    )
+    expired = [_incident(r) for r in rows]
+    for incident in expired:
+        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(incident.id))
+    return expired
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    action: str  # "open" | "resolve" | "heartbeat"
+    key: str
+    kind: str = ""
+    summary: str = ""
+    detail: Mapping[str, Any] | None = None
+
+
+class HealthReporter:
+    """Writes one service's incidents in their own short transactions.
+
+    A report that cannot be written (the database is what failed) waits and is retried by
+    the next :meth:`flush`, in order, so an incident is never lost to the moment it
+    happened in. ``sessionmaker`` None (tools, some tests) only logs.
+    """
+
+    def __init__(self, service: str, sessionmaker: Any | None) -> None:
+        self.service = service
+        self._sessionmaker = sessionmaker
+        self._pending: list[_Report] = []
+
+    async def open(
+        self, key: str, kind: str, summary: str, detail: Mapping[str, Any] | None = None
+    ) -> None:
+        self._pending.append(_Report("open", key, kind, summary, detail))
+        await self.flush()
+
+    async def resolve(self, key: str) -> None:
+        self._queue(_Report("resolve", key))
+        await self.flush()
+
+    async def heartbeat(self, key: str) -> None:
+        self._queue(_Report("heartbeat", key))
+        await self.flush()
+
+    def _queue(self, report: _Report) -> None:
+        # Resolves and heartbeats are idempotent: one waiting copy per key is enough, so
+        # a long database outage cannot grow the queue.
+        if report not in self._pending:
+            self._pending.append(report)
+
+    @property
+    def sessionmaker(self) -> Any | None:
+        return self._sessionmaker
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        if self._sessionmaker is None:
+            self._pending.clear()
+            return
+        # Imported here: shared.db pulls in SQLAlchemy, which pure users of this module
+        # (the incident shape) do not need.
+        from shared.db import raw_connection, session_scope
+
+        while self._pending:
+            report = self._pending[0]
+            try:
+                async with session_scope(self._sessionmaker) as session:
+                    conn = await raw_connection(session)
+                    if report.action == "open":
+                        await open_incident(
+                            conn,
+                            key=report.key,
+                            kind=report.kind,
+                            service=self.service,
+                            summary=report.summary,
+                            detail=report.detail,
+                        )
+                    elif report.action == "resolve":
+                        await resolve_incident(conn, report.key)
+                    else:
+                        await heartbeat(conn, report.key)
+            except Exception as exc:
+                logger.warning(
+                    "%s: platform-health report %s %s not written yet (%s); will retry",
+                    self.service,
+                    report.action,
+                    report.key,
+                    type(exc).__name__,
+                )
+                return
+            self._pending.pop(0)

@@ -6,17 +6,26 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 
-from shared import topics
-from shared.metrics import ASSIGNED_PARTITIONS
+from shared import health, topics
+from shared.db import utcnow
+from shared.deadletter import Source, unprocessable_value
+from shared.health import HealthReporter
+from shared.metrics import ASSIGNED_PARTITIONS, LOG_RESETS, POISON_RECORDS
+from shared.offsets import Changed, LogCheck
+from shared.poison import isolate
+from shared.watchdog import StallWatch
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +76,17 @@ def create_consumer(
 
 
 async def ensure_topics(
-    bootstrap: str, partitions: int, names: Iterable[str] = topics.ALL_TOPICS
+    bootstrap: str,
+    partitions: int,
+    names: Iterable[str] = topics.ALL_TOPICS,
+    *,
+    replication_factor: int | None = None,
 ) -> list[str]:
-    """Create missing topics; returns the names that were created."""
+    """Create missing topics; returns the names that were created.
+
+    ``replication_factor`` None means the broker's ``default.replication.factor`` (read
+    with DescribeConfigs; 1, Kafka's own default, when the broker does not say).
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="kpi-admin")
     await admin.start()
     created: list[str] = []
@@ -77,7 +94,10 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         wanted = [n for n in names if n not in existing]
         if wanted:
-            new = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in wanted]
+            factor = replication_factor or await _default_replication_factor(admin)
+            new = [
+                NewTopic(n, num_partitions=partitions, replication_factor=factor) for n in wanted
+            ]
             try:
                 await admin.create_topics(new)
                 created = wanted
@@ -86,6 +106,29 @@ async def ensure_topics(
     finally:
         await admin.close()
     return created
+
+
+async def _default_replication_factor(admin: AIOKafkaAdminClient) -> int:
+    # CreateTopics v4+ would take -1 for "the broker's default"; aiokafka speaks v3, so ask
+    # a broker for the value instead.
+    try:
+        brokers = admin._client.cluster.brokers()
+        node = min(b.nodeId for b in brokers)
+        answers = await admin.describe_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.BROKER, str(node), {"default.replication.factor": None}
+                )
+            ]
+        )
+        for answer in answers:
+            for resource in answer.resources:
+                for entry in resource[4]:
+                    if entry[0] == "default.replication.factor" and entry[1]:
+                        return max(1, int(entry[1]))
+    except (KafkaError, ValueError, IndexError, TypeError) as exc:
+        logger.info("broker default replication factor unknown (%s); using 1", exc)
+    return 1
 
 
 async def broker_ping(bootstrap: str, timeout: float = 3.0) -> None:
@@ -99,12 +142,154 @@ async def broker_ping(bootstrap: str, timeout: float = 3.0) -> None:
         await client.close()
 
 
+class Quarantine:
+    """Dead-letters records whose processing failed deterministically (poison), loudly.
+
+    The dead letter (original bytes, reason, exception class, source topic, partition and
+    offset) is acknowledged by the broker before the caller moves its offset past the
+    record, so a poison record is never lost; a metric counts it and a platform-health
+    incident tells admins (one open incident per service and topic, recurrences counted).
+    """
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topics_: topics.Topics,
+        *,
+        service: str,
+        reporter: HealthReporter | None = None,
+    ) -> None:
+        self._producer = producer
+        self._topics = topics_
+        self.service = service
+        self.reporter = reporter
+        self.count = 0
+
+    async def send(self, record: Record, exc: BaseException) -> None:
+        topic = self._topics.base_of(record.topic)
+        source = Source("kafka", topic, record.partition, record.offset)
+        value = unprocessable_value(
+            record.value or b"", exc, source, utcnow(), service=self.service
+        )
+        await self._producer.send_and_wait(self._topics.deadletter, value, key=record.key)
+        self.count += 1
+        POISON_RECORDS.labels(self.service, topic).inc()
+        logger.error(
+            "%s: dead-lettered the record at %s[%d]@%d: processing it failed every time "
+            "(%s: %s); the rest of the partition goes on",
+            self.service,
+            topic,
+            record.partition,
+            record.offset,
+            type(exc).__name__,
+            str(exc)[:300],
+        )
+        if self.reporter is not None:
+            where = f"{topic}[{record.partition}]@{record.offset}"
+            await self.reporter.open(
+                f"poison:{self.service}:{topic}",
+                health.POISON,
+                f"{self.service} dead-lettered a record it could not process "
+                f"({where}: {type(exc).__name__}); see kpi.deadletter",
+                {
+                    "topic": topic,
+                    "last": {
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "exception": type(exc).__name__,
+                        "reason": str(exc)[:300],
+                    },
+                },
+            )
+
+
+def unapplied_lag(
+    consumer: AIOKafkaConsumer,
+    check: LogCheck,
+    fetched: Mapping[TopicPartition, Sequence[Record]],
+) -> tuple[int | None, int | None]:
+    """(records not applied yet, timestamp of the oldest fetched one) over the assignment.
+
+    From the high-water marks of fetch responses (``end_offsets`` is wrong on the embedded
+    broker) and the next offset this consumer expects; unknown partitions are left out.
+    """
+    lag: int | None = None
+    oldest: int | None = None
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        recs = fetched.get(tp)
+        next_offset = recs[0].offset if recs else check.expected((tp.topic, tp.partition))
+        if highwater is None or next_offset is None:
+            continue
+        lag = (lag or 0) + max(0, highwater - next_offset)
+        if recs:
+            ts = recs[0].timestamp
+            oldest = ts if oldest is None else min(oldest, ts)
+    return lag, oldest
+
+
+class LogWatch:
+    """Finds partitions whose broker log no longer matches the consumer's position.
+
+    Wraps the pure ``LogCheck`` with the consumer's observations: the records of each fetch
+    (verification of the record last applied, positions moved back) and, at most twice a
+    second, each position against the partition's high-water mark.
+    """
+
+    def __init__(self, check: LogCheck | None = None, interval: float = 0.5) -> None:
+        self.check = check or LogCheck()
+        self._interval = interval
+        self._last_scan = 0.0
+
+    async def scan(
+        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Record]]
+    ) -> dict[TopicPartition, Changed]:
+        """Verdicts per changed partition; their records are removed from ``batches``
+        (and an already-applied record read back for verification is dropped)."""
+        changed: dict[TopicPartition, Changed] = {}
+        for tp, recs in list(batches.items()):
+            drop, verdict = self.check.records((tp.topic, tp.partition), recs)
+            if verdict is not None:
+                changed[tp] = verdict
+                del batches[tp]
+            elif drop:
+                batches[tp] = recs[drop:]
+                if not batches[tp]:
+                    del batches[tp]
+        now = time.monotonic()
+        if now - self._last_scan < self._interval:
+            return changed
+        self._last_scan = now
+        for tp in consumer.assignment():
+            if tp in changed:
+                continue
+            key = (tp.topic, tp.partition)
+            highwater = consumer.highwater(tp)
+            position = self.check.expected(key)
+            if position is None and highwater is not None:
+                # Positioned by Kafka (committed offset): a fetch answered, so the client's
+                # position is valid and returned at once.
+                with contextlib.suppress(KafkaError, AssertionError):
+                    position = await consumer.position(tp)
+            verdict = self.check.position(key, position, highwater, now)
+            if verdict is not None:
+                changed[tp] = verdict
+        return changed
+
+
 class BatchLoop:
     """Consume batches, hand them to a handler, then commit; a failed batch is retried.
 
     The handler's effects must be durable before it returns (database commit, broker ack),
     because only then are the offsets committed. Handlers are idempotent, so a crash
     between the two steps only causes a harmless redelivery.
+
+    With a ``quarantine``, a batch that fails for a reason other than the database, the
+    broker or the network is bisected and the records that fail on their own are
+    dead-lettered (``shared.poison``). A ``watch`` is told about lag and progress (stall
+    watchdog). Every partition's log is checked against the position held: when the
+    broker's log was reset (memory broker restarted, topic re-created) the partition is
+    re-read from its log start, loudly (idempotent handlers make re-reading harmless).
     """
 
     def __init__(
@@ -117,6 +302,10 @@ class BatchLoop:
         poll_timeout_ms: int = 500,
         commit: Callable[[dict[TopicPartition, int]], Awaitable[None]] | None = None,
         max_backoff: float = 10.0,
+        quarantine: Quarantine | None = None,
+        watch: StallWatch | None = None,
+        reporter: HealthReporter | None = None,
+        group_id: str = "",
     ) -> None:
         self._consumer = consumer
         self._handler = handler
@@ -125,13 +314,25 @@ class BatchLoop:
         self._poll_timeout_ms = poll_timeout_ms
         self._commit = commit or self._kafka_commit
         self._max_backoff = max_backoff
+        self._quarantine = quarantine
+        self._watch = watch
+        self._reporter = reporter
+        self._group_id = group_id
+        self.logs = LogWatch()
+        self.check = self.logs.check
         self._stopping = asyncio.Event()
         self.healthy = True
         self.last_error: str | None = None
         self.batches = 0
+        self.log_resets = 0
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def assignment_changed(self, partitions: Iterable[TopicPartition]) -> None:
+        """Rebalance hook: positions of moved partitions come from Kafka, not from us."""
+        for tp in partitions:
+            self.check.forget((tp.topic, tp.partition))
 
     async def _kafka_commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
@@ -140,6 +341,18 @@ class BatchLoop:
             # The group rebalanced under us; the new owner re-reads from the last commit
             # and idempotent handlers make that redelivery harmless.
             logger.warning("%s: commit skipped after rebalance: %s", self._name, exc)
+
+    async def _apply(self, records: Sequence[Record]) -> None:
+        await self._handler(list(records))
+        last: dict[TopicPartition, int] = {}
+        for rec in records:
+            last[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
+        await self._commit(last)
+
+    async def _poison(self, record: Record, exc: BaseException) -> None:
+        assert self._quarantine is not None
+        await self._quarantine.send(record, exc)
+        await self._commit({TopicPartition(record.topic, record.partition): record.offset + 1})
 
     async def run(self) -> None:
         attempt = 0
@@ -152,13 +365,18 @@ class BatchLoop:
                 attempt += 1
                 await self._backoff(attempt, f"fetch failed: {exc!r}")
                 continue
+            if self._watch is not None:
+                self._watch.observed(*unapplied_lag(self._consumer, self.check, batches))
+            batches = await self._checked(batches)
             records = [rec for recs in batches.values() for rec in recs]
             if not records:
                 attempt = 0
                 continue
             try:
-                await self._handler(records)
-                await self._commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
+                if self._quarantine is None:
+                    await self._apply(records)
+                else:
+                    await isolate(records, self._apply, self._poison)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -167,12 +385,41 @@ class BatchLoop:
                 for tp, recs in batches.items():
                     if tp in self._consumer.assignment():
                         self._consumer.seek(tp, recs[0].offset)
+                        self.check.seeked((tp.topic, tp.partition), recs[0].offset)
                 logger.exception("%s: batch of %d failed, will retry", self._name, len(records))
+                if self._watch is not None:
+                    self._watch.failed(f"{type(exc).__name__}: {exc}")
                 await self._backoff(attempt, f"batch failed: {exc!r}")
                 continue
             attempt = 0
             self.batches += 1
             self.healthy, self.last_error = True, None
+            if self._watch is not None:
+                self._watch.applied()
+
+    async def _checked(
+        self, batches: dict[TopicPartition, list[Record]]
+    ) -> dict[TopicPartition, list[Record]]:
+        """Drop what belongs to a log that changed under us and re-read it from its start."""
+        for tp, verdict in (await self.logs.scan(self._consumer, batches)).items():
+            await self._log_reset(tp, verdict)
+        return batches
+
+    async def _log_reset(self, tp: TopicPartition, verdict: Changed) -> None:
+        if tp not in self._consumer.assignment():
+            return
+        starts = await self._consumer.beginning_offsets([tp])
+        start = starts.get(tp, 0)
+        self._consumer.seek(tp, start)
+        self.check.seeked((tp.topic, tp.partition), start)
+        self.log_resets += 1
+        reset = LogReset(self._name, self._group_id, tp.topic, tp.partition, verdict, start)
+        reset.log()
+        if self._reporter is not None:
+            incident = reset.incident()
+            await self._reporter.open(
+                incident["key"], incident["kind"], incident["summary"], incident["detail"]
+            )
 
     async def _backoff(self, attempt: int, reason: str) -> None:
         self.healthy, self.last_error = False, reason
@@ -181,15 +428,78 @@ class BatchLoop:
             await asyncio.wait_for(self._stopping.wait(), delay)
 
 
+@dataclass(frozen=True, slots=True)
+class LogReset:
+    """One partition whose broker log no longer matched the position held, and what was done."""
+
+    service: str
+    group: str
+    topic: str  # public (unprefixed) name
+    partition: int
+    verdict: Changed
+    restart_at: int
+    stored: int | None = None  # the stored offset replaced (offsets kept outside Kafka)
+
+    def log(self) -> None:
+        """The ERROR line and the metric."""
+        LOG_RESETS.labels(self.service, self.topic).inc()
+        logger.error(
+            "%s: the broker's log of %s[%d] no longer matches the position held: %s "
+            "(expected offset %d, found %s%s); re-reading the partition from offset %d. "
+            "Re-read records are recognised by event id and count once; new ones all count.",
+            self.service,
+            self.topic,
+            self.partition,
+            self.verdict.describe(),
+            self.verdict.expected,
+            self.verdict.found,
+            "" if self.stored is None else f", stored offset {self.stored}",
+            self.restart_at,
+        )
+
+    def incident(self) -> dict[str, Any]:
+        """``key``, ``kind``, ``summary`` and ``detail`` of the platform-health incident."""
+        return {
+            "key": f"log_reset:{self.group or self.service}:{self.topic}",
+            "kind": health.LOG_RESET,
+            "summary": (
+                f"The broker's log of {self.topic} was reset or replaced (memory broker "
+                f"restarted, topic re-created or cluster rebuilt); {self.service} re-read it "
+                "from the log start, counting only records it had not counted yet"
+            ),
+            "detail": {
+                "group": self.group,
+                "topic": self.topic,
+                "partitions": {
+                    str(self.partition): {
+                        "reason": self.verdict.reason,
+                        "what": self.verdict.describe(),
+                        "expected_offset": self.verdict.expected,
+                        "found": self.verdict.found,
+                        "stored_offset": self.stored,
+                        "restarted_at": self.restart_at,
+                        "detected_at": utcnow().isoformat(),
+                    }
+                },
+            },
+        }
+
+
 class LoggingRebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Logs partition moves; services subclass it when they keep offsets elsewhere."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self, name: str, on_revoked: Callable[[list[TopicPartition]], None] | None = None
+    ) -> None:
         self._name = name
+        # Set by whoever tracks positions per partition (BatchLoop.assignment_changed).
+        self.on_revoked = on_revoked
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         logger.info("%s: partitions revoked: %s", self._name, sorted(map(str, revoked)))
         ASSIGNED_PARTITIONS.labels(self._name).set(0)
+        if self.on_revoked is not None:
+            self.on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         # aiokafka rebalances eagerly: ``assigned`` is the member's whole new assignment.

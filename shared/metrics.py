@@ -31,3 +31,31 @@ CONSUMER_BATCHES = Counter(
 def render() -> tuple[bytes, str]:
     """Exposition text of the default registry and its content type."""
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+CONSUMER_LAG = Gauge(
+    "kpi_consumer_lag",
+    "Records in this process's assigned partitions not applied yet (broker high-water marks)",
+    ["service"],
+)
+CONSUMER_OLDEST_UNAPPLIED = Gauge(
+    "kpi_consumer_oldest_unapplied_seconds",
+    "Age of the oldest record this consumer has not applied yet (0 when caught up)",
+    ["service"],
+)
+CONSUMER_STALLED = Gauge(
+    "kpi_consumer_stalled",
+    "1 while the consumer has lag and has applied nothing for KPI_STALL_SECONDS",
+    ["service"],
+)
+LOG_RESETS = Counter(
+    "kpi_consumer_log_resets_total",
+    "Partitions whose broker log no longer matched the consumer's position (re-read from "
+    "the log start)",
+    ["service", "topic"],
+)
+POISON_RECORDS = Counter(
+    "kpi_consumer_poison_total",
+    "Records dead-lettered because processing them failed deterministically",
+    ["service", "topic"],
+)

@@ -226,6 +226,12 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("topic_replication_factor", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: Any) -> Any:
+        # Compose passes an unset variable as "": that means "the broker's default".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("kpi_lines", "appraisal_rule", "incentives", mode="before")
     @classmethod
     def _parse_json_object(cls, value: Any) -> Any:

@@ -11,9 +11,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.ingest.handlers import BrokerHealth, KafkaIntake
-from shared.kafka import BatchLoop, LoggingRebalanceListener, create_consumer, create_producer
+from shared.health import HealthReporter
+from shared.kafka import (
+    BatchLoop,
+    LoggingRebalanceListener,
+    Quarantine,
+    create_consumer,
+    create_producer,
+)
 from shared.runtime import tune_gc_for_batches
 from shared.settings import Settings
+from shared.watchdog import StallWatch
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +48,9 @@ class IngestPipeline:
         self.producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.loop: BatchLoop | None = None
+        self.reporter = HealthReporter("ingest", sessionmaker)
+        self.watch = StallWatch("ingest", self.group_id, self.reporter, settings.stall_seconds)
+        self._listener = LoggingRebalanceListener("ingest")
         self.startup_error: str | None = "starting"
         self._max_records = max_records
         self._stopping = asyncio.Event()
@@ -52,7 +63,12 @@ class IngestPipeline:
             return f"consumer paused, retrying: {self.loop.last_error}"
         if self.health.last_error is not None:
             return f"broker: {self.health.last_error}"
-        return None
+        return self.watch.problem()
+
+    @property
+    def group_id(self) -> str:
+        # The prefix isolates installations (and tests) sharing one cluster.
+        return f"{self.settings.topic_prefix}{GROUP_ID}"
 
     async def _connect(self) -> None:
         # The producer first and on its own: HTTP intake needs only it, and the group
@@ -73,16 +89,13 @@ class IngestPipeline:
         while not self._stopping.is_set() and self.consumer is None:
             consumer = create_consumer(
                 self.settings.bootstrap_servers,
-                # The prefix isolates installations (and tests) sharing one cluster.
-                group_id=f"{self.settings.topic_prefix}{GROUP_ID}",
+                group_id=self.group_id,
                 client_id="kpi-ingest",
                 session_timeout_ms=self.settings.ingest_session_timeout_ms,
                 heartbeat_interval_ms=max(300, self.settings.ingest_session_timeout_ms // 5),
             )
             try:
-                consumer.subscribe(
-                    list(self.settings.topics.raw), listener=LoggingRebalanceListener("ingest")
-                )
+                consumer.subscribe(list(self.settings.topics.raw), listener=self._listener)
                 await consumer.start()
                 self.consumer = consumer
             except Exception as exc:
@@ -102,7 +115,10 @@ class IngestPipeline:
 
     async def run(self) -> None:
         try:
-            await self._run()
+            # One fails, both stop: the watchdog never outlives the loop it watches.
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._run())
+                group.create_task(self.watch.run())
         finally:
             await self.close()
 
@@ -112,16 +128,27 @@ class IngestPipeline:
         if self.consumer is None or self.producer is None or self._stopping.is_set():
             return
         handler = KafkaIntake(self.producer, self.settings.topics, self.sessionmaker, self.health)
-        self.loop = BatchLoop(self.consumer, handler, name="ingest", max_records=self._max_records)
+        self.loop = BatchLoop(
+            self.consumer,
+            handler,
+            name="ingest",
+            max_records=self._max_records,
+            quarantine=Quarantine(
+                self.producer, self.settings.topics, service="ingest", reporter=self.reporter
+            ),
+            watch=self.watch,
+            reporter=self.reporter,
+            group_id=self.group_id,
+        )
+        self._listener.on_revoked = self.loop.assignment_changed
         logger.info(
-            "ingest: consuming %s as group %s",
-            ",".join(self.settings.topics.raw),
-            f"{self.settings.topic_prefix}{GROUP_ID}",
+            "ingest: consuming %s as group %s", ",".join(self.settings.topics.raw), self.group_id
         )
         await self.loop.run()
 
     async def stop(self) -> None:
         self._stopping.set()
+        self.watch.stop()
         if self.loop is not None:
             self.loop.stop()
 

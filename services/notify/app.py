@@ -154,11 +154,7 @@ class NotifyService:
         runtime.stoppers.append(self._stopping.set)
         consumer = self.consumer
 
-        def consumer_check() -> str | None:
-            loop = consumer.loop
-            return None if loop is None or loop.healthy else loop.last_error
-
-        runtime.extra_checks["consumer"] = consumer_check
+        runtime.extra_checks["consumer"] = consumer.problem
 
     async def tick_once(self, runtime: Runtime, cfg: NotifyConfig) -> Outcome:
         total = Outcome()

@@ -7,7 +7,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -20,13 +21,27 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scoring import kpi, repository, snapshots
 from services.scoring.handlers import BatchResult, Incoming, process_batch
+from shared import health
 from shared.db import session_scope, utcnow
 from shared.deadletter import Source, deadletter_value
 from shared.events import InvalidEvent, decode_event
-from shared.kafka import LoggingRebalanceListener, Record, create_consumer, create_producer
+from shared.health import HealthReporter
+from shared.kafka import (
+    LoggingRebalanceListener,
+    LogReset,
+    LogWatch,
+    Quarantine,
+    Record,
+    create_consumer,
+    create_producer,
+    unapplied_lag,
+)
+from shared.offsets import Changed, fingerprint
+from shared.poison import isolate
 from shared.runtime import Runtime, tune_gc_for_batches
 from shared.settings import Settings
 from shared.topics import EVENTS
+from shared.watchdog import StallWatch
 
 logger = logging.getLogger(__name__)
 
@@ -123,13 +138,24 @@ class _SeekToStored(LoggingRebalanceListener):
         super().__init__("scoring")
         self._engine = engine
 
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await super().on_partitions_revoked(revoked)
+        self._engine.revoked(revoked)
+
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await super().on_partitions_assigned(assigned)
         await self._engine.seek_to_stored(assigned)
 
 
 class ScoringConsumer:
-    """Consume kpi.events in batches; one PostgreSQL transaction per batch (offsets inside)."""
+    """Consume kpi.events in batches; one PostgreSQL transaction per batch (offsets inside).
+
+    The offsets stored in PostgreSQL know which log they belong to: with each offset the
+    identity of the record just below it is stored, and after every assignment that record
+    is read back and compared. A log that was replaced or is shorter than the stored offset
+    (memory broker restarted, topic re-created, cluster rebuilt) is reported loudly and
+    re-read from its start; event-id dedup keeps re-read records from counting twice.
+    """
 
     def __init__(
         self,
@@ -171,12 +197,28 @@ class ScoringConsumer:
         # batch): re-inserting ~1000 of them per batch was pure waste. Nothing deletes
         # specialists, so a known id stays known for the life of the process.
         self._known_specialists: set[str] = set()
+        self.reporter = HealthReporter("scoring", sessionmaker)
+        self.logs = LogWatch()
+        self.watch = StallWatch("scoring", group_id, self.reporter, settings.stall_seconds)
+        self.quarantine: Quarantine | None = None
+        # Partitions whose log changed and that wait (paused) for their stored offset to
+        # be rewound; partitions assigned while their stored offset could not be read.
+        self._resets: dict[TopicPartition, Changed] = {}
+        self._unpositioned: set[TopicPartition] = set()
+        self.log_resets = 0
 
     async def start(self) -> None:
         tune_gc_for_batches()
         bootstrap = self.settings.bootstrap_servers
         self.producer = create_producer(bootstrap, client_id="kpi-scoring-dlq")
         await self.producer.start()
+        self.quarantine = Quarantine(
+            self.producer, self.settings.topics, service="scoring", reporter=self.reporter
+        )
+        # Positions come from PostgreSQL (the listener seeks). When Kafka refuses one
+        # (OffsetOutOfRange) the client restarts at the log start: records then arrive
+        # below the position we expect, which LogCheck reports as a log change, and a
+        # log start above the stored offset is the retention gap of _after_gaps.
         self.consumer = create_consumer(
             bootstrap, group_id=self.group_id, client_id="kpi-scoring", **self._options
         )
@@ -185,6 +227,7 @@ class ScoringConsumer:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.watch.stop()
 
     async def close(self) -> None:
         if self.consumer is not None:
@@ -192,35 +235,92 @@ class ScoringConsumer:
         if self.producer is not None:
             await self.producer.stop()
 
+    def revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self.logs.check.forget((tp.topic, tp.partition))
+            self._resets.pop(tp, None)
+            self._unpositioned.discard(tp)
+
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
+        assert self.consumer is not None
+        self.consumer.seek(tp, offset)
+        self.logs.check.seeked((tp.topic, tp.partition), offset)
+
     async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
+        """Position each partition at its stored offset, verifying the record below it.
+
+        A partition never applied starts at its log start (nothing of it is counted yet).
+        """
         if not assigned or self.consumer is None:
             return
-        async with self.sessionmaker() as session:
-            conn = await repository.raw_connection(session)
-            stored = await repository.read_offsets(
-                conn, self.group_id, [(tp.topic, tp.partition) for tp in assigned]
-            )
+        try:
+            async with self.sessionmaker() as session:
+                conn = await repository.raw_connection(session)
+                stored = await repository.read_offsets(
+                    conn, self.group_id, [(tp.topic, tp.partition) for tp in assigned]
+                )
+        except Exception as exc:
+            # Retried by the loop; until then nothing of these partitions is fetched.
+            logger.warning("scoring: cannot read stored offsets yet (%s); will retry", exc)
+            self.consumer.pause(*assigned)
+            self._unpositioned.update(assigned)
+            return
+        fresh: list[TopicPartition] = []
+        verified = 0
         for tp in assigned:
-            offset = stored.get((tp.topic, tp.partition))
-            if offset is not None:
-                self.consumer.seek(tp, offset)
-        logger.info("scoring: seeked %d partitions to stored offsets", len(stored))
+            got = stored.get((tp.topic, tp.partition))
+            if got is None:
+                fresh.append(tp)
+                continue
+            offset, fp = got
+            if fp is not None and offset > 0:
+                self.consumer.seek(tp, self.logs.check.verify((tp.topic, tp.partition), offset, fp))
+                verified += 1
+            else:
+                # Stored by an older release (no fingerprint): only the position check.
+                self._seek(tp, offset)
+        if fresh:
+            starts = await self.consumer.beginning_offsets(fresh)
+            for tp in fresh:
+                self._seek(tp, starts.get(tp, 0))
+        self.consumer.resume(*assigned)
+        self._unpositioned.difference_update(assigned)
+        logger.info(
+            "scoring: %d partitions continue from stored offsets (%d checked against the "
+            "record last applied), %d never applied start at their log start",
+            len(stored),
+            verified,
+            len(fresh),
+        )
 
     async def run(self) -> None:
         assert self.consumer is not None
         attempt = 0
         while not self._stopping.is_set():
             try:
+                await self._settle_positions()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                logger.exception("scoring: cannot position or rewind partitions yet")
+                await self._backoff(attempt, f"positioning failed: {exc!r}")
+                continue
+            try:
                 fetched = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
             except KafkaError as exc:
                 attempt += 1
                 await self._backoff(attempt, f"fetch failed: {exc!r}")
                 continue
+            self.watch.observed(*unapplied_lag(self.consumer, self.logs.check, fetched))
+            for tp, verdict in (await self.logs.scan(self.consumer, fetched)).items():
+                self.consumer.pause(tp)
+                self._resets[tp] = verdict
             records = [r for recs in fetched.values() for r in recs]
             if not records:
                 continue
             try:
-                await self.handle(records)
+                await isolate(records, self.handle, self._poison)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -228,13 +328,65 @@ class ScoringConsumer:
                 logger.exception("scoring: batch of %d failed, will retry", len(records))
                 for tp, recs in fetched.items():
                     if tp in self.consumer.assignment():
-                        self.consumer.seek(tp, recs[0].offset)
+                        self._seek(tp, recs[0].offset)
+                self.watch.failed(f"{type(exc).__name__}: {exc}")
                 await self._backoff(attempt, f"batch failed: {exc!r}")
                 continue
             attempt = 0
             self.healthy, self.last_error = True, None
+            self.watch.applied()
 
-    async def handle(self, records: list[Record]) -> BatchResult:
+    async def _settle_positions(self) -> None:
+        """Finish what a rebalance or a log change left: positions, then rewinds."""
+        assert self.consumer is not None
+        owned = self.consumer.assignment()
+        if self._unpositioned:
+            await self.seek_to_stored(sorted(self._unpositioned & owned))
+        for tp in sorted(self._resets, key=str):
+            if tp in owned:
+                await self._rewind(tp, self._resets[tp])
+            del self._resets[tp]
+
+    async def _rewind(self, tp: TopicPartition, verdict: Changed) -> None:
+        """Re-read a partition whose log changed from its log start, stored offset included.
+
+        The rewind and the incident commit together; a failure leaves the partition paused
+        and the verdict pending, so the next round tries again (never a silent skip).
+        """
+        assert self.consumer is not None
+        start = (await self.consumer.beginning_offsets([tp])).get(tp, 0)
+        async with session_scope(self.sessionmaker) as session:
+            conn = await repository.raw_connection(session)
+            await repository.lock_offsets(conn, self.group_id, [(tp.topic, tp.partition)])
+            before = await repository.rewind_offset(
+                conn, self.group_id, tp.topic, tp.partition, start
+            )
+            reset = LogReset(
+                service="scoring",
+                group=self.group_id,
+                topic=self.settings.topics.base_of(tp.topic),
+                partition=tp.partition,
+                verdict=verdict,
+                restart_at=start,
+                stored=before,
+            )
+            await health.open_incident(conn, service="scoring", **reset.incident())
+        self._seek(tp, start)
+        self.consumer.resume(tp)
+        self.log_resets += 1
+        reset.log()
+
+    async def _poison(self, record: Record, exc: BaseException) -> None:
+        """Dead-letter one record that fails on its own, then move the offset past it."""
+        assert self.quarantine is not None
+        await self.quarantine.send(record, exc)
+        skip = Incoming(
+            None, record.topic, record.partition, record.offset, fingerprint=fingerprint(record)
+        )
+        async with session_scope(self.sessionmaker) as session:
+            await process_batch(session, [skip], tz=self.tz, group_id=self.group_id)
+
+    async def handle(self, records: Sequence[Record]) -> BatchResult:
         """Decode, dead-letter the invalid, apply in one transaction, then advise Kafka.
 
         The records are split by partition into up to ``parallel`` groups, each applied in
@@ -242,6 +394,7 @@ class ScoringConsumer:
         commits its partitions' offsets with its effects). While one group waits on
         PostgreSQL the other runs its Python part: on 2 cores this overlaps the two.
         """
+        records = list(records)
         started = time.perf_counter()
         accept = frozenset(self._accept_gap)
         groups = _split_by_partition(records, self.parallel)
@@ -270,7 +423,9 @@ class ScoringConsumer:
     ) -> BatchResult:
         items: list[Incoming] = []
         dead: list[tuple[Record, InvalidEvent]] = []
+        last: dict[Partition, int] = {}
         for rec in records:
+            last[(rec.topic, rec.partition)] = len(items)
             raw = rec.value or b""
             try:
                 event = decode_event(raw)
@@ -279,6 +434,8 @@ class ScoringConsumer:
                 items.append(Incoming(None, rec.topic, rec.partition, rec.offset))
                 continue
             items.append(Incoming(event, rec.topic, rec.partition, rec.offset))
+        for index in last.values():
+            items[index] = replace(items[index], fingerprint=fingerprint(records[index]))
         if dead:
             await self._deadletter(dead)
         async with session_scope(self.sessionmaker) as session:
@@ -327,10 +484,28 @@ class ScoringConsumer:
                     start,
                 )
                 OFFSET_GAPS.inc()
+                topic = self.settings.topics.base_of(tp.topic)
+                await self.reporter.open(
+                    f"offset_gap:{self.group_id}:{topic}",
+                    health.OFFSET_GAP,
+                    f"Records of {topic} expired (retention) before scoring applied them; "
+                    "scoring continued from the log start. Re-send the missing period.",
+                    {
+                        "group": self.group_id,
+                        "topic": topic,
+                        "partitions": {
+                            str(tp.partition): {
+                                "stored_offset": stored,
+                                "log_start": start,
+                                "lost": start - stored,
+                            }
+                        },
+                    },
+                )
                 self._accept_gap.add((tp.topic, tp.partition))
-                self.consumer.seek(tp, start)
+                self._seek(tp, start)
             else:
-                self.consumer.seek(tp, stored)
+                self._seek(tp, stored)
 
     async def _advise_kafka(self, records: list[Record], result: BatchResult) -> None:
         # The database holds the truth; this only keeps Kafka's lag figures meaningful.
@@ -620,6 +795,7 @@ async def start_engine(runtime: Runtime, *, clock: Clock | None = None) -> None:
     retention = DedupRetention(settings, runtime.sessionmaker, clock=clock or utcnow)
     tasks = [
         runtime.spawn(consumer.run(), "scoring-consumer"),
+        runtime.spawn(consumer.watch.run(), "scoring-stall-watch"),
         runtime.spawn(relay.run(), "scoring-relay"),
         runtime.spawn(retention.run(), "scoring-dedup-retention"),
     ]
@@ -637,6 +813,7 @@ async def start_engine(runtime: Runtime, *, clock: Clock | None = None) -> None:
     runtime.extra_checks["scoring_consumer"] = lambda: (
         None if consumer.healthy else consumer.last_error or "consumer failing"
     )
+    runtime.extra_checks["scoring_stall"] = consumer.watch.problem
     runtime.extra_checks["scoring_relay"] = lambda: (
         None if relay.healthy else relay.last_error or "relay failing"
     )

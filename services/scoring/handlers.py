@@ -34,6 +34,9 @@ class Incoming:
     partition: int | None = None
     offset: int | None = None
     hash: str | None = None
+    # Identity of the record (shared.offsets.fingerprint); set on the last record of each
+    # partition in a batch, stored with the offset it advances to.
+    fingerprint: str | None = None
 
     @classmethod
     def of(cls, event: Event) -> Incoming:
@@ -160,6 +163,7 @@ async def _fence(
             clean.add(tp)
     kept: list[Incoming] = []
     advance: dict[tuple[str, int], int] = {}
+    fingerprints: dict[tuple[str, int], str | None] = {}
     for item in incoming:
         if item.topic is None or item.partition is None or item.offset is None:
             kept.append(item)
@@ -176,8 +180,9 @@ async def _fence(
         top = advance.get(tp)
         if top is None or item.offset >= top:
             advance[tp] = item.offset + 1
+            fingerprints[tp] = item.fingerprint
     if advance:
-        await repository.store_offsets(conn, group_id, advance)
+        await repository.store_offsets(conn, group_id, advance, fingerprints)
     return kept
 
 

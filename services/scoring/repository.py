@@ -88,31 +88,65 @@ async def lock_offsets(
 
 
 async def store_offsets(
-    conn: Raw, group_id: str, next_offsets: Mapping[tuple[str, int], int]
+    conn: Raw,
+    group_id: str,
+    next_offsets: Mapping[tuple[str, int], int],
+    fingerprints: Mapping[tuple[str, int], str | None] | None = None,
 ) -> None:
-    """Advance (never rewind) the stored offsets of the batch's partitions."""
+    """Advance (never rewind) the stored offsets of the batch's partitions.
+
+    ``fingerprints`` identify the record at ``next_offset - 1`` (shared.offsets): the
+    consumer compares it with the record found there after its next assignment.
+    """
     keys = sorted(next_offsets)
+    fps = fingerprints or {}
     await conn.execute(
         """
         UPDATE consumer_offsets c
-        SET next_offset = GREATEST(c.next_offset, u.o), updated_at = now()
-        FROM unnest($2::text[], $3::int[], $4::bigint[]) AS u(t, p, o)
+        SET next_offset = GREATEST(c.next_offset, u.o),
+            fingerprint = CASE WHEN u.o >= c.next_offset THEN u.f ELSE c.fingerprint END,
+            updated_at = now()
+        FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[]) AS u(t, p, o, f)
         WHERE c.group_id = $1 AND c.topic = u.t AND c.partition = u.p
         """,
         group_id,
         [k[0] for k in keys],
         [k[1] for k in keys],
         [next_offsets[k] for k in keys],
+        [fps.get(k) for k in keys],
     )
+
+
+async def rewind_offset(
+    conn: Raw, group_id: str, topic: str, partition: int, next_offset: int
+) -> int | None:
+    """Set a partition's stored offset back to ``next_offset`` (the broker's log was reset).
+
+    The only statement that moves an offset backwards; returns the offset it replaced.
+    """
+    before = await conn.fetchval(
+        """
+        UPDATE consumer_offsets c SET next_offset = $4, fingerprint = NULL, updated_at = now()
+        FROM consumer_offsets old
+        WHERE c.group_id = $1 AND c.topic = $2 AND c.partition = $3
+          AND old.group_id = c.group_id AND old.topic = c.topic AND old.partition = c.partition
+        RETURNING old.next_offset
+        """,
+        group_id,
+        topic,
+        partition,
+        next_offset,
+    )
+    return int(before) if before is not None else None
 
 
 async def read_offsets(
     conn: Raw, group_id: str, partitions: Sequence[tuple[str, int]]
-) -> dict[tuple[str, int], int]:
-    """Stored next offsets (no lock) for seeking after a partition assignment."""
+) -> dict[tuple[str, int], tuple[int, str | None]]:
+    """Stored (next offset, fingerprint) pairs (no lock) for seeking after an assignment."""
     rows = await conn.fetch(
         """
-        SELECT topic, partition, next_offset FROM consumer_offsets
+        SELECT topic, partition, next_offset, fingerprint FROM consumer_offsets
         WHERE group_id = $1 AND next_offset >= 0 AND (topic, partition) IN (
             SELECT t, p FROM unnest($2::text[], $3::int[]) AS u(t, p))
         """,
@@ -120,7 +154,7 @@ async def read_offsets(
         [t for t, _ in partitions],
         [p for _, p in partitions],
     )
-    return {(r["topic"], r["partition"]): int(r["next_offset"]) for r in rows}
+    return {(r["topic"], r["partition"]): (int(r["next_offset"]), r["fingerprint"]) for r in rows}
 
 
 # -- dedup -----------------------------------------------------------------------------

@@ -72,3 +72,16 @@ def test_replicas_publish_no_port_and_run_the_same_service() -> None:
         assert "ports" not in replica
         assert replica["command"] == services[svc_name]["command"]
         assert replica["environment"] == services[svc_name]["environment"]
+
+
+def test_kafka_keeps_its_log_on_the_volume() -> None:
+    """Offsets stored in PostgreSQL only mean something while the broker keeps its log."""
+    kafka = _compose()["services"]["kafka"]  # type: ignore[index]
+    log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"]
+    mounts = {v.split(":", 1)[1] for v in kafka["volumes"]}
+    assert log_dirs in mounts
+
+
+def test_blank_replication_factor_means_the_broker_default() -> None:
+    assert Settings(topic_replication_factor="").topic_replication_factor is None  # type: ignore[arg-type]
+    assert Settings(topic_replication_factor="3").topic_replication_factor == 3  # type: ignore[arg-type]
