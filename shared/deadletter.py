@@ -13,6 +13,7 @@ from typing import Any, Final, Literal, TypeAlias
 import orjson
 
 from shared.events import InvalidEvent
+from shared.text import scrub
 
 Via: TypeAlias = Literal["kafka", "http", "replay"]
 
@@ -113,7 +114,8 @@ def unprocessable_value(
     raw: bytes, exc: BaseException, source: Source, at: dt.datetime, *, service: str
 ) -> bytes:
     """Dead letter of a message whose processing failed deterministically (poison)."""
-    reason = f"{service} could not process it: {type(exc).__name__}: {exc}"[:500]
+    # scrub: an exception may quote the input, and the record must stay encodable.
+    reason = scrub(f"{service} could not process it: {type(exc).__name__}: {exc}"[:500])
     return deadletter_value(
         raw,
         InvalidEvent.single(UNPROCESSABLE, reason),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Annotated, Any, Final, Literal, Self, TypeAlias
+from typing import Annotated, Any, Final, Literal, NoReturn, Self, TypeAlias
 
 import orjson
 from pydantic import (
@@ -22,6 +25,15 @@ from pydantic import (
 from pydantic import Strict as _Strict
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from shared.text import (
+    ID_RULE,
+    INVALID_TEXT,
+    PYDANTIC_UNICODE_ERROR,
+    TEXT_RULE,
+    scrub,
+    text_problem,
+    unicode_error_reason,
+)
 from shared.topics import SURVEYS, TICKETS
 
 __all__ = [
@@ -48,6 +60,7 @@ __all__ = [
     "TicketReopened",
     "decode_event",
     "encode_event",
+    "loads_with_surrogates",
     "raw_topic_for",
     "validate_event_obj",
 ]
@@ -80,6 +93,7 @@ WRONG_TYPE: Final = "wrong_type"
 OUT_OF_RANGE: Final = "out_of_range"
 NAIVE_TIMESTAMP: Final = "naive_timestamp"
 INVALID_VALUE: Final = "invalid_value"
+# INVALID_TEXT (shared.text): a string PostgreSQL, exports or logs cannot keep.
 ERROR_CODES: Final[frozenset[str]] = frozenset(
     {
         NOT_JSON,
@@ -91,6 +105,7 @@ ERROR_CODES: Final[frozenset[str]] = frozenset(
         OUT_OF_RANGE,
         NAIVE_TIMESTAMP,
         INVALID_VALUE,
+        INVALID_TEXT,
     }
 )
 
@@ -298,12 +313,14 @@ def _score_range(low: int, high: int) -> AfterValidator:
 
 
 Timestamp: TypeAlias = Annotated[datetime, BeforeValidator(_to_timestamp)]
+# The text rules run after the constraints, so they judge the trimmed id that is stored.
 Id: TypeAlias = Annotated[
     str,
     _Strict(),
     StringConstraints(strip_whitespace=True, min_length=1, max_length=_MAX_ID_CHARS),
+    ID_RULE,
 ]
-Label: TypeAlias = Annotated[str, _Strict(), StringConstraints(max_length=_MAX_ID_CHARS)]
+Label: TypeAlias = Annotated[str, _Strict(), StringConstraints(max_length=_MAX_ID_CHARS), TEXT_RULE]
 Flag: TypeAlias = Annotated[bool, _Strict()]
 CsatScore: TypeAlias = Annotated[int, _Strict(), _score_range(1, 5)]
 NpsScore: TypeAlias = Annotated[int, _Strict(), _score_range(0, 10)]
@@ -451,6 +468,8 @@ def _field_error(err: ErrorDetails) -> FieldError:
         return FieldError(field, str(err["msg"]), kind)
     if kind == "missing":
         return FieldError(field, "is required", MISSING_FIELD)
+    if kind == PYDANTIC_UNICODE_ERROR:
+        return FieldError(field, unicode_error_reason(err.get("input")), INVALID_TEXT)
     if kind == "union_tag_not_found":
         return FieldError("type", "is required", MISSING_FIELD)
     if kind == "union_tag_invalid":
@@ -472,7 +491,7 @@ def _field_error(err: ErrorDetails) -> FieldError:
 
 
 def _from_validation_error(exc: ValidationError) -> InvalidEvent:
-    errors = exc.errors(include_url=False, include_input=False)
+    errors = exc.errors(include_url=False)
     return InvalidEvent(tuple(_field_error(e) for e in errors))
 
 
@@ -509,10 +528,8 @@ def decode_event(raw: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Event
     if isinstance(raw, str):
         if len(raw) > max_bytes:
             raise _oversized(max_bytes)
-        try:
-            data = raw.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidEvent.single(NOT_JSON, "message is not valid UTF-8") from None
+        # surrogatepass: a lone surrogate is then named as a field below, not "not UTF-8".
+        data = raw.encode("utf-8", "surrogatepass")
     else:
         data = raw
     if len(data) > max_bytes:
@@ -520,8 +537,75 @@ def decode_event(raw: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Event
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise InvalidEvent.single(NOT_JSON, f"message is not valid UTF-8 JSON ({exc})") from None
+        raise _not_json(data, exc) from None
     return validate_event_obj(obj)
+
+
+def _not_json(data: bytes, exc: orjson.JSONDecodeError) -> InvalidEvent:
+    # A refusal caused by an unpaired surrogate is reported at the string that holds it.
+    try:
+        value = loads_with_surrogates(data)
+    except ValueError:
+        return InvalidEvent.single(NOT_JSON, f"message is not valid UTF-8 JSON ({exc})")
+    path, found = next((path, m) for path, text in _strings(value) if (m := _SURROGATE(text)))
+    reason = text_problem(found.group()) or "must not contain an unpaired surrogate"
+    return InvalidEvent.single(INVALID_TEXT, reason, field=path or WHOLE_MESSAGE)
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]").search
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_with_surrogates(data: bytes) -> object:
+    """Parse JSON that orjson refused only for unpaired surrogates (``\\ud800`` escapes or
+    their CESU-8 bytes), so that the string holding one can be named; else ValueError.
+
+    Slow (the standard library parser): for refused input only.
+    """
+    # As strict as orjson otherwise: only surrogates get past "surrogatepass" (any other
+    # invalid UTF-8, a BOM, NaN/Infinity and overflowing numbers still fail), and the result
+    # must hold a surrogate, so a document orjson refuses for another reason never parses.
+    try:
+        value = json.loads(
+            data.decode("utf-8", "surrogatepass"),
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+        )
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if not any(_SURROGATE(text) for _, text in _strings(value)):
+        raise ValueError("no unpaired surrogate in the document")
+    return value
+
+
+def _strings(value: object) -> Iterator[tuple[str, str]]:
+    """(dotted path, string) for every key and string of a parsed JSON value, in order."""
+    # Iterative: the value may be nested as deeply as the parser allowed.
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            yield path, item
+        elif isinstance(item, dict):
+            children: list[tuple[str, object]] = []
+            for key, child in item.items():
+                name = f"{path}.{scrub(key)}" if path else scrub(key)
+                children += [(name, key), (name, child)]
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend(
+                reversed([(f"{path}.{i}" if path else str(i), c) for i, c in enumerate(item)])
+            )
 
 
 def _oversized(max_bytes: int) -> InvalidEvent:

@@ -14,6 +14,8 @@ from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -23,6 +25,7 @@ from shared.db import create_engine, create_sessionmaker, ping
 from shared.kafka import broker_ping
 from shared.logging import configure_logging, redact
 from shared.settings import Settings, SettingsError, load_settings
+from shared.text import INVALID_TEXT, PYDANTIC_UNICODE_ERROR, scrub, unicode_error_reason
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +160,29 @@ def health_router(service: str) -> APIRouter:
     return router
 
 
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    if isinstance(value, dict):
+        return {scrub(str(k)): _scrubbed(v) for k, v in value.items()}
+    return value
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 answer, for any input: request bodies are parsed by the standard library,
+    whose strings can hold unpaired surrogates that the default answer echoes and cannot
+    encode (a 500 instead of a 422); those are reported as INVALID_TEXT and scrubbed."""
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for err in exc.errors():
+        if err.get("type") == PYDANTIC_UNICODE_ERROR:
+            err = {**err, "type": INVALID_TEXT, "msg": unicode_error_reason(err.get("input"))}
+        errors.append(err)
+    return JSONResponse({"detail": _scrubbed(jsonable_encoder(errors))}, status_code=422)
+
+
 def create_app(
     service: str,
     *,
@@ -185,6 +211,7 @@ def create_app(
             logger.info("%s stopped", service)
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(health_router(service))
     for router in routers:
         app.include_router(router)

@@ -13,6 +13,7 @@ from services.ingest.consumer import IngestPipeline
 from services.ingest.handlers import BrokerUnavailable, HttpIntake
 from services.ingest.intake import OUTCOME_DEADLETTERED, OUTCOME_PUBLISHED
 from shared.auth import Principal, Role, require
+from shared.events import loads_with_surrogates
 from shared.kafka import broker_ping
 from shared.runtime import Runtime, create_app
 from shared.settings import Settings
@@ -85,12 +86,16 @@ async def post_events(
     try:
         parsed: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        reason = f"body is not valid UTF-8 JSON ({exc})"
         try:
-            await intake.reject_body(body, reason)
-        except BrokerUnavailable as unavailable:
-            return _unavailable(unavailable)
-        return _error(400, "not_json", reason)
+            # Refused only for unpaired surrogates: answered per event, naming the field.
+            parsed = loads_with_surrogates(body)
+        except ValueError:
+            reason = f"body is not valid UTF-8 JSON ({exc})"
+            try:
+                await intake.reject_body(body, reason)
+            except BrokerUnavailable as unavailable:
+                return _unavailable(unavailable)
+            return _error(400, "not_json", reason)
     items: list[object] = parsed if isinstance(parsed, list) else [parsed]
     if len(items) > settings.ingest_max_batch:
         return _error(

@@ -23,12 +23,15 @@ from services.ingest.intake import (
     OUTCOME_PUBLISHED,
     Outgoing,
     classify,
+    classify_item,
     replay_outgoing,
     stats_delta,
 )
 from shared.db import session_scope, utcnow
 from shared.deadletter import Source
+from shared.events import loads_with_surrogates
 from shared.kafka import Record
+from shared.text import scrub
 from shared.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -178,7 +181,8 @@ def _event_id_of(item: object) -> str | None:
     if isinstance(item, dict):
         value = item.get("event_id")
         if isinstance(value, str):
-            return value.strip()[:128]
+            # Echoed in the JSON answer, which cannot carry an unpaired surrogate.
+            return scrub(value.strip()[:128])
     return None
 
 
@@ -250,7 +254,7 @@ class HttpIntake:
         outgoing: list[Outgoing] = []
         results: list[dict[str, Any]] = []
         for index, item in enumerate(items):
-            out = classify(orjson.dumps(item), None, Source("http"), at)
+            out = classify_item(item, Source("http"), at)
             outgoing.append(out)
             if out.deadletter:
                 results.append(
@@ -388,8 +392,12 @@ def _replay_one(
     try:
         letter = orjson.loads(rec.value or b"")
     except orjson.JSONDecodeError:
-        summary.unreadable += 1
-        return None
+        # A letter whose original holds an unpaired surrogate is re-dead-lettered, named.
+        try:
+            letter = loads_with_surrogates(rec.value or b"")
+        except ValueError:
+            summary.unreadable += 1
+            return None
     if not isinstance(letter, dict):
         summary.unreadable += 1
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -19,6 +20,7 @@ from shared.events import (
     decode_event,
     encode_event,
 )
+from shared.text import scrub, text_problem
 
 # Not one of the validation codes: a bug in this service while handling one message.
 # It still goes to the dead-letter topic so one poison message cannot stall a partition.
@@ -86,7 +88,8 @@ def classify(
     except InvalidEvent as exc:
         error = exc
     except Exception as exc:  # a bug in one message must not stall the partition
-        error = InvalidEvent.single(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:300])
+        # scrub: an exception may quote the input, and the dead letter must stay encodable.
+        error = InvalidEvent.single(INTERNAL_ERROR, scrub(f"{type(exc).__name__}: {exc}"[:300]))
     return Outgoing(
         deadletter=True,
         key=key,
@@ -95,6 +98,21 @@ def classify(
         code=error.code,
         errors=error.errors,
     )
+
+
+def classify_item(item: object, source: Source, at: dt.datetime) -> Outgoing:
+    """:func:`classify` for an already-parsed JSON value (one item of an HTTP body)."""
+    try:
+        raw = orjson.dumps(item)
+    except orjson.JSONEncodeError:
+        # A str holding an unpaired surrogate (the standard library's JSON parser and Python
+        # callers let one through) is not UTF-8: escaped as \ud800 it is ASCII JSON that
+        # decode_event rejects naming the field, and that the dead letter keeps readable.
+        try:
+            raw = json.dumps(item, default=repr).encode("ascii")
+        except (TypeError, ValueError, RecursionError) as exc:
+            raw = scrub(f"{type(item).__name__} that is not JSON: {exc}"[:300]).encode()
+    return classify(raw, None, source, at)
 
 
 def stats_delta(outgoing: Iterable[Outgoing]) -> dict[tuple[str, str, str], int]:
@@ -129,6 +147,8 @@ def replay_outgoing(deadletter: Mapping[str, Any], key: bytes | None, at: dt.dat
     replays = replays + 1 if isinstance(replays, int) and not isinstance(replays, bool) else 1
     partition, offset = src.get("partition"), src.get("offset")
     topic = src.get("topic")
+    if isinstance(topic, str) and text_problem(topic) is not None:
+        topic = None  # a record edited by hand; this value could not be written back
     via = src.get("via")
     origin = Source(
         via=via if via in ("kafka", "http", "replay") else "replay",

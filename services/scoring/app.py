@@ -43,10 +43,12 @@ from services.scoring.kpi import (
 )
 from services.scoring.queries import ReadDb
 from services.scoring.schemas import (
+    DirectoryId,
     FactsPage,
     History,
     KpiKey,
     Leaderboard,
+    LookupId,
     SpecialistIn,
     SpecialistKpis,
     SpecialistList,
@@ -58,9 +60,9 @@ from services.scoring.schemas import (
 )
 from shared.auth import Principal, Role, require
 from shared.db import utcnow
-from shared.directory import ID_LENGTH
 from shared.runtime import Runtime, create_app
 from shared.settings import Settings
+from shared.text import text_problem
 
 SERVICE = "scoring"
 DEFAULT_WINDOW = "30d"
@@ -241,6 +243,8 @@ def decode_cursor(cursor: str) -> tuple[dt.date, str]:
         day, source = json.loads(raw)
         if not isinstance(source, str) or not isinstance(day, str):
             raise ValueError("cursor fields have the wrong types")
+        if text_problem(source) is not None:
+            raise ValueError("cursor source is not storable text")  # PostgreSQL would refuse it
         return dt.date.fromisoformat(day), source
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise bad_param(
@@ -263,8 +267,11 @@ def sort_key(kpi: str, value: KpiValue) -> tuple[int, float]:
 Reader = Annotated[Principal, Depends(require(Role.SUPERVISOR))]
 Admin = Annotated[Principal, Depends(require())]
 Ctx = Annotated[ReadContext, Depends(read_context)]
-SpecialistId = Annotated[str, Path(min_length=1, max_length=ID_LENGTH)]
-TeamId = Annotated[str, Path(min_length=1, max_length=ID_LENGTH)]
+SpecialistId = Annotated[LookupId, Path(min_length=1)]
+TeamId = Annotated[LookupId, Path(min_length=1)]
+# PUT creates the row, so its path id must pass the id rule like an event's ids.
+NewId = Annotated[DirectoryId, Path()]
+TeamFilter = Annotated[LookupId | None, Query(description="Only this team.")]
 WindowParam = Annotated[
     str,
     Query(description="Nd (N = 1..400 local dates ending at as_of), qtd, or YYYYQn."),
@@ -359,8 +366,7 @@ def kpi_router() -> APIRouter:
         window: WindowParam = DEFAULT_WINDOW,
         as_of: AsOfParam = None,
         team: Annotated[
-            str | None,
-            Query(max_length=ID_LENGTH, description="Only this team (default: all visible)."),
+            LookupId | None, Query(description="Only this team (default: all visible).")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     ) -> Response:
@@ -516,7 +522,7 @@ def directory_router() -> APIRouter:
     @router.put(
         "/teams/{team_id}", response_model=TeamOut, summary="Create or replace a team (admin)"
     )
-    async def put_team(team_id: TeamId, body: TeamIn, principal: Admin, ctx: Ctx) -> TeamOut:
+    async def put_team(team_id: NewId, body: TeamIn, principal: Admin, ctx: Ctx) -> TeamOut:
         async with ctx.db.transaction() as conn:
             team = await queries.upsert_team(conn, team_id, body.name, body.supervisor)
         return team_out(team)
@@ -527,9 +533,7 @@ def directory_router() -> APIRouter:
     async def get_specialists(
         principal: Reader,
         ctx: Ctx,
-        team: Annotated[
-            str | None, Query(max_length=ID_LENGTH, description="Only this team.")
-        ] = None,
+        team: TeamFilter = None,
     ) -> SpecialistList:
         rows = await queries.list_specialists(ctx.db, await listing_teams(principal, ctx.db, team))
         return SpecialistList(specialists=[specialist_out(s) for s in rows])
@@ -548,7 +552,7 @@ def directory_router() -> APIRouter:
         summary="Create or replace a specialist's directory entry (admin)",
     )
     async def put_specialist(
-        specialist_id: SpecialistId, body: SpecialistIn, principal: Admin, ctx: Ctx
+        specialist_id: NewId, body: SpecialistIn, principal: Admin, ctx: Ctx
     ) -> SpecialistOut:
         unknown = bad_param(
             "body", "team_id", f"unknown team {body.team_id!r}; create it with PUT /v1/teams/{{id}}"

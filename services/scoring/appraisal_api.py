@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.scoring import appraisal_repository as repo
 from services.scoring import exports, queries
@@ -56,19 +56,19 @@ from services.scoring.kpi import (
     parse_window,
 )
 from services.scoring.queries import SpecialistSums
-from services.scoring.schemas import KpiKey
+from services.scoring.schemas import DirectoryId, KpiKey, LookupId
 from shared.auth import Principal
 from shared.db import utcnow
-from shared.directory import ID_LENGTH
 from shared.runtime import Runtime
 from shared.settings import Settings
+from shared.text import TEXT_RULE
 
 # The parts of an appraisal a snapshot freezes (identity and window are shown live).
 COMPUTED = ("kpis", "overall_grade", "insufficient_data", "basis", "incentive", "calendar")
 QuarterPath = Annotated[str, Path(min_length=6, max_length=7, description="YYYYQn, e.g. 2026Q3")]
-TeamQuery = Annotated[
-    str | None, Query(max_length=ID_LENGTH, description="Only this team (default: all visible).")
-]
+TeamQuery = Annotated[LookupId | None, Query(description="Only this team (default: all visible).")]
+# Free text kept in PostgreSQL: storable (no NUL, no unpaired surrogate), newlines allowed.
+Notes = Annotated[str, StringConstraints(max_length=20000), TEXT_RULE]
 
 
 # ---------------------------------------------------------------------------
@@ -233,10 +233,8 @@ class _In(BaseModel):
 
 class MeetingIn(_In):
     date: dt.date = Field(description="Local date of the meeting.")
-    participants: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
-        min_length=1, max_length=50
-    )
-    notes: str = Field(default="", max_length=20000)
+    participants: list[DirectoryId] = Field(min_length=1, max_length=50)
+    notes: Notes = ""
     quarter: str | None = Field(default=None, description="Appraisal quarter discussed (YYYYQn).")
 
 
@@ -249,7 +247,7 @@ class GoalIn(_In):
 
 class PlanIn(_In):
     goals: list[GoalIn] = Field(default_factory=list, max_length=20)
-    notes: str = Field(default="", max_length=20000)
+    notes: Notes = ""
     status: Literal["draft", "open", "on_track", "achieved", "missed"] | None = None
 
 

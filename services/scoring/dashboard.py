@@ -7,10 +7,10 @@ import logging
 import re
 from collections.abc import AsyncIterator, Collection
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -20,6 +20,7 @@ from services.scoring.app import (
     AsOfParam,
     Ctx,
     Reader,
+    TeamFilter,
     WindowParam,
     check_team_visible,
     json_response,
@@ -28,7 +29,6 @@ from services.scoring.app import (
     pooled,
 )
 from services.scoring.kpi import KPI_KEYS, KpiLine, evaluate_all
-from shared.directory import ID_LENGTH
 from shared.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -131,9 +131,7 @@ def dashboard_router() -> APIRouter:
         ctx: Ctx,
         window: WindowParam = "30d",
         as_of: AsOfParam = None,
-        team: Annotated[
-            str | None, Query(max_length=ID_LENGTH, description="Only this team.")
-        ] = None,
+        team: TeamFilter = None,
     ) -> Response:
         win = ctx.window(window, as_of)
         if team is not None:

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -178,6 +179,16 @@ def _fill(color: str) -> PatternFill:
     return PatternFill(start_color=color, end_color=color, fill_type="solid")
 
 
+# What XML 1.0 (the XLSX format) cannot carry: openpyxl raises on C0 controls and writes
+# U+FFFE/U+FFFF into a file that does not open. The id rule keeps them out of new data;
+# rows stored before it existed are exported with U+FFFD instead of failing the export.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_safe(value: Any) -> Any:
+    return _NOT_XML.sub("\ufffd", value) if isinstance(value, str) else value
+
+
 _FILLS: Final = {grade: _fill(color) for grade, color in GRADE_FILLS.items()}
 _BY_LABEL: Final = {GRADE_LABELS[g][lang]: g for g in GRADE_LABELS for lang in LANGS}
 
@@ -185,7 +196,7 @@ _BY_LABEL: Final = {GRADE_LABELS[g][lang]: g for g in GRADE_LABELS for lang in L
 def _cells(ws: WriteOnlyWorksheet, values: list[Any], bold: bool = False) -> list[Any]:
     out: list[Any] = []
     for i, value in enumerate(values):
-        cell = WriteOnlyCell(ws, value=value)
+        cell = WriteOnlyCell(ws, value=_xml_safe(value))
         if bold:
             cell.font = Font(bold=True)
         elif i in GRADE_COLUMNS and value in _BY_LABEL:
@@ -196,7 +207,7 @@ def _cells(ws: WriteOnlyWorksheet, values: list[Any], bold: bool = False) -> lis
 
 def _summary(ws: WriteOnlyWorksheet, tally: Tally, lang: str, meta: Mapping[str, str]) -> None:
     for key in ("quarter", "teams", "calendar"):
-        ws.append([word(key, lang), meta.get(key, "")])
+        ws.append([word(key, lang), _xml_safe(meta.get(key, ""))])
     ws.append([word("total", lang), tally.total])
     ws.append([])
     ws.append(

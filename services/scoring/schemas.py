@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from shared.directory import ID_LENGTH
+from shared.text import ID_RULE, TEXT_RULE
 
 GradeName = Literal["excellent", "qualified", "unqualified", "insufficient_data"]
 # Counts are shown as JSON integers (17, not 17.0) and ratios as unrounded floats; the
@@ -25,6 +28,17 @@ class KpiKey(StrEnum):
     collaboration_score = "collaboration_score"
     training_sessions = "training_sessions"
     nps = "nps"
+
+
+# Directory ids and names follow the event id rule (shared.text): they are stored, exported to
+# CSV/XLSX and shown in one dashboard cell. The rule runs after the length constraints.
+DirectoryId: TypeAlias = Annotated[
+    str, StringConstraints(min_length=1, max_length=ID_LENGTH), ID_RULE
+]
+DirectoryName: TypeAlias = Annotated[str, StringConstraints(min_length=1, max_length=200), ID_RULE]
+# Ids that are only looked up need just storable text (PostgreSQL refuses NUL in a
+# parameter), so ids stored before the id rule existed stay reachable.
+LookupId: TypeAlias = Annotated[str, StringConstraints(max_length=ID_LENGTH), TEXT_RULE]
 
 
 class _Out(BaseModel):
@@ -118,9 +132,9 @@ class FactsPage(_Out):
 class TeamIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
-    supervisor: str | None = Field(
-        default=None, min_length=1, max_length=128, description="Subject of the supervisor token."
+    name: DirectoryName
+    supervisor: DirectoryId | None = Field(
+        default=None, description="Subject of the supervisor token."
     )
 
 
@@ -137,8 +151,8 @@ class TeamList(_Out):
 class SpecialistIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    team_id: str | None = Field(default=None, min_length=1, max_length=128)
+    name: DirectoryName | None = None
+    team_id: DirectoryId | None = None
 
 
 class SpecialistOut(_Out):

@@ -453,3 +453,68 @@ async def test_replay_deadletter_after_a_fix(bootstrap: str, created_topics: Top
         assert len(out.letters) == 4
         assert len(again) == 1 and again[0]["replays"] == 1
         assert again[0]["code"] == "invalid_value" and again[0]["source"]["via"] == "kafka"
+
+
+async def test_unstorable_text_on_raw_topics_is_dead_lettered_once_and_the_rest_flows(
+    database_url: str, bootstrap: str, created_topics: Topics, clean_db: Any
+) -> None:
+    topics = created_topics
+    good = all_types("n")
+    bad: list[tuple[bytes, str]] = [
+        (orjson.dumps(ev("n-nul", "ticket.reopened", ticket_id="T\x00")), "ticket_id"),
+        (json.dumps(ev("n-sur", "ticket.reopened", ticket_id="T\ud800")).encode(), "ticket_id"),
+        (b'{"event_id": "n-cesu", "type": "ticket.reopened", "ticket_id": "\xed\xa0\x80",'
+         b' "occurred_at": "2026-03-01T09:30:00Z"}', "ticket_id"),
+        (orjson.dumps(ev("n-ctl", "ticket.assigned", ticket_id="T", specialist_id="s\x1b[2J")),
+         "specialist_id"),
+        (orjson.dumps(ev("n-src", "ticket.reopened", ticket_id="T", source="crm\x00")), "source"),
+        (orjson.dumps(ev("n-ff", "survey.nps", specialist_id="s\uffff", score=9)),
+         "specialist_id"),
+    ]  # fmt: skip
+    # One key: the bad ones sit between good ones of the same partition and batch.
+    messages: list[tuple[str, bytes | None, bytes | None]] = []
+    for i, (topic, obj) in enumerate(good):
+        messages.append((topics.raw_for(topic), b"same", orjson.dumps(obj)))
+        if i < len(bad):
+            messages.append((topics.raw_for(topic), b"same", bad[i][0]))
+
+    async with running_ingest(ingest_settings(database_url, bootstrap, topics)):
+        coords = await produce_raw(bootstrap, messages)
+        async with Outputs(bootstrap, topics) as out:
+            await out.until(lambda: len(out.covered()) >= len(messages))
+            await out.poll()
+            assert sorted(out.covered()) == sorted(coords)  # each exactly once
+            assert sorted(e["event_id"] for e in out.events) == sorted(
+                o["event_id"] for _, o in good
+            )
+            assert sorted((d["code"], d["errors"][0]["field"]) for d in out.letters) == sorted(
+                ("invalid_text", field) for _, field in bad
+            )
+
+
+async def test_replay_of_a_letter_holding_a_lone_surrogate(
+    bootstrap: str, created_topics: Topics
+) -> None:
+    """A letter orjson cannot parse (its original holds \\ud800) is dead-lettered again, named."""
+    topics = created_topics
+    original = json.dumps(ev("r-sur", "ticket.reopened", ticket_id="T\udc00"), ensure_ascii=False)
+    letter = json.dumps(
+        {
+            "original": original,
+            "original_encoding": "utf-8",
+            "code": "not_json",
+            "source": {"via": "kafka", "topic": topics.tickets, "partition": 0, "offset": 3},
+            "replays": 0,
+        }
+    ).encode()
+    await produce_raw(bootstrap, [(topics.deadletter, b"T", letter)])
+
+    summary = await replay_deadletter(bootstrap, topics, reason="not_json", idle_seconds=2)
+    assert (summary.matched, summary.deadlettered, summary.unreadable) == (1, 1, 0)
+    assert summary.by_code == {"invalid_text": 1}
+    async with Outputs(bootstrap, topics) as out:
+        await out.until(lambda: len(out.letters) >= 1, timeout=20)
+        (again,) = out.letters  # the hand-written one is not a record orjson can read
+        assert again["replays"] == 1 and again["source"]["offset"] == 3
+        assert again["errors"][0]["field"] == "ticket_id"
+        assert again["errors"][0]["code"] == "invalid_text"

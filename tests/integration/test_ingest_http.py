@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,64 @@ async def test_http_mixed_batch_auth_and_limits(
         assert stats["by_topic"]["http"]["published"] == len(good) + 1
         assert stats["by_topic"]["http"]["deadlettered"] == 4
         assert stats["by_reason"] == {"not_json": 1, "not_object": 1, "out_of_range": 2}
+
+
+async def test_http_unstorable_text_is_rejected_per_event_naming_the_field(
+    database_url: str, bootstrap: str, created_topics: Topics, clean_db: Any
+) -> None:
+    """NUL, lone surrogates and controls in ids: 4xx per event, dead-lettered once, never 500."""
+    topics = created_topics
+    good = [obj for _, obj in all_types("u")]
+    # json.dumps writes a lone surrogate as a \ud800 escape: orjson refuses such a body
+    # whole, yet each event is judged on its own like any other rejection.
+    bad = [
+        (json.dumps(ev("u-nul\x00", "ticket.reopened", ticket_id="T")), "event_id"),
+        (json.dumps(ev("u-\ud800", "ticket.reopened", ticket_id="T")), "event_id"),
+        (json.dumps(ev("u-ctl", "ticket.assigned", ticket_id="T", specialist_id="s\x1b")),
+         "specialist_id"),
+        (json.dumps(ev("u-src", "ticket.reopened", ticket_id="T", source="\udc00")), "source"),
+    ]  # fmt: skip
+    body = "[" + ",".join([json.dumps(good[0]), *(b for b, _ in bad)])
+    body += "," + ",".join(json.dumps(g) for g in good[1:]) + "]"
+    cesu = b'{"event_id": "u-cesu", "type": "ticket.reopened", "ticket_id": "\xed\xa0\x80",'
+    cesu += b' "occurred_at": "2026-03-01T09:30:00Z"}'
+
+    async with running_ingest(ingest_settings(database_url, bootstrap, topics)) as (app, client):
+        await wait_consuming(app)  # the producer is up before the consumer joins
+        resp = await client.post("/v1/events", content=body.encode(), headers=AUTH)
+        assert resp.status_code == 202, resp.text
+        results = resp.json()["results"]
+        rejected = [
+            (r["index"], r["errors"][0]["field"], r["errors"][0]["code"])
+            for r in results
+            if r["status"] == "rejected"
+        ]
+        assert rejected == [(i + 1, field, "invalid_text") for i, (_, field) in enumerate(bad)]
+        assert "unpaired surrogate U+D800" in results[2]["errors"][0]["reason"]
+        assert results[2]["event_id"] == "u-\ufffd"  # echoed, but never unencodable
+
+        # Every event rejected: 422 per event, not 400 (nor 500) for the whole body.
+        for single, field in [(bad[1][0].encode(), "event_id"), (cesu, "ticket_id")]:
+            resp = await client.post("/v1/events", content=single, headers=AUTH)
+            assert resp.status_code == 422, resp.text
+            assert resp.json()["results"][0]["errors"][0]["field"] == field
+        # A body broken in another way too is still not JSON.
+        broken = await client.post("/v1/events", content=b'["\\ud800", NaN]', headers=AUTH)
+        assert broken.status_code == 400 and broken.json()["code"] == "not_json"
+
+        async with Outputs(bootstrap, topics) as out:
+            await out.until(lambda: len(out.events) >= len(good) and len(out.letters) >= 7)
+            await out.poll()
+            assert sorted(e["event_id"] for e in out.events) == sorted(g["event_id"] for g in good)
+            # Exactly once each: four from the batch, two single events, one broken body.
+            assert sorted((d["code"], d["errors"][0]["field"]) for d in out.letters) == sorted(
+                [("invalid_text", f) for _, f in bad]
+                + [("invalid_text", "event_id"), ("invalid_text", "ticket_id"), ("not_json", "$")]
+            )
+            assert all(d["source"]["via"] == "http" for d in out.letters)
+
+        stats = (await client.get("/v1/stats", headers=AUTH)).json()
+        assert stats["by_reason"] == {"invalid_text": 6, "not_json": 1}
 
 
 async def test_broker_down_pauses_and_resumes(database_url: str, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import math
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openpyxl import load_workbook
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -516,6 +518,93 @@ async def test_directory_writes(
     assert r.json() == {"id": "north", "name": "North 2", "supervisor": None}
     assert (await client.get("/v1/specialists/s1", headers=ADMIN)).json()["team_id"] == "north"
     assert (await client.get("/v1/specialists?team=nowhere", headers=ADMIN)).status_code == 404
+
+
+# A NUL (PostgreSQL refuses it as text) or a lone surrogate (JSON bodies are parsed by the
+# standard library, which lets "\ud800" through) used to give a 500; now a 422 naming it.
+@pytest.mark.parametrize(
+    ("method", "url", "body", "loc"),
+    [
+        ("GET", "/v1/specialists/a%00b/kpis", None, ["path", "specialist_id"]),
+        ("GET", "/v1/specialists/a%00b", None, ["path", "specialist_id"]),
+        ("GET", "/v1/specialists/%00/kpis/nps/history", None, ["path", "specialist_id"]),
+        ("GET", "/v1/specialists/%00/kpis/nps/events", None, ["path", "specialist_id"]),
+        ("GET", "/v1/specialists/%00/appraisals/2026Q2", None, ["path", "specialist_id"]),
+        ("GET", "/v1/specialists/%00/meetings", None, ["path", "specialist_id"]),
+        ("GET", "/v1/teams/a%00b", None, ["path", "team_id"]),
+        ("GET", "/v1/teams/a%00b/kpis", None, ["path", "team_id"]),
+        ("GET", "/v1/specialists?team=a%00b", None, ["query", "team"]),
+        ("GET", "/v1/leaderboard?kpi=nps&team=%00", None, ["query", "team"]),
+        ("GET", "/v1/dashboard/overview?team=%00", None, ["query", "team"]),
+        ("GET", "/v1/appraisals/2026Q2?team=%00", None, ["query", "team"]),
+        ("GET", "/v1/plans?team=%00", None, ["query", "team"]),
+        ("PUT", "/v1/teams/a%00b", {"name": "N"}, ["path", "team_id"]),
+        ("PUT", "/v1/teams/a%09b", {"name": "N"}, ["path", "team_id"]),  # created: id rule
+        ("PUT", "/v1/specialists/s%0A1", {}, ["path", "specialist_id"]),
+        ("PUT", "/v1/teams/north", '{"name": "N\\u0000"}', ["body", "name"]),
+        ("PUT", "/v1/teams/north", '{"name": "N\\ud800"}', ["body", "name"]),
+        ("PUT", "/v1/teams/north", '{"name": "N", "supervisor": "ann\\n"}', ["body", "supervisor"]),
+        ("PUT", "/v1/specialists/s1", '{"name": "\\udc00"}', ["body", "name"]),
+        ("PUT", "/v1/specialists/s1", '{"team_id": "n\\u0000"}', ["body", "team_id"]),
+        ("PUT", "/v1/specialists/s1", b'{"name": "\xed\xa0\x80"}', ["body", "name"]),
+        (
+            "POST",
+            "/v1/specialists/s1/meetings",
+            '{"date": "2026-05-01", "participants": ["ann\\u0000"]}',
+            ["body", "participants", 0],
+        ),
+        (
+            "POST",
+            "/v1/specialists/s1/meetings",
+            '{"date": "2026-05-01", "participants": ["ann"], "notes": "\\ud83d"}',
+            ["body", "notes"],
+        ),
+        ("PUT", "/v1/specialists/s1/plans/2026Q3", '{"notes": "a\\u0000"}', ["body", "notes"]),
+    ],
+)
+async def test_unstorable_text_is_422_naming_it(
+    client: AsyncClient, clean_db: AsyncEngine, method: str, url: str, body: Any, loc: list[Any]
+) -> None:
+    await seed_directory(clean_db, [("north", "North", None)], [("s1", None, "north")])
+    content = body if isinstance(body, str | bytes) else None
+    r = await client.request(
+        method,
+        url,
+        content=content,
+        json=None if content is not None else body,
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    (err,) = r.json()["detail"]
+    assert (err["loc"], err["type"]) == (loc, "invalid_text")
+    assert err["msg"].startswith("must not contain")
+
+
+async def test_text_rules_keep_what_every_sink_can_store(
+    client: AsyncClient, clean_db: AsyncEngine
+) -> None:
+    # An id stored before the id rule existed (a control character) can still be looked up.
+    await seed_directory(clean_db, [("north", "North", None)], [("old\x01id", "Old", "north")])
+    r = await client.get("/v1/specialists/old%01id", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["id"] == "old\x01id"
+    # Names may hold any character but controls (bidi controls and U+2028 included); notes
+    # may hold newlines and tabs.
+    name = "李伟 \u202e😀\u2028"
+    r = await client.put(
+        "/v1/specialists/s-2", json={"name": name, "team_id": "north"}, headers=ADMIN
+    )
+    assert r.status_code == 200 and r.json()["name"] == name
+    # The export shows it as U+FFFD (XML cannot carry it) instead of failing.
+    r = await client.get("/v1/appraisals/2026Q2?team=north&format=xlsx", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    ids = [row[0] for row in load_workbook(io.BytesIO(r.content)).worksheets[0].values]
+    assert "old\ufffdid" in ids and "s-2" in ids
+    r = await client.post(
+        "/v1/specialists/s-2/meetings",
+        json={"date": "2026-05-01", "participants": ["ann"], "notes": "line 1\nline\t2"},
+        headers=ADMIN,
+    )
+    assert r.status_code == 201 and r.json()["notes"] == "line 1\nline\t2"
 
 
 @settings(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import pickle
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from shared import topics
 from shared.events import (
+    ERROR_CODES,
     EVENT_ADAPTER,
     EVENT_TYPES,
     MAX_EVENT_BYTES,
@@ -41,6 +43,7 @@ from shared.events import (
     raw_topic_for,
     validate_event_obj,
 )
+from shared.text import id_problem
 
 TS = "2026-03-02T09:15:00+08:00"
 
@@ -375,8 +378,8 @@ def test_not_json(data: bytes) -> None:
     assert_rejected(data, "$", "not_json")
 
 
-def test_str_with_lone_surrogate_is_not_json() -> None:
-    assert_rejected('{"type": "\ud800"}', "$", "not_json")
+def test_str_with_lone_surrogate_names_the_string() -> None:
+    assert_rejected('{"type": "\ud800"}', "type", "invalid_text")
 
 
 @pytest.mark.parametrize("data", [b"[]", b"[{}]", b"42", b'"ticket.created"', b"null", b"true"])
@@ -554,6 +557,195 @@ def test_empty_id(value: str) -> None:
     assert_rejected(raw("ticket.assigned", specialist_id=value), "specialist_id", "out_of_range")
 
 
+# ------------------------------------------------------ storable text (invalid_text)
+
+# Every id field of SPEC §2 with a type that has it, and the free-text labels.
+ID_FIELDS = [
+    ("event_id", "ticket.created"),
+    ("ticket_id", "ticket.created"),
+    ("specialist_id", "ticket.closed"),
+    ("reviewer_id", "survey.peer_review"),
+    ("session_id", "survey.training"),
+    ("ticket_id", "survey.csat"),
+    ("specialist_id", "survey.nps"),
+]
+LABEL_FIELDS = [("source", "ticket.reopened"), ("channel", "ticket.created")]
+
+# value -> reason: what no string may hold (PostgreSQL, UTF-8).
+UNSTORABLE = [
+    ("a\x00b", "must not contain U+0000 (NUL)"),
+    ("\x00", "must not contain U+0000 (NUL)"),
+    ("a\ud800b", "must not contain an unpaired surrogate U+D800"),
+    ("\udfff", "must not contain an unpaired surrogate U+DFFF"),
+    ("\udc00\ud800", "must not contain an unpaired surrogate U+DC00"),
+]
+# value -> reason: what ids (not labels) may not hold either.
+NOT_IN_IDS = [
+    ("a\x01b", "must not contain the control character U+0001"),
+    ("a\tb", "must not contain the control character U+0009"),
+    ("a\nb", "must not contain the control character U+000A"),
+    ("a\x1bb", "must not contain the control character U+001B"),
+    ("a\x7fb", "must not contain the control character U+007F"),
+    ("a\x85b", "must not contain the control character U+0085"),
+    ("a\x9fb", "must not contain the control character U+009F"),
+    ("a\ufffeb", "must not contain the noncharacter U+FFFE"),
+    ("a\uffff", "must not contain the noncharacter U+FFFF"),
+]
+# Allowed in ids: every sink (PostgreSQL, JSON, CSV/XLSX, JSON logs) keeps them intact.
+ID_ALLOWED = [
+    "张伟-客服",
+    "s-42 😀",
+    "a\u2028b\u2029c",  # line/paragraph separators
+    "a\u202eb\u2066c\u200fd",  # bidi controls
+    "\ufeffid",  # BOM as a character
+    "a\u200db\u200bc",  # zero-width joiner/space
+    "\ue000\U000f0000",  # private use
+    "\U0010ffff\ufdd0",  # other noncharacters: valid in XML
+    "x" * 128,
+]
+
+
+def _bytes(data: dict[str, Any]) -> bytes:
+    # orjson cannot encode a lone surrogate; \ud800 escapes are what a producer would send.
+    return json.dumps(data).encode()
+
+
+def _both_paths(event_type: str, field: str, value: str) -> list[InvalidEvent]:
+    """The rejection through the wire (decode_event) and a parsed object (validate_event_obj)."""
+    errors = [rejection(_bytes(payload(event_type, **{field: value})))]
+    with pytest.raises(InvalidEvent) as info:
+        validate_event_obj(payload(event_type, **{field: value}))
+    return [*errors, info.value]
+
+
+@pytest.mark.parametrize(("value", "reason"), UNSTORABLE + NOT_IN_IDS)
+@pytest.mark.parametrize(("field", "event_type"), ID_FIELDS)
+def test_ids_reject_unstorable_and_control_characters(
+    field: str, event_type: str, value: str, reason: str
+) -> None:
+    for err in _both_paths(event_type, field, value):
+        assert [(e.field, e.reason, e.code) for e in err.errors] == [
+            (field, reason, "invalid_text")
+        ]
+
+
+@pytest.mark.parametrize(("value", "reason"), UNSTORABLE)
+@pytest.mark.parametrize(("field", "event_type"), LABEL_FIELDS)
+def test_labels_reject_unstorable(field: str, event_type: str, value: str, reason: str) -> None:
+    for err in _both_paths(event_type, field, value):
+        assert [(e.field, e.reason, e.code) for e in err.errors] == [
+            (field, reason, "invalid_text")
+        ]
+
+
+@pytest.mark.parametrize("value", ID_ALLOWED)
+@pytest.mark.parametrize(("field", "event_type"), ID_FIELDS + LABEL_FIELDS)
+def test_other_characters_are_kept_intact(field: str, event_type: str, value: str) -> None:
+    event = decode_event(orjson.dumps(payload(event_type, **{field: value})))
+    assert getattr(event, field) == value
+    assert decode_event(encode_event(event)) == event
+
+
+@pytest.mark.parametrize("value", [value for value, _ in NOT_IN_IDS])
+@pytest.mark.parametrize(("field", "event_type"), LABEL_FIELDS)
+def test_labels_keep_control_characters(field: str, event_type: str, value: str) -> None:
+    # SPEC: only ids exclude control characters; labels are never exported nor keyed on.
+    event = decode_event(orjson.dumps(payload(event_type, **{field: value})))
+    assert getattr(event, field) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [(" \tT-1\n ", "T-1"), ("\x85T-1\u3000", "T-1"), ("T-1\r\n", "T-1")],
+)
+def test_whitespace_controls_around_ids_are_trimmed_first(value: str, stored: str) -> None:
+    event = decode_event(raw("ticket.reopened", ticket_id=value))
+    assert isinstance(event, TicketReopened) and event.ticket_id == stored
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "code"),
+    [
+        # Length and emptiness are judged first, on the trimmed value.
+        ({"event_id": "x" * 128 + "\x00"}, "event_id", "out_of_range"),
+        ({"event_id": " \t "}, "event_id", "out_of_range"),
+        # The type tag must be one of the names: anything else is unknown.
+        ({"type": "ticket.created\x00"}, "type", "unknown_type"),
+        ({"type": "ticket.created\ud800"}, "type", "unknown_type"),
+        # A NUL in an ignored field is never stored: the event is fine.
+        ({"note": "a\x00b"}, None, None),
+    ],
+)
+def test_text_rule_interplay(changes: dict[str, Any], field: str | None, code: str | None) -> None:
+    data = payload("ticket.created", **changes)
+    if field is None:
+        assert validate_event_obj(data).type == "ticket.created"
+        return
+    with pytest.raises(InvalidEvent) as info:
+        validate_event_obj(data)
+    assert (info.value.errors[0].field, info.value.code) == (field, code)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        # \ud800 escapes: orjson refuses the whole message; the string is still named.
+        (b'{"type": "ticket.reopened", "event_id": "\\ud83d", "ticket_id": "T"}', "event_id"),
+        (b'{"type": "ticket.reopened", "note": {"tags": ["ok", "\\udc00"]}}', "note.tags.1"),
+        (b'{"type": "ticket.reopened", "\\ud800key": 1}', "\ufffdkey"),
+        (b'"\\ud800"', "$"),
+        # CESU-8 bytes of a surrogate (what "surrogatepass" writes) are named the same way.
+        (b'{"type": "ticket.reopened", "ticket_id": "\xed\xa0\x80"}', "ticket_id"),
+    ],
+)
+def test_surrogates_anywhere_in_the_message_are_named(data: bytes, field: str) -> None:
+    err = rejection(data)
+    assert (err.errors[0].field, err.code) == (field, "invalid_text"), str(err)
+    assert "unpaired surrogate" in err.errors[0].reason
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a": "\\ud800", "b": NaN}',  # not JSON for another reason too
+        b'{"a": "\\ud800", "b": 1e400}',
+        b'\xef\xbb\xbf{"a": "\\ud800"}',  # BOM
+        b'{"a": "\\ud800", "b": "\xff"}',  # invalid UTF-8 besides the surrogate
+        b'{"a": "\\ud800"',  # truncated
+        b"[" * 5000 + b'"\\ud800"' + b"]" * 5000,  # nested beyond any parser
+    ],
+)
+def test_surrogate_naming_never_accepts_other_broken_json(data: bytes) -> None:
+    assert_rejected(data, "$", "not_json")
+
+
+def test_python_built_events_follow_the_same_rules() -> None:
+    with pytest.raises(ValidationError) as info:
+        TicketReopened(
+            event_id="e\x00", occurred_at=datetime(2026, 3, 2, tzinfo=UTC), ticket_id="t"
+        )
+    assert info.value.errors()[0]["type"] == "invalid_text"
+    event = TicketReopened(
+        event_id="e", occurred_at=datetime(2026, 3, 2, tzinfo=UTC), ticket_id="張"
+    )
+    assert decode_event(encode_event(event)) == event
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(st.characters(codec=None, categories=None), max_size=40))
+def test_any_accepted_id_is_storable(value: str) -> None:
+    try:
+        event = validate_event_obj(payload("ticket.reopened", ticket_id=value))
+    except InvalidEvent as err:
+        assert err.code in {"invalid_text", "out_of_range"}
+        assert err.errors[0].field == "ticket_id"
+        return
+    assert isinstance(event, TicketReopened)
+    assert id_problem(event.ticket_id) is None
+    assert event.ticket_id.encode("utf-8").decode("utf-8") == event.ticket_id  # no surrogate
+    assert "\x00" not in event.ticket_id
+
+
 def test_oversized_message() -> None:
     big = raw("ticket.created", padding="x" * MAX_EVENT_BYTES)
     assert len(big) > MAX_EVENT_BYTES
@@ -646,17 +838,7 @@ def _decodes_or_rejects(data: bytes | str) -> None:
         event = decode_event(data)
     except InvalidEvent as err:
         assert err.errors
-        assert err.code in {
-            "not_json",
-            "not_object",
-            "oversized",
-            "unknown_type",
-            "missing_field",
-            "wrong_type",
-            "out_of_range",
-            "naive_timestamp",
-            "invalid_value",
-        }
+        assert err.code in ERROR_CODES
     else:
         assert isinstance(event, EventBase)
         assert decode_event(encode_event(event)) == event
@@ -683,9 +865,17 @@ def test_event_shaped_json_decodes_or_rejects(value: dict[str, Any]) -> None:
         validate_event_obj(value)
 
 
-ids = st.text(min_size=1, max_size=128).map(str.strip).filter(bool)
+ids = (
+    st.text(
+        st.characters(exclude_categories=("Cc", "Cs"), exclude_characters="\ufffe\uffff"),
+        min_size=1,
+        max_size=128,
+    )
+    .map(str.strip)
+    .filter(bool)
+)
 opt_ids = st.none() | ids
-labels = st.none() | st.text(max_size=128)
+labels = st.none() | st.text(st.characters(exclude_characters="\x00"), max_size=128)
 offsets = st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59).map(
     lambda m: timezone(timedelta(minutes=m))
 )

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from services.ingest.intake import (
     classify,
+    classify_item,
     envelope,
     partition_key,
     replay_outgoing,
@@ -178,6 +179,57 @@ def test_replay_revalidates_and_counts_replays() -> None:
     assert decode_original(letter) == bad
 
 
+HTTP = Source("http")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"event_id": "e\x00"}, "event_id"),  # orjson encodes it: rejected by validation
+        ({"event_id": "e\ud800"}, "event_id"),  # orjson cannot encode it at all
+        ({"specialist_id": "\udfff"}, "specialist_id"),
+        ({"ticket_id": "T\x1f"}, "ticket_id"),
+        ({"channel": "\x00"}, "channel"),
+        ({"note": ["ok", "\ud83d"]}, "note.1"),  # even where the event would ignore it
+    ],
+)
+def test_http_items_with_unstorable_text_are_dead_lettered_naming_the_field(
+    changes: dict[str, Any], field: str
+) -> None:
+    out = classify_item(event_obj("ticket.created", **changes), HTTP, AT)
+    assert out.deadletter and out.code == "invalid_text" and out.key is None
+    assert [(e.field, e.code) for e in out.errors] == [(field, "invalid_text")]
+    letter = orjson.loads(out.value)
+    assert letter["errors"][0]["field"] == field and letter["source"]["via"] == "http"
+    # The original stays readable text, and replaying it gives the same verdict.
+    assert letter["original_encoding"] == "utf-8"
+    again = replay_outgoing(letter, None, AT)
+    assert again.deadletter and [e.field for e in again.errors] == [field]
+
+
+def test_http_item_is_classified_like_its_json() -> None:
+    item = event_obj("ticket.closed", extra={"n": 1})
+    assert classify_item(item, HTTP, AT) == classify(orjson.dumps(item), None, HTTP, AT)
+
+
+def test_replay_of_a_letter_holding_a_surrogate_is_dead_lettered_again() -> None:
+    # As a hand-edited record parsed leniently would be: surrogates in original and topic.
+    letter = {
+        "original": '{"event_id": "e\ud800", "type": "ticket.reopened", "ticket_id": "T"}',
+        "original_encoding": "utf-8",
+        "code": "not_json",
+        "source": {"via": "kafka", "topic": "helpdesk.\udc00", "partition": 1, "offset": 9},
+        "replays": 2,
+    }
+    out = replay_outgoing(letter, b"k", AT)
+    assert out.deadletter and out.code == "invalid_text"
+    assert [e.field for e in out.errors] == ["event_id"]
+    again = orjson.loads(out.value)
+    assert again["replays"] == 3 and again["source"]["topic"] is None
+    assert again["original_encoding"] == "base64"  # CESU-8 bytes are not UTF-8
+    assert decode_original(again) == letter["original"].encode("utf-8", "surrogatepass")
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda children: (
@@ -225,3 +277,37 @@ def test_classify_is_total_and_consistent(raw: bytes) -> None:
         body = orjson.loads(out.value)
         assert decode_event(out.value) == decode_event(raw)
         assert body["_ingest"]["offset"] == 41
+
+
+unicode_text = st.text(st.characters(codec=None, categories=None), max_size=12)
+unicode_items = st.recursive(
+    st.none() | st.booleans() | st.integers() | unicode_text,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(unicode_text, children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        unicode_items,
+        st.builds(
+            lambda kind, fields: {**event_obj(kind), **fields},
+            st.sampled_from(sorted(EVENT_TYPES)),
+            st.dictionaries(
+                st.sampled_from(["event_id", "ticket_id", "specialist_id", "source", "extra"]),
+                unicode_text,
+            ),
+        ),
+    )
+)
+def test_classify_item_is_total_and_its_output_encodable(item: object) -> None:
+    out = classify_item(item, HTTP, AT)
+    assert sum(stats_delta([out]).values()) == 1
+    body = orjson.loads(out.value)  # always valid UTF-8 JSON
+    if out.deadletter:
+        assert out.code in ERROR_CODES and body["errors"]
+    else:
+        assert decode_event(out.value).event_id == out.event_id
