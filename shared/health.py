@@ -236,3 +236,13 @@ async def mark_notified(conn: Raw, incidents: Sequence[Incident]) -> None:
         [i.id for i in incidents],
         [i.status for i in incidents],
     )
+
+
+def pipeline_status(open_incidents: Sequence[Incident]) -> str:
+    """What the dashboard banner shows: "stalled" while a stall is open (KPIs stopped
+    moving), "degraded" while any other incident is open (they may be incomplete), else "ok".
+    """
+    kinds = {i.kind for i in open_incidents if i.status == OPEN}
+    if STALL in kinds:
+        return "stalled"
+    return "degraded" if kinds else "ok"
