@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notify.channels import verify_webhook_signature
-from services.notify.health_relay import incident_delivery_key
+from services.notify.health_relay import incident_delivery_key, relay_incidents
 from shared import health
 from shared.db import raw_connection, session_scope
+from shared.embedded import free_port
 from tests.integration.notify_support import Receiver, Start
+from tests.integration.test_notify_pipeline import RunningSender, add_channel, cfg
+from tests.integration.test_notify_receivers import _Inbox
 from tests.kafka_helpers import wait_for
 from tests.service_helpers import ADMIN_TOKEN
 
@@ -179,3 +184,46 @@ async def test_two_replicas_relay_each_transition_once(
     assert len(set(org.keys())) == 2 * n
     rows = await _fetch(sessionmaker, "SELECT count(*) FROM deliveries")
     assert rows[0][0] == 2 * n
+
+
+async def test_chat_robots_and_email_get_incident_notices(
+    sessionmaker: async_sessionmaker[AsyncSession], receivers: tuple[Receiver, Receiver]
+) -> None:
+    """The in-process relay and sender: native robot payloads and an SMTP mail per notice."""
+    rec, _ = receivers
+    inbox = _Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        await add_channel(
+            sessionmaker, "", cid="ding", kind="dingtalk", config={"url": rec.url + "/ding?t=T"}
+        )
+        await add_channel(sessionmaker, "", cid="slack", kind="slack", config={"url": rec.url})
+        mail = {"sender": "kpi@example.com", "recipients": ["ops@example.com"]}
+        await add_channel(
+            sessionmaker,
+            "",
+            cid="mail",
+            kind="email",
+            config={**mail, "host": "127.0.0.1", "port": port},
+        )
+        incident = await _open(sessionmaker, "offset_gap:kpi-scoring", health.OFFSET_GAP, "lost 5")
+        c = cfg()
+        async with session_scope(sessionmaker) as session:
+            assert await relay_incidents(session, c, dt.datetime.now(dt.UTC)) == (1, 3)
+        async with session_scope(sessionmaker) as session:
+            assert await relay_incidents(session, c, dt.datetime.now(dt.UTC)) == (0, 0)
+        async with RunningSender(sessionmaker, c, lambda: dt.datetime.now(dt.UTC)):
+            await wait_for(lambda: len(rec.snapshot()) == 2 and len(inbox.messages) == 1, 10)
+        by_path = {r.path.split("?")[0]: r.json() for r in rec.snapshot()}
+        title = "[PLATFORM] Records lost to retention · scoring"
+        assert by_path["/ding"]["markdown"]["title"] == title
+        assert "lost 5" in by_path["/ding"]["markdown"]["text"]
+        assert by_path["/"]["text"] == title
+        msg = inbox.messages[0]
+        assert msg["Subject"] == title and msg["To"] == "ops@example.com"
+        assert msg["X-KPI-Delivery"] == incident_delivery_key(incident.id, "firing", "mail")
+        assert all(r.headers.get("X-KPI-Delivery") for r in rec.snapshot())
+    finally:
+        controller.stop()
