@@ -312,6 +312,8 @@ async def check_alerts(
         "duplicates_without_same_key": sum(1 for k in keys_of.values() if len(k) > 1),
         "duplicates_same_key_per_1000": round(1000 * (total - distinct_keys) / max(1, total), 1),
         "deliveries_failed": int(failed or 0),
+        # Counted apart: faults such as a broker pause may rightly raise platform incidents.
+        "platform_incident_deliveries": sum(1 for d in deliveries if d.incident),
     }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from services.notify.channels import is_incident
 from tests.integration.notify_support import Received, Receiver
 
 HANG_SECONDS = 8.0  # longer than the chaos run's KPI_NOTIFY_SEND_TIMEOUT
@@ -21,8 +22,16 @@ class Delivery:
     status: int
     at: float
 
+    @property
+    def incident(self) -> bool:
+        """A platform-health notice (e.g. a stall during a broker pause), not an alert."""
+        return is_incident(orjson.loads(self.body))
+
     def items(self) -> list[dict[str, Any]]:
+        """The alert payloads of the body (none for a platform-health notice)."""
         data = orjson.loads(self.body)
+        if is_incident(data):
+            return []
         return list(data["alerts"]) if "alerts" in data else [data]
 
 

@@ -34,7 +34,8 @@ def render(r: dict[str, Any]) -> str:
         f"{a.get('delivery_keys')} keys (same-key duplicates "
         f"{a.get('duplicates_same_key_per_1000')}/1000, without same key "
         f"{a.get('duplicates_without_same_key')}, key/payload conflicts "
-        f"{a.get('key_payload_conflicts')}, failed {a.get('deliveries_failed')})",
+        f"{a.get('key_payload_conflicts')}, failed {a.get('deliveries_failed')}); "
+        f"platform-health notices {a.get('platform_incident_deliveries')}",
         f"  faults injected {len(r.get('faults', []))}: "
         + ", ".join(f"{k}" for k in r.get("faults_by_kind", {})),
         f"  recovery to zero lag p50 {r.get('recovery_p50_s')} s, max {r.get('recovery_max_s')} s"

@@ -241,6 +241,16 @@ async def mark_notified(conn: Raw, incidents: Sequence[Incident]) -> None:
     )
 
 
+def pipeline_status(open_incidents: Sequence[Incident]) -> str:
+    """What the dashboard banner shows: "stalled" while a stall is open (KPIs stopped
+    moving), "degraded" while any other incident is open (they may be incomplete), else "ok".
+    """
+    kinds = {i.kind for i in open_incidents if i.status == OPEN}
+    if STALL in kinds:
+        return "stalled"
+    return "degraded" if kinds else "ok"
+
+
 async def heartbeat(conn: Raw, key: str) -> None:
     """Mark the open condition ``key`` as still observed (see :func:`expire_conditions`)."""
     await conn.execute(

@@ -29,6 +29,7 @@ from services.notify import repository as repo
 from services.notify import sse
 from services.notify.consumer import ScoresConsumer
 from services.notify.handlers import AckResult, NotifyConfig, Outcome, ack_alert, run_tick
+from services.notify.health_relay import HealthRelay
 from services.notify.schemas import (
     AckIn,
     ChannelIn,
@@ -40,6 +41,7 @@ from services.notify.schemas import (
 )
 from services.notify.sender import Sender, refresh_status_gauge
 from services.notify.sse import REPLAY_MAX_EVENTS
+from shared import health
 from shared.auth import Principal, Role, require
 from shared.db import session_scope, utcnow
 from shared.runtime import Runtime, create_app
@@ -115,6 +117,7 @@ class NotifyService:
         self.broadcaster = Broadcaster()
         self.sender: Sender | None = None
         self.consumer: ScoresConsumer | None = None
+        self.relay: HealthRelay | None = None
         self.cfg: NotifyConfig | None = None
         self._stopping = asyncio.Event()
         self.listening = False
@@ -144,6 +147,15 @@ class NotifyService:
             sender = self.sender
             runtime.extra_checks["sender"] = lambda: None if sender.healthy else sender.last_error
         runtime.spawn(self._tick_loop(runtime, cfg), "notify-tick")
+        self.relay = HealthRelay(
+            runtime.sessionmaker,
+            cfg,
+            clock=self.clock,
+            period=settings.notify_tick_seconds,
+            on_enqueued=self.sender.wake if self.sender is not None else None,
+        )
+        runtime.spawn(self.relay.run(), "notify-health-relay")
+        runtime.stoppers.append(self.relay.stop)
         runtime.spawn(self._listen_loop(settings), "notify-listen")
         self.consumer = ScoresConsumer(
             settings, runtime.sessionmaker, cfg, self.clock, self.committed
@@ -195,6 +207,10 @@ class NotifyService:
             try:
                 conn = await asyncpg.connect(dsn, timeout=10)
                 await conn.add_listener(repo.ALERT_CHANNEL, on_notify)
+                if self.relay is not None:
+                    await conn.add_listener(health.NOTIFY_CHANNEL, self.relay.on_notify)
+                    # Whatever was committed while we were not listening goes out now.
+                    self.relay.wake()
                 self.listening = True
                 while not self._stopping.is_set() and not conn.is_closed():
                     with contextlib.suppress(TimeoutError):

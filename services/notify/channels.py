@@ -24,14 +24,19 @@ from services.notify.messages import (
     normalize_lang,
     render_group_text,
     render_group_title,
+    render_incident_text,
+    render_incident_title,
     render_text,
     render_title,
 )
-from services.notify.rules import AlertState, NotifyKind
+from services.notify.rules import AlertState, Announced, NotifyKind
+from shared.health import STALL, Incident
 
 SIGNATURE_HEADER: Final = "X-KPI-Signature"
 DELIVERY_HEADER: Final = "X-KPI-Delivery"
 JSON_CONTENT_TYPE: Final = "application/json"
+# `type` of a platform-health incident body: what tells it apart from an alert body.
+INCIDENT_TYPE: Final = "platform_incident"
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MASK: Final = "***"
@@ -58,15 +63,53 @@ class AlertPayload(BaseModel):
 
     def to_json_dict(self) -> dict[str, Any]:
         """Field dict with datetimes normalized to UTC (serialized as RFC 3339 "...Z")."""
-        out = self.model_dump(mode="python")
-        for key in ("started_at", "resolved_at"):
-            if out[key] is not None:
-                out[key] = out[key].astimezone(UTC)
-        return out
+        return _in_utc(self.model_dump(mode="python"), "started_at", "resolved_at")
 
     def to_json(self) -> bytes:
         """Compact JSON bytes, the exact bytes that get signed."""
         return dumps(self.to_json_dict())
+
+
+class IncidentPayload(BaseModel):
+    """Generic webhook body of a platform-health incident notice for admins.
+
+    `type` is always "platform_incident": alert bodies have no `type`, so a receiver (and
+    the sender reading the outbox) tells the two apart by it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    type: Literal["platform_incident"] = INCIDENT_TYPE
+    incident_id: int
+    status: Announced
+    kind: str
+    service: str
+    summary: str
+    detail: dict[str, Any]
+    opened_at: AwareDatetime
+    resolved_at: AwareDatetime | None
+    occurrences: int
+    message: str
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Field dict with datetimes normalized to UTC (serialized as RFC 3339 "...Z")."""
+        return _in_utc(self.model_dump(mode="python"), "opened_at", "resolved_at")
+
+    def to_json(self) -> bytes:
+        """Compact JSON bytes, the exact bytes that get signed."""
+        return dumps(self.to_json_dict())
+
+
+def is_incident(body: Mapping[str, Any]) -> bool:
+    """True for an incident notice body (or stored delivery payload), False for alerts."""
+    return body.get("type") == INCIDENT_TYPE
+
+
+def _in_utc(fields: dict[str, Any], *keys: str) -> dict[str, Any]:
+    for key in keys:
+        if fields[key] is not None:
+            fields[key] = fields[key].astimezone(UTC)
+    return fields
 
 
 def dumps(obj: Any) -> bytes:
@@ -104,6 +147,25 @@ def make_payload(
     )
     text = render_text(payload, lang, link, kind=kind, names=names)
     return payload.model_copy(update={"message": text})
+
+
+def make_incident_payload(
+    incident: Incident, status: Announced, *, lang: str = "zh-CN", link: str | None = None
+) -> IncidentPayload:
+    """Build the notice of an incident that opened (`firing`) or cleared (`resolved`)."""
+    payload = IncidentPayload(
+        incident_id=incident.id,
+        status=status,
+        kind=incident.kind,
+        service=incident.service,
+        summary=incident.summary,
+        detail=dict(incident.detail),
+        opened_at=incident.opened_at,
+        resolved_at=incident.resolved_at if status == "resolved" else None,
+        occurrences=incident.occurrences,
+        message="",
+    )
+    return payload.model_copy(update={"message": render_incident_text(payload, lang, link)})
 
 
 # ---------------------------------------------------------------------------- requests
@@ -308,6 +370,45 @@ def _text(
     return render_group_text(items, lang, link, kinds=kinds, fmt=fmt, names=names)
 
 
+@dataclass(frozen=True)
+class _Content:
+    """One message rendered for every channel kind; the builders below only package it."""
+
+    title: str
+    text: Callable[[Fmt, str | None], str]  # (format, link) -> text, user data escaped
+    body: Callable[[], bytes]  # the generic webhook body
+    template: str  # Feishu card header colour
+
+
+def _alert_content(
+    alerts: Alerts,
+    lang: str,
+    kinds: Mapping[str, NotifyKind] | None,
+    names: Mapping[str, str] | None,
+) -> _Content:
+    items = _as_list(alerts)
+    return _Content(
+        title=_title(items, lang, kinds, names),
+        text=lambda fmt, link: _text(items, lang, link, fmt, kinds, names),
+        body=lambda: webhook_body(alerts),
+        template=_feishu_template(items, kinds),
+    )
+
+
+def _incident_content(incident: IncidentPayload, lang: str) -> _Content:
+    if incident.status == "resolved":
+        template = "green"
+    else:
+        # Same colours as the dashboard banner: red when KPIs stopped, orange otherwise.
+        template = "red" if incident.kind == STALL else "orange"
+    return _Content(
+        title=render_incident_title(incident, lang),
+        text=lambda fmt, link: render_incident_text(incident, lang, link, fmt=fmt),
+        body=incident.to_json,
+        template=template,
+    )
+
+
 def _headers(delivery_key: str | None) -> dict[str, str]:
     headers = {"Content-Type": JSON_CONTENT_TYPE}
     if delivery_key is not None:
@@ -362,7 +463,10 @@ def webhook_body(alerts: Alerts) -> bytes:
 
 def build_webhook(channel: WebhookChannel, alerts: Alerts, *, delivery_key: str) -> OutgoingRequest:
     """Generic webhook POST: JSON body, HMAC signature and idempotency key headers."""
-    body = webhook_body(alerts)
+    return _signed_post(channel, webhook_body(alerts), delivery_key)
+
+
+def _signed_post(channel: WebhookChannel, body: bytes, delivery_key: str) -> OutgoingRequest:
     headers = _headers(delivery_key)
     headers[SIGNATURE_HEADER] = sign_body(channel.secret, body)
     return OutgoingRequest("POST", channel.url, headers, body)
@@ -393,15 +497,21 @@ def build_dingtalk(
     names: Mapping[str, str] | None = None,
 ) -> OutgoingRequest:
     """DingTalk robot markdown message; signed in the URL when the channel has a secret."""
-    items = _as_list(alerts)
-    text = _text(items, lang, link, "markdown", kinds, names)
+    return _dingtalk(channel, _alert_content(alerts, lang, kinds, names), link, now, delivery_key)
+
+
+def _dingtalk(
+    channel: DingTalkChannel,
+    content: _Content,
+    link: str | None,
+    now: datetime,
+    delivery_key: str | None,
+) -> OutgoingRequest:
+    text = content.text("markdown", link)
     body = dumps(
         {
             "msgtype": "markdown",
-            "markdown": {
-                "title": _title(items, lang, kinds, names),
-                "text": _truncate_utf8(text, DINGTALK_MAX_BYTES),
-            },
+            "markdown": {"title": content.title, "text": _truncate_utf8(text, DINGTALK_MAX_BYTES)},
         }
     )
     url = channel.url
@@ -428,8 +538,13 @@ def build_wecom(
     names: Mapping[str, str] | None = None,
 ) -> OutgoingRequest:
     """WeCom group robot markdown message."""
-    items = _as_list(alerts)
-    text = _truncate_utf8(_text(items, lang, link, "markdown", kinds, names), WECOM_MAX_BYTES)
+    return _wecom(channel, _alert_content(alerts, lang, kinds, names), link, delivery_key)
+
+
+def _wecom(
+    channel: WeComChannel, content: _Content, link: str | None, delivery_key: str | None
+) -> OutgoingRequest:
+    text = _truncate_utf8(content.text("markdown", link), WECOM_MAX_BYTES)
     body = dumps({"msgtype": "markdown", "markdown": {"content": text}})
     return OutgoingRequest("POST", channel.url, _headers(delivery_key), body)
 
@@ -460,7 +575,18 @@ def build_feishu(
     names: Mapping[str, str] | None = None,
 ) -> OutgoingRequest:
     """Feishu/Lark bot message: interactive card (lark_md) or plain text; signed in the body."""
-    items = _as_list(alerts)
+    content = _alert_content(alerts, lang, kinds, names)
+    return _feishu(channel, content, lang, link, now, delivery_key)
+
+
+def _feishu(
+    channel: FeishuChannel,
+    content: _Content,
+    lang: str,
+    link: str | None,
+    now: datetime,
+    delivery_key: str | None,
+) -> OutgoingRequest:
     payload: dict[str, Any] = {}
     if channel.secret:
         ts = (now - _EPOCH) // timedelta(seconds=1)
@@ -471,10 +597,7 @@ def build_feishu(
         elements: list[dict[str, Any]] = [
             {
                 "tag": "div",
-                "text": {
-                    "tag": "lark_md",
-                    "content": _text(items, lang, None, "markdown", kinds, names),
-                },
+                "text": {"tag": "lark_md", "content": content.text("markdown", None)},
             }
         ]
         if link:
@@ -496,14 +619,14 @@ def build_feishu(
         payload["card"] = {
             "config": {"wide_screen_mode": True},
             "header": {
-                "title": {"tag": "plain_text", "content": _title(items, lang, kinds, names)},
-                "template": _feishu_template(items, kinds),
+                "title": {"tag": "plain_text", "content": content.title},
+                "template": content.template,
             },
             "elements": elements,
         }
     else:
         payload["msg_type"] = "text"
-        payload["content"] = {"text": _text(items, lang, link, "plain", kinds, names)}
+        payload["content"] = {"text": content.text("plain", link)}
     return OutgoingRequest("POST", channel.url, _headers(delivery_key), dumps(payload))
 
 
@@ -529,15 +652,20 @@ def build_slack(
     names: Mapping[str, str] | None = None,
 ) -> OutgoingRequest:
     """Slack incoming webhook: `text` fallback plus header and mrkdwn section blocks."""
-    items = _as_list(alerts)
-    title = _title(items, lang, kinds, names)
+    return _slack(channel, _alert_content(alerts, lang, kinds, names), link, delivery_key)
+
+
+def _slack(
+    channel: SlackChannel, content: _Content, link: str | None, delivery_key: str | None
+) -> OutgoingRequest:
+    title = content.title
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _cut(title, _SLACK_HEADER_MAX)}},
         {
             "type": "section",
             "text": {
                 "type": "mrkdwn",
-                "text": _cut(_text(items, lang, link, "slack", kinds, names), _SLACK_SECTION_MAX),
+                "text": _cut(content.text("slack", link), _SLACK_SECTION_MAX),
             },
         },
     ]
@@ -570,11 +698,23 @@ def build_email(
     `now` sets the Date header and `delivery_key` a deterministic Message-ID and
     `X-KPI-Delivery`, so a resent mail is recognizably the same one.
     """
-    items = _as_list(alerts)
+    content = _alert_content(alerts, lang, kinds, names)
+    return _email(content, lang, link, sender, recipients, now, delivery_key)
+
+
+def _email(
+    content: _Content,
+    lang: str,
+    link: str | None,
+    sender: str,
+    recipients: Sequence[str],
+    now: datetime | None,
+    delivery_key: str | None,
+) -> EmailMessage:
     if not recipients:
         raise ValueError("no recipients")
     msg = EmailMessage()
-    msg["Subject"] = _header_safe(_title(items, lang, kinds, names))
+    msg["Subject"] = _header_safe(content.title)
     msg["From"] = sender
     msg["To"] = ", ".join(recipients)
     if now is not None:
@@ -582,9 +722,9 @@ def build_email(
     if delivery_key is not None:
         msg["Message-ID"] = f"<{delivery_key}@kpi-notify>"
         msg[DELIVERY_HEADER] = delivery_key
-    msg.set_content(_text(items, lang, link, "plain", kinds, names))
+    msg.set_content(content.text("plain", link))
     lang_attr = html.escape(normalize_lang(lang), quote=True)
-    html_body = _text(items, lang, link, "html", kinds, names)
+    html_body = content.text("html", link)
     msg.add_alternative(
         f'<!DOCTYPE html>\n<html lang="{lang_attr}"><head><meta charset="utf-8"></head>'
         f"<body>\n{html_body}\n</body></html>\n",
@@ -608,49 +748,43 @@ def build_request(
     names: Mapping[str, str] | None = None,
 ) -> OutgoingRequest:
     """Build the request for any HTTP channel (email goes through `build_email`)."""
+    content = _alert_content(alerts, lang, kinds, names)
+    return _request(channel, content, lang, link, now, delivery_key)
+
+
+def build_incident_delivery(
+    channel: Channel,
+    incident: IncidentPayload,
+    *,
+    lang: str,
+    link: str | None,
+    now: datetime,
+    delivery_key: str,
+) -> OutgoingRequest | EmailMessage:
+    """The request (or email) that tells a channel's admins about an incident notice."""
+    content = _incident_content(incident, lang)
+    if isinstance(channel, EmailChannel):
+        return _email(content, lang, link, channel.sender, channel.recipients, now, delivery_key)
+    return _request(channel, content, lang, link, now, delivery_key)
+
+
+def _request(
+    channel: HttpChannel,
+    content: _Content,
+    lang: str,
+    link: str | None,
+    now: datetime,
+    delivery_key: str,
+) -> OutgoingRequest:
     if isinstance(channel, WebhookChannel):
-        return build_webhook(channel, alerts, delivery_key=delivery_key)
+        return _signed_post(channel, content.body(), delivery_key)
     if isinstance(channel, DingTalkChannel):
-        return build_dingtalk(
-            channel,
-            alerts,
-            lang=lang,
-            link=link,
-            now=now,
-            delivery_key=delivery_key,
-            kinds=kinds,
-            names=names,
-        )
+        return _dingtalk(channel, content, link, now, delivery_key)
     if isinstance(channel, WeComChannel):
-        return build_wecom(
-            channel,
-            alerts,
-            lang=lang,
-            link=link,
-            delivery_key=delivery_key,
-            kinds=kinds,
-            names=names,
-        )
+        return _wecom(channel, content, link, delivery_key)
     if isinstance(channel, FeishuChannel):
-        return build_feishu(
-            channel,
-            alerts,
-            lang=lang,
-            link=link,
-            now=now,
-            delivery_key=delivery_key,
-            kinds=kinds,
-            names=names,
-        )
-    return build_slack(
-        channel,
-        alerts,
-        lang=lang,
-        link=link,
-        delivery_key=delivery_key,
-        kinds=kinds,
-        names=names,
-    )
+        return _feishu(channel, content, lang, link, now, delivery_key)
+    return _slack(channel, content, link, delivery_key)
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float]) -> float:

@@ -66,6 +66,10 @@ class NotifyConfig:
         query = f"?window={urllib.parse.quote(window)}" if window else ""
         return f"{self.link_base}/v1/specialists/{sid}/kpis{query}"
 
+    def dashboard_link(self) -> str | None:
+        """The dashboard, where the platform-health banner and its incidents are shown."""
+        return f"{self.link_base}/ui/" if self.link_base else None
+
     def group_link(self, team_id: str | None) -> str | None:
         if not self.link_base:
             return None

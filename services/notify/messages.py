@@ -1,12 +1,13 @@
-"""Localized (zh-CN / en) alert titles and texts in plain, markdown, Slack mrkdwn and HTML."""
+"""Localized (zh-CN / en) alert and platform-incident texts: plain, markdown, Slack mrkdwn, HTML."""
 
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Final, Literal, Protocol, TypeAlias
+from typing import Any, Final, Literal, Protocol, TypeAlias
 
 from services.notify.rules import NotifyKind, kpi_meta
 
@@ -281,11 +282,14 @@ def render_text(
     """Full alert text; user data is escaped for `fmt`, so the result is safe to embed."""
     lg = normalize_lang(lang)
     k: NotifyKind = kind or kind_of(alert)
+    title = render_title(alert, lg, kind=k, names=names)
+    return _card(title, _rows(alert, lg, k, _who(alert, names)), link, lg, fmt)
+
+
+def _card(title: str, rows: list[tuple[str, str]], link: str | None, lg: Lang, fmt: Fmt) -> str:
+    """Title, one labelled field per row and the link, with user data escaped for `fmt`."""
     esc = _ESCAPERS[fmt]
-    title = esc(render_title(alert, lg, kind=k, names=names))
-    fields = [
-        _field(label, esc(val), lg, fmt) for label, val in _rows(alert, lg, k, _who(alert, names))
-    ]
+    fields = [_field(label, esc(val), lg, fmt) for label, val in rows]
     if fmt == "html":
         fields = ["<table>", *fields, "</table>"]
     link_text = _link(link, lg, fmt)
@@ -294,7 +298,7 @@ def render_text(
             fields.append(f"<p>{link_text}</p>")
         else:
             fields.append(_field(_LABELS[lg]["link"], link_text, lg, fmt))
-    return _join(title, fields, lg, fmt)
+    return _join(esc(title), fields, lg, fmt)
 
 
 _KIND_ORDER: Final[dict[NotifyKind, int]] = {"firing": 0, "reminder": 1, "resolved": 2}
@@ -391,3 +395,120 @@ def render_group_text(
         tail = lines[len(items) :]
         return "\n\n".join([f"### {title}", body, *tail])
     return _join(title, lines, lg, fmt)
+
+
+# -- platform-health incidents ---------------------------------------------------------
+
+
+class IncidentLike(Protocol):
+    """What rendering an incident needs; `channels.IncidentPayload` satisfies it."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def detail(self) -> Mapping[str, Any]: ...
+    @property
+    def occurrences(self) -> int: ...
+    @property
+    def opened_at(self) -> datetime: ...
+    @property
+    def resolved_at(self) -> datetime | None: ...
+
+
+INCIDENT_NAMES: Final[dict[Lang, dict[str, str]]] = {
+    "zh-CN": {
+        "stall": "KPI 统计停滞",
+        "log_reset": "消息日志被重置",
+        "offset_gap": "记录因保留期过期而丢失",
+        "poison": "记录处理失败（已转入死信）",
+    },
+    "en": {
+        "stall": "KPI pipeline stalled",
+        "log_reset": "Broker log reset",
+        "offset_gap": "Records lost to retention",
+        "poison": "Records dead-lettered (processing failed)",
+    },
+}
+
+_INCIDENT_LABELS: Final[dict[Lang, dict[str, str]]] = {
+    "zh-CN": {
+        "firing": "[平台告警]",
+        "resolved": "[平台已恢复]",
+        "incident": "问题类型",
+        "service": "服务",
+        "summary": "摘要",
+        "open": "进行中",
+        "closed": "已恢复",
+        "occurrences": "发生次数",
+        "impact": "影响",
+        "impact_open": "在问题解决前，KPI 可能停止更新或不完整；看板顶部会显示提示横幅。",
+        "impact_resolved": "已自动恢复，KPI 重新开始更新。",
+        "detail": "技术细节",
+    },
+    "en": {
+        "firing": "[PLATFORM]",
+        "resolved": "[PLATFORM RESOLVED]",
+        "incident": "Incident",
+        "service": "Service",
+        "summary": "Summary",
+        "open": "open",
+        "closed": "resolved",
+        "occurrences": "Occurrences",
+        "impact": "Impact",
+        "impact_open": "KPIs may be stale or incomplete until this is resolved; "
+        "the dashboard shows a banner.",
+        "impact_resolved": "Cleared by itself; KPIs are updating again.",
+        "detail": "Technical detail",
+    },
+}
+
+# Chat messages stay readable: the full detail is in the webhook body and the API.
+_DETAIL_MAX_CHARS: Final = 300
+
+
+def incident_name(kind: str, lang: str) -> str:
+    """Display name of an incident kind; unknown kinds show as themselves."""
+    return INCIDENT_NAMES[normalize_lang(lang)].get(kind, kind)
+
+
+def _detail_text(detail: Mapping[str, Any]) -> str:
+    text = json.dumps(
+        detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str
+    )
+    return text if len(text) <= _DETAIL_MAX_CHARS else text[: _DETAIL_MAX_CHARS - 1] + "…"
+
+
+def render_incident_title(incident: IncidentLike, lang: str) -> str:
+    """One-line plain title, e.g. "[PLATFORM] KPI pipeline stalled · scoring"."""
+    lg = normalize_lang(lang)
+    tag = _INCIDENT_LABELS[lg]["resolved" if incident.status == "resolved" else "firing"]
+    return f"{tag} {incident_name(incident.kind, lg)} · {_clean(incident.service)}"
+
+
+def render_incident_text(
+    incident: IncidentLike, lang: str, link: str | None, *, fmt: Fmt = "plain"
+) -> str:
+    """Full text of an incident notice for admins; user data is escaped for `fmt`."""
+    lg = normalize_lang(lang)
+    lab, ilab = _LABELS[lg], _INCIDENT_LABELS[lg]
+    resolved = incident.status == "resolved"
+    rows = [
+        (ilab["incident"], f"{incident_name(incident.kind, lg)} ({incident.kind})"),
+        (ilab["service"], incident.service),
+        (ilab["summary"], incident.summary),
+        (lab["status"], ilab["closed" if resolved else "open"]),
+        (ilab["occurrences"], str(incident.occurrences)),
+        (lab["started"], format_time(incident.opened_at)),
+    ]
+    if resolved:
+        rows.append((lab["resolved"], format_time(incident.resolved_at)))
+    rows.append((ilab["impact"], ilab["impact_resolved" if resolved else "impact_open"]))
+    if incident.detail:
+        rows.append((ilab["detail"], _detail_text(incident.detail)))
+    return _card(render_incident_title(incident, lg), rows, link, lg, fmt)

@@ -10,6 +10,8 @@ from typing import Any, Final, Literal, TypeAlias
 
 import orjson
 
+from shared.health import AUTO, OPEN, Incident
+
 Status: TypeAlias = Literal["ok", "pending", "firing"]
 NotifyKind: TypeAlias = Literal["firing", "reminder", "resolved"]
 Announced: TypeAlias = Literal["firing", "resolved"]
@@ -200,6 +202,18 @@ def delivery_key(alert_id: str, status: str, channel_id: str, seq: int) -> str:
     """Deterministic idempotency key (`X-KPI-Delivery`) for one notification to one channel."""
     name = orjson.dumps(["delivery", alert_id, status, channel_id, seq]).decode()
     return str(uuid.uuid5(ALERT_NAMESPACE, name))
+
+
+def incident_notice(incident: Incident) -> Announced | None:
+    """What admins are told about a platform incident's current status (None: nothing).
+
+    Open: firing. Resolved by itself (a condition that cleared): resolved, also when its
+    opening was never relayed (notify was down), since the notice carries both times.
+    Dismissed by an admin: nothing; the admin who closed it already knows.
+    """
+    if incident.status == OPEN:
+        return "firing"
+    return "resolved" if incident.resolved_by == AUTO else None
 
 
 def initial_state(specialist_id: str, kpi: str) -> AlertState:

@@ -23,10 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.notify import repository as repo
 from services.notify.channels import (
     AlertPayload,
+    Channel,
     EmailChannel,
+    IncidentPayload,
+    OutgoingRequest,
     backoff_delay,
     build_email,
+    build_incident_delivery,
     build_request,
+    is_incident,
     mask_url,
 )
 from services.notify.handlers import NotifyConfig
@@ -227,6 +232,17 @@ class Sender:
 
     async def _send(self, item: repo.Claimed, channel: repo.ChannelRecord) -> SendResult:
         target = build_channel(channel.id, channel.kind, channel.config)
+        if item.items and is_incident(item.items[0]["payload"]):
+            # A platform-health notice (health_relay): one incident, never grouped.
+            out = build_incident_delivery(
+                target,
+                IncidentPayload.model_validate(item.items[0]["payload"]),
+                lang=channel.lang or self._cfg.lang,
+                link=item.items[0].get("link"),
+                now=self._clock(),
+                delivery_key=item.delivery_key,
+            )
+            return await self._transmit(target, out)
         payloads = [AlertPayload.model_validate(i["payload"]) for i in item.items]
         kinds: dict[str, NotifyKind] = {i["payload"]["alert_id"]: i["kind"] for i in item.items}
         names = {i["payload"]["specialist_id"]: i["name"] for i in item.items if i.get("name")}
@@ -250,8 +266,7 @@ class Sender:
                 kinds=kinds,
                 names=names,
             )
-            await asyncio.to_thread(_send_mail, target, msg, self._timeout)
-            return SendResult(True, False, None, None)
+            return await self._transmit(target, msg)
         req = build_request(
             target,
             alerts,
@@ -262,8 +277,15 @@ class Sender:
             kinds=kinds,
             names=names,
         )
+        return await self._transmit(target, req)
+
+    async def _transmit(self, target: Channel, out: OutgoingRequest | EmailMessage) -> SendResult:
+        if isinstance(out, EmailMessage):
+            assert isinstance(target, EmailChannel)
+            await asyncio.to_thread(_send_mail, target, out, self._timeout)
+            return SendResult(True, False, None, None)
         assert self._http is not None
-        resp = await self._http.request(req.method, req.url, headers=req.headers, content=req.body)
+        resp = await self._http.request(out.method, out.url, headers=out.headers, content=out.body)
         return classify_response(resp.status_code, resp.content)
 
     async def _record(

@@ -577,6 +577,12 @@ def _appraisal_router() -> APIRouter:
     return appraisal_router()
 
 
+def _platform_router() -> APIRouter:
+    from services.scoring.platform_api import platform_router  # imports this module's helpers
+
+    return platform_router()
+
+
 def build_app(settings: Settings | None = None) -> FastAPI:
     async def start(runtime: Runtime) -> None:
         # The API's read pool lives as long as the runtime; closed after the engine stops.
@@ -588,7 +594,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app = create_app(
         SERVICE,
         settings=settings,
-        routers=[kpi_router(), directory_router(), _appraisal_router()],
+        routers=[kpi_router(), directory_router(), _appraisal_router(), _platform_router()],
         on_start=start,
         title="KPI scoring service",
         description="Exactly-once KPI engine and KPI queries.",

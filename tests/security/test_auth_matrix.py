@@ -39,6 +39,9 @@ RULES: dict[tuple[str, str, str], str] = {
     ("scoring", "GET", "/v1/specialists"): READ,
     ("scoring", "GET", "/v1/specialists/{specialist_id}"): SCOPED,
     ("scoring", "PUT", "/v1/specialists/{specialist_id}"): ADMIN,
+    ("scoring", "GET", "/v1/platform/health"): READ,  # supervisors: without `detail`
+    ("scoring", "GET", "/v1/platform/incidents"): ADMIN,
+    ("scoring", "POST", "/v1/platform/incidents/{incident_id}/dismiss"): ADMIN,
     ("notify", "GET", "/v1/whoami"): ANY,
     ("notify", "GET", "/v1/channels"): READ,  # supervisors: their teams' channels, masked
     ("notify", "POST", "/v1/channels"): ADMIN,

@@ -3,6 +3,7 @@ import { ApiError, api, clearToken, setToken, setUnauthorizedHandler, token } fr
 import { getLang, setLang, t, translateStatic } from "./i18n.js";
 import { kpiName } from "./format.js";
 import { alerts, startAlerts, state, stopAlerts } from "./state.js";
+import { refreshHealth, renderHealth, startHealth, stopHealth } from "./health.js";
 import { renderOverview } from "./views/overview.js";
 import { renderSpecialist } from "./views/specialist.js";
 import { renderLeaderboard } from "./views/leaderboard.js";
@@ -48,6 +49,7 @@ function route() {
   const main = $("#main");
   main.innerHTML = "";
   cleanup = render(main, args, params) || null;
+  refreshHealth();
 }
 
 function renderChrome() {
@@ -62,6 +64,7 @@ function renderChrome() {
       : t("who", { subject: c.subject, role });
   }
   renderAlertChrome();
+  renderHealth();
 }
 
 function renderAlertChrome() {
@@ -107,11 +110,13 @@ async function enter() {
   $("#shell").hidden = false;
   renderChrome();
   startAlerts();
+  startHealth();
   route();
 }
 
 function showLogin(message = "") {
   stopAlerts();
+  stopHealth();
   state.config = null;
   if (cleanup) cleanup();
   cleanup = null;

@@ -1,0 +1,161 @@
+"""The platform-health banner in headless Chromium against real scoring and notify processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from kpi.stack import ServiceProcess
+from shared import health
+from shared.auth import Role, issue_token
+from shared.db import raw_connection, session_scope
+from shared.topics import Topics
+from tests.browser.test_dashboard import _chromium_or_skip
+from tests.service_helpers import (
+    ADMIN_TOKEN,
+    CHROMIUM_ARGS,
+    service_env,
+    start_service,
+    wait_status,
+)
+
+pytestmark = pytest.mark.integration
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+T = TypeVar("T")
+
+
+@pytest.fixture
+def services() -> Iterator[dict[str, ServiceProcess]]:
+    started: dict[str, ServiceProcess] = {}
+    yield started
+    for svc in started.values():
+        svc.stop()
+
+
+async def test_banner_stalled_degraded_dismissed(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    database_url: str,
+    bootstrap: str,
+    created_topics: Topics,
+    tmp_path: Path,
+    artifacts_dir: Path,
+    services: dict[str, ServiceProcess],
+) -> None:
+    executable = _chromium_or_skip()
+    shots = artifacts_dir / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    env = service_env(
+        database_url,
+        bootstrap,
+        KPI_TOPIC_PREFIX=created_topics.prefix,
+        KPI_SCORING_SESSION_TIMEOUT_MS="6000",
+        KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
+    )
+    services["notify"] = start_service("notify", env, tmp_path)
+    services["scoring"] = start_service(
+        "scoring", {**env, "KPI_NOTIFY_URL": services["notify"].url}, tmp_path
+    )
+    for svc in services.values():
+        await asyncio.to_thread(wait_status, svc.url + "/readyz", 200, 60)
+    async with session_scope(sessionmaker) as session:
+        sup_token, _ = await issue_token(session, Role.SUPERVISOR, "sup-ann", ["north"])
+    loop = asyncio.get_running_loop()
+
+    def db(coro: Coroutine[Any, Any, T]) -> T:
+        """Run a database step on the test's loop from the browser thread."""
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
+
+    async def open_incident(key: str, kind: str, summary: str) -> health.Incident:
+        async with session_scope(sessionmaker) as session:
+            return await health.open_incident(
+                await raw_connection(session),
+                key=key,
+                kind=kind,
+                service="scoring",
+                summary=summary,
+            )
+
+    async def resolve(key: str) -> None:
+        async with session_scope(sessionmaker) as session:
+            assert await health.resolve_incident(await raw_connection(session), key)
+
+    await open_incident(
+        "stall:kpi-scoring", health.STALL, "kpi.events: 420 behind, nothing applied"
+    )
+    reset = await open_incident(
+        "log_reset:kpi-scoring", health.LOG_RESET, "kpi.events log was reset"
+    )
+
+    def journey() -> None:
+        from playwright.sync_api import expect, sync_playwright
+
+        scoring = services["scoring"].url
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900}, locale="en-US")
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.set_default_timeout(20_000)
+            banner = page.locator("#health-banner")
+            try:
+                # Admin: stalled (red), both incidents, Dismiss only on the event incident.
+                page.goto(scoring + "/")
+                page.fill("#login-token", ADMIN_TOKEN)
+                page.click("#login-form button[type=submit]")
+                expect(banner).to_be_visible()
+                expect(banner).to_have_attribute("data-status", "stalled")
+                expect(banner).to_contain_text("KPIs have stopped updating")
+                stall_item = banner.locator('li[data-kind="stall"]')
+                reset_item = banner.locator('li[data-kind="log_reset"]')
+                expect(stall_item).to_contain_text("kpi.events: 420 behind, nothing applied")
+                expect(reset_item).to_contain_text("kpi.events log was reset")
+                expect(reset_item).to_contain_text("since")
+                expect(stall_item.get_by_role("button")).to_have_count(0)
+                expect(reset_item.get_by_role("button", name="Dismiss")).to_be_visible()
+                red = banner.evaluate("el => getComputedStyle(el).backgroundColor")
+                page.screenshot(path=shots / "11-health-stalled.png")
+
+                # The stall clears by itself: on the next navigation the banner is amber.
+                db(resolve("stall:kpi-scoring"))
+                page.click('a[data-nav="leaderboard"]')
+                expect(banner).to_have_attribute("data-status", "degraded")
+                expect(stall_item).to_have_count(0)
+                expect(banner).to_contain_text("Platform issue")
+                assert banner.evaluate("el => getComputedStyle(el).backgroundColor") != red
+                page.screenshot(path=shots / "12-health-degraded.png")
+
+                # The admin dismisses the event incident: the banner goes.
+                reset_item.get_by_role("button", name="Dismiss").click()
+                expect(banner).to_be_hidden()
+                with httpx.Client(headers=ADMIN, timeout=10) as http:
+                    closed = http.get(f"{scoring}/v1/platform/incidents?status=resolved").json()
+                by_id = {i["id"]: i for i in closed["incidents"]}
+                assert by_id[reset.id]["resolved_by"] == "bootstrap-admin", by_id
+                page.screenshot(path=shots / "13-health-ok.png")
+
+                # A supervisor sees the banner too (in Chinese here), without Dismiss.
+                db(open_incident("poison:kpi-scoring", health.POISON, "3 records dead-lettered"))
+                page.click("#logout")
+                page.fill("#login-token", sup_token)
+                page.click("#login-form button[type=submit]")
+                expect(banner).to_have_attribute("data-status", "degraded")
+                expect(banner).to_contain_text("3 records dead-lettered")
+                expect(banner.get_by_role("button")).to_have_count(0)
+                page.select_option("#lang-select", "zh-CN")
+                expect(banner).to_contain_text("平台异常")
+                expect(banner).to_contain_text("记录处理失败")
+                page.screenshot(path=shots / "14-health-supervisor-zh.png")
+                page.select_option("#lang-select", "en")
+                assert not errors, errors
+            finally:
+                page.screenshot(path=shots / "99-health-last.png")
+                browser.close()
+
+    await asyncio.to_thread(journey)
