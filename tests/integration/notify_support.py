@@ -96,6 +96,16 @@ class Receiver:
         return [r.headers.get("X-KPI-Delivery", "") for r in self.snapshot()]
 
 
+class Switch:
+    """Receiver behaviour: HTTP 500 until `up` is set (a receiver that is down, then fixed)."""
+
+    def __init__(self) -> None:
+        self.up = False
+
+    def __call__(self, req: Received) -> tuple[int, bytes, float]:
+        return (200, b"{}", 0.0) if self.up else (500, b"receiver down", 0.0)
+
+
 def kpi_block(kpi: str, value: float | None, den: int, grade: str) -> dict[str, Any]:
     line = DEFAULT_LINES[kpi]
     return {

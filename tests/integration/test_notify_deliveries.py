@@ -20,6 +20,7 @@ from tests.integration.notify_support import (
     Received,
     Receiver,
     Start,
+    Switch,
     seed_two_teams,
     snapshot,
 )
@@ -29,16 +30,6 @@ from tests.service_helpers import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SECRET = "deliveries-webhook-secret"
-
-
-class Switch:
-    """A receiver that answers 500 until switched on; counts what it refused."""
-
-    def __init__(self) -> None:
-        self.up = False
-
-    def __call__(self, req: Received) -> tuple[int, bytes, float]:
-        return (200, b"{}", 0.0) if self.up else (500, b"down", 0.0)
 
 
 def refused(rec: Receiver) -> list[Received]:
