@@ -78,6 +78,8 @@ class Injector:
         self.receiver = receiver
         self.monitor = monitor
         self.recovery_timeout = recovery_timeout
+        # After receiver trouble a delivery may wait a whole backoff cap before its next try.
+        self.delivery_timeout = max(recovery_timeout, stack.delivery_settle_seconds())
         self.say = say
 
     async def run(self, the_plan: Plan, t0: float) -> None:
@@ -108,11 +110,12 @@ class Injector:
             await asyncio.sleep(f.hold)
             self.receiver.mode = "ok"
         f.ended = time.monotonic() - t0
-        deadline = time.monotonic() + self.recovery_timeout
         if f.kind.startswith("webhook"):
-            f.recovery_s = await self._deliveries_recovered(deadline)
+            f.recovery_s = await self._deliveries_recovered(
+                time.monotonic() + self.delivery_timeout
+            )
         else:
-            f.recovery_s = await self.monitor.zero_lag(deadline)
+            f.recovery_s = await self.monitor.zero_lag(time.monotonic() + self.recovery_timeout)
         shown = "not recovered" if f.recovery_s is None else f"{f.recovery_s:.1f}s"
         self.say(f"[{time.monotonic() - t0:6.1f}s]   recovered to zero lag: {shown}")
 

@@ -10,9 +10,12 @@ from typing import Any
 import orjson
 
 from services.notify.channels import is_incident
+from shared.settings import Settings
 from tests.integration.notify_support import Received, Receiver
 
-HANG_SECONDS = 8.0  # longer than the chaos run's KPI_NOTIFY_SEND_TIMEOUT
+# Longer than the send timeout the chaos run uses (the production default), so a hung
+# request times out in the sender and is resent with the same key.
+HANG_SECONDS = float(Settings.model_fields["notify_send_timeout"].default) + 5.0
 
 
 @dataclass

@@ -42,6 +42,8 @@ def render(r: dict[str, Any]) -> str:
         f" (not recovered {r.get('faults_not_recovered')}, failed {r.get('faults_failed')})",
         f"  secrets in logs {r.get('secrets_in_logs')}; drained {r.get('drained')}, settled "
         f"{r.get('settled')}; stream {r.get('stream_seconds')} s",
+        f"  notify overrides {r.get('notify_overrides')} (else production defaults); a delivery "
+        f"may rightly stay owed up to {r.get('delivery_settle_s')} s",
     ]
     for f in r.get("faults", []):
         rec = "—" if f["recovery_s"] is None else f"{f['recovery_s']:.1f}s"

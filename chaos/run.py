@@ -102,6 +102,11 @@ async def campaign(opts: Options) -> dict[str, Any]:
         "mode": "short" if opts.short else "full",
         "seed": opts.seed,
         "started_at": datetime.now(UTC).isoformat(),
+        # What notify runs with that is not a production default (its session timeout).
+        "notify_overrides": {
+            k: v for k, v in stack.overrides().items() if k.startswith("KPI_NOTIFY_")
+        },
+        "delivery_settle_s": stack.delivery_settle_seconds(),
     }
     t_setup = time.monotonic()
     monitor: Monitor | None = None
@@ -161,8 +166,13 @@ async def campaign(opts: Options) -> dict[str, Any]:
         t_drain = time.monotonic()
         drain_timeout = 120.0 if opts.short else 300.0
         drained = await monitor.zero_lag(time.monotonic() + drain_timeout) is not None
-        settled = drained and await monitor.wait(monitor.notify_settled, drain_timeout)
-        say(f"drained={drained} settled={settled} in {time.monotonic() - t_drain:.0f}s")
+        # Deliveries owed after the last fault may wait a full production backoff.
+        settle_timeout = max(drain_timeout, stack.delivery_settle_seconds())
+        settled = drained and await monitor.wait(monitor.notify_settled, settle_timeout)
+        say(
+            f"drained={drained} settled={settled} in {time.monotonic() - t_drain:.0f}s "
+            f"(deliveries may take up to {settle_timeout:.0f}s)"
+        )
 
         tz = ZoneInfo(TIMEZONE)
         today = checks.today_in(tz)

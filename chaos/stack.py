@@ -15,12 +15,15 @@ import httpx
 from kpi.stack import ServiceProcess
 from shared.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from shared.kafka import ensure_topics
+from shared.settings import Settings, parse_duration
 from shared.topics import Topics
 
 ADMIN_TOKEN = "kpi_chaos_admin_" + "7f3a9c1e5b2d4f6a8c0e1b3d5f7a9c2e"
 TIMEZONE = "Asia/Shanghai"
 PARTITIONS = 6
 LAYOUT = (("ingest", 1), ("scoring", 2), ("notify", 2))
+# Claim polling, group join after a restart, a busy 2-core machine.
+SETTLE_MARGIN = 30.0
 
 
 def plain_dsn(url: str) -> str:
@@ -62,31 +65,46 @@ class ChaosStack:
         upgrade(self.database_url)
         asyncio.run(ensure_topics(self.bootstrap, PARTITIONS, self.topics.all))
 
+    def overrides(self) -> dict[str, str]:
+        """The KPI_* settings the harness sets besides where the servers are."""
+        return {
+            "KPI_BOOTSTRAP_ADMIN_TOKEN": ADMIN_TOKEN,
+            "KPI_TIMEZONE": TIMEZONE,
+            "KPI_TOPIC_PARTITIONS": str(PARTITIONS),
+            "KPI_LOG_LEVEL": "INFO",
+            "KPI_LOG_FORMAT": "json",
+            # Short sessions so a killed or paused member's partitions move within seconds.
+            # Nothing else of notify is overridden: deliveries run with the production retry
+            # budget, backoff cap, send timeout, lease, grouping and tick.
+            "KPI_SCORING_SESSION_TIMEOUT_MS": "6000",
+            "KPI_INGEST_SESSION_TIMEOUT_MS": "6000",
+            "KPI_NOTIFY_SESSION_TIMEOUT_MS": "6000",
+            **self.extra_env,
+        }
+
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KPI_")}
-        env.update(
-            KPI_DATABASE_URL=self.database_url,
-            KPI_KAFKA_BOOTSTRAP=self.bootstrap,
-            KPI_BOOTSTRAP_ADMIN_TOKEN=ADMIN_TOKEN,
-            KPI_TIMEZONE=TIMEZONE,
-            KPI_TOPIC_PARTITIONS=str(PARTITIONS),
-            KPI_LOG_LEVEL="INFO",
-            KPI_LOG_FORMAT="json",
-            # Short sessions so a killed or paused member's partitions move within seconds.
-            KPI_SCORING_SESSION_TIMEOUT_MS="6000",
-            KPI_INGEST_SESSION_TIMEOUT_MS="6000",
-            KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
-            # A receiver outage of a minute must not exhaust the attempts (8 x up to 300 s
-            # by default); faster retries and a short lease make recovery measurable.
-            KPI_NOTIFY_MAX_ATTEMPTS="40",
-            KPI_NOTIFY_RETRY_MAX_SECONDS="5",
-            KPI_NOTIFY_SEND_TIMEOUT="3",
-            KPI_NOTIFY_LEASE_SECONDS="15",
-            KPI_NOTIFY_GROUP_WAIT_SECONDS="2",
-            KPI_NOTIFY_TICK_SECONDS="5",
-        )
-        env.update(self.extra_env)
+        env.update(KPI_DATABASE_URL=self.database_url, KPI_KAFKA_BOOTSTRAP=self.bootstrap)
+        env.update(self.overrides())
         return env
+
+    def setting(self, name: str) -> float:
+        """A numeric or duration setting as the services get it (override, else default)."""
+        raw = self.overrides().get(f"KPI_{name.upper()}")
+        return parse_duration(raw if raw is not None else Settings.model_fields[name].default)
+
+    def delivery_settle_seconds(self) -> float:
+        """How long a delivery owed after a receiver or notify fault may rightly stay owed.
+
+        Its next retry may be a whole backoff cap away; if the notify process that claimed
+        it was killed, the lease runs out first; and each of those attempts may take the
+        send timeout. Waiting less would fail a correct run, so drains wait this long.
+        """
+        cap = self.setting("notify_retry_max_seconds")
+        timeout = self.setting("notify_send_timeout")
+        # The sender's lease is never shorter than two send timeouts (services/notify/sender).
+        lease = max(self.setting("notify_lease_seconds"), 2 * timeout)
+        return cap + lease + 2 * (timeout + 1) + SETTLE_MARGIN
 
     def start_services(self) -> None:
         base = self.env()

@@ -150,7 +150,11 @@ class Settings(BaseSettings):
         default=5.0, ge=0, le=3600, description="Window in which alerts of a team are grouped."
     )
     notify_max_attempts: int = Field(
-        default=8, ge=1, le=100, description="Attempts before a delivery is marked failed."
+        default=0,
+        ge=0,
+        le=100_000,
+        description="Optional cap on send attempts per retry budget (0 = none: "
+        "KPI_NOTIFY_RETRY_FOR alone decides when a delivery is marked failed).",
     )
     notify_retry_base_seconds: float = Field(
         default=1.0, gt=0, le=3600, description="Base of the exponential retry backoff."

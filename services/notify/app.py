@@ -8,7 +8,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import orjson
@@ -18,6 +18,7 @@ from fastapi import (
     FastAPI,
     Header,
     HTTPException,
+    Path,
     Query,
     Request,
     Response,
@@ -28,7 +29,17 @@ from pydantic import ValidationError
 from services.notify import repository as repo
 from services.notify import sse
 from services.notify.consumer import ScoresConsumer
-from services.notify.handlers import AckResult, NotifyConfig, Outcome, ack_alert, run_tick
+from services.notify.handlers import (
+    AckResult,
+    DeliveryResult,
+    NotifyConfig,
+    Outcome,
+    ack_alert,
+    get_delivery,
+    list_deliveries,
+    resend_delivery,
+    run_tick,
+)
 from services.notify.health_relay import HealthRelay
 from services.notify.schemas import (
     AckIn,
@@ -135,9 +146,6 @@ class NotifyService:
                 runtime.sessionmaker,
                 cfg,
                 clock=self.clock,
-                max_attempts=settings.notify_max_attempts,
-                retry_base=settings.notify_retry_base_seconds,
-                retry_cap=settings.notify_retry_max_seconds,
                 send_timeout=settings.notify_send_timeout,
                 lease=settings.notify_lease_seconds,
                 per_channel=settings.notify_channel_concurrency,
@@ -577,30 +585,115 @@ async def alert_deliveries(
             """
             SELECT d.id, d.delivery_key, d.channel_id, c.kind AS channel_kind, d.status,
                    d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.sent_at,
-                   cardinality(d.alert_ids) AS grouped_alerts
+                   d.resent_at, d.resent_by, cardinality(d.alert_ids) AS grouped_alerts
             FROM deliveries d LEFT JOIN channels c ON c.id = d.channel_id
             WHERE d.alert_ids @> ARRAY[$1]::varchar[]
             ORDER BY d.id
             """,
             alert_id,
         )
-        attempts = await conn.fetch(
-            """
-            SELECT delivery_id, attempt, at, outcome, http_status, error, duration_ms
-            FROM delivery_attempts WHERE delivery_id = ANY($1::bigint[]) ORDER BY id
-            """,
-            [r["id"] for r in rows],
-        )
-    by_delivery: dict[int, list[dict[str, Any]]] = {}
-    for a in attempts:
-        item = {k: v for k, v in dict(a).items() if k != "delivery_id"}
-        by_delivery.setdefault(a["delivery_id"], []).append(item)
+        by_delivery = await repo.attempt_logs(conn, [r["id"] for r in rows])
     items = []
     for r in rows:
         item = dict(r)
         item["attempt_log"] = by_delivery.get(r["id"], [])
         items.append(item)
     return {"alert_id": alert_id, "items": items}
+
+
+# -- deliveries ------------------------------------------------------------------------
+
+DeliveryId = Annotated[
+    int, Path(ge=1, le=2**63 - 1, description="The delivery's id (`id` in the listings).")
+]
+
+
+def _cfg(request: Request) -> NotifyConfig:
+    cfg = _svc(request).cfg
+    if cfg is None:  # only before the lifespan started the service
+        raise HTTPException(503, detail="notify is starting")
+    return cfg
+
+
+def _delivery_error(result: DeliveryResult, delivery_id: int) -> HTTPException:
+    if result is DeliveryResult.NOT_FOUND:
+        return HTTPException(404, detail=f"delivery {delivery_id} not found")
+    if result is DeliveryResult.FORBIDDEN:
+        return HTTPException(403, detail="the delivery belongs to a team you do not supervise")
+    return HTTPException(
+        409, detail=f"delivery {delivery_id} is not failed; only failed ones resend"
+    )
+
+
+@router.get("/deliveries", summary="Deliveries (failed ones to resend), newest first")
+async def deliveries(
+    request: Request,
+    status: Literal["pending", "sending", "sent", "failed"] | None = Query(
+        default=None, description="Only deliveries in this state, e.g. failed."
+    ),
+    team: str | None = Query(default=None, max_length=128),
+    limit: int = Query(default=100, ge=1, le=500),
+    cursor: str | None = Query(
+        default=None,
+        pattern=r"^[1-9][0-9]{0,17}$",
+        description="`next_cursor` of the previous page.",
+    ),
+    principal: Principal = Depends(reader),
+) -> dict[str, Any]:
+    if team is not None and not principal.can_see_team(team):
+        raise HTTPException(403, detail=f"no access to team '{team}'")
+    if team is not None:
+        teams: list[str] | None = [team]
+    else:
+        teams = None if principal.is_admin else sorted(principal.team_ids)
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        items, next_cursor = await list_deliveries(
+            session,
+            _cfg(request),
+            status=status,
+            team_ids=teams,
+            cursor=None if cursor is None else int(cursor),
+            limit=limit,
+        )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.get("/deliveries/{delivery_id}", summary="One delivery with every attempt")
+async def delivery(
+    request: Request,
+    delivery_id: DeliveryId,
+    principal: Principal = Depends(reader),
+) -> dict[str, Any]:
+    cfg = _cfg(request)
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        result, out = await get_delivery(session, cfg, delivery_id, principal.can_see_team)
+    if out is None:
+        raise _delivery_error(result, delivery_id)
+    return out
+
+
+@router.post(
+    "/deliveries/{delivery_id}/resend",
+    summary="Send a failed delivery again (same delivery key, fresh retry budget)",
+)
+async def resend(
+    request: Request,
+    delivery_id: DeliveryId,
+    principal: Principal = Depends(reader),
+) -> dict[str, Any]:
+    svc, cfg = _svc(request), _cfg(request)
+    async with session_scope(_runtime(request).sessionmaker) as session:
+        result, out = await resend_delivery(
+            session, cfg, delivery_id, principal.subject, svc.clock(), principal.can_see_team
+        )
+    if out is None:
+        raise _delivery_error(result, delivery_id)
+    logger.info(
+        "delivery %d (key %s) resent by %s", delivery_id, out["delivery_key"], principal.subject
+    )
+    if svc.sender is not None:
+        svc.sender.wake()
+    return out
 
 
 # -- silences --------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import hmac
 import html
-import math
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -785,16 +784,3 @@ def _request(
     if isinstance(channel, FeishuChannel):
         return _feishu(channel, content, lang, link, now, delivery_key)
     return _slack(channel, content, link, delivery_key)
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float]) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)).
-
-    `attempt` counts failed attempts so far (0 for the first retry); `rand` returns [0, 1).
-    """
-    if attempt < 0 or base < 0 or cap < 0:
-        raise ValueError("attempt, base and cap must be >= 0")
-    # Clamp the exponent: 2**attempt overflows floats long before anyone waits that long.
-    ceiling = min(cap, base * math.ldexp(1.0, min(attempt, 1000)))
-    r = min(max(rand(), 0.0), 1.0)
-    return ceiling * r

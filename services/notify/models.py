@@ -140,6 +140,7 @@ class Delivery(Base):
         ),
         Index("ix_deliveries_group_key", "group_key", "created_at"),
         Index("ix_deliveries_alert_ids", "alert_ids", postgresql_using="gin"),
+        Index("ix_deliveries_failed", "id", postgresql_where=text("status = 'failed'")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -156,6 +157,12 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     sent_at: Mapped[dt.datetime | None]
+    # A resend starts a fresh retry budget at resent_at (else created_at); backoff and the
+    # attempt cap count only the attempts made after attempts_before_resend.
+    resent_at: Mapped[dt.datetime | None]
+    resent_by: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    resends: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    attempts_before_resend: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 class DeliveryAttempt(Base):

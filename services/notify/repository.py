@@ -427,6 +427,10 @@ class Claimed:
     items: list[dict[str, Any]]
     attempts: int
     lease_until: dt.datetime
+    # Where the current retry budget started and how many attempts it has seen (this one
+    # included): creation, or the last resend.
+    budget_from: dt.datetime
+    budget_attempts: int
 
 
 async def claim_due(
@@ -464,7 +468,8 @@ async def claim_due(
                 (SELECT f.n FROM unnest($5::text[], $6::int[]) AS f(c, n)
                  WHERE f.c = r.channel_id), 0)
         RETURNING d.id, d.delivery_key, d.channel_id, d.team_id, d.items, d.attempts,
-                  d.lease_until
+                  d.lease_until, COALESCE(d.resent_at, d.created_at) AS budget_from,
+                  d.attempts - d.attempts_before_resend AS budget_attempts
         """,
         now,
         lease_until,
@@ -482,6 +487,8 @@ async def claim_due(
             _json(r["items"]),
             r["attempts"],
             r["lease_until"],
+            r["budget_from"],
+            r["budget_attempts"],
         )
         for r in sorted(rows, key=lambda r: r["id"])
     ]
@@ -536,3 +543,97 @@ async def finish_attempt(
 async def delivery_counts(conn: Raw) -> dict[str, int]:
     rows = await conn.fetch("SELECT status, count(*) AS n FROM deliveries GROUP BY status")
     return {r["status"]: r["n"] for r in rows}
+
+
+# -- delivery log and resend ------------------------------------------------------------
+
+# Channel name and kind only: the channel's config holds its secrets.
+_DELIVERY_COLS = """
+    d.id, d.delivery_key, d.status, d.channel_id, c.name AS channel_name,
+    c.kind AS channel_kind, d.team_id, d.alert_ids, d.items, d.attempts, d.created_at,
+    d.next_attempt_at, d.sent_at, d.last_error, d.resent_at, d.resent_by, d.resends,
+    COALESCE(d.resent_at, d.created_at) AS budget_from,
+    (SELECT max(a.at) FROM delivery_attempts a WHERE a.delivery_id = d.id) AS last_attempt_at
+"""
+
+
+def _delivery(r: Any) -> dict[str, Any]:
+    out = dict(r)
+    out["items"] = _json(out["items"])
+    return out
+
+
+async def list_deliveries(
+    conn: Raw,
+    *,
+    status: str | None,
+    team_ids: Sequence[str] | None,
+    before_id: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Deliveries newest first, below `before_id` (the cursor); `team_ids` None = all teams."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {_DELIVERY_COLS}
+        FROM deliveries d LEFT JOIN channels c ON c.id = d.channel_id
+        WHERE ($1::text IS NULL OR d.status = $1)
+          AND ($2::text[] IS NULL OR d.team_id = ANY($2::text[]))
+          AND ($3::bigint IS NULL OR d.id < $3)
+        ORDER BY d.id DESC
+        LIMIT $4
+        """,
+        status,
+        None if team_ids is None else list(team_ids),
+        before_id,
+        limit,
+    )
+    return [_delivery(r) for r in rows]
+
+
+async def get_delivery(conn: Raw, delivery_id: int, *, lock: bool = False) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"""
+        SELECT {_DELIVERY_COLS}
+        FROM deliveries d LEFT JOIN channels c ON c.id = d.channel_id
+        WHERE d.id = $1
+        """
+        + (" FOR UPDATE OF d" if lock else ""),
+        delivery_id,
+    )
+    return None if row is None else _delivery(row)
+
+
+async def resend_delivery(conn: Raw, delivery_id: int, who: str, now: dt.datetime) -> bool:
+    """A failed delivery back to pending, due now, with a fresh budget; False if not failed.
+
+    The row (and so its delivery key) stays the same: receivers drop a copy they already
+    processed, and every earlier attempt stays in delivery_attempts.
+    """
+    status: str = await conn.execute(
+        """
+        UPDATE deliveries SET status = 'pending', next_attempt_at = $3, lease_until = NULL,
+            resent_at = $3, resent_by = $2, resends = resends + 1,
+            attempts_before_resend = attempts
+        WHERE id = $1 AND status = 'failed'
+        """,
+        delivery_id,
+        who,
+        now,
+    )
+    return status.endswith(" 1")
+
+
+async def attempt_logs(conn: Raw, delivery_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """Every recorded attempt of the given deliveries, oldest first, per delivery id."""
+    rows = await conn.fetch(
+        """
+        SELECT delivery_id, attempt, at, outcome, http_status, error, duration_ms
+        FROM delivery_attempts WHERE delivery_id = ANY($1::bigint[]) ORDER BY id
+        """,
+        list(delivery_ids),
+    )
+    out: dict[int, list[dict[str, Any]]] = {}
+    for a in rows:
+        item = {k: v for k, v in dict(a).items() if k != "delivery_id"}
+        out.setdefault(a["delivery_id"], []).append(item)
+    return out

@@ -55,7 +55,7 @@ def kpi_meta(kpi: str) -> KpiMeta:
     return KpiMeta("ratio", True)
 
 
-def _require_aware(name: str, value: datetime | None) -> None:
+def require_aware(name: str, value: datetime | None) -> None:
     # Naive datetimes cannot be compared with aware ones and are not RFC 3339; refuse early.
     if value is not None and (value.tzinfo is None or value.utcoffset() is None):
         raise ValueError(f"{name} must be timezone-aware")
@@ -79,7 +79,7 @@ class Observation:
     observed_at: datetime
 
     def __post_init__(self) -> None:
-        _require_aware("observed_at", self.observed_at)
+        require_aware("observed_at", self.observed_at)
         if self.grade is not None and self.grade not in GRADES:
             raise ValueError(f"unknown grade {self.grade!r}")
 
@@ -330,7 +330,7 @@ def decide(
     older than the last persisted change are ignored, so replaying history is harmless.
     A repeat_interval <= 0 disables reminders.
     """
-    _require_aware("now", now)
+    require_aware("now", now)
     if prev is None:
         prev = initial_state(obs.specialist_id, obs.kpi)
     elif (prev.specialist_id, prev.kpi) != (obs.specialist_id, obs.kpi):
@@ -362,7 +362,7 @@ def decide(
 
 def ack(state: AlertState, now: datetime) -> AlertState:
     """Acknowledge a firing alert: stops reminders for this episode; idempotent otherwise."""
-    _require_aware("now", now)
+    require_aware("now", now)
     if state.status != "firing" or state.acked_at is not None:
         return state
     return replace(state, acked_at=now)

@@ -27,7 +27,6 @@ from services.notify.channels import (
     EmailChannel,
     IncidentPayload,
     OutgoingRequest,
-    backoff_delay,
     build_email,
     build_incident_delivery,
     build_request,
@@ -35,6 +34,7 @@ from services.notify.channels import (
     mask_url,
 )
 from services.notify.handlers import NotifyConfig
+from services.notify.retry import next_attempt
 from services.notify.rules import NotifyKind
 from services.notify.schemas import SECRET_FIELDS, build_channel
 from shared.db import session_scope
@@ -111,9 +111,6 @@ class Sender:
         cfg: NotifyConfig,
         *,
         clock: Callable[[], datetime],
-        max_attempts: int = 8,
-        retry_base: float = 1.0,
-        retry_cap: float = 300.0,
         send_timeout: float = 10.0,
         lease: float = 60.0,
         per_channel: int = 4,
@@ -124,9 +121,6 @@ class Sender:
         self._sm = sessionmaker
         self._cfg = cfg
         self._clock = clock
-        self._max_attempts = max_attempts
-        self._retry_base = retry_base
-        self._retry_cap = retry_cap
         self._timeout = send_timeout
         self._lease = timedelta(seconds=max(lease, send_timeout * 2))
         self._per_channel = per_channel
@@ -228,7 +222,7 @@ class Sender:
                 )
         duration = time.perf_counter() - started
         DELIVERY_SECONDS.labels(kind).observe(duration)
-        await self._record(item, kind, result, duration)
+        await self._record(item, channel, result, duration)
 
     async def _send(self, item: repo.Claimed, channel: repo.ChannelRecord) -> SendResult:
         target = build_channel(channel.id, channel.kind, channel.config)
@@ -289,28 +283,38 @@ class Sender:
         return classify_response(resp.status_code, resp.content)
 
     async def _record(
-        self, item: repo.Claimed, kind: str, result: SendResult, duration: float
+        self,
+        item: repo.Claimed,
+        channel: repo.ChannelRecord | None,
+        result: SendResult,
+        duration: float,
     ) -> None:
         now = self._clock()
+        kind = channel.kind if channel else "unknown"
+        next_at: datetime | None = None
         if result.ok:
-            status, next_at, outcome = "sent", None, "sent"
-        elif result.permanent or item.attempts >= self._max_attempts:
-            status, next_at, outcome = "failed", None, "failed"
+            status = outcome = "sent"
+        elif result.permanent:
+            status = outcome = "failed"
         else:
-            delay = backoff_delay(
-                item.attempts - 1, self._retry_base, self._retry_cap, random.random
+            next_at = next_attempt(
+                self._cfg.retry,
+                budget_from=item.budget_from,
+                attempts=item.budget_attempts,
+                now=now,
+                rand=random.random,
             )
-            status, next_at, outcome = "pending", now + timedelta(seconds=delay), "retry"
+            status, outcome = ("failed", "failed") if next_at is None else ("pending", "retry")
         DELIVERIES.labels(kind, outcome).inc()
-        if not result.ok:
+        if status == "pending":
             logger.warning(
-                "delivery %s to channel %s (%s) attempt %d: %s -> %s",
+                "delivery %s to channel %s (%s) attempt %d: %s -> retry at %s",
                 item.delivery_key,
                 item.channel_id,
                 kind,
                 item.attempts,
                 result.error,
-                status,
+                next_at.isoformat() if next_at else None,
             )
         for attempt in range(5):
             try:
@@ -332,6 +336,8 @@ class Sender:
                     )
                 if not kept:
                     logger.warning("delivery %s: lease lost before recording", item.delivery_key)
+                elif status == "failed":
+                    self._log_failed(item, channel, result)
                 return
             except asyncio.CancelledError:
                 raise
@@ -340,6 +346,31 @@ class Sender:
                 # the same key, so retrying the bookkeeping briefly is enough.
                 logger.warning("delivery %s: recording failed: %s", item.delivery_key, exc)
                 await asyncio.sleep(0.2 * 2**attempt)
+
+    def _log_failed(
+        self,
+        item: repo.Claimed,
+        channel: repo.ChannelRecord | None,
+        result: SendResult,
+    ) -> None:
+        # Never silent: the one line an operator greps for before resending.
+        if result.permanent:
+            why = "a permanent error"
+        else:
+            why = f"retry budget ended {self._cfg.retry.deadline(item.budget_from).isoformat()}"
+        logger.warning(
+            "delivery %d (key %s) to channel %s %r (%s) FAILED after %d attempt(s), %s: %s; "
+            "resend with POST /v1/deliveries/%d/resend",
+            item.id,
+            item.delivery_key,
+            item.channel_id,
+            channel.name if channel else None,
+            channel.kind if channel else "unknown",
+            item.attempts,
+            why,
+            result.error,
+            item.id,
+        )
 
 
 async def refresh_status_gauge(sessionmaker: async_sessionmaker[AsyncSession]) -> None:

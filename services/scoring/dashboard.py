@@ -44,8 +44,13 @@ _PROXY_ALLOWED: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("GET", re.compile(r"silences")),
     ("POST", re.compile(r"silences")),
     ("DELETE", re.compile(r"silences/[A-Za-z0-9_.:-]{1,128}")),
+    ("GET", re.compile(r"deliveries")),
+    ("GET", re.compile(r"deliveries/[0-9]{1,19}")),
+    ("POST", re.compile(r"deliveries/[0-9]{1,19}/resend")),
 )
-_FORWARD_QUERY = frozenset({"state", "team", "specialist", "kpi", "limit", "active"})
+_FORWARD_QUERY = frozenset(
+    {"state", "status", "team", "specialist", "kpi", "limit", "active", "cursor"}
+)
 _REQUEST_TIMEOUT = httpx.Timeout(5.0, read=10.0)
 _STREAM_TIMEOUT = httpx.Timeout(5.0, read=None)
 
@@ -191,7 +196,10 @@ def dashboard_router() -> APIRouter:
             )
         return await _forward(request, path)
 
-    summary = "The dashboard's calls to notify (alerts, ack, silences, SSE), same origin"
+    summary = (
+        "The dashboard's calls to notify (alerts, ack, silences, SSE, failed deliveries and "
+        "resend), same origin"
+    )
 
     @router.get("/notify/{path:path}", summary=summary)
     async def notify_get(path: str, request: Request, principal: Reader) -> Response:

@@ -933,7 +933,7 @@ def _ticket_v2(cls: type[TicketState], data: Mapping[str, Any]) -> TicketState:
 def _v2_rows(rows: object, name: str) -> list[list[Any]]:
     if type(rows) is not list or not all(map(_is_list, rows)):
         raise ValueError(f"state field {name!r} must be a list of arrays")
-    return rows  # type: ignore[return-value]
+    return rows
 
 
 def _v2_marks(rows: object, name: str) -> list[Mark]:

@@ -5,11 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
-import os
-import shutil
-import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +16,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from kpi.stack import ServiceProcess
 from shared.auth import Role, issue_token
 from shared.db import session_scope
-from shared.topics import Topics
+from tests.browser.conftest import StartStack
+from tests.browser.support import until
 from tests.service_helpers import (
     ADMIN_TOKEN,
     CHROMIUM_ARGS,
-    service_env,
-    start_service,
-    wait_status,
 )
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = os.environ.get("KPI_CHROMIUM", "/usr/bin/chromium")
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def _chromium_or_skip() -> str:
-    if shutil.which(CHROMIUM) or Path(CHROMIUM).exists():
-        return CHROMIUM
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} missing: `make test` installs the Debian chromium package")
-    pytest.skip(f"{CHROMIUM} not installed (make chromium)")
-
-
-@pytest.fixture
-def procs() -> Iterator[dict[str, ServiceProcess]]:
-    started: dict[str, ServiceProcess] = {}
-    yield started
-    for svc in started.values():
-        svc.stop()
 
 
 def csat(specialist: str, score: int) -> dict[str, Any]:
@@ -61,51 +38,19 @@ def csat(specialist: str, score: int) -> dict[str, Any]:
     }
 
 
-def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 async def test_dashboard_journey(
     sessionmaker: async_sessionmaker[AsyncSession],
-    database_url: str,
-    bootstrap: str,
-    created_topics: Topics,
-    tmp_path: Path,
-    artifacts_dir: Path,
-    procs: dict[str, ServiceProcess],
+    start_stack: StartStack,
+    shots: Path,
+    chromium: str,
 ) -> None:
-    executable = _chromium_or_skip()
-    shots = artifacts_dir / "browser"
-    shots.mkdir(parents=True, exist_ok=True)
-    env = service_env(
-        database_url,
-        bootstrap,
-        KPI_TOPIC_PREFIX=created_topics.prefix,
-        KPI_SCORING_SESSION_TIMEOUT_MS="6000",
-        KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
-        KPI_INGEST_SESSION_TIMEOUT_MS="6000",
-        KPI_NOTIFY_GROUP_WAIT_SECONDS="0",
-    )
-    for name in ("ingest", "notify"):
-        procs[name] = start_service(name, env, tmp_path)
-    # Scoring proxies the dashboard's alert calls to this notify.
-    procs["scoring"] = start_service(
-        "scoring", {**env, "KPI_NOTIFY_URL": procs["notify"].url}, tmp_path
-    )
-    for svc in procs.values():
-        await asyncio.to_thread(wait_status, svc.url + "/readyz", 200, 60)
+    procs = await start_stack(["ingest", "notify", "scoring"])
     async with session_scope(sessionmaker) as session:
         sup_token, _ = await issue_token(session, Role.SUPERVISOR, "sup-ann", ["bt-north"])
     # The browser part uses Playwright's sync API, which must not run inside an event loop.
     await asyncio.to_thread(
         journey,
-        executable,
+        chromium,
         shots,
         procs,
         sup_token,

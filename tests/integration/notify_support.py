@@ -11,9 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kpi.stack import ServiceProcess
 from services.scoring.kpi import DEFAULT_LINES
+from shared.auth import Role, issue_token
+from shared.db import session_scope
 
 # Fixture types (the fixtures live in tests/integration/conftest.py).
 Start = Callable[[dict[str, str]], ServiceProcess]
@@ -92,6 +96,16 @@ class Receiver:
         return [r.headers.get("X-KPI-Delivery", "") for r in self.snapshot()]
 
 
+class Switch:
+    """Receiver behaviour: HTTP 500 until `up` is set (a receiver that is down, then fixed)."""
+
+    def __init__(self) -> None:
+        self.up = False
+
+    def __call__(self, req: Received) -> tuple[int, bytes, float]:
+        return (200, b"{}", 0.0) if self.up else (500, b"receiver down", 0.0)
+
+
 def kpi_block(kpi: str, value: float | None, den: int, grade: str) -> dict[str, Any]:
     line = DEFAULT_LINES[kpi]
     return {
@@ -148,3 +162,25 @@ class FakeClock:
 
     def advance(self, **kwargs: float) -> None:
         self.now += dt.timedelta(**kwargs)
+
+
+async def seed_two_teams(sm: async_sessionmaker[AsyncSession]) -> dict[str, str]:
+    """Teams north (supervisor ann, specialist n1 Nina) and south (bo, s1 Sam); the tokens of
+    ann, bo and a service ("service")."""
+    async with session_scope(sm) as s:
+        await s.execute(
+            text(
+                "INSERT INTO teams (id, name, supervisor) VALUES ('north', 'North', 'ann'), "
+                "('south', 'South', 'bo')"
+            )
+        )
+        await s.execute(
+            text(
+                "INSERT INTO specialists (id, name, team_id) VALUES ('n1', 'Nina', 'north'), "
+                "('s1', 'Sam', 'south')"
+            )
+        )
+        ann, _ = await issue_token(s, Role.SUPERVISOR, "ann")
+        bo, _ = await issue_token(s, Role.SUPERVISOR, "bo")
+        service, _ = await issue_token(s, Role.SERVICE, "zendesk")
+    return {"ann": ann, "bo": bo, "service": service}

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notify.channels import verify_webhook_signature
 from services.notify.handlers import NotifyConfig, handle_snapshots, run_tick
+from services.notify.retry import RetryPolicy
 from services.notify.rules import RuleConfig
 from services.notify.schemas import ScoreSnapshot
 from services.notify.sender import Sender
@@ -26,11 +27,13 @@ T0 = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
 
 def cfg(**rules: Any) -> NotifyConfig:
     group_wait = rules.pop("group_wait", 0.0)
+    retry = rules.pop("retry", RetryPolicy())
     return NotifyConfig(
         rules=RuleConfig(**rules),
         lang="en",
         group_wait=dt.timedelta(seconds=group_wait),
         link_base="http://kpi.example",
+        retry=retry,
     )
 
 
@@ -240,7 +243,8 @@ async def test_grouping_storm_into_few_messages(
 async def test_retries_then_failed_and_slow_channel_does_not_block(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
-    c = cfg()
+    # The optional attempt cap (KPI_NOTIFY_MAX_ATTEMPTS) ends the budget after 3 attempts.
+    c = cfg(retry=RetryPolicy(base=0.01, cap=0.02, max_attempts=3))
     clock = utcnow  # retries are scheduled in real time
     broken = Receiver(behaviour=lambda r: (500, b"boom", 0.0)).start()
     slow = Receiver(behaviour=lambda r: (200, b"{}", 3.0)).start()
@@ -249,11 +253,9 @@ async def test_retries_then_failed_and_slow_channel_does_not_block(
         await add_channel(sessionmaker, broken.url, cid="broken")
         await add_channel(sessionmaker, slow.url, cid="slow")
         await add_channel(sessionmaker, fast.url, cid="fast")
-        async with RunningSender(
-            sessionmaker, c, clock, max_attempts=3, retry_base=0.01, retry_cap=0.02
-        ):
+        async with RunningSender(sessionmaker, c, clock):
             started = asyncio.get_running_loop().time()
-            await feed(sessionmaker, c, T0, *[snapshot(f"x{i}", T0) for i in range(4)])
+            await feed(sessionmaker, c, clock(), *[snapshot(f"x{i}", T0) for i in range(4)])
             await wait_for(lambda: len(fast.snapshot()) == 4, 10)
             fast_done = asyncio.get_running_loop().time() - started
             await wait_for(lambda: len(broken.snapshot()) == 12, 10)

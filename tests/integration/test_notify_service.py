@@ -18,9 +18,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kpi.stack import ServiceProcess
-from shared.auth import Role, issue_token
-from shared.db import create_sessionmaker, session_scope
-from tests.integration.notify_support import ProduceSnaps, Received, Receiver, Start, snapshot
+from shared.db import create_sessionmaker
+from tests.integration.notify_support import (
+    ProduceSnaps,
+    Received,
+    Receiver,
+    Start,
+    seed_two_teams,
+    snapshot,
+)
 from tests.kafka_helpers import wait_for
 from tests.service_helpers import ADMIN_TOKEN
 
@@ -170,25 +176,10 @@ async def test_rest_channels_alerts_ack_silences_deliveries_and_stream(
     receiver: Receiver,
     produce_snaps: ProduceSnaps,
 ) -> None:
-    sm = create_sessionmaker(clean_db)
-    async with session_scope(sm) as s:
-        await s.execute(
-            text(
-                "INSERT INTO teams (id, name, supervisor) VALUES ('north', 'North', 'ann'), "
-                "('south', 'South', 'bo')"
-            )
-        )
-        await s.execute(
-            text(
-                "INSERT INTO specialists (id, name, team_id) VALUES ('n1', 'Nina', 'north'), "
-                "('s1', 'Sam', 'south')"
-            )
-        )
-        ann, _ = await issue_token(s, Role.SUPERVISOR, "ann")
-        bo, _ = await issue_token(s, Role.SUPERVISOR, "bo")
-        service, _ = await issue_token(s, Role.SERVICE, "zendesk")
-    ann_h = {"Authorization": f"Bearer {ann}"}
-    bo_h = {"Authorization": f"Bearer {bo}"}
+    tokens = await seed_two_teams(create_sessionmaker(clean_db))
+    service = tokens["service"]
+    ann_h = {"Authorization": f"Bearer {tokens['ann']}"}
+    bo_h = {"Authorization": f"Bearer {tokens['bo']}"}
     svc = start_notify(notify_env)
     team = await asyncio.to_thread(_channels_phase, svc, receiver, ann_h, bo_h)
     # SSE: ann's stream sees north's transition, not south's.

@@ -24,7 +24,6 @@ from services.notify.channels import (
     SlackChannel,
     WebhookChannel,
     WeComChannel,
-    backoff_delay,
     build_dingtalk,
     build_email,
     build_feishu,
@@ -542,17 +541,3 @@ def test_secrets_never_in_repr_or_str() -> None:
     assert mask_url("https://hooks.slack.com/services/T/B/X") == "https://hooks.slack.com/***"
     assert mask_url("http://localhost:8080/") == "http://localhost:8080"
     assert mask_url("not a url") == "***"
-
-
-# ----------------------------------------------------------------------- backoff
-
-
-def test_backoff_full_jitter() -> None:
-    assert backoff_delay(0, 1.0, 60.0, lambda: 1.0) == 1.0
-    assert backoff_delay(3, 1.0, 60.0, lambda: 1.0) == 8.0
-    assert backoff_delay(3, 1.0, 60.0, lambda: 0.5) == 4.0
-    assert backoff_delay(10, 1.0, 60.0, lambda: 1.0) == 60.0
-    assert backoff_delay(10, 1.0, 60.0, lambda: 0.0) == 0.0
-    assert backoff_delay(100_000, 0.5, 300.0, lambda: 0.25) == 75.0
-    with pytest.raises(ValueError):
-        backoff_delay(-1, 1.0, 60.0, lambda: 0.5)

@@ -4,6 +4,7 @@ import { esc, fmtLine, fmtTime, fmtValue, kpiName } from "../format.js";
 import { t } from "../i18n.js";
 import { alerts, refreshAlerts, state } from "../state.js";
 import { errorBox, errorMessage, teamName } from "./common.js";
+import { failedDeliveries } from "./deliveries.js";
 
 export function alertItem(a, { fresh = false } = {}) {
   const name = state.names.get(a.specialist_id) || a.specialist_id;
@@ -83,33 +84,44 @@ function silenceDialog(specialist, kpi, opener) {
   dlg.showModal();
 }
 
+const TABS = ["open", "resolved", "deliveries"];
+
 export function renderAlerts(main, _args, params) {
-  let tab = params.get("state") === "resolved" ? "resolved" : "open";
+  let tab = TABS.includes(params.get("state")) ? params.get("state") : "open";
   let resolved = [];
   const fresh = new Set();
   main.innerHTML = `
     <div class="page-head"><div><h1>${esc(t("alerts.title"))}</h1><div class="sub">${esc(t("alerts.sub"))}</div></div>
       <div class="tabs" role="tablist">
         <button type="button" class="btn" role="tab" id="tab-open" aria-controls="al-list">${esc(t("alerts.open"))}</button>
-        <button type="button" class="btn" role="tab" id="tab-resolved" aria-controls="al-list">${esc(t("alerts.resolved"))}</button></div></div>
+        <button type="button" class="btn" role="tab" id="tab-resolved" aria-controls="al-list">${esc(t("alerts.resolved"))}</button>
+        <button type="button" class="btn" role="tab" id="tab-deliveries" aria-controls="al-list">${esc(t("alerts.deliveries"))}
+          <span id="dl-count" class="count-badge" hidden></span></button></div></div>
     <div class="two-col"><section class="panel" role="tabpanel" aria-live="polite" aria-relevant="additions" id="al-list" aria-label="${esc(t("alerts.title"))}"></section>
       <section class="panel" aria-labelledby="al-sil-h"><h2 id="al-sil-h">${esc(t("alerts.silences"))}</h2><div id="al-silences"></div></section></div>`;
   const $ = (s) => main.querySelector(s);
   bindAlertActions($("#al-list"));
+  const deliveries = failedDeliveries(() => draw());
+  deliveries.bind($("#al-list"));
 
   function draw() {
-    $("#tab-open").setAttribute("aria-selected", String(tab === "open"));
-    $("#tab-resolved").setAttribute("aria-selected", String(tab === "resolved"));
+    for (const name of TABS) $(`#tab-${name}`).setAttribute("aria-selected", String(tab === name));
+    const count = $("#dl-count");
+    count.hidden = !deliveries.count;
+    count.textContent = String(deliveries.count);
     const list = $("#al-list");
     if (alerts.available === false) {
       list.innerHTML = `<p class="notice">${esc(t("unavailable.alerts"))}</p>`;
       $("#al-silences").innerHTML = "";
       return;
     }
+    if (tab === "deliveries") list.innerHTML = deliveries.html();
     const items = tab === "open" ? alerts.open : resolved;
-    list.innerHTML = items.length
-      ? `<ul class="alert-list">${items.map((a) => alertItem(a, { fresh: fresh.has(a.alert_id) })).join("")}</ul>`
-      : `<p class="empty">${esc(t(tab === "open" ? "alerts.none_open" : "alerts.none_resolved"))}</p>`;
+    if (tab !== "deliveries") {
+      list.innerHTML = items.length
+        ? `<ul class="alert-list">${items.map((a) => alertItem(a, { fresh: fresh.has(a.alert_id) })).join("")}</ul>`
+        : `<p class="empty">${esc(t(tab === "open" ? "alerts.none_open" : "alerts.none_resolved"))}</p>`;
+    }
     fresh.clear();
     $("#al-silences").innerHTML = alerts.silences.length
       ? `<ul class="alert-list">${alerts.silences.map((s) => `<li class="alert-item" style="border-left-color:var(--na-edge)"><div><div class="a-title">${esc(state.names.get(s.specialist_id) || s.specialist_id || "*")} · ${esc(s.kpi ? kpiName(s.kpi) : "*")}</div>
@@ -136,11 +148,14 @@ export function renderAlerts(main, _args, params) {
     }
     draw();
   }
-  for (const name of ["open", "resolved"]) {
+  for (const name of TABS) {
     $(`#tab-${name}`).addEventListener("click", () => {
       tab = name;
+      // Kept in the URL: a reload or a language switch (which re-renders) stays on the tab.
+      history.replaceState(null, "", `#/alerts${name === "open" ? "" : `?state=${name}`}`);
       draw();
       if (tab === "resolved") loadResolved();
+      if (tab === "deliveries") deliveries.load();
     });
   }
   const unsub = alerts.subscribe((d) => {
@@ -148,7 +163,14 @@ export function renderAlerts(main, _args, params) {
     if (d.type === "refresh" || d.type === "stream") draw();
     if (d.type === "event" && tab === "resolved") loadResolved();
   });
+  // Failures are not on the alert stream: the count on the tab is polled.
+  const poll = setInterval(() => deliveries.load(), 30000);
   draw();
+  deliveries.load();
   if (tab === "resolved") loadResolved();
-  return unsub;
+  return () => {
+    unsub();
+    clearInterval(poll);
+    deliveries.stop();
+  };
 }
