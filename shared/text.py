@@ -31,11 +31,11 @@ PYDANTIC_UNICODE_ERROR: Final = "string_unicode"
 # PostgreSQL text and jsonb cannot hold U+0000, and UTF-8 (the database, the broker, every
 # JSON encoder here) cannot encode an unpaired surrogate: no stored string may carry either.
 _NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
-# Ids and names also exclude the C0/C1 controls and DEL (log injection, invisible in the
-# dashboard; openpyxl refuses C0 in an XLSX cell) and U+FFFE/U+FFFF, which XML 1.0 cannot
-# carry: an XLSX export holding one does not open. Everything else (format characters,
-# U+2028, private use, unassigned code points) is stored, exported and logged intact.
-_NOT_ID = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+# Ids and names also exclude the C0/C1 controls and DEL (SPEC; log injection, invisible in
+# the dashboard, openpyxl refuses C0 in an XLSX cell). Everything else (format characters,
+# U+2028, private use, noncharacters, unassigned code points) is stored and logged intact;
+# the XLSX export replaces what XML 1.0 cannot carry (U+FFFE/U+FFFF) cell by cell.
+_NOT_ID = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _describe(char: str) -> str:
@@ -44,8 +44,6 @@ def _describe(char: str) -> str:
         return "U+0000 (NUL)"
     if 0xD800 <= code <= 0xDFFF:
         return f"an unpaired surrogate U+{code:04X}"
-    if code in (0xFFFE, 0xFFFF):
-        return f"the noncharacter U+{code:04X}"
     return f"the control character U+{code:04X}"
 
 
@@ -64,7 +62,7 @@ def text_problem(value: str) -> str | None:
 
 
 def id_problem(value: str) -> str | None:
-    """Why ``value`` is not a storable id or name (also controls, U+FFFE/U+FFFF), or None."""
+    """Why ``value`` is not a storable id or name (also control characters), or None."""
     return _first(value, _NOT_ID.search)
 
 

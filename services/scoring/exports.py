@@ -180,8 +180,8 @@ def _fill(color: str) -> PatternFill:
 
 
 # What XML 1.0 (the XLSX format) cannot carry: openpyxl raises on C0 controls and writes
-# U+FFFE/U+FFFF into a file that does not open. The id rule keeps them out of new data;
-# rows stored before it existed are exported with U+FFFD instead of failing the export.
+# U+FFFE/U+FFFF into a file that does not open. Such characters (ids stored before the id
+# rule, or noncharacters, which ids may hold) are exported as U+FFFD, never failing it.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 

@@ -168,11 +168,7 @@ _IDS = [
 ]
 _LABELS = [(kind, "source") for kind in sorted(EVENT_TYPES)] + [("ticket.created", "channel")]
 unstorable = st.sampled_from(["\x00"]) | st.characters(codec=None, categories=["Cs"])
-not_in_ids = (
-    unstorable
-    | st.characters(codec=None, categories=["Cc"])
-    | st.sampled_from(["\ufffe", "\uffff"])
-)
+not_in_ids = unstorable | st.characters(codec=None, categories=["Cc"])
 # Letters and digits around the character: never trimmed away, never empty.
 solid = st.text(st.characters(categories=["L", "N"]), min_size=1, max_size=20)
 
