@@ -444,16 +444,14 @@ class LogReset:
         """The ERROR line and the metric."""
         LOG_RESETS.labels(self.service, self.topic).inc()
         logger.error(
-            "%s: the broker's log of %s[%d] no longer matches the position held: %s "
-            "(expected offset %d, found %s%s); re-reading the partition from offset %d. "
-            "Re-read records are recognised by event id and count once; new ones all count.",
+            "%s: the broker's log of %s[%d] no longer matches the position held: %s%s; "
+            "re-reading the partition from offset %d. Re-read records are recognised by "
+            "event id and count once; new ones all count.",
             self.service,
             self.topic,
             self.partition,
             self.verdict.describe(),
-            self.verdict.expected,
-            self.verdict.found,
-            "" if self.stored is None else f", stored offset {self.stored}",
+            "" if self.stored is None else f" (stored offset {self.stored})",
             self.restart_at,
         )
 

@@ -54,6 +54,64 @@ def _stop(proc: subprocess.Popen[bytes]) -> list[int]:
     return children
 
 
+def _post_events(services: dict[str, str], token: str, specialist: str, n: int) -> None:
+    """``n`` closed tickets with a survey each for ``specialist``, through ingest's HTTP."""
+    events = []
+    for i in range(n):
+        ticket = f"{specialist}-t{i}"
+        events += [
+            {
+                "event_id": f"{ticket}-created",
+                "type": "ticket.created",
+                "occurred_at": "2026-11-30T09:00:00Z",
+                "ticket_id": ticket,
+                "specialist_id": specialist,
+            },
+            {
+                "event_id": f"{ticket}-closed",
+                "type": "ticket.closed",
+                "occurred_at": "2026-11-30T10:00:00Z",
+                "ticket_id": ticket,
+                "specialist_id": specialist,
+                "resolved": True,
+            },
+            {
+                "event_id": f"{ticket}-csat",
+                "type": "survey.csat",
+                "occurred_at": "2026-11-30T11:00:00Z",
+                "ticket_id": ticket,
+                "score": 5,
+            },
+        ]
+    got = httpx.post(
+        f"{services['ingest']}/v1/events",
+        json=events,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert got.status_code == 202, got.text
+
+
+def _wait_counted(services: dict[str, str], token: str, specialist: str, n: int) -> None:
+    """Until the specialist's 400-day window holds ``n`` closures and ``n`` surveys."""
+    url = f"{services['scoring']}/v1/specialists/{specialist}/kpis"
+    params = {"window": "400d", "as_of": "2026-12-01"}
+    deadline = time.monotonic() + 60
+    kpis: object = None
+    while time.monotonic() < deadline:
+        got = httpx.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
+        if got.status_code == 200:
+            kpis = got.json()["kpis"]
+            assert isinstance(kpis, dict)
+            if (
+                kpis["resolution_rate"]["denominator"] == n
+                and kpis["customer_satisfaction"]["denominator"] == n
+            ):
+                return
+        time.sleep(0.3)
+    raise AssertionError(f"{specialist}: {n} tickets not counted within 60s (last: {kpis})")
+
+
 def test_kpi_up_runs_stops_cleanly_and_reuses_data(tmp_path: Path) -> None:
     home = tmp_path / "home"
     ports = {name: free_port() for name in ("ingest", "scoring", "notify")}
@@ -71,6 +129,8 @@ def test_kpi_up_runs_stops_cleanly_and_reuses_data(tmp_path: Path) -> None:
         assert put.status_code in (200, 201), put.text
         output = log.read_text()
         assert "KPI platform ready" in output and token in output
+        _post_events(services, token, "before-restart", 5)
+        _wait_counted(services, token, "before-restart", 5)
     finally:
         children = _stop(proc) if proc.poll() is None else []
     assert "nothing left running" in log.read_text()
@@ -91,6 +151,19 @@ def test_kpi_up_runs_stops_cleanly_and_reuses_data(tmp_path: Path) -> None:
             headers={"Authorization": f"Bearer {token}"},
         )
         assert team.status_code == 200 and team.json()["name"] == "Kept"
+        # The embedded broker started empty while PostgreSQL kept the stored offsets: new
+        # events must count (and the old ones must not count twice), and the reset is told.
+        _post_events(services, token, "after-restart", 5)
+        _wait_counted(services, token, "after-restart", 5)
+        _wait_counted(services, token, "before-restart", 5)
+        health = httpx.get(
+            f"{services['scoring']}/v1/platform/health",
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
+        assert health["status"] == "degraded", health
+        assert [i["kind"] for i in health["incidents"]] == ["log_reset"]
+        scoring_log = (home / "logs" / "scoring.log").read_text()
+        assert "no longer matches the position held" in scoring_log
     finally:
         if proc.poll() is None:
             _stop(proc)
