@@ -408,8 +408,13 @@ class BatchLoop:
     async def _log_reset(self, tp: TopicPartition, verdict: Changed) -> None:
         if tp not in self._consumer.assignment():
             return
-        starts = await self._consumer.beginning_offsets([tp])
-        start = starts.get(tp, 0)
+        try:
+            start = (await self._consumer.beginning_offsets([tp])).get(tp, 0)
+        except KafkaError as exc:
+            # Offset 0 is below any log start: the client's "earliest" policy moves it to
+            # the real one, so the partition is re-read from its start all the same.
+            logger.warning("%s: log start of %s unknown (%s); seeking to 0", self._name, tp, exc)
+            start = 0
         self._consumer.seek(tp, start)
         self.check.seeked((tp.topic, tp.partition), start)
         self.log_resets += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,19 +11,11 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from kpi.stack import ServiceProcess
 from shared import health
 from shared.auth import Role, issue_token
 from shared.db import raw_connection, session_scope
-from shared.topics import Topics
-from tests.browser.test_dashboard import _chromium_or_skip
-from tests.service_helpers import (
-    ADMIN_TOKEN,
-    CHROMIUM_ARGS,
-    service_env,
-    start_service,
-    wait_status,
-)
+from tests.browser.conftest import StartStack
+from tests.service_helpers import ADMIN_TOKEN, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.integration
 
@@ -31,39 +23,14 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 T = TypeVar("T")
 
 
-@pytest.fixture
-def services() -> Iterator[dict[str, ServiceProcess]]:
-    started: dict[str, ServiceProcess] = {}
-    yield started
-    for svc in started.values():
-        svc.stop()
-
-
 async def test_banner_stalled_degraded_dismissed(
     sessionmaker: async_sessionmaker[AsyncSession],
-    database_url: str,
-    bootstrap: str,
-    created_topics: Topics,
-    tmp_path: Path,
-    artifacts_dir: Path,
-    services: dict[str, ServiceProcess],
+    chromium: str,
+    shots: Path,
+    start_stack: StartStack,
 ) -> None:
-    executable = _chromium_or_skip()
-    shots = artifacts_dir / "browser"
-    shots.mkdir(parents=True, exist_ok=True)
-    env = service_env(
-        database_url,
-        bootstrap,
-        KPI_TOPIC_PREFIX=created_topics.prefix,
-        KPI_SCORING_SESSION_TIMEOUT_MS="6000",
-        KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
-    )
-    services["notify"] = start_service("notify", env, tmp_path)
-    services["scoring"] = start_service(
-        "scoring", {**env, "KPI_NOTIFY_URL": services["notify"].url}, tmp_path
-    )
-    for svc in services.values():
-        await asyncio.to_thread(wait_status, svc.url + "/readyz", 200, 60)
+    executable = chromium
+    services = await start_stack(["notify", "scoring"])
     async with session_scope(sessionmaker) as session:
         sup_token, _ = await issue_token(session, Role.SUPERVISOR, "sup-ann", ["north"])
     loop = asyncio.get_running_loop()
