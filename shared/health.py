@@ -148,14 +148,23 @@ async def open_incident(
 
 async def resolve_incident(conn: Raw, key: str, *, by: str = AUTO) -> Incident | None:
     """Resolve the open incident ``key`` (None when none is open)."""
+    return await _close(conn, "key", key, by)
+
+
+async def dismiss_incident(conn: Raw, incident_id: int, *, by: str) -> Incident | None:
+    """An admin closes an open incident (None when it does not exist or is not open)."""
+    return await _close(conn, "id", incident_id, by)
+
+
+async def _close(conn: Raw, column: str, value: object, by: str) -> Incident | None:
     row = await conn.fetchrow(
         f"""
         UPDATE platform_incidents SET status = 'resolved', resolved_at = now(),
             updated_at = now(), resolved_by = $2
-        WHERE key = $1 AND status = 'open'
+        WHERE {column} = $1 AND status = 'open'
         RETURNING {_COLUMNS}
         """,
-        key,
+        value,
         by,
     )
     if row is None:
@@ -163,21 +172,6 @@ async def resolve_incident(conn: Raw, key: str, *, by: str = AUTO) -> Incident |
     incident = _incident(row)
     await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(incident.id))
     return incident
-
-
-async def dismiss_incident(conn: Raw, incident_id: int, *, by: str) -> Incident | None:
-    """An admin closes an open incident (None when it does not exist or is not open)."""
-    row = await conn.fetchrow(
-        f"""
-        UPDATE platform_incidents SET status = 'resolved', resolved_at = now(),
-            updated_at = now(), resolved_by = $2
-        WHERE id = $1 AND status = 'open'
-        RETURNING {_COLUMNS}
-        """,
-        incident_id,
-        by,
-    )
-    return _incident(row) if row is not None else None
 
 
 async def get_incident(conn: Raw, incident_id: int) -> Incident | None:

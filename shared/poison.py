@@ -90,22 +90,14 @@ async def isolate(
     always done before the right one. Transient failures propagate to the caller's retry.
     Returns how many records were quarantined.
     """
-    try:
-        await apply(records)
+    failure = await _attempt(records, apply, transient)
+    if failure is None:
         return 0
-    except Exception as exc:
-        if transient(exc):
-            raise
-        failure = exc
     if len(records) == 1:
         # Once more on its own: a misclassified one-off must not cost a good record.
-        try:
-            await apply(records)
+        failure = await _attempt(records, apply, transient)
+        if failure is None:
             return 0
-        except Exception as exc:
-            if transient(exc):
-                raise
-            failure = exc
         logger.error(
             "record failed twice on its own, quarantining it: %s: %s",
             type(failure).__name__,
@@ -122,3 +114,18 @@ async def isolate(
     mid = len(records) // 2
     left = await isolate(records[:mid], apply, quarantine, transient=transient)
     return left + await isolate(records[mid:], apply, quarantine, transient=transient)
+
+
+async def _attempt(
+    records: Sequence[T],
+    apply: Callable[[Sequence[T]], Awaitable[object]],
+    transient: Callable[[BaseException], bool],
+) -> Exception | None:
+    """None when ``records`` applied; the failure when it may be theirs; raises otherwise."""
+    try:
+        await apply(records)
+    except Exception as exc:
+        if transient(exc):
+            raise
+        return exc
+    return None

@@ -468,7 +468,7 @@ async def test_unstorable_text_on_raw_topics_is_dead_lettered_once_and_the_rest_
         (orjson.dumps(ev("n-ctl", "ticket.assigned", ticket_id="T", specialist_id="s\x1b[2J")),
          "specialist_id"),
         (orjson.dumps(ev("n-src", "ticket.reopened", ticket_id="T", source="crm\x00")), "source"),
-        (orjson.dumps(ev("n-ff", "survey.nps", specialist_id="s\uffff", score=9)),
+        (orjson.dumps(ev("n-c1", "survey.nps", specialist_id="s\x85t", score=9)),
          "specialist_id"),
     ]  # fmt: skip
     # One key: the bad ones sit between good ones of the same partition and batch.

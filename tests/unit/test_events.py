@@ -873,7 +873,10 @@ ids = (
     .filter(bool)
 )
 opt_ids = st.none() | ids
-labels = st.none() | st.text(st.characters(exclude_characters="\x00"), max_size=128)
+# Storable text: no NUL, no lone surrogate (the rule is tested on its own above).
+labels = st.none() | st.text(
+    st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=128
+)
 offsets = st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59).map(
     lambda m: timezone(timedelta(minutes=m))
 )
