@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
@@ -453,6 +454,19 @@ def demo(
     )
 
 
+def _check_option(
+    option: str, value: str, rule: Callable[[str], str | None], max_length: int
+) -> None:
+    """Exit 2 naming the option and the reason when ``value`` cannot be stored as given."""
+    problem = rule(value)
+    if problem is None and len(value) > max_length:
+        problem = f"must be at most {max_length} characters"
+    if problem is not None:
+        # The value is not echoed: it may hold control characters (terminal escapes).
+        console.print(f"[red]{option}:[/] {problem}")
+        raise typer.Exit(2)
+
+
 @token_app.command("create")
 def token_create(
     role: Annotated[str, typer.Option(help="admin, supervisor or service")],
@@ -466,12 +480,21 @@ def token_create(
     """Create an API token and print it once (only its hash is stored)."""
     from shared.auth import Role, issue_token
     from shared.db import create_engine, create_sessionmaker, session_scope
+    from shared.directory import ID_LENGTH
+    from shared.text import id_problem, text_problem
 
     try:
         role_ = Role(role)
     except ValueError:
         console.print(f"[red]--role:[/] must be one of admin, supervisor, service (got '{role}')")
         raise typer.Exit(2) from None
+    # Subjects and team ids are ids (shared.text, as the directory's): the subject is logged
+    # and recorded as who acknowledged, silenced or resent; they are matched against teams.
+    _check_option("--subject", subject, id_problem, ID_LENGTH)
+    for team_id in team or ():
+        _check_option("--team", team_id, id_problem, ID_LENGTH)
+    if description is not None:
+        _check_option("--description", description, text_problem, 200)
     if role_ is Role.SUPERVISOR and not team and not subject:
         console.print("[red]--team or --subject:[/] a supervisor token needs teams or a subject")
         raise typer.Exit(2)

@@ -23,6 +23,7 @@ from fastapi import (
     Request,
     Response,
 )
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
@@ -57,6 +58,7 @@ from shared.auth import Principal, Role, require
 from shared.db import session_scope, utcnow
 from shared.runtime import Runtime, create_app
 from shared.settings import Settings
+from shared.text import StorableText
 
 SERVICE = "notify"
 logger = logging.getLogger(__name__)
@@ -260,16 +262,20 @@ def _channel_out(ch: repo.ChannelRecord) -> ChannelOut:
     )
 
 
-def _config_error(exc: ValidationError) -> HTTPException:
-    detail = [
-        {
-            "loc": ["body", "config", *[str(p) for p in e["loc"]]],
-            "msg": e["msg"],
-            "type": e["type"],
-        }
-        for e in exc.errors(include_input=False, include_url=False)
-    ]
-    return HTTPException(422, detail=detail)
+def _config_error(exc: ValidationError) -> RequestValidationError:
+    # Answered by the shared 422 handler like any body error: pydantic-core's own refusal of
+    # a lone surrogate (in an unknown config key) becomes invalid_text and whatever JSON
+    # cannot carry is scrubbed. Inputs are left out: they may be secrets or token URLs.
+    return RequestValidationError(
+        [
+            {
+                "loc": ["body", "config", *[str(p) for p in e["loc"]]],
+                "msg": e["msg"],
+                "type": e["type"],
+            }
+            for e in exc.errors(include_input=False, include_url=False)
+        ]
+    )
 
 
 def _unprocessable(field: str, msg: str) -> HTTPException:
@@ -327,7 +333,7 @@ async def list_channels(
 
 @router.get("/channels/{channel_id}", response_model=ChannelOut)
 async def get_channel(
-    channel_id: str, request: Request, principal: Principal = Depends(reader)
+    channel_id: StorableText, request: Request, principal: Principal = Depends(reader)
 ) -> ChannelOut:
     async with session_scope(_runtime(request).sessionmaker) as session:
         row = await repo.get_channel(await repo.raw_connection(session), channel_id)
@@ -338,7 +344,10 @@ async def get_channel(
 
 @router.put("/channels/{channel_id}", response_model=ChannelOut)
 async def update_channel(
-    channel_id: str, body: ChannelIn, request: Request, principal: Principal = Depends(admin_only)
+    channel_id: StorableText,
+    body: ChannelIn,
+    request: Request,
+    principal: Principal = Depends(admin_only),
 ) -> ChannelOut:
     async with session_scope(_runtime(request).sessionmaker) as session:
         conn = await repo.raw_connection(session)
@@ -372,7 +381,7 @@ async def update_channel(
 
 @router.delete("/channels/{channel_id}", status_code=204)
 async def delete_channel(
-    channel_id: str, request: Request, principal: Principal = Depends(admin_only)
+    channel_id: StorableText, request: Request, principal: Principal = Depends(admin_only)
 ) -> Response:
     async with session_scope(_runtime(request).sessionmaker) as session:
         deleted = await repo.delete_channel(await repo.raw_connection(session), channel_id)
@@ -416,13 +425,15 @@ should refetch `GET /v1/alerts`. Without an id the stream starts live. A block w
 )
 async def alert_stream(
     request: Request,
-    # No max_length: a 422 would stop EventSource reconnecting; a bad id gets `reset`.
-    last_event_id_query: str | None = Query(
+    # No max_length: a 422 would stop EventSource reconnecting; a bad id gets `reset`. Only
+    # unstorable text is a 422 (`reset` would echo it): EventSource never sends a NUL, it
+    # ignores an `id:` field holding one, and this stream's ids are digits.
+    last_event_id_query: StorableText | None = Query(
         default=None,
         alias="lastEventId",
         description="Resume point for clients that cannot send the Last-Event-ID header.",
     ),
-    last_event_id: str | None = Header(
+    last_event_id: StorableText | None = Header(
         default=None,
         description="Id of the last event received; the missed ones are replayed first.",
     ),
@@ -498,9 +509,9 @@ async def alert_stream(
 async def list_alerts(
     request: Request,
     state: Literal["open", "resolved"] | None = Query(default=None),
-    team: str | None = Query(default=None, max_length=128),
-    specialist: str | None = Query(default=None, max_length=128),
-    kpi: str | None = Query(default=None, max_length=40),
+    team: StorableText | None = Query(default=None, max_length=128),
+    specialist: StorableText | None = Query(default=None, max_length=128),
+    kpi: StorableText | None = Query(default=None, max_length=40),
     limit: int = Query(default=100, ge=1, le=1000),
     principal: Principal = Depends(reader),
 ) -> dict[str, Any]:
@@ -548,14 +559,14 @@ async def _visible_alert(request: Request, alert_id: str, principal: Principal) 
 
 @router.get("/alerts/{alert_id}")
 async def get_alert(
-    alert_id: str, request: Request, principal: Principal = Depends(reader)
+    alert_id: StorableText, request: Request, principal: Principal = Depends(reader)
 ) -> dict[str, Any]:
     return await _visible_alert(request, alert_id, principal)
 
 
 @router.post("/alerts/{alert_id}/ack")
 async def ack(
-    alert_id: str,
+    alert_id: StorableText,
     request: Request,
     body: AckIn | None = None,
     principal: Principal = Depends(reader),
@@ -576,7 +587,7 @@ async def ack(
 
 @router.get("/alerts/{alert_id}/deliveries")
 async def alert_deliveries(
-    alert_id: str, request: Request, principal: Principal = Depends(reader)
+    alert_id: StorableText, request: Request, principal: Principal = Depends(reader)
 ) -> dict[str, Any]:
     await _visible_alert(request, alert_id, principal)
     async with session_scope(_runtime(request).sessionmaker) as session:
@@ -631,7 +642,7 @@ async def deliveries(
     status: Literal["pending", "sending", "sent", "failed"] | None = Query(
         default=None, description="Only deliveries in this state, e.g. failed."
     ),
-    team: str | None = Query(default=None, max_length=128),
+    team: StorableText | None = Query(default=None, max_length=128),
     limit: int = Query(default=100, ge=1, le=500),
     cursor: str | None = Query(
         default=None,
@@ -766,7 +777,7 @@ async def list_silences(
 
 @router.delete("/silences/{silence_id}", status_code=204)
 async def delete_silence(
-    silence_id: str, request: Request, principal: Principal = Depends(reader)
+    silence_id: StorableText, request: Request, principal: Principal = Depends(reader)
 ) -> Response:
     async with session_scope(_runtime(request).sessionmaker) as session:
         conn = await repo.raw_connection(session)

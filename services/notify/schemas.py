@@ -7,10 +7,17 @@ import ipaddress
 import re
 import unicodedata
 import urllib.parse
-from typing import Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 
 import idna
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from services.notify.channels import (
     Channel,
@@ -22,9 +29,24 @@ from services.notify.channels import (
     WeComChannel,
     mask_url,
 )
+from services.notify.models import ID_LENGTH, KPI_LENGTH
+from shared.text import ID_RULE, TEXT_RULE, StorableId, StorableText
 
 ChannelKind: TypeAlias = Literal["webhook", "dingtalk", "wecom", "feishu", "slack", "email"]
 MASK = "***"
+WINDOW_LENGTH = 32
+
+# Outside strings follow shared.text (the length constraints run first, so the rule sees the
+# value as it is stored). Ids, and the one-line labels shown in a dashboard cell, a log
+# line or a mail header, follow the id rule (no control characters: log and header
+# injection); free text the text rule (no NUL, no unpaired surrogate: PostgreSQL refuses it).
+NotifyId: TypeAlias = Annotated[str, StringConstraints(min_length=1, max_length=ID_LENGTH), ID_RULE]
+# No minimum length, as before: an empty team id on a channel is an unknown team (422).
+TeamId: TypeAlias = Annotated[str, StringConstraints(max_length=ID_LENGTH), ID_RULE]
+KpiName: TypeAlias = Annotated[
+    str, StringConstraints(min_length=1, max_length=KPI_LENGTH), TEXT_RULE
+]
+Comment: TypeAlias = Annotated[str, StringConstraints(max_length=500), TEXT_RULE]
 
 
 # -- kpi.scores ------------------------------------------------------------------------
@@ -33,7 +55,7 @@ MASK = "***"
 class SnapshotWindow(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    name: str
+    name: Annotated[str, StringConstraints(max_length=WINDOW_LENGTH), TEXT_RULE]
     from_: str | None = Field(default=None, alias="from")
     to: str | None = None
     timezone: str | None = None
@@ -56,13 +78,15 @@ class ScoreSnapshot(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    specialist_id: str = Field(min_length=1, max_length=128)
-    team_id: str | None = None
+    # Invalid text here is a ValidationError, so the consumer dead-letters the message
+    # instead of failing its batch in PostgreSQL (specialist, team, KPI and window are stored).
+    specialist_id: NotifyId
+    team_id: TeamId | None = None
     window: SnapshotWindow
     as_of: str | None = None
     computed_at: AwareDatetime
     reason: str | None = None
-    kpis: dict[str, SnapshotKpi]
+    kpis: dict[KpiName, SnapshotKpi]
 
 
 # -- channel configs -------------------------------------------------------------------
@@ -123,14 +147,16 @@ class _Config(BaseModel):
 
 class WebhookConfig(_Config):
     url: str
-    secret: str = Field(min_length=8, description="HMAC-SHA256 key of X-KPI-Signature.")
+    secret: Annotated[str, StringConstraints(min_length=8), TEXT_RULE] = Field(
+        description="HMAC-SHA256 key of X-KPI-Signature."
+    )
 
     _check_url = field_validator("url")(_http_url)
 
 
 class DingTalkConfig(_Config):
     url: str
-    secret: str | None = None
+    secret: StorableText | None = None
 
     _check_url = field_validator("url")(_http_url)
 
@@ -143,7 +169,7 @@ class WeComConfig(_Config):
 
 class FeishuConfig(_Config):
     url: str
-    secret: str | None = None
+    secret: StorableText | None = None
     card: bool = True
 
     _check_url = field_validator("url")(_http_url)
@@ -156,12 +182,14 @@ class SlackConfig(_Config):
 
 
 class EmailConfig(_Config):
-    sender: str = Field(min_length=3)
-    recipients: list[str] = Field(min_length=1)
-    host: str = "localhost"
+    # Addresses and the host go into mail headers and the SMTP dialogue: the id rule keeps
+    # CR/LF out at the door (EmailMessage would only refuse them at every send, for a day).
+    sender: Annotated[str, StringConstraints(min_length=3), ID_RULE]
+    recipients: list[StorableId] = Field(min_length=1)
+    host: StorableId = "localhost"
     port: int = Field(default=25, ge=1, le=65535)
-    username: str | None = None
-    password: str | None = None
+    username: StorableId | None = None
+    password: StorableText | None = None
     starttls: bool = False
 
 
@@ -243,10 +271,12 @@ def build_channel(channel_id: str, kind: str, config: dict[str, Any]) -> Channel
 class ChannelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    # A label like a team name (the id rule, as scoring's DirectoryName): shown in one
+    # dashboard cell and in the WARNING that names the channel of a failed delivery.
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200), ID_RULE]
     kind: ChannelKind
-    team_id: str | None = Field(
-        default=None, max_length=128, description="Team whose alerts it gets; null = all."
+    team_id: TeamId | None = Field(
+        default=None, description="Team whose alerts it gets; null = all."
     )
     lang: Literal["zh-CN", "en"] | None = None
     enabled: bool = True
@@ -268,13 +298,14 @@ class ChannelOut(BaseModel):
 class SilenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    specialist_id: str | None = Field(default=None, min_length=1, max_length=128)
-    kpi: str | None = Field(default=None, min_length=1, max_length=40)
+    specialist_id: NotifyId | None = None
+    # Any KPI key, custom ones included (kpi_meta); it is only matched against alerts.
+    kpi: KpiName | None = None
     until: AwareDatetime
-    comment: str | None = Field(default=None, max_length=500)
+    comment: Comment | None = None
 
 
 class AckIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    comment: str | None = Field(default=None, max_length=500)
+    comment: Comment | None = None

@@ -157,3 +157,20 @@ def test_cli_token_create(database_url: str) -> None:
         text=True,
     )
     assert bad.returncode == 2 and "--role" in bad.stderr
+    # Subjects and team ids follow the id rule of shared/text.py (a NUL cannot be in argv; a
+    # byte that is not UTF-8 arrives as a lone surrogate); no token is created.
+    cases: list[tuple[str, str | bytes, str]] = [
+        ("--subject", "ann\n", "must not contain the control character U+000A"),
+        ("--subject", "\x1b[2Jann", "must not contain the control character U+001B"),
+        ("--subject", "a" * 129, "must be at most 128 characters"),
+        ("--team", b"north\xff", "must not contain an unpaired surrogate U+DCFF"),
+    ]
+    for option, value, reason in cases:
+        refused = subprocess.run(
+            [sys.executable, "-m", "kpi", "token", "create", "--role", "supervisor", option, value],
+            env={"KPI_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr == f"{option}: {reason}\n" and refused.stdout == ""

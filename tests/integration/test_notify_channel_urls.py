@@ -26,6 +26,8 @@ BAD: list[tuple[str, str]] = [
     ("https:///robot?access_token=TOKENNOHOST", "must include a host"),
     ("https://h/robot send?access_token=TOKENSPACE", "must not contain spaces or control"),
     ("http://[::1/x?key=TOKENV6", "is not a valid URL (malformed host)"),
+    # PostgreSQL's jsonb cannot hold a NUL: refused by the URL rule, not a 500.
+    ("https://h/robot\x00?access_token=TOKENNUL", "must not contain spaces or control"),
 ]
 
 
@@ -83,6 +85,13 @@ def _api_phase(svc: ServiceProcess) -> None:
             assert error["msg"].startswith(f"Value error, {reason}"), error
             # The message explains; it never echoes the token-bearing URL back.
             assert "TOKEN" not in str(error)
+        # Other fields follow shared/text.py: the process answers 422 naming them, never 500.
+        named = c.post("/v1/channels", json={**_body(GOOD), "name": "robot\x00"})
+        assert named.status_code == 422, named.text
+        assert [(d["loc"], d["type"]) for d in named.json()["detail"]] == [
+            (["body", "name"], "invalid_text")
+        ]
+        assert c.get("/v1/channels/a%00b").status_code == 422
         assert c.get("/v1/channels").json() == []
         created = c.post("/v1/channels", json=_body(GOOD))
         assert created.status_code == 201, created.text

@@ -1,23 +1,34 @@
-"""Channel config validation, secret masking/merging, response classification, snapshots."""
+"""Channel config validation, secret masking/merging, response classification, snapshots,
+and the storable-text rules on every outside string."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
+import orjson
 import pytest
+from aiokafka import ConsumerRecord
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from services.notify.consumer import decode
 from services.notify.handlers import is_silenced, obs_from_dict, obs_to_dict, observations
 from services.notify.schemas import (
     MASK,
+    AckIn,
+    ChannelIn,
     ScoreSnapshot,
+    SilenceIn,
     masked_config,
     merge_secrets,
     validate_config,
 )
 from services.notify.sender import _scrub, classify_response
+from shared.kafka import Record
+from shared.text import INVALID_TEXT, PYDANTIC_UNICODE_ERROR, unicode_error_reason
 
 
 def test_config_validation_names_the_field() -> None:
@@ -96,3 +107,249 @@ def test_silence_matching() -> None:
     assert is_silenced(sil, "a", "resolution_rate")
     assert is_silenced(sil, "b", "nps")
     assert not is_silenced(sil, "b", "resolution_rate")
+
+
+# -- storable text (shared.text) on every outside string notify stores or echoes ----------
+
+_UNTIL = "2030-01-01T00:00:00Z"
+_URL = "https://h.example.com/hook"
+_10KB = 10 * 1024
+_NUL = "must not contain U+0000 (NUL)"
+_SURROGATE = "must not contain an unpaired surrogate U+D800"
+
+Check = Callable[[str], object]
+
+
+def _snapshot(**fields: Any) -> dict[str, Any]:
+    return {
+        "specialist_id": "s-42",
+        "team_id": "north",
+        "window": {"name": "30d"},
+        "computed_at": "2026-01-30T10:00:00Z",
+        "kpis": {"nps": {"value": 10.0}},
+        **fields,
+    }
+
+
+# (field, how a value reaches it, loc of its error, "id" or "text" rule, max length or None).
+# Values are put where they would be stored; prefixes only satisfy minimum lengths.
+FIELDS: list[tuple[str, Check, tuple[str | int, ...], str, int | None]] = [
+    ("channel name", lambda v: ChannelIn(name=v, kind="slack", config={}), ("name",), "id", 200),
+    (
+        "channel team_id",
+        lambda v: ChannelIn(name="n", kind="slack", team_id=v, config={}),
+        ("team_id",),
+        "id",
+        128,
+    ),
+    (
+        "email sender",
+        lambda v: validate_config("email", {"sender": "kpi" + v, "recipients": ["a@b.c"]}),
+        ("sender",),
+        "id",
+        None,
+    ),
+    (
+        "email recipient",
+        lambda v: validate_config("email", {"sender": "k@b.c", "recipients": ["a@b.c", v]}),
+        ("recipients", 1),
+        "id",
+        None,
+    ),
+    (
+        "email host",
+        lambda v: validate_config("email", {"sender": "k@b.c", "recipients": ["a"], "host": v}),
+        ("host",),
+        "id",
+        None,
+    ),
+    (
+        "email username",
+        lambda v: validate_config("email", {"sender": "k@b.c", "recipients": ["a"], "username": v}),
+        ("username",),
+        "id",
+        None,
+    ),
+    (
+        "email password",
+        lambda v: validate_config("email", {"sender": "k@b.c", "recipients": ["a"], "password": v}),
+        ("password",),
+        "text",
+        None,
+    ),
+    (
+        "webhook secret",
+        lambda v: validate_config("webhook", {"url": _URL, "secret": "secret-" + v}),
+        ("secret",),
+        "text",
+        None,
+    ),
+    (
+        "dingtalk secret",
+        lambda v: validate_config("dingtalk", {"url": _URL, "secret": v}),
+        ("secret",),
+        "text",
+        None,
+    ),
+    (
+        "feishu secret",
+        lambda v: validate_config("feishu", {"url": _URL, "secret": v}),
+        ("secret",),
+        "text",
+        None,
+    ),
+    (
+        "silence specialist_id",
+        lambda v: SilenceIn.model_validate({"specialist_id": v, "until": _UNTIL}),
+        ("specialist_id",),
+        "id",
+        128,
+    ),
+    (
+        "silence kpi",
+        lambda v: SilenceIn.model_validate({"kpi": v, "until": _UNTIL}),
+        ("kpi",),
+        "text",
+        40,
+    ),
+    (
+        "silence comment",
+        lambda v: SilenceIn.model_validate({"kpi": "nps", "until": _UNTIL, "comment": v}),
+        ("comment",),
+        "text",
+        500,
+    ),
+    ("ack comment", lambda v: AckIn(comment=v), ("comment",), "text", 500),
+    (
+        "snapshot specialist_id",
+        lambda v: ScoreSnapshot.model_validate(_snapshot(specialist_id=v)),
+        ("specialist_id",),
+        "id",
+        128,
+    ),
+    (
+        "snapshot team_id",
+        lambda v: ScoreSnapshot.model_validate(_snapshot(team_id=v)),
+        ("team_id",),
+        "id",
+        128,
+    ),
+    (
+        "snapshot window",
+        lambda v: ScoreSnapshot.model_validate(_snapshot(window={"name": v})),
+        ("window", "name"),
+        "text",
+        32,
+    ),
+]
+
+_FIELD_IDS = [f[0] for f in FIELDS]
+
+# (value, reason under the text rule, under the id rule); None = accepted as it is.
+VALUES: list[tuple[str, str | None, str | None]] = [
+    ("a\x00b", _NUL, _NUL),
+    ("a\ud800", _SURROGATE, _SURROGATE),
+    ("x@y.z\r\nBcc: evil@example.com", None, "must not contain the control character U+000D"),
+    ("a\tb", None, "must not contain the control character U+0009"),
+    ("\x1b[2Jops", None, "must not contain the control character U+001B"),
+    ("ops\x85", None, "must not contain the control character U+0085"),
+    ("北区支持组", None, None),
+    ("👨\u200d👩\u200d👧 😀", None, None),
+    ("\u202eevil\u2028\ufeff", None, None),
+]  # fmt: skip
+
+
+def _only_error(check: Check, value: str) -> dict[str, Any]:
+    with pytest.raises(ValidationError) as info:
+        check(value)
+    (error,) = info.value.errors()
+    return dict(error)
+
+
+@pytest.mark.parametrize(("value", "as_text", "as_id"), VALUES)
+@pytest.mark.parametrize(("field", "check", "loc", "rule", "limit"), FIELDS, ids=_FIELD_IDS)
+def test_notify_inputs_follow_the_text_rules(
+    field: str,
+    check: Check,
+    loc: tuple[str | int, ...],
+    rule: str,
+    limit: int | None,
+    value: str,
+    as_text: str | None,
+    as_id: str | None,
+) -> None:
+    reason = as_id if rule == "id" else as_text
+    if reason is None:
+        check(value)
+        return
+    error = _only_error(check, value)
+    assert error["loc"] == loc, field
+    if error["type"] == PYDANTIC_UNICODE_ERROR:  # pydantic-core may refuse a surrogate itself
+        assert unicode_error_reason(error["input"]) == reason
+    else:
+        assert (error["type"], error["msg"]) == (INVALID_TEXT, reason), field
+
+
+@pytest.mark.parametrize("fill", ["x", "北", "😀"])
+@pytest.mark.parametrize(("field", "check", "loc", "rule", "limit"), FIELDS, ids=_FIELD_IDS)
+def test_10_kb_strings_are_refused_only_where_a_limit_exists(
+    field: str,
+    check: Check,
+    loc: tuple[str | int, ...],
+    rule: str,
+    limit: int | None,
+    fill: str,
+) -> None:
+    value = fill * _10KB
+    if limit is None:
+        check(value)
+        return
+    error = _only_error(check, value)
+    assert (error["loc"], error["type"]) == (loc, "string_too_long"), field
+    # A NUL past the limit: the length is judged first, as the value would be stored.
+    error = _only_error(check, value + "\x00")
+    assert (error["loc"], error["type"]) == (loc, "string_too_long"), field
+
+
+def test_snapshot_kpi_keys_are_storable_text() -> None:
+    kpis = {"nps": {"value": 1.0}, "a\x00": {"value": 1.0}}
+    error = _only_error(lambda v: ScoreSnapshot.model_validate(_snapshot(kpis=kpis)), "")
+    assert (error["loc"], error["type"], error["msg"]) == (
+        ("kpis", "a\x00", "[key]"),
+        INVALID_TEXT,
+        _NUL,
+    )
+    custom = ScoreSnapshot.model_validate(_snapshot(kpis={"首次响应_hours": {"value": 1.0}}))
+    assert list(custom.kpis) == ["首次响应_hours"]
+
+
+def _record(value: bytes) -> Record:
+    return ConsumerRecord("t.kpi.scores", 0, 7, 0, 0, b"s", value, None, 1, len(value), [])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        orjson.dumps(_snapshot(specialist_id="s\x00")),
+        orjson.dumps(_snapshot(team_id="north\n")),
+        orjson.dumps(_snapshot(kpis={"nps\x00": {"value": 1.0}})),
+        # A lone surrogate escape is not JSON to pydantic's parser: refused all the same.
+        orjson.dumps(_snapshot()).replace(b'"s-42"', b'"s\\ud800"'),
+    ],
+)
+def test_decode_refuses_unstorable_snapshots_so_the_consumer_dead_letters_them(
+    raw: bytes,
+) -> None:
+    # ScoresConsumer.handle quarantines on ValueError (ValidationError is one) instead of
+    # handing the message to PostgreSQL with the rest of the batch.
+    with pytest.raises(ValueError):
+        decode(_record(raw))
+    assert decode(_record(orjson.dumps(_snapshot()))).specialist_id == "s-42"
+
+
+def test_a_channel_url_with_a_nul_is_a_value_error_not_echoed() -> None:
+    error = _only_error(
+        lambda v: validate_config("wecom", {"url": v}), "https://h/robot\x00?key=TOKEN"
+    )
+    assert (error["loc"], error["type"]) == (("url",), "value_error")
+    assert "control characters" in error["msg"] and "TOKEN" not in error["msg"]
