@@ -6,9 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -22,7 +20,8 @@ from shared import health, topics
 from shared.db import utcnow
 from shared.deadletter import Source, unprocessable_value
 from shared.health import HealthReporter
-from shared.metrics import ASSIGNED_PARTITIONS, LOG_RESETS, POISON_RECORDS
+from shared.logwatch import AnchorCheck, LogReset, LogWatch
+from shared.metrics import ASSIGNED_PARTITIONS, POISON_RECORDS
 from shared.offsets import Changed, LogCheck
 from shared.poison import isolate
 from shared.watchdog import StallWatch
@@ -228,55 +227,6 @@ def unapplied_lag(
     return lag, oldest
 
 
-class LogWatch:
-    """Finds partitions whose broker log no longer matches the consumer's position.
-
-    Wraps the pure ``LogCheck`` with the consumer's observations: the records of each fetch
-    (verification of the record last applied, positions moved back) and, at most twice a
-    second, each position against the partition's high-water mark.
-    """
-
-    def __init__(self, check: LogCheck | None = None, interval: float = 0.5) -> None:
-        self.check = check or LogCheck()
-        self._interval = interval
-        self._last_scan = 0.0
-
-    async def scan(
-        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Record]]
-    ) -> dict[TopicPartition, Changed]:
-        """Verdicts per changed partition; their records are removed from ``batches``
-        (and an already-applied record read back for verification is dropped)."""
-        changed: dict[TopicPartition, Changed] = {}
-        for tp, recs in list(batches.items()):
-            drop, verdict = self.check.records((tp.topic, tp.partition), recs)
-            if verdict is not None:
-                changed[tp] = verdict
-                del batches[tp]
-            elif drop:
-                batches[tp] = recs[drop:]
-                if not batches[tp]:
-                    del batches[tp]
-        now = time.monotonic()
-        if now - self._last_scan < self._interval:
-            return changed
-        self._last_scan = now
-        for tp in consumer.assignment():
-            if tp in changed:
-                continue
-            key = (tp.topic, tp.partition)
-            highwater = consumer.highwater(tp)
-            position = self.check.expected(key)
-            if position is None and highwater is not None:
-                # Positioned by Kafka (committed offset): a fetch answered, so the client's
-                # position is valid and returned at once.
-                with contextlib.suppress(KafkaError, AssertionError):
-                    position = await consumer.position(tp)
-            verdict = self.check.position(key, position, highwater, now)
-            if verdict is not None:
-                changed[tp] = verdict
-        return changed
-
-
 class BatchLoop:
     """Consume batches, hand them to a handler, then commit; a failed batch is retried.
 
@@ -306,6 +256,7 @@ class BatchLoop:
         watch: StallWatch | None = None,
         reporter: HealthReporter | None = None,
         group_id: str = "",
+        bootstrap: str | None = None,
     ) -> None:
         self._consumer = consumer
         self._handler = handler
@@ -320,6 +271,8 @@ class BatchLoop:
         self._group_id = group_id
         self.logs = LogWatch()
         self.check = self.logs.check
+        # Without the bootstrap (tools, benchmarks) the anchor re-reads are off.
+        self.anchors = AnchorCheck(bootstrap, client_id=f"kpi-{name}-anchor") if bootstrap else None
         self._stopping = asyncio.Event()
         self.healthy = True
         self.last_error: str | None = None
@@ -333,6 +286,8 @@ class BatchLoop:
         """Rebalance hook: positions of moved partitions come from Kafka, not from us."""
         for tp in partitions:
             self.check.forget((tp.topic, tp.partition))
+            if self.anchors is not None:
+                self.anchors.forget(tp)
 
     async def _kafka_commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
@@ -355,6 +310,13 @@ class BatchLoop:
         await self._commit({TopicPartition(record.topic, record.partition): record.offset + 1})
 
     async def run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            if self.anchors is not None:
+                await self.anchors.close()
+
+    async def _loop(self) -> None:
         attempt = 0
         while not self._stopping.is_set():
             try:
@@ -396,12 +358,18 @@ class BatchLoop:
             self.healthy, self.last_error = True, None
             if self._watch is not None:
                 self._watch.applied()
+            if self.anchors is not None:
+                self.anchors.applied(records)
 
     async def _checked(
         self, batches: dict[TopicPartition, list[Record]]
     ) -> dict[TopicPartition, list[Record]]:
         """Drop what belongs to a log that changed under us and re-read it from its start."""
-        for tp, verdict in (await self.logs.scan(self._consumer, batches)).items():
+        changed = await self.logs.scan(self._consumer, batches)
+        if self.anchors is not None:
+            changed.update(await self.anchors.check(self._consumer.assignment()))
+        for tp, verdict in changed.items():
+            batches.pop(tp, None)
             await self._log_reset(tp, verdict)
         return batches
 
@@ -417,6 +385,8 @@ class BatchLoop:
             start = 0
         self._consumer.seek(tp, start)
         self.check.seeked((tp.topic, tp.partition), start)
+        if self.anchors is not None:
+            self.anchors.forget(tp)
         self.log_resets += 1
         reset = LogReset(self._name, self._group_id, tp.topic, tp.partition, verdict, start)
         reset.log()
@@ -431,61 +401,6 @@ class BatchLoop:
         delay = min(self._max_backoff, 0.2 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
-
-
-@dataclass(frozen=True, slots=True)
-class LogReset:
-    """One partition whose broker log no longer matched the position held, and what was done."""
-
-    service: str
-    group: str
-    topic: str  # public (unprefixed) name
-    partition: int
-    verdict: Changed
-    restart_at: int
-    stored: int | None = None  # the stored offset replaced (offsets kept outside Kafka)
-
-    def log(self) -> None:
-        """The ERROR line and the metric."""
-        LOG_RESETS.labels(self.service, self.topic).inc()
-        logger.error(
-            "%s: the broker's log of %s[%d] no longer matches the position held: %s%s; "
-            "re-reading the partition from offset %d. Re-read records are recognised by "
-            "event id and count once; new ones all count.",
-            self.service,
-            self.topic,
-            self.partition,
-            self.verdict.describe(),
-            "" if self.stored is None else f" (stored offset {self.stored})",
-            self.restart_at,
-        )
-
-    def incident(self) -> dict[str, Any]:
-        """``key``, ``kind``, ``summary`` and ``detail`` of the platform-health incident."""
-        return {
-            "key": f"log_reset:{self.group or self.service}:{self.topic}",
-            "kind": health.LOG_RESET,
-            "summary": (
-                f"The broker's log of {self.topic} was reset or replaced (memory broker "
-                f"restarted, topic re-created or cluster rebuilt); {self.service} re-read it "
-                "from the log start, counting only records it had not counted yet"
-            ),
-            "detail": {
-                "group": self.group,
-                "topic": self.topic,
-                "partitions": {
-                    str(self.partition): {
-                        "reason": self.verdict.reason,
-                        "what": self.verdict.describe(),
-                        "expected_offset": self.verdict.expected,
-                        "found": self.verdict.found,
-                        "stored_offset": self.stored,
-                        "restarted_at": self.restart_at,
-                        "detected_at": utcnow().isoformat(),
-                    }
-                },
-            },
-        }
 
 
 class LoggingRebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]

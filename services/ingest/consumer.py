@@ -139,6 +139,7 @@ class IngestPipeline:
             watch=self.watch,
             reporter=self.reporter,
             group_id=self.group_id,
+            bootstrap=self.settings.bootstrap_servers,
         )
         self._listener.on_revoked = self.loop.assignment_changed
         logger.info(

@@ -100,6 +100,7 @@ class ScoresConsumer:
             watch=self.watch,
             reporter=self.reporter,
             group_id=group_id(self._settings),
+            bootstrap=self._settings.bootstrap_servers,
         )
         listener.on_revoked = self.loop.assignment_changed
 

@@ -28,14 +28,13 @@ from shared.events import InvalidEvent, decode_event
 from shared.health import HealthReporter
 from shared.kafka import (
     LoggingRebalanceListener,
-    LogReset,
-    LogWatch,
     Quarantine,
     Record,
     create_consumer,
     create_producer,
     unapplied_lag,
 )
+from shared.logwatch import AnchorCheck, LogReset, LogWatch
 from shared.offsets import Changed, fingerprint
 from shared.poison import isolate
 from shared.runtime import Runtime, tune_gc_for_batches
@@ -199,6 +198,7 @@ class ScoringConsumer:
         self._known_specialists: set[str] = set()
         self.reporter = HealthReporter("scoring", sessionmaker)
         self.logs = LogWatch()
+        self.anchors = AnchorCheck(settings.bootstrap_servers, client_id="kpi-scoring-anchor")
         self.watch = StallWatch("scoring", group_id, self.reporter, settings.stall_seconds)
         self.quarantine: Quarantine | None = None
         # Partitions whose log changed and that wait (paused) for their stored offset to
@@ -230,6 +230,7 @@ class ScoringConsumer:
         self.watch.stop()
 
     async def close(self) -> None:
+        await self.anchors.close()
         if self.consumer is not None:
             await self.consumer.stop()
         if self.producer is not None:
@@ -238,6 +239,7 @@ class ScoringConsumer:
     def revoked(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
             self.logs.check.forget((tp.topic, tp.partition))
+            self.anchors.forget(tp)
             self._resets.pop(tp, None)
             self._unpositioned.discard(tp)
 
@@ -313,8 +315,11 @@ class ScoringConsumer:
                 await self._backoff(attempt, f"fetch failed: {exc!r}")
                 continue
             self.watch.observed(*unapplied_lag(self.consumer, self.logs.check, fetched))
-            for tp, verdict in (await self.logs.scan(self.consumer, fetched)).items():
+            changed = await self.logs.scan(self.consumer, fetched)
+            changed.update(await self.anchors.check(self.consumer.assignment()))
+            for tp, verdict in changed.items():
                 self.consumer.pause(tp)
+                fetched.pop(tp, None)
                 self._resets[tp] = verdict
             records = [r for recs in fetched.values() for r in recs]
             if not records:
@@ -335,6 +340,7 @@ class ScoringConsumer:
             attempt = 0
             self.healthy, self.last_error = True, None
             self.watch.applied()
+            self.anchors.applied(records)
 
     async def _settle_positions(self) -> None:
         """Finish what a rebalance or a log change left: positions, then rewinds."""
@@ -372,6 +378,7 @@ class ScoringConsumer:
             )
             await health.open_incident(conn, service="scoring", **reset.incident())
         self._seek(tp, start)
+        self.anchors.forget(tp)
         self.consumer.resume(tp)
         self.log_resets += 1
         reset.log()

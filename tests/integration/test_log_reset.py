@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -211,6 +212,35 @@ async def test_broker_losing_its_log_while_scoring_runs(
     assert await audits_counted(sessionmaker) == 52
     assert consumer.log_resets >= 1
     assert await reset_incidents(sessionmaker)
+
+
+async def test_topic_recreated_and_refilled_while_scoring_runs(
+    own_broker: Broker, scorer: Scorer, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """No rebalance, no short log: the new log already passes the old positions.
+
+    Found by the chaos campaign: only re-reading an applied record (the anchor check) shows
+    that the log under the position is another one; the records below are then re-read.
+    """
+    topics = scorer.settings.topics
+    await send(own_broker, topics, audits("before", 40))
+    consumer = await scorer.start()
+    await wait_for(lambda: _is(applied(sessionmaker), 40), timeout=60)
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=own_broker.bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topics.events])
+    finally:
+        await admin.close()
+    await ensure_topics(own_broker.bootstrap, 3, [topics.events])
+    # A connector replaying its history at once: the new log passes the old positions.
+    await send(own_broker, topics, audits("after", 60) + audits("before", 40))
+    await wait_for(lambda: _is(applied(sessionmaker), 100), timeout=60)
+    assert await audits_counted(sessionmaker) == 100
+    assert consumer.log_resets >= 1
+    incidents = await reset_incidents(sessionmaker)
+    assert incidents, "the reset must be recorded for admins"
 
 
 async def test_unchanged_log_is_verified_not_reset(
