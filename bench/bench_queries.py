@@ -29,7 +29,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kpi.stack import ServiceProcess
-from services.scoring.kpi import KPI_KEYS
+from shared.catalogue import KPI_KEYS
 from shared.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 
 TOKEN = "kpi_bench_admin_token_0123456789abcdef"

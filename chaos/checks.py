@@ -14,7 +14,9 @@ import httpx
 import orjson
 
 from chaos.receiver import Delivery
-from services.scoring import kpi
+from services.scoring.kpi.grading import KpiValue, evaluate_all
+from services.scoring.kpi.windows import Window, parse_window, quarter_of
+from shared.catalogue import AVG_RESPONSE_TIME_HOURS
 from shared.deadletter import decode_original
 from shared.events import Event, encode_event
 from tests.reference import METRICS, reference_sums
@@ -81,7 +83,7 @@ async def effective_events(
 
 
 def window_totals(
-    sums: Sums, specialists: Iterable[str], window: kpi.Window
+    sums: Sums, specialists: Iterable[str], window: Window
 ) -> dict[tuple[str, str], tuple[float, int]]:
     out = {(s, m): (0.0, 0) for s in specialists for m in METRICS}
     for (who, day, metric), (num, den) in sums.items():
@@ -91,11 +93,11 @@ def window_totals(
     return out
 
 
-def windows_for(today: date) -> list[kpi.Window]:
-    year, q = kpi.quarter_of(today)
+def windows_for(today: date) -> list[Window]:
+    year, q = quarter_of(today)
     prev = f"{year - 1}Q4" if q == 1 else f"{year}Q{q - 1}"
     names = ["1d", "7d", "30d", "90d", "400d", "qtd", prev]
-    return [kpi.parse_window(n, today) for n in names]
+    return [parse_window(n, today) for n in names]
 
 
 async def check_kpis(
@@ -173,7 +175,7 @@ async def _check_rest(
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=20) as client:
         for name in ("30d", "qtd"):
-            window = kpi.parse_window(name, today)
+            window = parse_window(name, today)
             ref = window_totals(want, specialists, window)
             for who in specialists:
                 r = await client.get(
@@ -228,14 +230,14 @@ def check_deadletters(records: list[bytes], markers: set[str], prefix: str) -> d
 # -- alerts ------------------------------------------------------------------------------
 
 
-def _clearly_ok(value: kpi.KpiValue, key: str, ratio_margin: float, hours_margin: float) -> bool:
+def _clearly_ok(value: KpiValue, key: str, ratio_margin: float, hours_margin: float) -> bool:
     """Far enough on the good side that hysteresis cannot keep an alert open."""
     if value.grade in (None, "insufficient_data") or value.value is None:
         return True
     line = value.qualified
     if line is None:
         return True
-    if key == kpi.AVG_RESPONSE_TIME_HOURS:
+    if key == AVG_RESPONSE_TIME_HOURS:
         return float(value.value) <= line - hours_margin - EPS
     return float(value.value) >= line + ratio_margin + EPS
 
@@ -268,12 +270,12 @@ async def check_alerts(
         k = (a["specialist_id"], a["kpi"])
         if k not in latest or a["episode"] > latest[k]["episode"]:
             latest[k] = a
-    window = kpi.parse_window("30d", today)
+    window = parse_window("30d", today)
     ref = window_totals(want, specialists, window)
     final_errors: list[str] = []
     expected_open = 0
     for who in specialists:
-        values = kpi.evaluate_all({m: ref[(who, m)] for m in METRICS}, window)
+        values = evaluate_all({m: ref[(who, m)] for m in METRICS}, window)
         for key, value in values.items():
             if value.grade is None:
                 continue

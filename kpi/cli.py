@@ -246,7 +246,7 @@ def rescore(
     import datetime as dt
 
     from services.scoring.handlers import count_stored_tickets, rescore_tickets, stored_ticket_ids
-    from services.scoring.kpi import HoursFn
+    from services.scoring.kpi.contributions import HoursFn
     from shared.db import create_engine, create_sessionmaker, raw_connection
 
     settings = _settings()

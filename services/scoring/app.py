@@ -30,17 +30,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from services.scoring import queries
-from services.scoring.kpi import (
-    AVG_RESPONSE_TIME_HOURS,
-    KpiLine,
-    KpiValue,
-    Window,
-    WindowError,
-    evaluate,
-    evaluate_all,
-    lines_with_overrides,
-    parse_window,
-)
+from services.scoring.kpi.grading import KpiValue, evaluate, evaluate_all
+from services.scoring.kpi.lines import KpiLine, lines_with_overrides
+from services.scoring.kpi.windows import Window, WindowError, parse_window
 from services.scoring.queries import ReadDb
 from services.scoring.schemas import (
     DirectoryId,
@@ -59,6 +51,7 @@ from services.scoring.schemas import (
     TeamOut,
 )
 from shared.auth import Principal, Role, require
+from shared.catalogue import AVG_RESPONSE_TIME_HOURS
 from shared.db import utcnow
 from shared.runtime import Runtime, create_app
 from shared.settings import Settings

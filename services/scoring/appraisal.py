@@ -10,16 +10,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from services.scoring import kpi
-from services.scoring.kpi import (
-    GRADED_KEYS,
-    TRAINING_SESSIONS,
-    KpiLine,
-    KpiValue,
-    Window,
-    evaluate,
-    quarter_bounds,
-)
+from services.scoring.kpi.grading import KpiValue, evaluate
+from services.scoring.kpi.lines import EPSILON, KpiLine
+from services.scoring.kpi.windows import Window, parse_quarter, quarter_bounds
+from shared.catalogue import GRADED_KEYS, KPI_KEYS, RATIO_KEYS, TRAINING_SESSIONS
 
 OVERALL_GRADES: Final = ("excellent", "qualified", "unqualified", "insufficient_data")
 # Training has no excellent tier and is handled by require_training, so it is not counted
@@ -226,7 +220,7 @@ def build_appraisal(
 
 def previous_quarters(quarter: str, n: int) -> list[str]:
     """The ``n`` quarters before ``quarter`` (most recent first)."""
-    year, q = kpi.parse_quarter(quarter)
+    year, q = parse_quarter(quarter)
     out: list[str] = []
     for _ in range(n):
         year, q = (year - 1, 4) if q == 1 else (year, q - 1)
@@ -237,7 +231,7 @@ def previous_quarters(quarter: str, n: int) -> list[str]:
 
 
 def next_quarter(quarter: str) -> str:
-    year, q = kpi.parse_quarter(quarter)
+    year, q = parse_quarter(quarter)
     year, q = (year + 1, 1) if q == 4 else (year, q + 1)
     return f"{year:04d}Q{q}"
 
@@ -280,7 +274,7 @@ def diff_appraisals(frozen: Mapping[str, Any], live: Mapping[str, Any]) -> list[
 
 
 def _kpi_order(key: str) -> tuple[int, str]:
-    keys = kpi.KPI_KEYS
+    keys = KPI_KEYS
     return (keys.index(key) if key in keys else len(keys), key)
 
 
@@ -349,7 +343,7 @@ def check_goal(goal: Goal, where: str) -> None:
         )
     if not math.isfinite(goal.target) or goal.target < 0:
         raise ValueError(f"{where}.target must be a finite number >= 0, got {goal.target!r}")
-    if goal.kpi in kpi.RATIO_KEYS and goal.target > 1:
+    if goal.kpi in RATIO_KEYS and goal.target > 1:
         raise ValueError(f"{where}.target is a ratio and must be in 0..1, got {goal.target!r}")
 
 
@@ -377,7 +371,7 @@ class GoalProgress:
 
 def measurement_window(quarter: str, goal: Goal, today: dt.date) -> tuple[dt.date, dt.date]:
     """Local dates a goal is measured on: from the plan quarter's start to due (or today)."""
-    start, _ = quarter_bounds(*kpi.parse_quarter(quarter))
+    start, _ = quarter_bounds(*parse_quarter(quarter))
     end = min(goal.due, today)
     return start, max(start, end)
 
@@ -414,7 +408,7 @@ def goal_progress(
 
 
 def _better(value: float, baseline: float, higher_is_better: bool) -> bool:
-    return value > baseline + kpi.EPSILON if higher_is_better else value < baseline - kpi.EPSILON
+    return value > baseline + EPSILON if higher_is_better else value < baseline - EPSILON
 
 
 def suggested_status(progress: Sequence[GoalProgress]) -> str:

@@ -49,12 +49,8 @@ from services.scoring.appraisal import (
     suggested_status,
 )
 from services.scoring.calendar import CALENDAR_HOURS, load_calendar
-from services.scoring.kpi import (
-    WindowError,
-    evaluate_all,
-    parse_quarter,
-    parse_window,
-)
+from services.scoring.kpi.grading import evaluate_all
+from services.scoring.kpi.windows import WindowError, parse_quarter, parse_window
 from services.scoring.queries import SpecialistSums
 from services.scoring.schemas import DirectoryId, KpiKey, LookupId
 from shared.auth import Principal

@@ -19,8 +19,12 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.scoring import kpi, repository, snapshots
+from services.scoring import repository, snapshots
 from services.scoring.handlers import BatchResult, Incoming, process_batch
+from services.scoring.kpi.contributions import HoursFn
+from services.scoring.kpi.grading import KpiValue
+from services.scoring.kpi.lines import lines_with_overrides
+from services.scoring.kpi.windows import Window, parse_window
 from shared import health
 from shared.db import session_scope, utcnow
 from shared.deadletter import Source, deadletter_value
@@ -175,7 +179,7 @@ class ScoringConsumer:
         self.group_id = group_id
         self.max_records = max_records
         self.tz: tzinfo = settings.tz
-        self.hours_fn: kpi.HoursFn | None = None
+        self.hours_fn: HoursFn | None = None
         if settings.business_calendar:
             from services.scoring.calendar import load_calendar
 
@@ -566,12 +570,12 @@ def next_local_midnight(now: datetime, tz: tzinfo) -> datetime:
 def score_message(
     specialist_id: str,
     team_id: str | None,
-    window: kpi.Window,
+    window: Window,
     tz_name: str,
     as_of: date,
     computed_at: datetime,
     reason: str,
-    values: Mapping[str, kpi.KpiValue],
+    values: Mapping[str, KpiValue],
 ) -> bytes:
     """The kpi.scores value (scoring contract)."""
     return orjson.dumps(
@@ -609,7 +613,7 @@ class ScoreRelay:
         self.producer = producer
         self.clock = clock
         self.idle_seconds = idle_seconds
-        self.lines = kpi.lines_with_overrides(settings.kpi_lines)
+        self.lines = lines_with_overrides(settings.kpi_lines)
         self._stopping = asyncio.Event()
         self.published = 0
         self.healthy = True
@@ -640,7 +644,7 @@ class ScoreRelay:
                 return 0
             now = self.clock()
             as_of = now.astimezone(self.settings.tz).date()
-            window = kpi.parse_window(self.settings.alert_window, as_of)
+            window = parse_window(self.settings.alert_window, as_of)
             ids = [p[0] for p in pending]
             values = await snapshots.window_kpis(session, ids, window, self.lines)
             teams: dict[str, str | None] = dict(

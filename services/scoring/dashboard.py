@@ -28,7 +28,9 @@ from services.scoring.app import (
     or_404,
     pooled,
 )
-from services.scoring.kpi import KPI_KEYS, KpiLine, evaluate_all
+from services.scoring.kpi.grading import evaluate_all
+from services.scoring.kpi.lines import KpiLine
+from shared.catalogue import KPI_KEYS
 from shared.runtime import Runtime
 
 logger = logging.getLogger(__name__)

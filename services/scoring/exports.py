@@ -19,7 +19,7 @@ from openpyxl.styles import Font, PatternFill
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from services.scoring.appraisal import ACTION_LABELS, OVERALL_GRADES
-from services.scoring.kpi import KPI_KEYS, NPS
+from shared.catalogue import KPI_KEYS, NPS
 
 Lang = Literal["zh-CN", "en"]
 LANGS: Final = ("zh-CN", "en")

@@ -11,7 +11,18 @@ from datetime import datetime, tzinfo
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scoring import kpi, repository
+from services.scoring import repository
+from services.scoring.kpi.contributions import (
+    Contributions,
+    HoursFn,
+    diff_contributions,
+    simple_contributions,
+    ticket_contributions_and_issues,
+    training_contributions,
+)
+from services.scoring.kpi.ticket import TicketState, routes_to_session, routes_to_ticket
+from services.scoring.kpi.training import TrainingSession
+from shared.catalogue import AVG_RESPONSE_TIME_HOURS
 from shared.events import Event, encode_event
 
 logger = logging.getLogger(__name__)
@@ -78,7 +89,7 @@ async def process_batch(
     tz: tzinfo,
     group_id: str | None = None,
     accept_gaps: Collection[tuple[str, int]] = (),
-    hours_fn: kpi.HoursFn | None = None,
+    hours_fn: HoursFn | None = None,
     known_specialists: Set[str] = frozenset(),
 ) -> BatchResult:
     """Apply ``items`` inside the session's transaction; the caller commits.
@@ -202,9 +213,7 @@ async def _record_conflicts(
 STORED_RESPONSE_HOURS = "rh"
 
 
-def _as_stored(
-    before: kpi.Contributions, doc: dict[str, object], state: kpi.TicketState
-) -> kpi.Contributions:
+def _as_stored(before: Contributions, doc: dict[str, object], state: TicketState) -> Contributions:
     """``before`` with the response time the aggregates actually hold for this ticket.
 
     Under a business calendar the value used is saved in the state document; without one it
@@ -214,16 +223,16 @@ def _as_stored(
     stored = doc.get(STORED_RESPONSE_HOURS)
     out = dict(before)
     for key, (_, den) in before.items():
-        if key[2] == kpi.AVG_RESPONSE_TIME_HOURS:
+        if key[2] == AVG_RESPONSE_TIME_HOURS:
             hours = stored if isinstance(stored, int | float) else state.response_hours()
             if hours is not None:
                 out[key] = (float(hours), den)
     return out
 
 
-def _with_response_hours(doc: dict[str, object], after: kpi.Contributions) -> dict[str, object]:
+def _with_response_hours(doc: dict[str, object], after: Contributions) -> dict[str, object]:
     for key, (num, _) in after.items():
-        if key[2] == kpi.AVG_RESPONSE_TIME_HOURS:
+        if key[2] == AVG_RESPONSE_TIME_HOURS:
             doc[STORED_RESPONSE_HOURS] = num
     return doc
 
@@ -239,7 +248,7 @@ class _Deltas:
         self.added: list[tuple[str, str]] = []
         self.removed: list[tuple[str, str]] = []
 
-    def contribute(self, delta: kpi.Contributions, source: str) -> None:
+    def contribute(self, delta: Contributions, source: str) -> None:
         daily = self.daily
         facts = self.facts
         # Inlined _add: this runs for every contribution of every event.
@@ -272,13 +281,13 @@ class _Deltas:
 
 
 def _held(
-    doc: dict[str, object], state: kpi.TicketState, tz: tzinfo, hours_fn: kpi.HoursFn | None
-) -> tuple[kpi.Contributions, list[str]]:
+    doc: dict[str, object], state: TicketState, tz: tzinfo, hours_fn: HoursFn | None
+) -> tuple[Contributions, list[str]]:
     """What kpi_daily/kpi_facts and the issue list hold for a stored ticket."""
     if not doc:
         # A new ticket contributes nothing and has no issues yet: skip computing that.
         return {}, []
-    before, issues = kpi.ticket_contributions_and_issues(state, tz, hours_fn)
+    before, issues = ticket_contributions_and_issues(state, tz, hours_fn)
     if before and (hours_fn is not None or STORED_RESPONSE_HOURS in doc):
         before = _as_stored(before, doc, state)
     return before, issues
@@ -287,26 +296,24 @@ def _held(
 def _remeasure(
     deltas: _Deltas,
     source: str,
-    state: kpi.TicketState,
-    held: tuple[kpi.Contributions, list[str]],
+    state: TicketState,
+    held: tuple[Contributions, list[str]],
     tz: tzinfo,
-    hours_fn: kpi.HoursFn | None,
-) -> tuple[kpi.Contributions, bool]:
+    hours_fn: HoursFn | None,
+) -> tuple[Contributions, bool]:
     """Move a ticket's share of the aggregates from ``held`` to what ``state`` gives now.
 
     Returns the new contributions and whether anything the aggregates hold moved.
     """
-    after, issues_after = kpi.ticket_contributions_and_issues(state, tz, hours_fn)
-    delta = kpi.diff_contributions(held[0], after)
+    after, issues_after = ticket_contributions_and_issues(state, tz, hours_fn)
+    delta = diff_contributions(held[0], after)
     if delta:
         deltas.contribute(delta, source)
     deltas.issues(source, held[1], issues_after)
     return after, bool(delta) or issues_after != held[1]
 
 
-def _storable(
-    state: kpi.TicketState, after: kpi.Contributions, hours_fn: kpi.HoursFn | None
-) -> bytes:
+def _storable(state: TicketState, after: Contributions, hours_fn: HoursFn | None) -> bytes:
     doc = state.to_storable()
     if hours_fn is not None:
         doc = _with_response_hours(doc, after)
@@ -318,7 +325,7 @@ async def _apply(
     events: list[Event],
     tz: tzinfo,
     result: BatchResult,
-    hours_fn: kpi.HoursFn | None = None,
+    hours_fn: HoursFn | None = None,
     known_specialists: Set[str] = frozenset(),
 ) -> None:
     deltas = _Deltas()
@@ -331,22 +338,22 @@ async def _apply(
         who = getattr(event, "specialist_id", None)
         if who is not None:
             specialists.add(who)
-        ticket = kpi.routes_to_ticket(event)
+        ticket = routes_to_ticket(event)
         if ticket is not None:
             by_ticket.setdefault(ticket, []).append(event)
             continue
-        session_id = kpi.routes_to_session(event)
+        session_id = routes_to_session(event)
         if session_id is not None:
             by_session.setdefault(session_id, []).append(event)
             continue
-        contribute(kpi.simple_contributions(event, tz), f"event:{event.event_id}")
+        contribute(simple_contributions(event, tz), f"event:{event.event_id}")
 
     if by_ticket:
         docs = await repository.lock_states(conn, *TICKETS, by_ticket)
         saved: dict[str, bytes] = {}
         for ticket_id in sorted(by_ticket):
             doc = docs.get(ticket_id) or {}
-            state = kpi.TicketState.from_json(doc) if doc else kpi.TicketState(ticket_id)
+            state = TicketState.from_json(doc) if doc else TicketState(ticket_id)
             held = _held(doc, state, tz, hours_fn)
             changed = False
             for event in by_ticket[ticket_id]:
@@ -363,17 +370,15 @@ async def _apply(
         saved = {}
         for session_id in sorted(by_session):
             doc = docs.get(session_id) or {}
-            training = (
-                kpi.TrainingSession.from_json(doc) if doc else kpi.TrainingSession(session_id)
-            )
-            before = kpi.training_contributions(training, tz)
+            training = TrainingSession.from_json(doc) if doc else TrainingSession(session_id)
+            before = training_contributions(training, tz)
             changed = False
             for event in by_session[session_id]:
                 changed = training.apply(event) or changed
             if not changed:
                 continue
             contribute(
-                kpi.diff_contributions(before, kpi.training_contributions(training, tz)),
+                diff_contributions(before, training_contributions(training, tz)),
                 f"session:{session_id}",
             )
             saved[session_id] = orjson.dumps(training.to_storable())
@@ -410,7 +415,7 @@ async def rescore_tickets(
     conn: repository.Raw,
     ticket_ids: Collection[str],
     tz: tzinfo,
-    hours_fn: kpi.HoursFn | None,
+    hours_fn: HoursFn | None,
     *,
     dry_run: bool = False,
 ) -> RescoreResult:
@@ -434,7 +439,7 @@ async def rescore_tickets(
         doc = docs[ticket_id]
         if not doc:
             continue
-        state = kpi.TicketState.from_json(doc)
+        state = TicketState.from_json(doc)
         held = _held(doc, state, tz, hours_fn)
         after, moved = _remeasure(deltas, f"ticket:{ticket_id}", state, held, tz, hours_fn)
         if moved:

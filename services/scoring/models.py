@@ -70,7 +70,7 @@ class ConsumerOffset(Base):
 
 
 class TicketStateRow(Base):
-    """``services.scoring.kpi.TicketState.to_json()`` per ticket (``{}`` = no events yet)."""
+    """``services.scoring.kpi.ticket.TicketState.to_json()`` per ticket (``{}`` = no events yet)."""
 
     __tablename__ = "ticket_states"
     __table_args__ = ({"postgresql_with": {"fillfactor": 80}},)  # migration 0006
@@ -82,7 +82,7 @@ class TicketStateRow(Base):
 
 
 class TrainingSessionRow(Base):
-    """``services.scoring.kpi.TrainingSession.to_json()`` per session."""
+    """``services.scoring.kpi.training.TrainingSession.to_json()`` per session."""
 
     __tablename__ = "training_sessions"
     __table_args__ = ({"postgresql_with": {"fillfactor": 80}},)  # migration 0006

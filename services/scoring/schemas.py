@@ -18,7 +18,7 @@ Number = int | float
 
 
 class KpiKey(StrEnum):
-    """The KPI keys of SPEC §1, in table order (unit-tested against ``kpi.KPI_KEYS``)."""
+    """The KPI keys of SPEC §1, in table order (unit-tested against the catalogue)."""
 
     customer_satisfaction = "customer_satisfaction"
     resolution_rate = "resolution_rate"

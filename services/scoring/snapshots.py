@@ -7,7 +7,9 @@ from collections.abc import Iterable, Mapping
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scoring import kpi
+from services.scoring.kpi.grading import KpiValue, evaluate_all
+from services.scoring.kpi.lines import DEFAULT_LINES, KpiLine
+from services.scoring.kpi.windows import Window
 
 _SUMS = text(
     """
@@ -19,7 +21,7 @@ _SUMS = text(
 
 
 async def window_sums(
-    session: AsyncSession, specialist_ids: Iterable[str], window: kpi.Window
+    session: AsyncSession, specialist_ids: Iterable[str], window: Window
 ) -> dict[str, dict[str, tuple[float, int]]]:
     """(numerator, denominator) per specialist and KPI key over the window's local dates."""
     ids = sorted(set(specialist_ids))
@@ -35,9 +37,9 @@ async def window_sums(
 async def window_kpis(
     session: AsyncSession,
     specialist_ids: Iterable[str],
-    window: kpi.Window,
-    lines: Mapping[str, kpi.KpiLine] = kpi.DEFAULT_LINES,
-) -> dict[str, dict[str, kpi.KpiValue]]:
+    window: Window,
+    lines: Mapping[str, KpiLine] = DEFAULT_LINES,
+) -> dict[str, dict[str, KpiValue]]:
     """Every KPI of every given specialist over ``window`` (missing buckets count as 0/0)."""
     sums = await window_sums(session, specialist_ids, window)
-    return {who: kpi.evaluate_all(per, window, lines) for who, per in sums.items()}
+    return {who: evaluate_all(per, window, lines) for who, per in sums.items()}

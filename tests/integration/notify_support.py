@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kpi.stack import ServiceProcess
-from services.scoring.kpi import DEFAULT_LINES
+from services.scoring.kpi.lines import DEFAULT_LINES
 from shared.auth import Role, issue_token
 from shared.db import session_scope
 

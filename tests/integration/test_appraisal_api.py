@@ -17,8 +17,8 @@ from openpyxl import load_workbook
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.scoring.handlers import process_batch
-from services.scoring.kpi import KPI_KEYS
 from shared.auth import Role
+from shared.catalogue import KPI_KEYS
 from shared.db import session_scope
 from shared.events import validate_event_obj
 from shared.kafka import ensure_topics

@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from chaos.generator import HistoryMaker, deliveries
 from kpi.cli import app
-from services.scoring import kpi
 from services.scoring.calendar import load_calendar, parse_calendar
 from services.scoring.handlers import (
     RescoreResult,
@@ -26,6 +25,8 @@ from services.scoring.handlers import (
     rescore_tickets,
     stored_ticket_ids,
 )
+from services.scoring.kpi.contributions import HoursFn
+from shared.catalogue import AVG_RESPONSE_TIME_HOURS
 from shared.db import create_engine, create_sessionmaker, raw_connection, session_scope
 from shared.events import Event, TicketFirstResponse, validate_event_obj
 from tests.integration.test_appraisal_calendar import ticket
@@ -38,17 +39,17 @@ CN = load_calendar(CN_PATH).hours_fn(SH)
 LONG_DAYS = parse_calendar(
     {"name": "long-days", "working_hours": "08:00-20:00", "rest_weekdays": ["sunday"]}
 ).hours_fn(SH)
-SETTINGS: tuple[kpi.HoursFn | None, ...] = (None, CN, LONG_DAYS)
+SETTINGS: tuple[HoursFn | None, ...] = (None, CN, LONG_DAYS)
 Aggregates = dict[str, dict[Any, Any]]
 
 
-async def apply(engine: AsyncEngine, events: list[Event], hours: kpi.HoursFn | None) -> None:
+async def apply(engine: AsyncEngine, events: list[Event], hours: HoursFn | None) -> None:
     async with session_scope(create_sessionmaker(engine)) as session:
         await process_batch(session, events, tz=SH, hours_fn=hours)
 
 
 async def rescore(
-    engine: AsyncEngine, hours: kpi.HoursFn | None, *, batch: int = 1000, dry_run: bool = False
+    engine: AsyncEngine, hours: HoursFn | None, *, batch: int = 1000, dry_run: bool = False
 ) -> RescoreResult:
     """What the command does, batch by batch, summed into one result."""
     total = RescoreResult()
@@ -119,7 +120,7 @@ async def clear_outbox(engine: AsyncEngine) -> None:
 
 
 async def from_scratch(
-    engine: AsyncEngine, events: list[Event], hours: kpi.HoursFn | None
+    engine: AsyncEngine, events: list[Event], hours: HoursFn | None
 ) -> Aggregates:
     await reset(engine)
     await apply(engine, events, hours)
@@ -158,8 +159,8 @@ async def test_rescore_under_a_calendar_equals_processing_under_it(clean_db: Asy
     engine = clean_db
     plain = await from_scratch(engine, EVENTS, None)
     business = await from_scratch(engine, EVENTS, CN)
-    assert plain["daily"][("s1", dt.date(2026, 3, 9), kpi.AVG_RESPONSE_TIME_HOURS)] == (65.0, 1)
-    assert business["daily"][("s1", dt.date(2026, 3, 9), kpi.AVG_RESPONSE_TIME_HOURS)] == (2.0, 1)
+    assert plain["daily"][("s1", dt.date(2026, 3, 9), AVG_RESPONSE_TIME_HOURS)] == (65.0, 1)
+    assert business["daily"][("s1", dt.date(2026, 3, 9), AVG_RESPONSE_TIME_HOURS)] == (2.0, 1)
 
     await from_scratch(engine, EVENTS, None)
     # (4) A dry run counts what would change and writes nothing.

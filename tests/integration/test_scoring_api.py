@@ -22,8 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.scoring import schemas
 from services.scoring.app import build_app
-from services.scoring.kpi import DEFAULT_LINES, KPI_KEYS, evaluate, evaluate_all, parse_window
+from services.scoring.kpi.grading import evaluate, evaluate_all
+from services.scoring.kpi.lines import DEFAULT_LINES
+from services.scoring.kpi.windows import parse_window
 from shared.auth import Role, issue_token
+from shared.catalogue import KPI_KEYS
 from shared.db import session_scope
 from shared.kafka import ensure_topics
 from shared.settings import load_settings

@@ -16,8 +16,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chaos.generator import HistoryMaker, deliveries, dst_anchors
-from services.scoring import kpi, snapshots
+from services.scoring import snapshots
 from services.scoring.handlers import Incoming, process_batch
+from services.scoring.kpi.contributions import NEGATIVE_RESPONSE_TIME
+from services.scoring.kpi.windows import Window, parse_window
+from shared.catalogue import KPI_KEYS
 from shared.db import create_engine, create_sessionmaker, session_scope
 from shared.events import Event
 from tests.reference import reference_sums, reference_window
@@ -100,11 +103,11 @@ async def check_against_reference(
             text("SELECT count(*) FROM kpi_facts WHERE den = 0 AND abs(num) < 1e-9")
         )
         assert zero_facts.scalar_one() == 0
-    windows: list[kpi.Window] = []
+    windows: list[Window] = []
     for anchor in _anchors(tz):
         for as_of in (anchor.date(), anchor.date() + timedelta(days=1)):
-            windows += [kpi.parse_window(w, as_of) for w in ("7d", "30d", "qtd")]
-    windows += [kpi.parse_window(f"2026Q{q}", date(2026, 1, 1)) for q in (1, 2, 3, 4)]
+            windows += [parse_window(w, as_of) for w in ("7d", "30d", "qtd")]
+    windows += [parse_window(f"2026Q{q}", date(2026, 1, 1)) for q in (1, 2, 3, 4)]
     cells = 0
     sessionmaker = create_sessionmaker(engine)
     async with sessionmaker() as session:
@@ -119,7 +122,7 @@ async def check_against_reference(
                     cells += 1
             values = await snapshots.window_kpis(session, SPECIALISTS, window)
             assert set(values) == set(SPECIALISTS)
-            assert all(set(v) == set(kpi.KPI_KEYS) for v in values.values())
+            assert all(set(v) == set(KPI_KEYS) for v in values.values())
     return cells
 
 
@@ -153,7 +156,7 @@ async def _run_example(database_url: str, seed_rng: random.Random) -> None:
                 r[0]
                 for r in await conn.execute(
                     text("SELECT source FROM data_quality_issues WHERE issue = :i"),
-                    {"i": kpi.NEGATIVE_RESPONSE_TIME},
+                    {"i": NEGATIVE_RESPONSE_TIME},
                 )
             }
         negatives = set()

@@ -18,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kpi.stack import ServiceProcess
 from services.ingest.intake import partition_key
-from services.scoring import kpi, snapshots
+from services.scoring import snapshots
 from services.scoring.consumer import ScoreRelay
 from services.scoring.handlers import process_batch
+from services.scoring.kpi.windows import parse_window
+from shared.catalogue import KPI_KEYS
 from shared.db import create_sessionmaker, session_scope
 from shared.events import Event, encode_event
 from shared.kafka import ensure_topics
@@ -180,10 +182,10 @@ async def test_two_processes_on_six_partitions_equal_the_reference(
         assert set(latest) == {"s1", "s2", "s3", "s4"}
         body = latest["s1"]
         assert body["window"]["name"] == "30d" and body["window"]["timezone"] == TZ.key
-        assert set(body["kpis"]) == set(kpi.KPI_KEYS)
+        assert set(body["kpis"]) == set(KPI_KEYS)
         as_of = datetime.fromisoformat(body["as_of"]).date()
         async with create_sessionmaker(clean_db)() as session:
-            want = await snapshots.window_kpis(session, ["s1"], kpi.parse_window("30d", as_of))
+            want = await snapshots.window_kpis(session, ["s1"], parse_window("30d", as_of))
         assert body["kpis"] == {k: v.to_dict() for k, v in want["s1"].items()}
     finally:
         await producer.stop()

@@ -10,7 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.scoring import appraisal as ap
-from services.scoring.kpi import DEFAULT_LINES, GRADED_KEYS, evaluate_all, parse_window
+from services.scoring.kpi.grading import evaluate_all
+from services.scoring.kpi.lines import DEFAULT_LINES
+from services.scoring.kpi.windows import parse_window
+from shared.catalogue import GRADED_KEYS
 
 E, Q, U, N = "excellent", "qualified", "unqualified", "insufficient_data"  # N: no data
 SIX = ap.RULE_KEYS

@@ -11,13 +11,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scoring import kpi
 from services.scoring.calendar import (
     BusinessCalendar,
     CalendarError,
     load_calendar,
     parse_calendar,
 )
+from services.scoring.kpi.contributions import (
+    NEGATIVE_RESPONSE_TIME,
+    data_quality_issues,
+    ticket_contributions,
+)
+from services.scoring.kpi.ticket import TicketState
+from shared.catalogue import AVG_RESPONSE_TIME_HOURS
 from shared.events import validate_event_obj
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -176,8 +182,8 @@ def test_additive(a: dt.datetime, b: dt.datetime, c: dt.datetime) -> None:
 # -- the KPI hook ---------------------------------------------------------------------------
 
 
-def _ticket(created: str, responded: str) -> kpi.TicketState:
-    state = kpi.TicketState("t1")
+def _ticket(created: str, responded: str) -> TicketState:
+    state = TicketState("t1")
     for obj in (
         {"event_id": "c", "type": "ticket.created", "occurred_at": created, "ticket_id": "t1"},
         {
@@ -194,15 +200,15 @@ def _ticket(created: str, responded: str) -> kpi.TicketState:
 
 def test_ticket_contributions_use_the_hours_function(cn: BusinessCalendar) -> None:
     state = _ticket("2026-03-06T17:00:00+08:00", "2026-03-09T10:00:00+08:00")
-    key = ("s1", dt.date(2026, 3, 9), kpi.AVG_RESPONSE_TIME_HOURS)
-    assert kpi.ticket_contributions(state, SH) == {key: (65.0, 1)}  # default unchanged
-    assert kpi.ticket_contributions(state, SH, cn.hours_fn(SH)) == {key: (2.0, 1)}
+    key = ("s1", dt.date(2026, 3, 9), AVG_RESPONSE_TIME_HOURS)
+    assert ticket_contributions(state, SH) == {key: (65.0, 1)}  # default unchanged
+    assert ticket_contributions(state, SH, cn.hours_fn(SH)) == {key: (2.0, 1)}
 
 
 def test_negative_response_still_excluded_with_a_calendar(cn: BusinessCalendar) -> None:
     state = _ticket("2026-03-09T10:00:00+08:00", "2026-03-06T17:00:00+08:00")
-    assert kpi.ticket_contributions(state, SH, cn.hours_fn(SH)) == {}
-    assert kpi.data_quality_issues(state) == [kpi.NEGATIVE_RESPONSE_TIME]
+    assert ticket_contributions(state, SH, cn.hours_fn(SH)) == {}
+    assert data_quality_issues(state) == [NEGATIVE_RESPONSE_TIME]
 
 
 # -- long spans: inner days counted arithmetically -----------------------------------------

@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kpi.demo import ARCHETYPES, DemoGenerator, Emit, build_roster, iter_kinds
-from services.scoring.kpi import DEFAULT_LINES, evaluate, parse_window
+from services.scoring.kpi.grading import evaluate
+from services.scoring.kpi.lines import DEFAULT_LINES
+from services.scoring.kpi.windows import parse_window
 from shared.events import InvalidEvent, decode_event
 from tests.reference import reference_sums
 

@@ -10,31 +10,31 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.scoring import kpi
-from services.scoring.kpi import (
-    DEFAULT_LINES,
-    GRADED_KEYS,
-    KPI_KEYS,
-    KpiLine,
-    KpiValue,
-    TicketState,
-    TrainingSession,
-    Window,
-    WindowError,
+from services.scoring.kpi.contributions import (
     data_quality_issues,
     diff_contributions,
-    evaluate,
-    evaluate_all,
-    lines_with_overrides,
-    local_day,
-    parse_quarter,
-    parse_window,
-    quarter_bounds,
-    routes_to_ticket,
     simple_contributions,
     ticket_contributions,
     training_contributions,
 )
+from services.scoring.kpi.grading import KpiValue, evaluate, evaluate_all
+from services.scoring.kpi.lines import DEFAULT_LINES, KpiLine, lines_with_overrides
+from services.scoring.kpi.ticket import (
+    TicketState,
+    held_surveys,
+    routes_to_session,
+    routes_to_ticket,
+)
+from services.scoring.kpi.training import TrainingSession
+from services.scoring.kpi.windows import (
+    Window,
+    WindowError,
+    local_day,
+    parse_quarter,
+    parse_window,
+    quarter_bounds,
+)
+from shared.catalogue import GRADED_KEYS, KPI_KEYS
 from shared.events import EVENT_ADAPTER, Event
 from tests.reference import reference_sums, reference_window
 
@@ -495,7 +495,7 @@ def test_survey_attribution_rules() -> None:
     # held: no specialist known
     state = fold([csat])
     assert ticket_contributions(state, UTC) == {}
-    assert [s.event_id for s in kpi.held_surveys(state)] == [csat.event_id]
+    assert [s.event_id for s in held_surveys(state)] == [csat.event_id]
     # only a later creation is known: earliest such event
     state.apply(early_nps)
     state.apply(created)
@@ -518,7 +518,7 @@ def test_survey_attribution_rules() -> None:
         ("assignee", date(2026, 5, 2), "nps"): (1.0, 1),
         ("creator", date(2026, 5, 1), "nps"): (-1.0, 1),
     }
-    assert kpi.held_surveys(state) == []
+    assert held_surveys(state) == []
 
 
 def test_survey_at_exact_closure_instant_and_passive_nps() -> None:
@@ -611,7 +611,7 @@ def test_simple_contributions_and_routing() -> None:
     assert routes_to_ticket(closed) == "T1" and simple_contributions(closed, NY) == {}
     training = ev("survey.training", at, session_id="S", specialist_id="a", session_at=at, score=5)
     assert routes_to_ticket(training) is None and simple_contributions(training, NY) == {}
-    assert kpi.routes_to_session(training) == "S"
+    assert routes_to_session(training) == "S"
 
 
 def test_training_session_mean_and_earliest_feedback_decides() -> None:

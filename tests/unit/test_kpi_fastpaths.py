@@ -12,21 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.scoring.kpi import (
-    Closure,
-    Feedback,
-    Mark,
-    TicketState,
-    TicketSurvey,
-    TrainingSession,
-    _marks,
-    _rows,
+from services.scoring.kpi.codec import _marks, _rows
+from services.scoring.kpi.contributions import (
     data_quality_issues,
     diff_contributions,
-    routes_to_ticket,
     ticket_contributions,
     ticket_contributions_and_issues,
 )
+from services.scoring.kpi.marks import Closure, Feedback, Mark, TicketSurvey
+from services.scoring.kpi.ticket import TicketState, routes_to_ticket
+from services.scoring.kpi.training import TrainingSession
 from shared.events import EVENT_ADAPTER, Event
 from tests.unit.test_kpi_properties import NY, SH, _fold, histories
 

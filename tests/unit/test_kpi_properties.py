@@ -11,21 +11,18 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.scoring.kpi import (
-    AVG_RESPONSE_TIME_HOURS,
-    KPI_KEYS,
+from services.scoring.kpi.contributions import (
     Contributions,
-    TicketState,
-    TrainingSession,
     diff_contributions,
     merge_contributions,
-    parse_window,
-    routes_to_session,
-    routes_to_ticket,
     simple_contributions,
     ticket_contributions,
     training_contributions,
 )
+from services.scoring.kpi.ticket import TicketState, routes_to_session, routes_to_ticket
+from services.scoring.kpi.training import TrainingSession
+from services.scoring.kpi.windows import parse_window
+from shared.catalogue import AVG_RESPONSE_TIME_HOURS, KPI_KEYS
 from shared.events import EVENT_ADAPTER, Event
 from tests.reference import reference_sums, reference_window
 

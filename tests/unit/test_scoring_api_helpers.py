@@ -17,10 +17,11 @@ from services.scoring.app import (
     sort_key,
     visible_teams,
 )
-from services.scoring.kpi import KPI_KEYS, KpiValue
+from services.scoring.kpi.grading import KpiValue
 from services.scoring.queries import SpecialistRow, SpecialistSums, asyncpg_dsn
 from services.scoring.schemas import KpiKey
 from shared.auth import Principal, Role
+from shared.catalogue import KPI_KEYS
 
 
 def test_kpi_enum_matches_catalogue() -> None:

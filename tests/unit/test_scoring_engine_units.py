@@ -8,9 +8,11 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from services.scoring import kpi
 from services.scoring.consumer import alert_window_days, next_local_midnight, score_message
 from services.scoring.handlers import payload_hash
+from services.scoring.kpi.grading import evaluate_all
+from services.scoring.kpi.windows import parse_window
+from shared.catalogue import KPI_KEYS
 from shared.events import decode_event, encode_event
 
 RAW = {
@@ -54,8 +56,8 @@ def test_alert_window_days() -> None:
 
 
 def test_score_message_shape() -> None:
-    window = kpi.parse_window("30d", date(2026, 4, 1))
-    values = kpi.evaluate_all({"record_accuracy": (1.0, 2)}, window)
+    window = parse_window("30d", date(2026, 4, 1))
+    values = evaluate_all({"record_accuracy": (1.0, 2)}, window)
     body = orjson.loads(
         score_message(
             "s1",
@@ -76,6 +78,6 @@ def test_score_message_shape() -> None:
     }
     assert body["computed_at"] == "2026-04-01T01:02:03.000000Z"
     assert body["team_id"] is None and body["reason"] == "events" and body["as_of"] == "2026-04-01"
-    assert set(body["kpis"]) == set(kpi.KPI_KEYS)
+    assert set(body["kpis"]) == set(KPI_KEYS)
     assert body["kpis"]["record_accuracy"]["value"] == 0.5
     assert body["kpis"]["record_accuracy"]["grade"] == "insufficient_data"
