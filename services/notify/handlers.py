@@ -24,7 +24,7 @@ from services.notify.rules import (
     ack,
     decide,
     delivery_key,
-    kpi_meta,
+    kpi_higher_is_better,
 )
 from services.notify.schemas import ScoreSnapshot
 from shared.settings import Settings
@@ -106,7 +106,7 @@ def observations(snapshot: ScoreSnapshot) -> list[Observation]:
                 qualified=v.qualified,
                 excellent=v.excellent,
                 min_samples=v.min_samples,
-                higher_is_better=kpi_meta(kpi).higher_is_better,
+                higher_is_better=kpi_higher_is_better(kpi),
                 observed_at=snapshot.computed_at,
             )
         )

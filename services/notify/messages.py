@@ -9,7 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol, TypeAlias
 
-from services.notify.rules import NotifyKind, kpi_meta
+from services.notify.rules import NotifyKind, kpi_higher_is_better, kpi_unit
+from shared.catalogue import CATALOGUE
 
 Lang: TypeAlias = Literal["zh-CN", "en"]
 Fmt: TypeAlias = Literal["plain", "markdown", "slack", "html"]
@@ -45,29 +46,6 @@ class AlertLike(Protocol):
     @property
     def resolved_at(self) -> datetime | None: ...
 
-
-KPI_NAMES: Final[dict[Lang, dict[str, str]]] = {
-    "zh-CN": {
-        "customer_satisfaction": "客户满意度",
-        "resolution_rate": "问题解决率",
-        "avg_response_time_hours": "平均响应时间",
-        "record_accuracy": "服务记录准确率",
-        "followup_rate": "客户回访率",
-        "collaboration_score": "团队协作满意度",
-        "training_sessions": "培训与贡献",
-        "nps": "净推荐值",
-    },
-    "en": {
-        "customer_satisfaction": "Customer satisfaction (CSAT)",
-        "resolution_rate": "Resolution rate",
-        "avg_response_time_hours": "Average response time",
-        "record_accuracy": "Service record accuracy",
-        "followup_rate": "Follow-up rate",
-        "collaboration_score": "Collaboration score",
-        "training_sessions": "Training & contribution",
-        "nps": "Net promoter score (NPS)",
-    },
-}
 
 _LABELS: Final[dict[Lang, dict[str, str]]] = {
     "zh-CN": {
@@ -120,7 +98,8 @@ def normalize_lang(lang: str) -> Lang:
 
 def kpi_name(kpi: str, lang: str) -> str:
     """Display name of a KPI; unknown keys show as themselves."""
-    return KPI_NAMES[normalize_lang(lang)].get(kpi, kpi)
+    known = CATALOGUE.get(kpi)
+    return kpi if known is None else known.names[normalize_lang(lang)].name
 
 
 def _trim(number: str) -> str:
@@ -132,7 +111,7 @@ def format_value(kpi: str, value: float | None, lang: str) -> str:
     """Ratios as percent, hours with one decimal, counts as integers, scores with one decimal."""
     if value is None:
         return _NONE
-    unit = kpi_meta(kpi).unit
+    unit = kpi_unit(kpi)
     if unit == "ratio":
         return f"{_trim(f'{value * 100:.2f}')}%"
     if unit == "hours":
@@ -146,7 +125,7 @@ def format_line(kpi: str, qualified: float | None, lang: str) -> str:
     """The qualified line with its direction, e.g. "≥ 85%" or "≤ 24.0 h"."""
     if qualified is None:
         return _NONE
-    op = "≥" if kpi_meta(kpi).higher_is_better else "≤"
+    op = "≥" if kpi_higher_is_better(kpi) else "≤"
     return f"{op} {format_value(kpi, qualified, lang)}"
 
 

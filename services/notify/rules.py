@@ -10,49 +10,30 @@ from typing import Any, Final, Literal, TypeAlias
 
 import orjson
 
+from shared.catalogue import CATALOGUE, GRADES, Unit
 from shared.health import AUTO, OPEN, Incident
 
 Status: TypeAlias = Literal["ok", "pending", "firing"]
 NotifyKind: TypeAlias = Literal["firing", "reminder", "resolved"]
 Announced: TypeAlias = Literal["firing", "resolved"]
-Unit: TypeAlias = Literal["ratio", "hours", "count", "score"]
-
-GRADES: Final = frozenset({"excellent", "qualified", "unqualified", "insufficient_data"})
 
 # Fixed forever: changing it would re-key every alert and delivery and break receiver dedup.
 ALERT_NAMESPACE: Final = uuid.UUID("acd849f5-c84e-5233-8928-2761aacd2e62")
 
 
-@dataclass(frozen=True)
-class KpiMeta:
-    """Static facts about a KPI that alert texts and hysteresis need."""
+def kpi_unit(kpi: str) -> Unit:
+    """The KPI's unit from the catalogue; it decides the hysteresis margin and number format.
 
-    unit: Unit
-    higher_is_better: bool
-
-
-# SPEC §1 table; the unit decides which hysteresis margin and number format applies.
-KPI_META: Final[dict[str, KpiMeta]] = {
-    "customer_satisfaction": KpiMeta("ratio", True),
-    "resolution_rate": KpiMeta("ratio", True),
-    "avg_response_time_hours": KpiMeta("hours", False),
-    "record_accuracy": KpiMeta("ratio", True),
-    "followup_rate": KpiMeta("ratio", True),
-    "collaboration_score": KpiMeta("ratio", True),
-    "training_sessions": KpiMeta("count", True),
-    "nps": KpiMeta("score", True),
-}
+    A key outside the catalogue (no scoring release sends one) reads as a ratio.
+    """
+    known = CATALOGUE.get(kpi)
+    return "ratio" if known is None else known.unit
 
 
-def kpi_meta(kpi: str) -> KpiMeta:
-    """Return the KPI's unit and direction; unknown keys fall back on their name."""
-    meta = KPI_META.get(kpi)
-    if meta is not None:
-        return meta
-    # Custom KPIs follow the SPEC naming convention: "*_hours" are lower-is-better durations.
-    if kpi.endswith("_hours"):
-        return KpiMeta("hours", False)
-    return KpiMeta("ratio", True)
+def kpi_higher_is_better(kpi: str) -> bool:
+    """The KPI's direction from the catalogue; a key outside it counts as higher-is-better."""
+    known = CATALOGUE.get(kpi)
+    return True if known is None else known.higher_is_better
 
 
 def require_aware(name: str, value: datetime | None) -> None:
@@ -104,7 +85,7 @@ class RuleConfig:
 
     def margin(self, kpi: str) -> float:
         """Hysteresis margin that applies to this KPI."""
-        unit = kpi_meta(kpi).unit
+        unit = kpi_unit(kpi)
         if unit == "hours":
             return self.hours_hysteresis
         if unit == "ratio":

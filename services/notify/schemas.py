@@ -299,7 +299,7 @@ class SilenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     specialist_id: NotifyId | None = None
-    # Any KPI key, custom ones included (kpi_meta); it is only matched against alerts.
+    # Any KPI key, also one outside the catalogue: it is only matched against alerts.
     kpi: KpiName | None = None
     until: AwareDatetime
     comment: Comment | None = None

@@ -6,8 +6,9 @@ import datetime as dt
 import logging
 import re
 from collections.abc import AsyncIterator, Collection
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -30,7 +31,7 @@ from services.scoring.app import (
 )
 from services.scoring.kpi.grading import evaluate_all
 from services.scoring.kpi.lines import KpiLine
-from shared.catalogue import KPI_KEYS
+from shared.catalogue import CATALOGUE, KPI_KEYS
 from shared.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,19 @@ _OVERVIEW_TEAMS = """
 """
 
 
+# The catalogue as the dashboard reads it (its lines come apart, with the overrides applied):
+# labels, short labels and units are taken from here, never restated in the browser code.
+_CATALOGUE_OUT: Final[dict[str, Any]] = {
+    key: {
+        "unit": kpi.unit,
+        "higher_is_better": kpi.higher_is_better,
+        "graded": kpi.graded,
+        "names": {lang: asdict(names) for lang, names in kpi.names.items()},
+    }
+    for key, kpi in CATALOGUE.items()
+}
+
+
 def _line_out(line: KpiLine) -> dict[str, Any]:
     return {
         "qualified": line.qualified,
@@ -116,6 +130,7 @@ def dashboard_router() -> APIRouter:
                 "subject": principal.subject,
                 "team_ids": sorted(principal.team_ids),
                 "kpis": list(KPI_KEYS),
+                "catalogue": _CATALOGUE_OUT,
                 "lines": {
                     key: {**_line_out(line), "higher_is_better": line.higher_is_better}
                     for key, line in ctx.lines.items()

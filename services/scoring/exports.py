@@ -19,22 +19,16 @@ from openpyxl.styles import Font, PatternFill
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from services.scoring.appraisal import ACTION_LABELS, OVERALL_GRADES
-from shared.catalogue import KPI_KEYS, NPS
+from shared.catalogue import CATALOGUE, GRADED_KEYS, KPI_KEYS
 
 Lang = Literal["zh-CN", "en"]
 LANGS: Final = ("zh-CN", "en")
 BOM: Final = "\ufeff".encode()  # lets Excel detect UTF-8 and show Chinese correctly
 CHUNK: Final = 64 * 1024
 
-KPI_LABELS: Final[Mapping[str, Mapping[str, str]]] = {
-    "customer_satisfaction": {"en": "Customer satisfaction", "zh-CN": "客户满意度"},
-    "resolution_rate": {"en": "Resolution rate", "zh-CN": "问题解决率"},
-    "avg_response_time_hours": {"en": "Avg response time (h)", "zh-CN": "平均响应时间(小时)"},
-    "record_accuracy": {"en": "Record accuracy", "zh-CN": "服务记录准确率"},
-    "followup_rate": {"en": "Follow-up rate", "zh-CN": "客户回访率"},
-    "collaboration_score": {"en": "Collaboration", "zh-CN": "团队协作满意度"},
-    "training_sessions": {"en": "Training sessions", "zh-CN": "培训与贡献"},
-    "nps": {"en": "NPS", "zh-CN": "净推荐值"},
+# Export columns name the unit a value is counted in where the label alone does not say.
+_UNIT_SUFFIXES: Final[Mapping[str, Mapping[str, str]]] = {
+    "hours": {"en": " (h)", "zh-CN": "(小时)"},
 }
 GRADE_LABELS: Final[Mapping[str, Mapping[str, str]]] = {
     "excellent": {"en": "excellent", "zh-CN": "优秀"},
@@ -76,6 +70,12 @@ def word(key: str, lang: str) -> str:
     return _WORDS[key][lang]
 
 
+def kpi_label(key: str, lang: str) -> str:
+    """The KPI's column label: its catalogue label, with the unit where it has one."""
+    kpi = CATALOGUE[key]
+    return kpi.names[lang].label + _UNIT_SUFFIXES.get(kpi.unit, {}).get(lang, "")
+
+
 def grade_label(grade: str | None, lang: str) -> str:
     return "" if grade is None else GRADE_LABELS.get(grade, {}).get(lang, grade)
 
@@ -84,10 +84,10 @@ def headers(lang: str) -> list[str]:
     """Column headers in ``lang``: identity, value (and grade) per KPI, overall, status."""
     out = [word(k, lang) for k in ("specialist_id", "name", "team_id", "quarter")]
     for key in KPI_KEYS:
-        label = KPI_LABELS[key][lang]
+        label = kpi_label(key, lang)
         sep = "" if lang == "zh-CN" else " "
         out.append(f"{label}{sep}{word('value', lang)}")
-        if key != NPS:
+        if CATALOGUE[key].graded:
             out.append(f"{label}{sep}{word('grade', lang)}")
     out += [
         word(k, lang)
@@ -108,7 +108,7 @@ def row(appraisal: Mapping[str, Any], lang: str) -> list[Any]:
     for key in KPI_KEYS:
         value = kpis.get(key) or {}
         out.append(value.get("value"))
-        if key != NPS:
+        if CATALOGUE[key].graded:
             out.append(grade_label(value.get("grade"), lang))
     actions = (appraisal.get("incentive") or {}).get("actions") or []
     finalized_at = appraisal.get("finalized_at")
@@ -129,7 +129,7 @@ def _grade_columns() -> set[int]:
     i = 4
     for key in KPI_KEYS:
         i += 1
-        if key != NPS:
+        if CATALOGUE[key].graded:
             cols.add(i)
             i += 1
     cols.add(i)  # overall grade
@@ -222,11 +222,9 @@ def _summary(ws: WriteOnlyWorksheet, tally: Tally, lang: str, meta: Mapping[str,
     ws.append(
         _cells(ws, [word("kpi", lang), *(grade_label(g, lang) for g in OVERALL_GRADES)], bold=True)
     )
-    for key in KPI_KEYS:
-        if key == NPS:
-            continue
+    for key in GRADED_KEYS:
         counts = tally.per_kpi.get(key, Counter())
-        ws.append([KPI_LABELS[key][lang], *(counts.get(g, 0) for g in OVERALL_GRADES)])
+        ws.append([kpi_label(key, lang), *(counts.get(g, 0) for g in OVERALL_GRADES)])
 
 
 async def xlsx_file(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Annotated, Literal, TypeAlias
+from typing import Annotated, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from shared.catalogue import Grade
 from shared.directory import ID_LENGTH
 from shared.text import ID_RULE, TEXT_RULE
 
-GradeName = Literal["excellent", "qualified", "unqualified", "insufficient_data"]
 # Counts are shown as JSON integers (17, not 17.0) and ratios as unrounded floats; the
 # int-first union keeps whichever the domain produced instead of coercing to float.
 Number = int | float
@@ -57,7 +57,7 @@ class KpiOut(_Out):
     value: Number | None = Field(description="null when the denominator is 0.")
     numerator: Number | None
     denominator: int | None = Field(description="null for training_sessions.")
-    grade: GradeName | None = Field(description="null for nps and for training on Nd windows.")
+    grade: Grade | None = Field(description="null for nps and for training on Nd windows.")
     qualified: float | None
     excellent: float | None
     min_samples: int | None
@@ -93,7 +93,7 @@ class LeaderboardEntry(_Out):
     value: Number | None
     numerator: Number | None
     denominator: int | None
-    grade: GradeName | None
+    grade: Grade | None
 
 
 class Leaderboard(_Out):

@@ -209,6 +209,20 @@ async def test_unknown_and_no_data_specialists(client: AsyncClient, clean_db: As
         assert (await client.get(f"/v1/specialists/ghost/{path}", headers=ADMIN)).status_code == 404
 
 
+async def test_dashboard_config_carries_the_catalogue(client: AsyncClient) -> None:
+    body = (await client.get("/v1/dashboard/config", headers=ADMIN)).json()
+    assert list(body["catalogue"]) == body["kpis"] == list(KPI_KEYS)
+    hours = body["catalogue"]["avg_response_time_hours"]
+    assert (hours["unit"], hours["higher_is_better"], hours["graded"]) == ("hours", False, True)
+    assert hours["names"]["en"] == {
+        "name": "Average response time",
+        "label": "Avg response time",
+        "short": "Response",
+    }
+    assert body["catalogue"]["nps"]["graded"] is False
+    assert body["catalogue"]["record_accuracy"]["names"]["zh-CN"]["label"] == "服务记录准确率"
+
+
 @pytest.mark.parametrize(
     ("url", "loc"),
     [

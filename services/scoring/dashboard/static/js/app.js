@@ -1,7 +1,7 @@
 // Dashboard entry: login, shell, hash router, language switch, alert banner and toasts.
 import { ApiError, api, clearToken, setToken, setUnauthorizedHandler, token } from "./api.js";
 import { getLang, setLang, t, translateStatic } from "./i18n.js";
-import { kpiName } from "./format.js";
+import { kpiName, useCatalogue } from "./format.js";
 import { alerts, startAlerts, state, stopAlerts } from "./state.js";
 import { refreshHealth, renderHealth, startHealth, stopHealth } from "./health.js";
 import { renderOverview } from "./views/overview.js";
@@ -103,6 +103,7 @@ async function enter() {
     api("/v1/teams"),
     api("/v1/specialists"),
   ]);
+  useCatalogue(config.catalogue);
   state.config = config;
   state.teams = teams.teams;
   for (const s of people.specialists) state.names.set(s.id, s.name || s.id);

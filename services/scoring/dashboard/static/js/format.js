@@ -1,9 +1,15 @@
 // Formatting of KPI values, grades, dates; HTML escaping.
-import { getLang, t } from "./i18n.js";
+import { getLang, setKpiNames, t } from "./i18n.js";
 
-export const RATIO = new Set([
-  "customer_satisfaction", "resolution_rate", "record_accuracy", "followup_rate", "collaboration_score",
-]);
+// KPIs whose values are shares of 1, shown as percent; filled from the catalogue.
+export const RATIO = new Set();
+
+// The KPI catalogue of /v1/dashboard/config: units here, display names in i18n.
+export function useCatalogue(catalogue) {
+  RATIO.clear();
+  for (const [key, kpi] of Object.entries(catalogue)) if (kpi.unit === "ratio") RATIO.add(key);
+  setKpiNames(catalogue);
+}
 export const GRADES = ["excellent", "qualified", "unqualified", "insufficient_data"];
 
 export function esc(s) {

@@ -1,4 +1,5 @@
 // Translations (en, zh-CN) and the current language; views call t() when they render.
+// KPI names ("kpi.<key>", "kpishort.<key>") come from the catalogue in /v1/dashboard/config.
 const DICT = {
   en: {
     "skip": "Skip to content",
@@ -34,22 +35,6 @@ const DICT = {
     "health.kind.log_reset": "Broker log reset",
     "health.kind.offset_gap": "Records lost to retention",
     "health.kind.poison": "Records dead-lettered",
-    "kpi.customer_satisfaction": "Customer satisfaction",
-    "kpi.resolution_rate": "Resolution rate",
-    "kpi.avg_response_time_hours": "Avg response time",
-    "kpi.record_accuracy": "Record accuracy",
-    "kpi.followup_rate": "Follow-up rate",
-    "kpi.collaboration_score": "Collaboration",
-    "kpi.training_sessions": "Training sessions",
-    "kpi.nps": "NPS",
-    "kpishort.customer_satisfaction": "CSAT",
-    "kpishort.resolution_rate": "Resolved",
-    "kpishort.avg_response_time_hours": "Response",
-    "kpishort.record_accuracy": "Records",
-    "kpishort.followup_rate": "Follow-up",
-    "kpishort.collaboration_score": "Collab.",
-    "kpishort.training_sessions": "Training",
-    "kpishort.nps": "NPS",
     "grade.excellent": "Excellent",
     "grade.qualified": "Qualified",
     "grade.unqualified": "Below line",
@@ -234,22 +219,6 @@ const DICT = {
     "health.kind.log_reset": "消息日志被重置",
     "health.kind.offset_gap": "记录因保留期过期而丢失",
     "health.kind.poison": "记录处理失败（已转入死信）",
-    "kpi.customer_satisfaction": "客户满意度",
-    "kpi.resolution_rate": "问题解决率",
-    "kpi.avg_response_time_hours": "平均响应时间",
-    "kpi.record_accuracy": "服务记录准确率",
-    "kpi.followup_rate": "客户回访率",
-    "kpi.collaboration_score": "团队协作满意度",
-    "kpi.training_sessions": "培训与贡献",
-    "kpi.nps": "净推荐值",
-    "kpishort.customer_satisfaction": "满意度",
-    "kpishort.resolution_rate": "解决率",
-    "kpishort.avg_response_time_hours": "响应时间",
-    "kpishort.record_accuracy": "记录准确率",
-    "kpishort.followup_rate": "回访率",
-    "kpishort.collaboration_score": "协作",
-    "kpishort.training_sessions": "培训",
-    "kpishort.nps": "NPS",
     "grade.excellent": "优秀",
     "grade.qualified": "合格",
     "grade.unqualified": "不合格",
@@ -418,6 +387,17 @@ export function setLang(next) {
 export function t(key, params = {}) {
   const s = DICT[lang][key] ?? DICT.en[key] ?? key;
   return s.replace(/\{(\w+)\}/g, (_, k) => (params[k] !== undefined ? String(params[k]) : `{${k}}`));
+}
+
+// The catalogue's labels become "kpi.<key>" and its short labels "kpishort.<key>".
+export function setKpiNames(catalogue) {
+  for (const [key, kpi] of Object.entries(catalogue)) {
+    for (const [code, names] of Object.entries(kpi.names)) {
+      if (!DICT[code]) continue;
+      DICT[code][`kpi.${key}`] = names.label;
+      DICT[code][`kpishort.${key}`] = names.short;
+    }
+  }
 }
 
 // Static text in index.html carries data-i18n="key".
