@@ -11,7 +11,6 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notify.handlers import Clock, NotifyConfig, Outcome, handle_snapshots
-from services.notify.schemas import ScoreSnapshot
 from shared.db import session_scope
 from shared.health import HealthReporter
 from shared.kafka import (
@@ -22,6 +21,7 @@ from shared.kafka import (
     create_consumer,
     create_producer,
 )
+from shared.scores import ScoreSnapshot
 from shared.settings import Settings
 from shared.watchdog import StallWatch
 

@@ -26,7 +26,7 @@ from services.notify.rules import (
     delivery_key,
     kpi_higher_is_better,
 )
-from services.notify.schemas import ScoreSnapshot
+from shared.scores import ScoreSnapshot
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,9 @@ def observations(snapshot: ScoreSnapshot) -> list[Observation]:
                 qualified=v.qualified,
                 excellent=v.excellent,
                 min_samples=v.min_samples,
-                higher_is_better=kpi_higher_is_better(kpi),
+                higher_is_better=(
+                    kpi_higher_is_better(kpi) if v.higher_is_better is None else v.higher_is_better
+                ),
                 observed_at=snapshot.computed_at,
             )
         )

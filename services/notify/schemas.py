@@ -1,4 +1,4 @@
-"""Pydantic shapes of the notify service: kpi.scores messages, channel configs, API bodies."""
+"""Pydantic shapes of the notify service: channel configs and API bodies."""
 
 from __future__ import annotations
 
@@ -29,64 +29,17 @@ from services.notify.channels import (
     WeComChannel,
     mask_url,
 )
-from services.notify.models import ID_LENGTH, KPI_LENGTH
+from shared.scores import KpiName, SpecialistId, TeamId
 from shared.text import ID_RULE, TEXT_RULE, StorableId, StorableText
 
 ChannelKind: TypeAlias = Literal["webhook", "dingtalk", "wecom", "feishu", "slack", "email"]
 MASK = "***"
-WINDOW_LENGTH = 32
 
-# Outside strings follow shared.text (the length constraints run first, so the rule sees the
-# value as it is stored). Ids, and the one-line labels shown in a dashboard cell, a log
-# line or a mail header, follow the id rule (no control characters: log and header
+# Outside strings follow shared.text. Ids, and the one-line labels shown in a dashboard cell,
+# a log line or a mail header, follow the id rule (no control characters: log and header
 # injection); free text the text rule (no NUL, no unpaired surrogate: PostgreSQL refuses it).
-NotifyId: TypeAlias = Annotated[str, StringConstraints(min_length=1, max_length=ID_LENGTH), ID_RULE]
-# No minimum length, as before: an empty team id on a channel is an unknown team (422).
-TeamId: TypeAlias = Annotated[str, StringConstraints(max_length=ID_LENGTH), ID_RULE]
-KpiName: TypeAlias = Annotated[
-    str, StringConstraints(min_length=1, max_length=KPI_LENGTH), TEXT_RULE
-]
+# Specialist, team and KPI ids are those of the kpi.scores contract (shared.scores).
 Comment: TypeAlias = Annotated[str, StringConstraints(max_length=500), TEXT_RULE]
-
-
-# -- kpi.scores ------------------------------------------------------------------------
-
-
-class SnapshotWindow(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    name: Annotated[str, StringConstraints(max_length=WINDOW_LENGTH), TEXT_RULE]
-    from_: str | None = Field(default=None, alias="from")
-    to: str | None = None
-    timezone: str | None = None
-
-
-class SnapshotKpi(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    value: float | None = None
-    numerator: float | None = None
-    denominator: float | None = None
-    grade: str | None = None
-    qualified: float | None = None
-    excellent: float | None = None
-    min_samples: int | None = None
-
-
-class ScoreSnapshot(BaseModel):
-    """One `kpi.scores` message (scoring contract, "kpi.scores message")."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    # Invalid text here is a ValidationError, so the consumer dead-letters the message
-    # instead of failing its batch in PostgreSQL (specialist, team, KPI and window are stored).
-    specialist_id: NotifyId
-    team_id: TeamId | None = None
-    window: SnapshotWindow
-    as_of: str | None = None
-    computed_at: AwareDatetime
-    reason: str | None = None
-    kpis: dict[KpiName, SnapshotKpi]
 
 
 # -- channel configs -------------------------------------------------------------------
@@ -298,8 +251,8 @@ class ChannelOut(BaseModel):
 class SilenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    specialist_id: NotifyId | None = None
-    # Any KPI key, also one outside the catalogue: it is only matched against alerts.
+    specialist_id: SpecialistId | None = None
+    # Only matched against alerts, so a key outside the catalogue is accepted too.
     kpi: KpiName | None = None
     until: AwareDatetime
     comment: Comment | None = None

@@ -12,7 +12,6 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
@@ -26,6 +25,7 @@ from services.scoring.kpi.grading import KpiValue
 from services.scoring.kpi.lines import lines_with_overrides
 from services.scoring.kpi.windows import Window, parse_window
 from shared import health
+from shared.catalogue import CATALOGUE
 from shared.db import session_scope, utcnow
 from shared.deadletter import Source, deadletter_value
 from shared.events import InvalidEvent, decode_event
@@ -42,6 +42,7 @@ from shared.logwatch import AnchorCheck, LogReset, LogWatch
 from shared.offsets import Changed, fingerprint
 from shared.poison import isolate
 from shared.runtime import Runtime, tune_gc_for_batches
+from shared.scores import ScoreKpi, ScoreSnapshot, ScoreWindow
 from shared.settings import Settings
 from shared.topics import EVENTS
 from shared.watchdog import StallWatch
@@ -577,23 +578,28 @@ def score_message(
     reason: str,
     values: Mapping[str, KpiValue],
 ) -> bytes:
-    """The kpi.scores value (scoring contract)."""
-    return orjson.dumps(
-        {
-            "specialist_id": specialist_id,
-            "team_id": team_id,
-            "window": {
-                "name": window.name,
-                "from": window.start.isoformat(),
-                "to": window.end.isoformat(),
-                "timezone": tz_name,
-            },
-            "as_of": as_of.isoformat(),
-            "computed_at": computed_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "reason": reason,
-            "kpis": {key: v.to_dict() for key, v in values.items()},
-        }
-    )
+    """The kpi.scores value (shared.scores), each KPI with its direction from the catalogue."""
+    # The values are the domain's own: built without validating them again, counts stay
+    # the JSON integers they are (17, not 17.0).
+    return ScoreSnapshot.model_construct(
+        specialist_id=specialist_id,
+        team_id=team_id,
+        window=ScoreWindow.model_construct(
+            name=window.name,
+            from_=window.start.isoformat(),
+            to=window.end.isoformat(),
+            timezone=tz_name,
+        ),
+        as_of=as_of.isoformat(),
+        computed_at=computed_at,
+        reason=reason,
+        kpis={
+            key: ScoreKpi.model_construct(
+                **v.to_dict(), higher_is_better=CATALOGUE[key].higher_is_better
+            )
+            for key, v in values.items()
+        },
+    ).to_json()
 
 
 class ScoreRelay:

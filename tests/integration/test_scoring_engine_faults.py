@@ -22,7 +22,7 @@ from services.scoring import snapshots
 from services.scoring.consumer import ScoreRelay
 from services.scoring.handlers import process_batch
 from services.scoring.kpi.windows import parse_window
-from shared.catalogue import KPI_KEYS
+from shared.catalogue import CATALOGUE, KPI_KEYS
 from shared.db import create_sessionmaker, session_scope
 from shared.events import Event, encode_event
 from shared.kafka import ensure_topics
@@ -186,7 +186,10 @@ async def test_two_processes_on_six_partitions_equal_the_reference(
         as_of = datetime.fromisoformat(body["as_of"]).date()
         async with create_sessionmaker(clean_db)() as session:
             want = await snapshots.window_kpis(session, ["s1"], parse_window("30d", as_of))
-        assert body["kpis"] == {k: v.to_dict() for k, v in want["s1"].items()}
+        assert body["kpis"] == {
+            k: {**v.to_dict(), "higher_is_better": CATALOGUE[k].higher_is_better}
+            for k, v in want["s1"].items()
+        }
     finally:
         await producer.stop()
         for svc in services:

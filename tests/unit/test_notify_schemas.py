@@ -20,7 +20,6 @@ from services.notify.schemas import (
     MASK,
     AckIn,
     ChannelIn,
-    ScoreSnapshot,
     SilenceIn,
     masked_config,
     merge_secrets,
@@ -28,6 +27,7 @@ from services.notify.schemas import (
 )
 from services.notify.sender import _scrub, classify_response
 from shared.kafka import Record
+from shared.scores import ScoreSnapshot
 from shared.text import INVALID_TEXT, PYDANTIC_UNICODE_ERROR, unicode_error_reason
 
 
