@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from services.notify.channels import is_incident
 from shared.settings import Settings
+from shared.webhooks import is_incident
 from tests.integration.notify_support import Received, Receiver
 
 # Longer than the send timeout the chaos run uses (the production default), so a hung

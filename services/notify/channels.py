@@ -15,9 +15,6 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any, ClassVar, Final, Literal, TypeAlias
 
-import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict
-
 from services.notify.messages import (
     Fmt,
     normalize_lang,
@@ -28,92 +25,25 @@ from services.notify.messages import (
     render_text,
     render_title,
 )
-from services.notify.rules import AlertState, Announced, NotifyKind
+from services.notify.rules import AlertState, NotifyKind
 from shared.health import STALL, Incident
+from shared.webhooks import (
+    DELIVERY_HEADER,
+    SIGNATURE_HEADER,
+    AlertPayload,
+    Alerts,
+    Announced,
+    IncidentPayload,
+    alert_list,
+    dumps,
+    sign_body,
+    webhook_body,
+)
 
-SIGNATURE_HEADER: Final = "X-KPI-Signature"
-DELIVERY_HEADER: Final = "X-KPI-Delivery"
 JSON_CONTENT_TYPE: Final = "application/json"
-# `type` of a platform-health incident body: what tells it apart from an alert body.
-INCIDENT_TYPE: Final = "platform_incident"
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MASK: Final = "***"
-
-
-class AlertPayload(BaseModel):
-    """Generic webhook body of one alert; exactly the SPEC §4 fields, in SPEC order."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    alert_id: str
-    status: Literal["firing", "resolved"]
-    specialist_id: str
-    team_id: str | None
-    kpi: str
-    window: str
-    value: float | None
-    qualified: float | None
-    grade: str | None
-    samples: int | None
-    started_at: AwareDatetime
-    resolved_at: AwareDatetime | None
-    message: str
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """Field dict with datetimes normalized to UTC (serialized as RFC 3339 "...Z")."""
-        return _in_utc(self.model_dump(mode="python"), "started_at", "resolved_at")
-
-    def to_json(self) -> bytes:
-        """Compact JSON bytes, the exact bytes that get signed."""
-        return dumps(self.to_json_dict())
-
-
-class IncidentPayload(BaseModel):
-    """Generic webhook body of a platform-health incident notice for admins.
-
-    `type` is always "platform_incident": alert bodies have no `type`, so a receiver (and
-    the sender reading the outbox) tells the two apart by it.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    type: Literal["platform_incident"] = INCIDENT_TYPE
-    incident_id: int
-    status: Announced
-    kind: str
-    service: str
-    summary: str
-    detail: dict[str, Any]
-    opened_at: AwareDatetime
-    resolved_at: AwareDatetime | None
-    occurrences: int
-    message: str
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """Field dict with datetimes normalized to UTC (serialized as RFC 3339 "...Z")."""
-        return _in_utc(self.model_dump(mode="python"), "opened_at", "resolved_at")
-
-    def to_json(self) -> bytes:
-        """Compact JSON bytes, the exact bytes that get signed."""
-        return dumps(self.to_json_dict())
-
-
-def is_incident(body: Mapping[str, Any]) -> bool:
-    """True for an incident notice body (or stored delivery payload), False for alerts."""
-    return body.get("type") == INCIDENT_TYPE
-
-
-def _in_utc(fields: dict[str, Any], *keys: str) -> dict[str, Any]:
-    for key in keys:
-        if fields[key] is not None:
-            fields[key] = fields[key].astimezone(UTC)
-    return fields
-
-
-def dumps(obj: Any) -> bytes:
-    """orjson with RFC 3339 UTC datetimes ("Z"); non-UTC offsets are kept as given."""
-    return orjson.dumps(obj, option=orjson.OPT_UTC_Z)
 
 
 def make_payload(
@@ -330,17 +260,7 @@ HttpChannel: TypeAlias = (
 )
 Channel: TypeAlias = HttpChannel | EmailChannel
 
-Alerts: TypeAlias = AlertPayload | Sequence[AlertPayload]
-
-
 # ---------------------------------------------------------------------------- helpers
-
-
-def _as_list(alerts: Alerts) -> list[AlertPayload]:
-    items = [alerts] if isinstance(alerts, AlertPayload) else list(alerts)
-    if not items:
-        raise ValueError("no alerts to deliver")
-    return items
 
 
 def _title(
@@ -385,7 +305,7 @@ def _alert_content(
     kinds: Mapping[str, NotifyKind] | None,
     names: Mapping[str, str] | None,
 ) -> _Content:
-    items = _as_list(alerts)
+    items = alert_list(alerts)
     return _Content(
         title=_title(items, lang, kinds, names),
         text=lambda fmt, link: _text(items, lang, link, fmt, kinds, names),
@@ -434,30 +354,6 @@ def _append_query(url: str, params: Mapping[str, str]) -> str:
 
 
 # ---------------------------------------------------------------------------- webhook
-
-
-def sign_body(secret: str | bytes, body: bytes) -> str:
-    """`X-KPI-Signature` value: "sha256=" + hex HMAC-SHA256 of the exact body."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
-
-
-def verify_webhook_signature(secret: str | bytes, body: bytes, header: str | None) -> bool:
-    """Receiver-side check of `X-KPI-Signature`, constant-time."""
-    if not header:
-        return False
-    expected = sign_body(secret, body).encode()
-    scheme, _, digest = header.strip().partition("=")
-    # Hex case is not significant; compare bytes so non-ASCII input cannot raise.
-    given = f"{scheme.lower()}={digest.lower()}".encode(errors="replace")
-    return hmac.compare_digest(expected, given)
-
-
-def webhook_body(alerts: Alerts) -> bytes:
-    """One alert → its payload object; a sequence (grouped delivery) → {"alerts": [...]}."""
-    if isinstance(alerts, AlertPayload):
-        return alerts.to_json()
-    return dumps({"alerts": [a.to_json_dict() for a in _as_list(alerts)]})
 
 
 def build_webhook(channel: WebhookChannel, alerts: Alerts, *, delivery_key: str) -> OutgoingRequest:

@@ -19,11 +19,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notify import repository as repo
-from services.notify.channels import INCIDENT_TYPE, make_incident_payload
+from services.notify.channels import make_incident_payload
 from services.notify.handlers import NotifyConfig
-from services.notify.rules import Announced, delivery_key, incident_notice
+from services.notify.rules import delivery_key, incident_notice
 from shared import health
 from shared.db import session_scope
+from shared.webhooks import INCIDENT_TYPE, Announced
 
 logger = logging.getLogger(__name__)
 

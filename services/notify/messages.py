@@ -19,7 +19,7 @@ LANGS: Final[tuple[Lang, ...]] = ("zh-CN", "en")
 
 
 class AlertLike(Protocol):
-    """What rendering needs; `channels.AlertPayload` satisfies it."""
+    """What rendering needs; `shared.webhooks.AlertPayload` satisfies it."""
 
     @property
     def alert_id(self) -> str: ...
@@ -380,7 +380,7 @@ def render_group_text(
 
 
 class IncidentLike(Protocol):
-    """What rendering an incident needs; `channels.IncidentPayload` satisfies it."""
+    """What rendering an incident needs; `shared.webhooks.IncidentPayload` satisfies it."""
 
     @property
     def status(self) -> str: ...

@@ -12,10 +12,10 @@ import orjson
 
 from shared.catalogue import CATALOGUE, GRADES, Unit
 from shared.health import AUTO, OPEN, Incident
+from shared.webhooks import Announced
 
 Status: TypeAlias = Literal["ok", "pending", "firing"]
 NotifyKind: TypeAlias = Literal["firing", "reminder", "resolved"]
-Announced: TypeAlias = Literal["firing", "resolved"]
 
 # Fixed forever: changing it would re-key every alert and delivery and break receiver dedup.
 ALERT_NAMESPACE: Final = uuid.UUID("acd849f5-c84e-5233-8928-2761aacd2e62")

@@ -22,15 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notify import repository as repo
 from services.notify.channels import (
-    AlertPayload,
     Channel,
     EmailChannel,
-    IncidentPayload,
     OutgoingRequest,
     build_email,
     build_incident_delivery,
     build_request,
-    is_incident,
     mask_url,
 )
 from services.notify.handlers import NotifyConfig
@@ -38,6 +35,7 @@ from services.notify.retry import next_attempt
 from services.notify.rules import NotifyKind
 from services.notify.schemas import SECRET_FIELDS, build_channel
 from shared.db import session_scope
+from shared.webhooks import AlertPayload, IncidentPayload, is_incident
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from kpi.stack import ServiceProcess
-from services.notify.channels import verify_webhook_signature
 from shared.topics import Topics
+from shared.webhooks import verify_webhook_signature
 from tests.integration.notify_support import Receiver
 from tests.kafka_helpers import produce, wait_for
 from tests.service_helpers import ADMIN_TOKEN, service_env, start_service, wait_status

@@ -12,11 +12,11 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.notify.channels import verify_webhook_signature
 from services.notify.health_relay import incident_delivery_key, relay_incidents
 from shared import health
 from shared.db import raw_connection, session_scope
 from shared.embedded import free_port
+from shared.webhooks import verify_webhook_signature
 from tests.integration.notify_support import Receiver, Start
 from tests.integration.test_notify_pipeline import RunningSender, add_channel, cfg
 from tests.integration.test_notify_receivers import _Inbox

@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.notify.channels import verify_webhook_signature
 from services.notify.handlers import NotifyConfig, handle_snapshots, run_tick
 from services.notify.retry import RetryPolicy
 from services.notify.rules import RuleConfig
 from services.notify.sender import Sender
 from shared.db import session_scope, utcnow
 from shared.scores import ScoreSnapshot
+from shared.webhooks import verify_webhook_signature
 from tests.integration.notify_support import FakeClock, Receiver, snapshot
 from tests.kafka_helpers import wait_for
 

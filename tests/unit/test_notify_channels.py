@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from services.notify.channels import (
-    AlertPayload,
     DingTalkChannel,
     EmailChannel,
     FeishuChannel,
@@ -33,7 +32,6 @@ from services.notify.channels import (
     build_wecom,
     make_payload,
     mask_url,
-    verify_webhook_signature,
 )
 from services.notify.messages import (
     format_line,
@@ -46,6 +44,7 @@ from services.notify.messages import (
     render_title,
 )
 from services.notify.rules import NotifyKind, Observation, RuleConfig, alert_id, decide
+from shared.webhooks import AlertPayload, verify_webhook_signature
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 TS_MS = 1767603600000  # T0 in epoch milliseconds

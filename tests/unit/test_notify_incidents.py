@@ -19,20 +19,18 @@ from services.notify.channels import (
     DingTalkChannel,
     EmailChannel,
     FeishuChannel,
-    IncidentPayload,
     OutgoingRequest,
     SlackChannel,
     WebhookChannel,
     WeComChannel,
     build_incident_delivery,
-    is_incident,
     make_incident_payload,
-    verify_webhook_signature,
 )
 from services.notify.health_relay import incident_delivery_key
 from services.notify.rules import delivery_key, incident_notice
 from shared import health
 from shared.health import Incident
+from shared.webhooks import IncidentPayload, is_incident, verify_webhook_signature
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=7)
