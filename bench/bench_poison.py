@@ -30,11 +30,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bench_scoring  # noqa: E402
 
 from migrations import upgrade  # noqa: E402
-from services.ingest.intake import partition_key  # noqa: E402
 from services.scoring.consumer import ScoringConsumer  # noqa: E402
 from shared.db import create_engine, create_sessionmaker  # noqa: E402
 from shared.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
-from shared.events import encode_event, validate_event_obj  # noqa: E402
+from shared.events import (  # noqa: E402
+    encode_event,
+    partition_key,
+    validate_event_obj,
+)
 from shared.kafka import ensure_topics  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
 from shared.topics import Topics  # noqa: E402

@@ -34,12 +34,11 @@ import psutil
 from sqlalchemy import text
 
 from migrations import upgrade
-from services.ingest.intake import partition_key
 from services.scoring.consumer import ScoringConsumer
 from services.scoring.handlers import BatchResult
 from shared.db import create_engine, create_sessionmaker
 from shared.embedded import EmbeddedBroker, EmbeddedPostgres
-from shared.events import decode_event, encode_event, validate_event_obj
+from shared.events import decode_event, encode_event, partition_key, validate_event_obj
 from shared.kafka import create_consumer, create_producer, ensure_topics
 from shared.settings import load_settings
 from shared.topics import Topics

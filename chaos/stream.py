@@ -13,8 +13,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from chaos.generator import Malformed
-from services.ingest.intake import partition_key
-from shared.events import Event, encode_event
+from shared.events import Event, encode_event, partition_key
 from shared.kafka import create_producer
 from shared.topics import Topics
 

@@ -19,6 +19,7 @@ from shared.events import (
     InvalidEvent,
     decode_event,
     encode_event,
+    partition_key,
 )
 from shared.text import scrub, text_problem
 
@@ -41,17 +42,6 @@ class Outgoing:
     code: str | None = None
     event_id: str | None = None
     errors: tuple[FieldError, ...] = ()
-
-
-def partition_key(event: Event) -> bytes:
-    """ticket_id, else specialist_id, else event_id: one ticket's events share a partition."""
-    ticket_id = getattr(event, "ticket_id", None)
-    if ticket_id:
-        return str(ticket_id).encode()
-    specialist_id = getattr(event, "specialist_id", None)
-    if specialist_id:
-        return str(specialist_id).encode()
-    return event.event_id.encode()
 
 
 def envelope(event: Event, source: Source, ingested_at: dt.datetime) -> bytes:

@@ -18,10 +18,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.ingest.intake import partition_key
 from services.scoring.consumer import ScoringConsumer
 from shared.embedded import EmbeddedBroker, free_port
-from shared.events import encode_event, validate_event_obj
+from shared.events import encode_event, partition_key, validate_event_obj
 from shared.kafka import ensure_topics
 from shared.settings import load_settings
 from shared.topics import Topics

@@ -22,12 +22,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from services.ingest.intake import partition_key
 from services.notify.consumer import ScoresConsumer
 from services.notify.handlers import NotifyConfig
 from services.scoring.consumer import ScoringConsumer
 from shared.db import create_sessionmaker, utcnow
-from shared.events import encode_event, validate_event_obj
+from shared.events import encode_event, partition_key, validate_event_obj
 from shared.settings import load_settings
 from shared.topics import Topics
 from tests.integration.notify_support import snapshot

@@ -17,14 +17,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kpi.stack import ServiceProcess
-from services.ingest.intake import partition_key
 from services.scoring import snapshots
 from services.scoring.consumer import ScoreRelay
 from services.scoring.handlers import process_batch
 from services.scoring.kpi.windows import parse_window
 from shared.catalogue import CATALOGUE, KPI_KEYS
 from shared.db import create_sessionmaker, session_scope
-from shared.events import Event, encode_event
+from shared.events import Event, encode_event, partition_key
 from shared.kafka import ensure_topics
 from shared.settings import load_settings
 from shared.topics import Topics

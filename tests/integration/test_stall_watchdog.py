@@ -9,8 +9,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.ingest.intake import partition_key
-from shared.events import encode_event, validate_event_obj
+from shared.events import encode_event, partition_key, validate_event_obj
 from shared.topics import Topics
 from tests.kafka_helpers import produce, wait_for
 from tests.service_helpers import service_env, start_service, wait_status

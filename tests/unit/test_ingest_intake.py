@@ -16,12 +16,18 @@ from services.ingest.intake import (
     classify,
     classify_item,
     envelope,
-    partition_key,
     replay_outgoing,
     stats_delta,
 )
 from shared.deadletter import MAX_ORIGINAL_BYTES, Source, deadletter_value, decode_original
-from shared.events import ERROR_CODES, EVENT_TYPES, InvalidEvent, decode_event, validate_event_obj
+from shared.events import (
+    ERROR_CODES,
+    EVENT_TYPES,
+    InvalidEvent,
+    decode_event,
+    partition_key,
+    validate_event_obj,
+)
 
 AT = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 SRC = Source("kafka", "helpdesk.tickets", 2, 41)
