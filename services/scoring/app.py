@@ -73,7 +73,7 @@ T = TypeVar("T")
 
 async def on_start(runtime: Runtime) -> None:
     """Create this service's clients and background tasks (kept in the runtime)."""
-    from services.scoring.consumer import start_engine  # the engine (issue 4) owns its wiring
+    from services.scoring.consumer import start_engine  # the engine owns its wiring
 
     await start_engine(runtime)
 
@@ -602,7 +602,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app.user_middleware.append(
         Middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=GZIP_LEVEL)
     )
-    from services.scoring.dashboard import install  # the web dashboard (issue 7) builds on this
+    from services.scoring.dashboard import install  # imported late: it imports this module
 
     install(app)
     return app

@@ -147,7 +147,7 @@ class ScoreOutbox(Base):
     )
 
 
-# -- quarterly appraisal (issue 6, migration 0005) ---------------------------------------
+# -- quarterly appraisal (migration 0005) ------------------------------------------------
 
 QUARTER_LENGTH = 7  # "2026Q3"
 

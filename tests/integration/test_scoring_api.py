@@ -538,7 +538,7 @@ async def test_directory_writes(
 
 
 # A NUL (PostgreSQL refuses it as text) or a lone surrogate (JSON bodies are parsed by the
-# standard library, which lets "\ud800" through) used to give a 500; now a 422 naming it.
+# standard library, which lets "\ud800" through) is a 422 naming it, never a 500.
 @pytest.mark.parametrize(
     ("method", "url", "body", "loc"),
     [

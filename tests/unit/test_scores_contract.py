@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -11,21 +12,13 @@ from services.notify import models as notify_models
 from services.notify.handlers import observations
 from services.scoring import models as scoring_models
 from services.scoring.consumer import score_message
-from services.scoring.kpi.grading import evaluate_all
+from services.scoring.kpi.grading import KpiValue, evaluate_all
 from services.scoring.kpi.windows import parse_window
 from shared.catalogue import CATALOGUE, KPI_KEYS
 from shared.scores import MAX_ID_CHARS, MAX_KPI_CHARS, ScoreSnapshot
 
-# What each KPI of a message carried before it named its direction.
-PREVIOUS_FIELDS = (
-    "value",
-    "numerator",
-    "denominator",
-    "grade",
-    "qualified",
-    "excellent",
-    "min_samples",
-)
+# What each KPI of a message carried before it named its direction: the KPI-route fields.
+PREVIOUS_FIELDS = tuple(f.name for f in fields(KpiValue))
 
 
 def _message() -> bytes:
