@@ -10,8 +10,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from shared.text import ID_RULE, TEXT_RULE
 
-# Widths of the columns scoring and notify keep these values in; a longer value is refused
-# when the message is parsed, so the consumer dead-letters it instead of failing its batch.
+# Widths of the columns notify keeps these values in (scoring's ids and metric keys have the
+# same): a longer value is refused when the message is parsed, so the consumer dead-letters
+# it instead of failing its batch in PostgreSQL.
 MAX_ID_CHARS: Final = 128
 MAX_KPI_CHARS: Final = 40
 MAX_WINDOW_CHARS: Final = 32
