@@ -245,12 +245,18 @@ def rescore(
     """Re-measure stored tickets with the current KPI_BUSINESS_CALENDAR and KPI_TIMEZONE."""
     import datetime as dt
 
+    from services.scoring.config import ScoringConfig
     from services.scoring.handlers import count_stored_tickets, rescore_tickets, stored_ticket_ids
-    from services.scoring.kpi.contributions import HoursFn
     from shared.db import create_engine, create_sessionmaker, raw_connection
+    from shared.settings import SettingsError
 
     settings = _settings()
-    tz = settings.tz
+    try:
+        config = ScoringConfig.from_settings(settings)
+    except SettingsError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    tz, hours_fn = config.measure.tz, config.measure.hours_fn
     start: dt.datetime | None = None
     if since is not None:
         try:
@@ -259,14 +265,11 @@ def rescore(
             raise typer.BadParameter(
                 f"'{since}' is not a date like 2026-11-30", param_hint="--since"
             ) from None
-    hours_fn: HoursFn | None = None
-    measure = "calendar hours"
-    if settings.business_calendar:
-        from services.scoring.calendar import load_calendar
-
-        calendar = load_calendar(settings.business_calendar)
-        hours_fn = calendar.hours_fn(tz)
-        measure = f"business hours of calendar {calendar.name}"
+    measure = (
+        "calendar hours"
+        if hours_fn is None
+        else f"business hours of calendar {config.measure.calendar}"
+    )
     url = _database_url(home)
     console.print(f"rescore: response times in {measure}, day buckets in {settings.timezone}")
     started = time.monotonic()

@@ -13,7 +13,6 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
-    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -217,18 +216,10 @@ class Settings(BaseSettings):
 
     @field_validator("business_calendar")
     @classmethod
-    def _check_calendar(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        # Imported here: the calendar is scoring's domain, but a bad file must stop any
-        # process at start-up with the variable name, like every other setting.
-        from services.scoring.calendar import CalendarError, load_calendar
-
-        try:
-            load_calendar(value)
-        except CalendarError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+    def _blank_calendar_is_none(cls, value: str | None) -> str | None:
+        # The file itself is scoring's to read (ScoringConfig): its errors stop scoring at
+        # start-up, naming the variable.
+        return value if value is not None and value.strip() else None
 
     @field_validator("topic_replication_factor", mode="before")
     @classmethod
@@ -245,16 +236,6 @@ class Settings(BaseSettings):
                 return json.loads(value) if value.strip() else {}
             except json.JSONDecodeError as exc:
                 raise ValueError(f"must be a JSON object: {exc}") from None
-        return value
-
-    @field_validator("appraisal_rule", "incentives")
-    @classmethod
-    def _check_appraisal_policy(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        # Parsed again where used; parsing here too makes a bad policy stop start-up.
-        from services.scoring.appraisal import parse_incentives, parse_rule
-
-        parse = parse_rule if info.field_name == "appraisal_rule" else parse_incentives
-        parse(value)
         return value
 
     @field_validator("kafka_bootstrap", mode="before")
@@ -297,7 +278,7 @@ class Settings(BaseSettings):
     @field_validator("alert_window")
     @classmethod
     def _check_window(cls, value: str) -> str:
-        if not _WINDOW_RE.match(value) or (value.endswith("d") and int(value[:-1]) > 400):
+        if not _WINDOW_RE.match(value) or (value != "qtd" and int(value[:-1]) > 400):
             raise ValueError(f"'{value}' must be Nd with N in 1..400, or qtd")
         return value
 

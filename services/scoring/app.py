@@ -5,11 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import functools
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -30,8 +29,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from services.scoring import queries
+from services.scoring.config import ScoringConfig
 from services.scoring.kpi.grading import KpiValue, evaluate, evaluate_all
-from services.scoring.kpi.lines import KpiLine, lines_with_overrides
+from services.scoring.kpi.lines import KpiLine
 from services.scoring.kpi.windows import Window, WindowError, parse_window
 from services.scoring.queries import ReadDb
 from services.scoring.schemas import (
@@ -54,8 +54,10 @@ from shared.auth import Principal, Role, require
 from shared.catalogue import AVG_RESPONSE_TIME_HOURS
 from shared.db import utcnow
 from shared.runtime import Runtime, create_app
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.text import text_problem
+
+logger = logging.getLogger(__name__)
 
 SERVICE = "scoring"
 DEFAULT_WINDOW = "30d"
@@ -71,11 +73,11 @@ Clock = Callable[[], dt.datetime]
 T = TypeVar("T")
 
 
-async def on_start(runtime: Runtime) -> None:
+async def on_start(runtime: Runtime, config: ScoringConfig) -> None:
     """Create this service's clients and background tasks (kept in the runtime)."""
     from services.scoring.consumer import start_engine  # the engine owns its wiring
 
-    await start_engine(runtime)
+    await start_engine(runtime, config)
 
 
 # ---------------------------------------------------------------------------
@@ -107,22 +109,17 @@ class ReadContext:
         }
 
 
-@functools.lru_cache(maxsize=8)
-def _parsed_lines(overrides_json: str) -> Mapping[str, KpiLine]:
-    return MappingProxyType(lines_with_overrides(json.loads(overrides_json)))
-
-
-def _lines(settings: Settings) -> Mapping[str, KpiLine]:
-    # Settings are frozen, so parsing once per distinct override set is enough.
-    return _parsed_lines(json.dumps(settings.kpi_lines, sort_keys=True))
+def scoring_config(request: Request) -> ScoringConfig:
+    """The configuration the lifespan parsed once."""
+    config: ScoringConfig = request.app.state.config
+    return config
 
 
 async def read_context(request: Request) -> ReadContext:
-    runtime: Runtime = request.app.state.runtime
+    config = scoring_config(request)
     clock: Clock = getattr(request.app.state, "clock", utcnow)
-    tz = runtime.settings.tz
-    today = clock().astimezone(tz).date()
-    return ReadContext(request.app.state.read_db, tz, _lines(runtime.settings), today)
+    tz = ZoneInfo(config.timezone)
+    return ReadContext(request.app.state.read_db, tz, config.lines, config.measure.today(clock()))
 
 
 def bad_param(where: str, name: str, msg: str) -> HTTPException:
@@ -578,11 +575,17 @@ def _platform_router() -> APIRouter:
 
 def build_app(settings: Settings | None = None) -> FastAPI:
     async def start(runtime: Runtime) -> None:
+        try:
+            config = ScoringConfig.from_settings(runtime.settings)
+        except SettingsError as exc:
+            logger.error("scoring: %s", exc)
+            raise
+        app.state.config = config
         # The API's read pool lives as long as the runtime; closed after the engine stops.
         read_db = await ReadDb.create(runtime.settings.database_dsn)
         runtime.stoppers.append(read_db.close)
         app.state.read_db = read_db
-        await on_start(runtime)
+        await on_start(runtime, config)
 
     app = create_app(
         SERVICE,

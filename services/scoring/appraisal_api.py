@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import json
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -26,6 +24,7 @@ from services.scoring.app import (
     check_specialist_visible,
     json_response,
     not_found,
+    scoring_config,
     team_exists,
     visible_teams,
 )
@@ -42,21 +41,16 @@ from services.scoring.appraisal import (
     measurement_window,
     next_quarter,
     overall_grade,
-    parse_incentives,
-    parse_rule,
     previous_quarters,
     proposed_goals,
     suggested_status,
 )
-from services.scoring.calendar import CALENDAR_HOURS, load_calendar
 from services.scoring.kpi.grading import evaluate_all
 from services.scoring.kpi.windows import WindowError, parse_quarter, parse_window
 from services.scoring.queries import SpecialistSums
 from services.scoring.schemas import DirectoryId, KpiKey, LookupId
 from shared.auth import Principal
 from shared.db import utcnow
-from shared.runtime import Runtime
-from shared.settings import Settings
 from shared.text import TEXT_RULE
 
 # The parts of an appraisal a snapshot freezes (identity and window are shown live).
@@ -70,17 +64,6 @@ Notes = Annotated[str, StringConstraints(max_length=20000), TEXT_RULE]
 # ---------------------------------------------------------------------------
 # Configuration and context
 # ---------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=8)
-def _config(rule_json: str, incentives_json: str) -> tuple[AppraisalRule, IncentivePolicy]:
-    return parse_rule(json.loads(rule_json)), parse_incentives(json.loads(incentives_json))
-
-
-@functools.lru_cache(maxsize=4)
-def calendar_name(path: str | None) -> str:
-    """What the appraisal says about response time: calendar hours or the calendar's name."""
-    return CALENDAR_HOURS if not path else load_calendar(path).name
 
 
 @dataclass(frozen=True)
@@ -186,14 +169,11 @@ class Appraiser:
 
 
 async def appraiser(request: Request, ctx: Ctx) -> Appraiser:
-    runtime: Runtime = request.app.state.runtime
-    settings: Settings = runtime.settings
-    rule, policy = _config(
-        json.dumps(settings.appraisal_rule, sort_keys=True),
-        json.dumps(settings.incentives, sort_keys=True),
-    )
+    config = scoring_config(request)
     clock = getattr(request.app.state, "clock", utcnow)
-    return Appraiser(ctx, rule, policy, calendar_name(settings.business_calendar), clock())
+    return Appraiser(
+        ctx, config.appraisal_rule, config.incentives, config.measure.calendar, clock()
+    )
 
 
 Appr = Annotated[Appraiser, Depends(appraiser)]

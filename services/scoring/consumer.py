@@ -19,11 +19,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scoring import repository, snapshots
+from services.scoring.config import ScoringConfig
 from services.scoring.handlers import BatchResult, Incoming, process_batch
 from services.scoring.kpi.contributions import HoursFn
 from services.scoring.kpi.grading import KpiValue
-from services.scoring.kpi.lines import lines_with_overrides
-from services.scoring.kpi.windows import Window, parse_window
+from services.scoring.kpi.windows import Window
 from shared import health
 from shared.catalogue import CATALOGUE
 from shared.db import session_scope, utcnow
@@ -171,6 +171,7 @@ class ScoringConsumer:
         consumer_options: Mapping[str, Any] | None = None,
         on_batch: Callable[[BatchResult, float], None] | None = None,
         parallel: int = 2,
+        config: ScoringConfig | None = None,
     ) -> None:
         if parallel < 1:
             raise ValueError(f"parallel must be >= 1, got {parallel}")
@@ -179,14 +180,9 @@ class ScoringConsumer:
         self.sessionmaker = sessionmaker
         self.group_id = group_id
         self.max_records = max_records
-        self.tz: tzinfo = settings.tz
-        self.hours_fn: HoursFn | None = None
-        if settings.business_calendar:
-            from services.scoring.calendar import load_calendar
-
-            calendar = load_calendar(settings.business_calendar)
-            self.hours_fn = calendar.hours_fn(self.tz)
-            logger.info("scoring: response times in business hours of calendar %s", calendar.name)
+        measure = (config or ScoringConfig.from_settings(settings)).measure
+        self.tz: tzinfo = measure.tz
+        self.hours_fn: HoursFn | None = measure.hours_fn
         self.topic = settings.topics.events
         self._options = dict(consumer_options or {})
         self._on_batch = on_batch
@@ -557,11 +553,6 @@ class ScoringConsumer:
             await asyncio.wait_for(self._stopping.wait(), delay)
 
 
-def alert_window_days(window_name: str) -> int:
-    """How far back a clock sweep must look so windows moving by a day are republished."""
-    return 93 if window_name == "qtd" else int(window_name[:-1]) + 1
-
-
 def next_local_midnight(now: datetime, tz: tzinfo) -> datetime:
     local = now.astimezone(tz)
     tomorrow = local.date() + timedelta(days=1)
@@ -613,13 +604,14 @@ class ScoreRelay:
         *,
         clock: Clock = utcnow,
         idle_seconds: float = 0.2,
+        config: ScoringConfig | None = None,
     ) -> None:
         self.settings = settings
+        self.config = config or ScoringConfig.from_settings(settings)
         self.sessionmaker = sessionmaker
         self.producer = producer
         self.clock = clock
         self.idle_seconds = idle_seconds
-        self.lines = lines_with_overrides(settings.kpi_lines)
         self._stopping = asyncio.Event()
         self.published = 0
         self.healthy = True
@@ -630,8 +622,8 @@ class ScoreRelay:
 
     async def sweep(self) -> int:
         """Queue every recently active specialist (reason "clock"): windows move at midnight."""
-        today = self.clock().astimezone(self.settings.tz).date()
-        since = today - timedelta(days=alert_window_days(self.settings.alert_window))
+        today = self.config.measure.today(self.clock())
+        since = today - timedelta(days=self.config.alert_window_days)
         async with session_scope(self.sessionmaker) as session:
             conn = await repository.raw_connection(session)
             count = await repository.enqueue_clock(conn, since)
@@ -649,10 +641,10 @@ class ScoreRelay:
             if not pending:
                 return 0
             now = self.clock()
-            as_of = now.astimezone(self.settings.tz).date()
-            window = parse_window(self.settings.alert_window, as_of)
+            as_of = self.config.measure.today(now)
+            window = self.config.alert_window_at(as_of)
             ids = [p[0] for p in pending]
-            values = await snapshots.window_kpis(session, ids, window, self.lines)
+            values = await snapshots.window_kpis(session, ids, window, self.config.lines)
             teams: dict[str, str | None] = dict(
                 (
                     await session.execute(
@@ -667,7 +659,7 @@ class ScoreRelay:
                     specialist_id,
                     teams.get(specialist_id),
                     window,
-                    self.settings.timezone,
+                    self.config.timezone,
                     as_of,
                     now,
                     reason,
@@ -694,7 +686,7 @@ class ScoreRelay:
                 now = self.clock()
                 if next_sweep is None or now >= next_sweep:
                     await self.sweep()
-                    next_sweep = next_local_midnight(now, self.settings.tz)
+                    next_sweep = next_local_midnight(now, self.config.measure.tz)
                 started = time.perf_counter()
                 busy = await self.publish_once()
             except asyncio.CancelledError:
@@ -791,9 +783,13 @@ class DedupRetention:
                 await asyncio.wait_for(self._stopping.wait(), self.interval_seconds)
 
 
-async def start_engine(runtime: Runtime, *, clock: Clock | None = None) -> None:
+async def start_engine(
+    runtime: Runtime, config: ScoringConfig, *, clock: Clock | None = None
+) -> None:
     """Start the scoring consumer and the kpi.scores relay as runtime-owned tasks."""
     settings = runtime.settings
+    if config.measure.hours_fn is not None:
+        logger.info("scoring: response times in business hours of %s", config.measure.calendar)
     consumer = ScoringConsumer(
         settings,
         runtime.sessionmaker,
@@ -804,11 +800,14 @@ async def start_engine(runtime: Runtime, *, clock: Clock | None = None) -> None:
             "session_timeout_ms": settings.scoring_session_timeout_ms,
             "heartbeat_interval_ms": max(100, settings.scoring_session_timeout_ms // 5),
         },
+        config=config,
     )
     await consumer.start()
     relay_producer = create_producer(settings.bootstrap_servers, client_id="kpi-scoring-relay")
     await relay_producer.start()
-    relay = ScoreRelay(settings, runtime.sessionmaker, relay_producer, clock=clock or utcnow)
+    relay = ScoreRelay(
+        settings, runtime.sessionmaker, relay_producer, clock=clock or utcnow, config=config
+    )
     retention = DedupRetention(settings, runtime.sessionmaker, clock=clock or utcnow)
     tasks = [
         runtime.spawn(consumer.run(), "scoring-consumer"),

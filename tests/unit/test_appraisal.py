@@ -267,17 +267,20 @@ def test_plan_kpis_are_the_graded_ones() -> None:
 
 
 def test_settings_validate_and_name_the_variable(tmp_path: Any) -> None:
-    from services.scoring.appraisal_api import calendar_name
+    from services.scoring.config import ScoringConfig
     from shared.settings import SettingsError, load_settings
 
+    def config(**env: str) -> ScoringConfig:
+        return ScoringConfig.from_settings(load_settings(**env))
+
     with pytest.raises(SettingsError, match=r"KPI_APPRAISAL_RULE: .*excellent_min_count"):
-        load_settings(appraisal_rule='{"excellent_min_count": 9}')
+        config(appraisal_rule='{"excellent_min_count": 9}')
     with pytest.raises(SettingsError, match=r"KPI_INCENTIVES: .*must be a JSON object"):
-        load_settings(incentives="{not json")
+        config(incentives="{not json")
     bad = tmp_path / "cal.yaml"
     bad.write_text("rest_weekdays: [someday]\n")
     with pytest.raises(SettingsError, match=r"KPI_BUSINESS_CALENDAR: .*rest_weekdays\[0\]"):
-        load_settings(business_calendar=str(bad))
-    ok = load_settings(appraisal_rule='{"require_training": false}', incentives="")
-    assert ap.parse_rule(ok.appraisal_rule) == ap.AppraisalRule(require_training=False)
-    assert ok.business_calendar is None and calendar_name(None) == "calendar-hours"
+        config(business_calendar=str(bad))
+    ok = config(appraisal_rule='{"require_training": false}', incentives="")
+    assert ok.appraisal_rule == ap.AppraisalRule(require_training=False)
+    assert ok.measure.hours_fn is None and ok.measure.calendar == "calendar-hours"

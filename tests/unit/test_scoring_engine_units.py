@@ -8,12 +8,14 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from services.scoring.consumer import alert_window_days, next_local_midnight, score_message
+from services.scoring.config import ScoringConfig
+from services.scoring.consumer import next_local_midnight, score_message
 from services.scoring.handlers import payload_hash
 from services.scoring.kpi.grading import evaluate_all
 from services.scoring.kpi.windows import parse_window
 from shared.catalogue import KPI_KEYS
 from shared.events import decode_event, encode_event
+from shared.settings import load_settings
 
 RAW = {
     "event_id": "e1",
@@ -50,9 +52,12 @@ def test_next_local_midnight(now: datetime, tz: str, want: str) -> None:
 
 
 def test_alert_window_days() -> None:
-    assert alert_window_days("30d") == 31
-    assert alert_window_days("7d") == 8
-    assert alert_window_days("qtd") == 93
+    def days(window: str) -> int:
+        return ScoringConfig.from_settings(load_settings(alert_window=window)).alert_window_days
+
+    assert days("30d") == 31
+    assert days("7d") == 8
+    assert days("qtd") == 93
 
 
 def test_score_message_shape() -> None:

@@ -57,11 +57,14 @@ def test_json_that_is_not_an_object_is_rejected(
 
 def test_each_policy_is_checked_by_its_own_parser() -> None:
     # A rule key is not an incentive key and vice versa: the check must not be swapped.
+    from services.scoring.config import ScoringConfig
+
     rule = '{"excellent_min_count": 2}'
-    assert load_settings(appraisal_rule=rule).appraisal_rule == {"excellent_min_count": 2}
+    parsed = ScoringConfig.from_settings(load_settings(appraisal_rule=rule)).appraisal_rule
+    assert parsed.excellent_min_count == 2
     with pytest.raises(SettingsError, match=r"^Invalid configuration:\n  KPI_INCENTIVES: "):
-        load_settings(incentives=rule)
+        ScoringConfig.from_settings(load_settings(incentives=rule))
     with pytest.raises(SettingsError, match=r"^Invalid configuration:\n  KPI_APPRAISAL_RULE: "):
-        load_settings(appraisal_rule='{"excellent_min_count": 9}')
+        ScoringConfig.from_settings(load_settings(appraisal_rule='{"excellent_min_count": 9}'))
     lines = load_settings(kpi_lines='{"resolution_rate": {"qualified": 0.88}}').kpi_lines
     assert lines == {"resolution_rate": {"qualified": 0.88}}
