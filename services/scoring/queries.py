@@ -111,16 +111,25 @@ async def fetch_for_teams(
 # Window sums
 # ---------------------------------------------------------------------------
 
-# The specialist's directory row and its window sums in one round trip: the LATERAL
-# aggregate walks the kpi_daily primary key (specialist_id, day, metric) for the range.
-_SPECIALIST_SUMS = f"""
-    SELECT s.id, s.name, s.team_id, k.metric, k.num, k.den
-    FROM specialists s
-    LEFT JOIN LATERAL (
-        {daily_sums("d.specialist_id = s.id AND d.day BETWEEN $2 AND $3")}
-    ) k ON true
-    WHERE s.id = $1
-"""
+
+def _members_with_sums(days: str, where: str) -> str:
+    """The specialists ``where`` selects, each with its sums per metric over ``days``.
+
+    The LATERAL aggregate walks each one's kpi_daily primary key (specialist_id, day, metric)
+    for the range, so a few specialists cost a few index range scans.
+    """
+    return f"""
+        SELECT s.id, s.name, s.team_id, k.metric, k.num, k.den
+        FROM specialists s
+        LEFT JOIN LATERAL (
+            {daily_sums(f"d.specialist_id = s.id AND d.day BETWEEN {days}")}
+        ) k ON true
+        WHERE {where}
+    """
+
+
+# The specialist's directory row and its window sums in one round trip.
+_SPECIALIST_SUMS = _members_with_sums("$2 AND $3", "s.id = $1")
 
 
 async def specialist_sums(
@@ -195,14 +204,7 @@ _OVERVIEW_ALL = f"""
         {daily_sums("d.day BETWEEN $1 AND $2", by=["d.specialist_id", "d.metric"])}
     ) k ON k.specialist_id = s.id
 """
-_OVERVIEW_TEAMS = f"""
-    SELECT s.id, s.name, s.team_id, k.metric, k.num, k.den
-    FROM specialists s
-    LEFT JOIN LATERAL (
-        {daily_sums("d.specialist_id = s.id AND d.day BETWEEN $1 AND $2")}
-    ) k ON true
-    WHERE s.team_id = ANY($3::text[])
-"""
+_OVERVIEW_TEAMS = _members_with_sums("$1 AND $2", "s.team_id = ANY($3::text[])")
 
 
 async def overview_sums(

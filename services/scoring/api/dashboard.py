@@ -14,7 +14,7 @@ from starlette.types import Scope
 from services.scoring import queries
 from services.scoring.api.deps import Ctx, Reader
 from services.scoring.api.notify_proxy import notify_proxy_router
-from services.scoring.api.params import AsOfParam, TeamFilter, WindowParam
+from services.scoring.api.params import DEFAULT_WINDOW, AsOfParam, TeamFilter, WindowParam
 from services.scoring.api.render import json_response, kpi_cell, pooled
 from services.scoring.api.scope import known_teams
 from services.scoring.kpi.grading import evaluate_all
@@ -86,7 +86,7 @@ def dashboard_router() -> APIRouter:
     async def overview(
         principal: Reader,
         ctx: Ctx,
-        window: WindowParam = "30d",
+        window: WindowParam = DEFAULT_WINDOW,
         as_of: AsOfParam = None,
         team: TeamFilter = None,
     ) -> Response:
