@@ -8,7 +8,7 @@ from datetime import date, datetime, tzinfo
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
-from services.scoring.appraisal import (
+from services.scoring.appraisal.domain import (
     AppraisalRule,
     IncentivePolicy,
     parse_incentives,

@@ -1,82 +1,33 @@
-"""Read-side SQL of the scoring API: window sums from kpi_daily, daily series, facts, directory.
+"""Read-side SQL of scoring: window sums from kpi_daily, daily series, facts, the directory.
 
-The API talks to PostgreSQL through its own small asyncpg pool (``ReadDb``): each read is one
-prepared statement in autocommit, i.e. one round trip, which is what keeps KPI queries cheap
-enough for dashboards polling many specialists (see bench/bench_queries.py).
+Every window sum is built by ``daily_sums``, the one aggregate over kpi_daily; the statements
+around it only choose which specialists it runs for and how the rows are joined.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-import asyncpg
-from sqlalchemy.engine import make_url
-
-logger = logging.getLogger(__name__)
+from services.scoring.db import Db, Record
 
 Sums = dict[str, tuple[float, int]]
-T = TypeVar("T")
-
-# Errors that mean "this pooled connection is dead" (e.g. PostgreSQL restarted): reads are
-# idempotent, so one retry on a fresh connection heals without surfacing a 500.
-_STALE = (
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CannotConnectNowError,
-    ConnectionError,
-)
+WindowKey = tuple[str, dt.date, dt.date]
 
 
-def asyncpg_dsn(sqlalchemy_url: str) -> str:
-    """The libpq-style URL asyncpg wants from the SQLAlchemy ``postgresql+asyncpg://`` one."""
-    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(False)
+def daily_sums(where: str, *, by: Sequence[str] = ("d.metric",)) -> str:
+    """The window-sums aggregate: ``sum(num), sum(den)`` of the kpi_daily rows (alias ``d``)
+    that ``where`` selects, one row per ``by`` (an empty ``by``: one row in total)."""
+    group = ", ".join(by)
+    head = f"{group}, " if by else ""
+    tail = f" GROUP BY {group}" if by else ""
+    return f"SELECT {head}sum(d.num) AS num, sum(d.den) AS den FROM kpi_daily d WHERE {where}{tail}"
 
 
-class ReadDb:
-    """A lazily-connecting asyncpg pool for the API's statements (created in lifespan)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    @classmethod
-    async def create(cls, database_url: str, max_size: int = 10) -> ReadDb:
-        # min_size=0: starting the service must not need the database (readiness reports it).
-        pool = await asyncpg.create_pool(
-            asyncpg_dsn(database_url),
-            min_size=0,
-            max_size=max_size,
-            command_timeout=30,
-            server_settings={"application_name": "scoring-api"},
-        )
-        return cls(pool)
-
-    async def close(self) -> None:
-        await self.pool.close()
-
-    async def _retry(self, op: Callable[[], Awaitable[T]]) -> T:
-        try:
-            return await op()
-        except _STALE as exc:
-            logger.warning("read failed on a stale connection (%s); retrying once", exc)
-            return await op()
-
-    async def fetch(self, query: str, *args: Any) -> list[Any]:
-        return await self._retry(lambda: self.pool.fetch(query, *args))
-
-    async def fetchrow(self, query: str, *args: Any) -> Any:
-        return await self._retry(lambda: self.pool.fetchrow(query, *args))
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
-        """One connection in one transaction, committed when the block succeeds."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield conn
+def _pair(row: Record) -> tuple[float, int]:
+    return float(row["num"]), int(row["den"])
 
 
 @dataclass(frozen=True)
@@ -86,7 +37,7 @@ class SpecialistRow:
     team_id: str | None
 
     @classmethod
-    def of(cls, record: Any) -> SpecialistRow:
+    def of(cls, record: Record) -> SpecialistRow:
         """From a record with ``id, name, team_id`` columns."""
         return cls(record["id"], record["name"], record["team_id"])
 
@@ -98,7 +49,7 @@ class TeamRow:
     supervisor: str | None
 
     @classmethod
-    def of(cls, record: Any) -> TeamRow:
+    def of(cls, record: Record) -> TeamRow:
         """From a record with ``id, name, supervisor`` columns."""
         return cls(record["id"], record["name"], record["supervisor"])
 
@@ -120,7 +71,15 @@ class MetricSums:
     den: int
 
 
-def sums_by_specialist(rows: Iterable[Any]) -> dict[str, SpecialistSums]:
+@dataclass(frozen=True)
+class FactRow:
+    day: dt.date
+    source: str
+    num: float
+    den: int
+
+
+def sums_by_specialist(rows: Iterable[Record]) -> dict[str, SpecialistSums]:
     """Fold ``id, name, team_id, metric, num, den`` rows into each specialist's sums.
 
     Rows with a NULL ``id`` (an outer join that found no specialist) are skipped, and a NULL
@@ -135,44 +94,46 @@ def sums_by_specialist(rows: Iterable[Any]) -> dict[str, SpecialistSums]:
         if member is None:
             member = found[sid] = SpecialistSums(SpecialistRow.of(row))
         if row["metric"] is not None:
-            member.sums[row["metric"]] = (float(row["num"]), int(row["den"]))
+            member.sums[row["metric"]] = _pair(row)
     return found
 
 
 async def fetch_for_teams(
-    db: ReadDb, every: str, only: str, team_ids: Collection[str] | None, *args: Any
-) -> list[Any]:
+    db: Db, every: str, only: str, team_ids: Collection[str] | None, *args: Any
+) -> list[Record]:
     """``every`` with ``args``, or (``team_ids`` given) ``only`` with the sorted ids appended."""
     if team_ids is None:
         return await db.fetch(every, *args)
     return await db.fetch(only, *args, sorted(team_ids))
 
 
-@dataclass(frozen=True)
-class FactRow:
-    day: dt.date
-    source: str
-    num: float
-    den: int
+# ---------------------------------------------------------------------------
+# Window sums
+# ---------------------------------------------------------------------------
 
 
-# The specialist's directory row and its window sums in one round trip: the LATERAL
-# aggregate walks the kpi_daily primary key (specialist_id, day, metric) for the range.
-_SPECIALIST_SUMS = """
-    SELECT s.id, s.name, s.team_id, k.metric, k.num, k.den
-    FROM specialists s
-    LEFT JOIN LATERAL (
-        SELECT d.metric, sum(d.num) AS num, sum(d.den) AS den
-        FROM kpi_daily d
-        WHERE d.specialist_id = s.id AND d.day BETWEEN $2 AND $3
-        GROUP BY d.metric
-    ) k ON true
-    WHERE s.id = $1
-"""
+def _members_with_sums(days: str, where: str) -> str:
+    """The specialists ``where`` selects, each with its sums per metric over ``days``.
+
+    The LATERAL aggregate walks each one's kpi_daily primary key (specialist_id, day, metric)
+    for the range, so a few specialists cost a few index range scans.
+    """
+    return f"""
+        SELECT s.id, s.name, s.team_id, k.metric, k.num, k.den
+        FROM specialists s
+        LEFT JOIN LATERAL (
+            {daily_sums(f"d.specialist_id = s.id AND d.day BETWEEN {days}")}
+        ) k ON true
+        WHERE {where}
+    """
+
+
+# The specialist's directory row and its window sums in one round trip.
+_SPECIALIST_SUMS = _members_with_sums("$2 AND $3", "s.id = $1")
 
 
 async def specialist_sums(
-    db: ReadDb, specialist_id: str, start: dt.date, end: dt.date
+    db: Db, specialist_id: str, start: dt.date, end: dt.date
 ) -> SpecialistSums | None:
     """Directory row and window sums of one specialist; None when the id is unknown."""
     rows = await db.fetch(_SPECIALIST_SUMS, specialist_id, start, end)
@@ -180,16 +141,13 @@ async def specialist_sums(
 
 
 # team_id is the team's own id, so member rows read like specialist rows (SpecialistRow.of).
-_TEAM_SUMS = """
+_TEAM_SUMS = f"""
     SELECT t.id AS team_id, t.name AS team_name, t.supervisor,
            s.id, s.name, k.metric, k.num, k.den
     FROM teams t
     LEFT JOIN specialists s ON s.team_id = t.id
     LEFT JOIN LATERAL (
-        SELECT d.metric, sum(d.num) AS num, sum(d.den) AS den
-        FROM kpi_daily d
-        WHERE d.specialist_id = s.id AND d.day BETWEEN $2 AND $3
-        GROUP BY d.metric
+        {daily_sums("d.specialist_id = s.id AND d.day BETWEEN $2 AND $3")}
     ) k ON true
     WHERE t.id = $1
     ORDER BY s.id, k.metric
@@ -197,7 +155,7 @@ _TEAM_SUMS = """
 
 
 async def team_sums(
-    db: ReadDb, team_id: str, start: dt.date, end: dt.date
+    db: Db, team_id: str, start: dt.date, end: dt.date
 ) -> tuple[TeamRow, list[SpecialistSums]] | None:
     """The team row and each member's window sums (members sorted by id); None if unknown."""
     rows = await db.fetch(_TEAM_SUMS, team_id, start, end)
@@ -209,39 +167,135 @@ async def team_sums(
 
 
 # Everyone: one hash aggregate over the day range beats a per-specialist walk.
-_METRIC_SUMS_ALL = """
+_METRIC_SUMS_ALL = f"""
     SELECT s.id, s.name, s.team_id, coalesce(k.num, 0) AS num, coalesce(k.den, 0) AS den
     FROM specialists s
     LEFT JOIN (
-        SELECT d.specialist_id, sum(d.num) AS num, sum(d.den) AS den
-        FROM kpi_daily d
-        WHERE d.metric = $1 AND d.day BETWEEN $2 AND $3
-        GROUP BY d.specialist_id
+        {daily_sums("d.metric = $1 AND d.day BETWEEN $2 AND $3", by=["d.specialist_id"])}
     ) k ON k.specialist_id = s.id
 """
 
 # A few teams: walk each member's primary-key range instead of the whole day range.
-_METRIC_SUMS_TEAMS = """
+_METRIC_SUMS_TEAMS = f"""
     SELECT s.id, s.name, s.team_id, coalesce(k.num, 0) AS num, coalesce(k.den, 0) AS den
     FROM specialists s
     LEFT JOIN LATERAL (
-        SELECT sum(d.num) AS num, sum(d.den) AS den
-        FROM kpi_daily d
-        WHERE d.specialist_id = s.id AND d.metric = $1 AND d.day BETWEEN $2 AND $3
+        {daily_sums("d.specialist_id = s.id AND d.metric = $1 AND d.day BETWEEN $2 AND $3", by=[])}
     ) k ON true
     WHERE s.team_id = ANY($4::text[])
 """
 
 
 async def metric_sums(
-    db: ReadDb, metric: str, start: dt.date, end: dt.date, team_ids: Collection[str] | None
+    db: Db, metric: str, start: dt.date, end: dt.date, team_ids: Collection[str] | None
 ) -> list[MetricSums]:
     """One metric's window sums for every specialist (or those of ``team_ids``), 0/0 included."""
     rows = await fetch_for_teams(
         db, _METRIC_SUMS_ALL, _METRIC_SUMS_TEAMS, team_ids, metric, start, end
     )
-    return [MetricSums(SpecialistRow.of(r), float(r["num"]), int(r["den"])) for r in rows]
+    return [MetricSums(SpecialistRow.of(r), *_pair(r)) for r in rows]
 
+
+# The overview's one statement: every visible specialist's window sums per metric.
+_OVERVIEW_ALL = f"""
+    SELECT s.id, s.name, s.team_id, k.metric, k.num, k.den
+    FROM specialists s
+    LEFT JOIN (
+        {daily_sums("d.day BETWEEN $1 AND $2", by=["d.specialist_id", "d.metric"])}
+    ) k ON k.specialist_id = s.id
+"""
+_OVERVIEW_TEAMS = _members_with_sums("$1 AND $2", "s.team_id = ANY($3::text[])")
+
+
+async def overview_sums(
+    db: Db, start: dt.date, end: dt.date, team_ids: Collection[str] | None
+) -> list[SpecialistSums]:
+    """Window sums of every specialist (``team_ids`` None) or of the listed teams' members."""
+    rows = await fetch_for_teams(db, _OVERVIEW_ALL, _OVERVIEW_TEAMS, team_ids, start, end)
+    found = sums_by_specialist(rows)
+    return sorted(found.values(), key=lambda m: m.specialist.id)
+
+
+_SUMS_OF = daily_sums(
+    "d.specialist_id = ANY($1::text[]) AND d.day BETWEEN $2 AND $3",
+    by=["d.specialist_id", "d.metric"],
+)
+
+
+async def window_sums(
+    db: Db, specialist_ids: Iterable[str], start: dt.date, end: dt.date
+) -> dict[str, Sums]:
+    """(num, den) per KPI key of each given specialist over [start, end]; absent keys are 0/0."""
+    ids = sorted(set(specialist_ids))
+    out: dict[str, Sums] = {i: {} for i in ids}
+    if not ids:
+        return out
+    for r in await db.fetch(_SUMS_OF, ids, start, end):
+        out[r["specialist_id"]][r["metric"]] = _pair(r)
+    return out
+
+
+# Each (specialist, start, end) walks its own primary-key range.
+_WINDOWS = f"""
+    SELECT r.i AS specialist_id, r.s AS start, r.e AS end, k.metric, k.num, k.den
+    FROM unnest($1::text[], $2::date[], $3::date[]) AS r(i, s, e)
+    JOIN LATERAL (
+        {daily_sums("d.specialist_id = r.i AND d.day BETWEEN r.s AND r.e")}
+    ) k ON true
+"""
+
+
+async def many_window_sums(db: Db, requests: Collection[WindowKey]) -> dict[WindowKey, Sums]:
+    """Sums for many (specialist, start, end) windows in one statement."""
+    keys = sorted(set(requests))
+    out: dict[WindowKey, Sums] = {k: {} for k in keys}
+    if not keys:
+        return out
+    rows = await db.fetch(
+        _WINDOWS, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
+    )
+    for r in rows:
+        out[(r["specialist_id"], r["start"], r["end"])][r["metric"]] = _pair(r)
+    return out
+
+
+# Members in id order, keyset-paged: a big organisation streams in bounded memory.
+_MEMBERS = """
+    SELECT s.id, s.name, s.team_id FROM specialists s
+    WHERE ($1::text[] IS NULL OR s.team_id = ANY($1::text[])) AND s.id > $2
+    ORDER BY s.id
+    LIMIT $3
+"""
+
+
+async def members_page(
+    db: Db, team_ids: Collection[str] | None, after: str, limit: int
+) -> list[SpecialistRow]:
+    """Specialists of ``team_ids`` (None = everyone) with id > ``after``, sorted by id."""
+    teams = None if team_ids is None else sorted(team_ids)
+    rows = await db.fetch(_MEMBERS, teams, after, limit)
+    return [SpecialistRow.of(r) for r in rows]
+
+
+async def iter_members(
+    db: Db, team_ids: Collection[str] | None, start: dt.date, end: dt.date, chunk: int = 500
+) -> AsyncIterator[list[SpecialistSums]]:
+    """Chunks of members with their window sums, in id order."""
+    after = ""
+    while True:
+        page = await members_page(db, team_ids, after, chunk)
+        if not page:
+            return
+        sums = await window_sums(db, [m.id for m in page], start, end)
+        yield [SpecialistSums(m, sums[m.id]) for m in page]
+        if len(page) < chunk:
+            return
+        after = page[-1].id
+
+
+# ---------------------------------------------------------------------------
+# Daily series and facts
+# ---------------------------------------------------------------------------
 
 # The specialist row comes back even without buckets (day IS NULL) so that one round trip
 # answers both "does it exist / which team" and the series.
@@ -255,13 +309,13 @@ _DAILY = """
 
 
 async def daily_series(
-    db: ReadDb, specialist_id: str, metric: str, start: dt.date, end: dt.date
+    db: Db, specialist_id: str, metric: str, start: dt.date, end: dt.date
 ) -> tuple[SpecialistRow, dict[dt.date, tuple[float, int]]] | None:
     """The specialist and its stored buckets by day (days without a row are absent)."""
     rows = await db.fetch(_DAILY, specialist_id, metric, start, end)
     if not rows:
         return None
-    buckets = {r["day"]: (float(r["num"]), int(r["den"])) for r in rows if r["day"] is not None}
+    buckets = {r["day"]: _pair(r) for r in rows if r["day"] is not None}
     return SpecialistRow.of(rows[0]), buckets
 
 
@@ -284,7 +338,7 @@ _FACTS_AFTER = """
 
 
 async def facts_page(
-    db: ReadDb,
+    db: Db,
     specialist_id: str,
     metric: str,
     start: dt.date,
@@ -297,7 +351,7 @@ async def facts_page(
         rows = await db.fetch(_FACTS_FIRST, specialist_id, metric, start, end, limit)
     else:
         rows = await db.fetch(_FACTS_AFTER, specialist_id, metric, start, end, limit, *after)
-    return [FactRow(r["day"], r["source"], float(r["num"]), int(r["den"])) for r in rows]
+    return [FactRow(r["day"], r["source"], *_pair(r)) for r in rows]
 
 
 # ---------------------------------------------------------------------------
@@ -305,17 +359,24 @@ async def facts_page(
 # ---------------------------------------------------------------------------
 
 
-async def get_specialist(db: ReadDb, specialist_id: str) -> SpecialistRow | None:
+async def get_specialist(db: Db, specialist_id: str) -> SpecialistRow | None:
     row = await db.fetchrow(
         "SELECT id, name, team_id FROM specialists WHERE id = $1", specialist_id
     )
     return None if row is None else SpecialistRow.of(row)
 
 
-async def get_team(db: ReadDb | Any, team_id: str) -> TeamRow | None:
-    """The team, or None; ``db`` may also be a connection inside a transaction."""
+async def get_team(db: Db, team_id: str) -> TeamRow | None:
     row = await db.fetchrow("SELECT id, name, supervisor FROM teams WHERE id = $1", team_id)
     return None if row is None else TeamRow.of(row)
+
+
+async def specialist_teams(db: Db, specialist_ids: Collection[str]) -> dict[str, str | None]:
+    """The team of each given specialist that is in the directory."""
+    rows = await db.fetch(
+        "SELECT id, team_id FROM specialists WHERE id = ANY($1::text[])", list(specialist_ids)
+    )
+    return {r["id"]: r["team_id"] for r in rows}
 
 
 _TEAMS = "SELECT id, name, supervisor FROM teams ORDER BY id"
@@ -326,42 +387,13 @@ _SPECIALISTS_OF_TEAMS = (
 )
 
 
-async def list_teams(db: ReadDb, team_ids: Collection[str] | None) -> list[TeamRow]:
+async def list_teams(db: Db, team_ids: Collection[str] | None) -> list[TeamRow]:
     """All teams (``team_ids`` None) or only those listed, sorted by id."""
     rows = await fetch_for_teams(db, _TEAMS, _TEAMS_LISTED, team_ids)
     return [TeamRow.of(r) for r in rows]
 
 
-async def list_specialists(db: ReadDb, team_ids: Collection[str] | None) -> list[SpecialistRow]:
+async def list_specialists(db: Db, team_ids: Collection[str] | None) -> list[SpecialistRow]:
     """All specialists (``team_ids`` None) or the members of the listed teams, sorted by id."""
     rows = await fetch_for_teams(db, _SPECIALISTS, _SPECIALISTS_OF_TEAMS, team_ids)
     return [SpecialistRow.of(r) for r in rows]
-
-
-def _upsert_sql(table: str, column: str) -> str:
-    """Create-or-replace of a directory row ``(id, name, column)``, returning the stored row.
-
-    Both directory tables have this shape; the names are constants of this module, never input.
-    """
-    return f"""
-        INSERT INTO {table} (id, name, {column}) VALUES ($1, $2, $3)
-        ON CONFLICT (id) DO UPDATE
-            SET name = excluded.name, {column} = excluded.{column}, updated_at = now()
-        RETURNING id, name, {column}
-    """
-
-
-_UPSERT_TEAM = _upsert_sql("teams", "supervisor")
-_UPSERT_SPECIALIST = _upsert_sql("specialists", "team_id")
-
-
-async def upsert_team(conn: Any, team_id: str, name: str, supervisor: str | None) -> TeamRow:
-    """Create or replace a team (inside the caller's transaction)."""
-    return TeamRow.of(await conn.fetchrow(_UPSERT_TEAM, team_id, name, supervisor))
-
-
-async def upsert_specialist(
-    conn: Any, specialist_id: str, name: str | None, team_id: str | None
-) -> SpecialistRow:
-    """Create or replace a specialist's entry (inside the caller's transaction)."""
-    return SpecialistRow.of(await conn.fetchrow(_UPSERT_SPECIALIST, specialist_id, name, team_id))

@@ -1,37 +1,24 @@
-"""Window KPI snapshots from kpi_daily, shared by the outbox relay and the REST API."""
+"""Window KPI snapshots for the score relay: the engine's session, the read side's sums."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.scoring import queries
 from services.scoring.kpi.grading import KpiValue, evaluate_all
 from services.scoring.kpi.lines import DEFAULT_LINES, KpiLine
 from services.scoring.kpi.windows import Window
-
-_SUMS = text(
-    """
-    SELECT specialist_id, metric, sum(num) AS num, sum(den) AS den FROM kpi_daily
-    WHERE specialist_id = ANY(:ids) AND day BETWEEN :start AND :end
-    GROUP BY specialist_id, metric
-    """
-)
+from shared.db import raw_connection
 
 
 async def window_sums(
     session: AsyncSession, specialist_ids: Iterable[str], window: Window
-) -> dict[str, dict[str, tuple[float, int]]]:
+) -> dict[str, queries.Sums]:
     """(numerator, denominator) per specialist and KPI key over the window's local dates."""
-    ids = sorted(set(specialist_ids))
-    out: dict[str, dict[str, tuple[float, int]]] = {i: {} for i in ids}
-    if not ids:
-        return out
-    rows = await session.execute(_SUMS, {"ids": ids, "start": window.start, "end": window.end})
-    for who, metric, num, den in rows:
-        out[who][metric] = (float(num), int(den))
-    return out
+    conn = await raw_connection(session)
+    return await queries.window_sums(conn, specialist_ids, window.start, window.end)
 
 
 async def window_kpis(

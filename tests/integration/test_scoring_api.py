@@ -20,7 +20,7 @@ from openpyxl import load_workbook
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.scoring import schemas
+from services.scoring.api import schemas
 from services.scoring.app import build_app
 from services.scoring.kpi.grading import evaluate, evaluate_all
 from services.scoring.kpi.lines import DEFAULT_LINES

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.scoring import appraisal as ap
+from services.scoring.appraisal import domain as ap
 from services.scoring.kpi.grading import evaluate_all
 from services.scoring.kpi.lines import DEFAULT_LINES
 from services.scoring.kpi.windows import parse_window

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.notify.messages import format_line, format_value, kpi_name
 from services.notify.rules import kpi_higher_is_better, kpi_unit
-from services.scoring.exports import kpi_label
+from services.scoring.appraisal.exports import kpi_label
 from services.scoring.kpi.lines import DEFAULT_LINES, lines_with_overrides
 from shared.catalogue import CATALOGUE, GRADED_KEYS, KPI_KEYS, LANGS, RATIO_KEYS
 

@@ -9,17 +9,14 @@ from fastapi import HTTPException
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.scoring.app import (
-    build_app,
-    decode_cursor,
-    encode_cursor,
-    pooled,
-    sort_key,
-    visible_teams,
-)
+from services.scoring.api.kpis import decode_cursor, encode_cursor, sort_key
+from services.scoring.api.render import pooled
+from services.scoring.api.schemas import KpiKey
+from services.scoring.api.scope import visible_teams
+from services.scoring.app import build_app
+from services.scoring.db import asyncpg_dsn
 from services.scoring.kpi.grading import KpiValue
-from services.scoring.queries import SpecialistRow, SpecialistSums, asyncpg_dsn
-from services.scoring.schemas import KpiKey
+from services.scoring.queries import SpecialistRow, SpecialistSums
 from shared.auth import Principal, Role
 from shared.catalogue import KPI_KEYS
 

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
-from services.scoring.app import ERRORS, Admin, Reader, json_response
-from services.scoring.queries import ReadDb
+from services.scoring.api.deps import Admin, Pool, Reader
+from services.scoring.api.errors import ERRORS
+from services.scoring.api.render import json_response
 from shared import health
 from shared.auth import Principal
 
 IncidentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-
-
-def _db(request: Request) -> ReadDb:
-    db: ReadDb = request.app.state.read_db
-    return db
 
 
 def incident_out(incident: health.Incident, principal: Principal) -> dict[str, Any]:
@@ -41,8 +37,8 @@ def platform_router() -> APIRouter:
         description="`status` is `stalled` while a `stall` incident is open, `degraded` while "
         "any other incident is open, else `ok`. Supervisors get the incidents without `detail`.",
     )
-    async def platform_health(request: Request, principal: Reader) -> Response:
-        async with _db(request).transaction() as conn:
+    async def platform_health(principal: Reader, db: Pool) -> Response:
+        async with db.transaction() as conn:
             incidents = await health.list_incidents(conn, status=health.OPEN, limit=1000)
         return json_response(
             {
@@ -53,12 +49,12 @@ def platform_router() -> APIRouter:
 
     @router.get("/incidents", summary="Incident history (admin), newest first")
     async def incidents(
-        request: Request,
         principal: Admin,
+        db: Pool,
         state: Annotated[Literal["open", "resolved"] | None, Query(alias="status")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> Response:
-        async with _db(request).transaction() as conn:
+        async with db.transaction() as conn:
             found = await health.list_incidents(conn, status=state, limit=limit)
         return json_response({"incidents": [incident_out(i, principal) for i in found]})
 
@@ -68,8 +64,8 @@ def platform_router() -> APIRouter:
         description="404 for an unknown id; 409 when it is not open, or for a condition "
         "(`stall`), which resolves by itself when it clears.",
     )
-    async def dismiss(incident_id: IncidentId, request: Request, principal: Admin) -> Response:
-        async with _db(request).transaction() as conn:
+    async def dismiss(incident_id: IncidentId, principal: Admin, db: Pool) -> Response:
+        async with db.transaction() as conn:
             found = await health.get_incident(conn, incident_id)
             if found is None:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown incident {incident_id}")

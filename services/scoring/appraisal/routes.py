@@ -3,199 +3,42 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from services.scoring import appraisal_repository as repo
-from services.scoring import exports, queries
-from services.scoring.app import (
-    ERRORS,
-    Admin,
-    Ctx,
-    ReadContext,
-    Reader,
-    SpecialistId,
-    bad_param,
+from services.scoring import queries
+from services.scoring.api.deps import Admin, Reader
+from services.scoring.api.errors import ERRORS, bad_param, not_found
+from services.scoring.api.params import SpecialistId
+from services.scoring.api.render import json_response
+from services.scoring.api.schemas import DirectoryId, KpiKey, LookupId
+from services.scoring.api.scope import (
     check_specialist_visible,
-    json_response,
-    not_found,
-    scoring_config,
+    listing_teams,
     team_exists,
-    visible_teams,
+    visible_specialist,
 )
-from services.scoring.appraisal import (
-    AppraisalRule,
+from services.scoring.appraisal import exports
+from services.scoring.appraisal import repository as repo
+from services.scoring.appraisal.appraiser import Appr, freeze, plans_out
+from services.scoring.appraisal.domain import (
     Goal,
-    IncentivePolicy,
     TransitionError,
-    build_appraisal,
     check_goal,
     check_transition,
-    diff_appraisals,
-    goal_progress,
-    measurement_window,
     next_quarter,
-    overall_grade,
-    previous_quarters,
     proposed_goals,
-    suggested_status,
 )
-from services.scoring.kpi.grading import evaluate_all
 from services.scoring.kpi.windows import WindowError, parse_quarter, parse_window
-from services.scoring.queries import SpecialistSums
-from services.scoring.schemas import DirectoryId, KpiKey, LookupId
-from shared.auth import Principal
-from shared.db import utcnow
 from shared.text import TEXT_RULE
 
-# The parts of an appraisal a snapshot freezes (identity and window are shown live).
-COMPUTED = ("kpis", "overall_grade", "insufficient_data", "basis", "incentive", "calendar")
 QuarterPath = Annotated[str, Path(min_length=6, max_length=7, description="YYYYQn, e.g. 2026Q3")]
 TeamQuery = Annotated[LookupId | None, Query(description="Only this team (default: all visible).")]
 # Free text kept in PostgreSQL: storable (no NUL, no unpaired surrogate), newlines allowed.
 Notes = Annotated[str, StringConstraints(max_length=20000), TEXT_RULE]
-
-
-# ---------------------------------------------------------------------------
-# Configuration and context
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Appraiser:
-    """Everything an appraisal needs: read context, rule, incentive policy, calendar name."""
-
-    ctx: ReadContext
-    rule: AppraisalRule
-    policy: IncentivePolicy
-    calendar: str
-    now: dt.datetime
-
-    def quarter(self, raw: str) -> str:
-        try:
-            year, q = parse_quarter(raw)
-        except WindowError as exc:
-            raise bad_param("path", "quarter", str(exc)) from None
-        return f"{year:04d}Q{q}"
-
-    async def appraise(
-        self, db: repo.Db, quarter: str, members: Sequence[SpecialistSums]
-    ) -> list[dict[str, Any]]:
-        """Appraisals of ``members`` (sums over ``quarter``): frozen where finalised, plus live."""
-        window = parse_window(quarter, self.ctx.today)
-        ids = [m.specialist.id for m in members]
-        lookback = max(0, self.policy.promotion_after_consecutive_excellent - 1)
-        earlier = previous_quarters(quarter, lookback)
-        frozen = await repo.snapshots(db, [quarter, *earlier], ids)
-        values = {m.specialist.id: evaluate_all(m.sums, window, self.ctx.lines) for m in members}
-        history: dict[str, list[str | None]] = {i: [] for i in ids}
-        # Only an excellent streak needs earlier quarters; walk back while it lasts.
-        streaking = [
-            i
-            for i in ids
-            if overall_grade({k: v.grade for k, v in values[i].items()}, self.rule).grade
-            == "excellent"
-        ]
-        for before in earlier:
-            if not streaking:
-                break
-            win = parse_window(before, self.ctx.today)
-            need = [i for i in streaking if (before, i) not in frozen]
-            sums = await repo.sums_for(db, need, win.start, win.end)
-            for i in streaking:
-                snap = frozen.get((before, i))
-                if snap is not None:
-                    grade = snap.body.get("overall_grade")
-                else:
-                    evaluated = evaluate_all(sums[i], win, self.ctx.lines)
-                    grade = overall_grade(
-                        {k: v.grade for k, v in evaluated.items()}, self.rule
-                    ).grade
-                history[i].append(grade)
-            streaking = [i for i in streaking if history[i][-1] == "excellent"]
-        out: list[dict[str, Any]] = []
-        for m in members:
-            sid = m.specialist.id
-            live = build_appraisal(values[sid], self.rule, self.policy, history[sid], self.calendar)
-            base = {
-                "specialist_id": sid,
-                "name": m.specialist.name,
-                "team_id": m.specialist.team_id,
-                "quarter": quarter,
-                "window": self.ctx.window_out(window),
-            }
-            snap = frozen.get((quarter, sid))
-            if snap is None:
-                out.append(
-                    {
-                        **base,
-                        **live,
-                        "finalized": False,
-                        "finalized_by": None,
-                        "finalized_at": None,
-                        "live": None,
-                        "differs": False,
-                        "differences": [],
-                    }
-                )
-                continue
-            differences = diff_appraisals(snap.body, live)
-            out.append(
-                {
-                    **base,
-                    **{k: snap.body.get(k) for k in COMPUTED},
-                    "finalized": True,
-                    "finalized_by": snap.finalized_by,
-                    "finalized_at": snap.finalized_at,
-                    "live": live,
-                    "differs": bool(differences),
-                    "differences": differences,
-                }
-            )
-        return out
-
-    async def stream(
-        self, db: repo.Db, quarter: str, teams: Collection[str] | None
-    ) -> AsyncIterator[dict[str, Any]]:
-        window = parse_window(quarter, self.ctx.today)
-        async for chunk in repo.iter_members(db, teams, window.start, window.end):
-            for item in await self.appraise(db, quarter, chunk):
-                yield item
-
-
-async def appraiser(request: Request, ctx: Ctx) -> Appraiser:
-    config = scoring_config(request)
-    clock = getattr(request.app.state, "clock", utcnow)
-    return Appraiser(
-        ctx, config.appraisal_rule, config.incentives, config.measure.calendar, clock()
-    )
-
-
-Appr = Annotated[Appraiser, Depends(appraiser)]
-
-
-async def visible_specialist(
-    ctx: ReadContext, principal: Principal, sid: str
-) -> queries.SpecialistRow:
-    specialist = await queries.get_specialist(ctx.db, sid)
-    if specialist is None:
-        raise not_found("specialist", sid)
-    check_specialist_visible(principal, specialist)
-    return specialist
-
-
-async def scoped_teams(
-    ctx: ReadContext, principal: Principal, team: str | None
-) -> list[str] | None:
-    teams = visible_teams(principal, team)
-    if team is not None and principal.is_admin and not await team_exists(ctx.db, team):
-        raise not_found("team", team)
-    return teams
 
 
 # ---------------------------------------------------------------------------
@@ -229,48 +72,6 @@ class PlanIn(_In):
 
 class StatusIn(_In):
     status: Literal["draft", "open", "on_track", "achieved", "missed"]
-
-
-# ---------------------------------------------------------------------------
-# Plans: progress from live KPIs
-# ---------------------------------------------------------------------------
-
-
-async def plans_out(appr: Appraiser, plans: Sequence[repo.PlanRow]) -> list[dict[str, Any]]:
-    today = appr.ctx.today
-    parsed = [(p, [Goal.from_json(g) for g in p.goals]) for p in plans]
-    windows = {
-        (p.specialist_id, g): measurement_window(p.quarter, g, today)
-        for p, goals in parsed
-        for g in goals
-    }
-    sums = await repo.window_sums(
-        appr.ctx.db, {(sid, lo, hi) for (sid, _), (lo, hi) in windows.items()}
-    )
-    out: list[dict[str, Any]] = []
-    for plan, goals in parsed:
-        progress = []
-        for goal in goals:
-            lo, hi = windows[(plan.specialist_id, goal)]
-            num, den = sums[(plan.specialist_id, lo, hi)].get(goal.kpi, (0.0, 0))
-            line = appr.ctx.lines[goal.kpi]
-            progress.append(goal_progress(goal, num, den, line, today, (lo, hi)))
-        out.append(
-            {
-                "specialist_id": plan.specialist_id,
-                "quarter": plan.quarter,
-                "status": plan.status,
-                "goals": [p.to_json() for p in progress],
-                "progress": {"suggested_status": suggested_status(progress), "as_of": today},
-                "notes": plan.notes,
-                "origin": plan.origin,
-                "created_by": plan.created_by,
-                "created_at": plan.created_at,
-                "updated_by": plan.updated_by,
-                "updated_at": plan.updated_at,
-            }
-        )
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -314,7 +115,7 @@ def appraisal_router() -> APIRouter:
         ] = "zh-CN",
     ) -> Response:
         q = appr.quarter(quarter)
-        teams = await scoped_teams(appr.ctx, principal, team)
+        teams = await listing_teams(principal, appr.ctx.db, team)
         scope = team or ("all" if teams is None else ",".join(teams))
         if fmt == "csv":
             return StreamingResponse(
@@ -371,11 +172,11 @@ def appraisal_router() -> APIRouter:
         already = 0
         proposed: set[str] = set()
         async with appr.ctx.db.transaction() as conn:
-            async for chunk in repo.iter_members(conn, teams, window.start, window.end):
+            async for chunk in queries.iter_members(conn, teams, window.start, window.end):
                 appraised = await appr.appraise(conn, q, chunk)
                 fresh = [a for a in appraised if not a["finalized"]]
                 already += len(appraised) - len(fresh)
-                rows = [(a["specialist_id"], a["team_id"], _freeze(a)) for a in fresh]
+                rows = [(a["specialist_id"], a["team_id"], freeze(a)) for a in fresh]
                 new = await repo.insert_snapshots(conn, q, rows, principal.subject, appr.now)
                 frozen |= new
                 drafts = [
@@ -413,7 +214,7 @@ def appraisal_router() -> APIRouter:
         quarter: Annotated[str | None, Query(max_length=7)] = None,
     ) -> Response:
         q = None if quarter is None else _query_quarter(quarter)
-        await visible_specialist(appr.ctx, principal, specialist_id)
+        await visible_specialist(principal, appr.ctx.db, specialist_id)
         meetings = await repo.list_meetings(appr.ctx.db, specialist_id, q)
         return json_response({"specialist_id": specialist_id, "meetings": meetings})
 
@@ -426,7 +227,7 @@ def appraisal_router() -> APIRouter:
         specialist_id: SpecialistId, body: MeetingIn, principal: Reader, appr: Appr
     ) -> Response:
         q = None if body.quarter is None else _body_quarter(body.quarter, "quarter")
-        await visible_specialist(appr.ctx, principal, specialist_id)
+        await visible_specialist(principal, appr.ctx.db, specialist_id)
         async with appr.ctx.db.transaction() as conn:
             meeting = await repo.insert_meeting(
                 conn, specialist_id, q, body.date, body.participants, body.notes, principal.subject
@@ -445,7 +246,7 @@ def appraisal_router() -> APIRouter:
         specialist_id: SpecialistId, quarter: QuarterPath, principal: Reader, appr: Appr
     ) -> Response:
         q = appr.quarter(quarter)
-        await visible_specialist(appr.ctx, principal, specialist_id)
+        await visible_specialist(principal, appr.ctx.db, specialist_id)
         plan = await repo.get_plan(appr.ctx.db, specialist_id, q)
         if plan is None:
             raise HTTPException(404, detail=f"no improvement plan for {specialist_id!r} in {q}")
@@ -474,7 +275,7 @@ def appraisal_router() -> APIRouter:
             goals.append(goal)
         if len({g.kpi for g in goals}) != len(goals):
             raise bad_param("body", "goals", "at most one goal per KPI")
-        await visible_specialist(appr.ctx, principal, specialist_id)
+        await visible_specialist(principal, appr.ctx.db, specialist_id)
         async with appr.ctx.db.transaction() as conn:
             current = await repo.get_plan(conn, specialist_id, q, for_update=True)
             new_status = body.status or (current.status if current else "open")
@@ -505,7 +306,7 @@ def appraisal_router() -> APIRouter:
         body: Annotated[StatusIn, Body()],
     ) -> Response:
         q = appr.quarter(quarter)
-        await visible_specialist(appr.ctx, principal, specialist_id)
+        await visible_specialist(principal, appr.ctx.db, specialist_id)
         async with appr.ctx.db.transaction() as conn:
             current = await repo.get_plan(conn, specialist_id, q, for_update=True)
             if current is None:
@@ -529,18 +330,11 @@ def appraisal_router() -> APIRouter:
         ] = None,
     ) -> Response:
         q = None if quarter is None else _query_quarter(quarter)
-        teams = await scoped_teams(appr.ctx, principal, team)
+        teams = await listing_teams(principal, appr.ctx.db, team)
         plans = await repo.list_plans(appr.ctx.db, q, teams, plan_status)
         return json_response({"plans": await plans_out(appr, plans)})
 
     return router
-
-
-def _freeze(appraised: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: appraised[k]
-        for k in ("specialist_id", "name", "team_id", "quarter", "window", *COMPUTED)
-    }
 
 
 def _attachment(quarter: str, scope: str, ext: str) -> str:

@@ -1,100 +1,19 @@
-"""SQL of the quarterly appraisal: member sums in chunks, snapshots, meetings, plans.
+"""SQL of the appraisal tables: frozen snapshots, finalisations, meetings, improvement plans.
 
-Every function takes ``db``: the API's ``ReadDb`` (autocommit reads) or an asyncpg
-connection inside ``ReadDb.transaction()`` (writes, committed in one place by the route).
+Reads take a ``Db`` (the read pool or a connection); writes take the ``Conn`` of the
+route's ``ReadDb.transaction()``, which commits them in one place. Window sums are in queries.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from services.scoring.queries import SpecialistRow, SpecialistSums, Sums
-
-Db = Any  # ReadDb or an asyncpg connection: both offer fetch/fetchrow/execute-style calls
-
-# Members in id order, keyset-paged: a big organisation streams in bounded memory.
-_MEMBERS = """
-    SELECT s.id, s.name, s.team_id FROM specialists s
-    WHERE ($1::text[] IS NULL OR s.team_id = ANY($1::text[])) AND s.id > $2
-    ORDER BY s.id
-    LIMIT $3
-"""
-
-_SUMS = """
-    SELECT d.specialist_id, d.metric, sum(d.num) AS num, sum(d.den) AS den
-    FROM kpi_daily d
-    WHERE d.specialist_id = ANY($1::text[]) AND d.day BETWEEN $2 AND $3
-    GROUP BY d.specialist_id, d.metric
-"""
-
-
-async def members_page(
-    db: Db, team_ids: Collection[str] | None, after: str, limit: int
-) -> list[SpecialistRow]:
-    """Specialists of ``team_ids`` (None = everyone) with id > ``after``, sorted by id."""
-    teams = None if team_ids is None else sorted(team_ids)
-    rows = await db.fetch(_MEMBERS, teams, after, limit)
-    return [SpecialistRow(r["id"], r["name"], r["team_id"]) for r in rows]
-
-
-async def sums_for(db: Db, ids: Sequence[str], start: dt.date, end: dt.date) -> dict[str, Sums]:
-    """(num, den) per KPI key per specialist over [start, end]; absent keys are 0/0."""
-    out: dict[str, Sums] = {i: {} for i in ids}
-    if not ids:
-        return out
-    for r in await db.fetch(_SUMS, sorted(set(ids)), start, end):
-        out[r["specialist_id"]][r["metric"]] = (float(r["num"]), int(r["den"]))
-    return out
-
-
-async def iter_members(
-    db: Db, team_ids: Collection[str] | None, start: dt.date, end: dt.date, chunk: int = 500
-) -> AsyncIterator[list[SpecialistSums]]:
-    """Chunks of members with their window sums, in id order."""
-    after = ""
-    while True:
-        page = await members_page(db, team_ids, after, chunk)
-        if not page:
-            return
-        sums = await sums_for(db, [m.id for m in page], start, end)
-        yield [SpecialistSums(m, sums[m.id]) for m in page]
-        if len(page) < chunk:
-            return
-        after = page[-1].id
-
-
-_WINDOWS = """
-    SELECT r.i AS specialist_id, r.s AS start, r.e AS end, d.metric,
-           sum(d.num) AS num, sum(d.den) AS den
-    FROM unnest($1::text[], $2::date[], $3::date[]) AS r(i, s, e)
-    JOIN kpi_daily d ON d.specialist_id = r.i AND d.day BETWEEN r.s AND r.e
-    GROUP BY r.i, r.s, r.e, d.metric
-"""
-
-WindowKey = tuple[str, dt.date, dt.date]
-
-
-async def window_sums(db: Db, requests: Collection[WindowKey]) -> dict[WindowKey, Sums]:
-    """Sums for many (specialist, start, end) windows in one statement."""
-    keys = sorted(set(requests))
-    out: dict[WindowKey, Sums] = {k: {} for k in keys}
-    if not keys:
-        return out
-    rows = await db.fetch(
-        _WINDOWS, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
-    )
-    for r in rows:
-        out[(r["specialist_id"], r["start"], r["end"])][r["metric"]] = (
-            float(r["num"]),
-            int(r["den"]),
-        )
-    return out
-
+from services.scoring.db import Conn, Db, Record
 
 # ---------------------------------------------------------------------------
 # Snapshots and finalisations
@@ -111,7 +30,7 @@ class Snapshot:
     finalized_at: dt.datetime
 
 
-def _snapshot(r: Any) -> Snapshot:
+def _snapshot(r: Record) -> Snapshot:
     return Snapshot(
         r["quarter"],
         r["specialist_id"],
@@ -142,7 +61,7 @@ async def snapshots(
 
 
 async def insert_snapshots(
-    conn: Db,
+    conn: Conn,
     quarter: str,
     rows: Sequence[tuple[str, str | None, dict[str, Any]]],
     by: str,
@@ -172,7 +91,7 @@ async def insert_snapshots(
 
 
 async def record_finalization(
-    conn: Db, quarter: str, team_id: str | None, by: str, at: dt.datetime, frozen: int
+    conn: Conn, quarter: str, team_id: str | None, by: str, at: dt.datetime, frozen: int
 ) -> None:
     await conn.execute(
         """
@@ -218,7 +137,7 @@ async def list_finalizations(
 _MEETING_COLUMNS = "id, specialist_id, quarter, met_on, participants::text AS participants, notes, created_by, created_at"  # noqa: E501
 
 
-def _meeting(r: Any) -> dict[str, Any]:
+def _meeting(r: Record) -> dict[str, Any]:
     return {
         "id": r["id"],
         "specialist_id": r["specialist_id"],
@@ -232,7 +151,7 @@ def _meeting(r: Any) -> dict[str, Any]:
 
 
 async def insert_meeting(
-    conn: Db,
+    conn: Conn,
     specialist_id: str,
     quarter: str | None,
     met_on: dt.date,
@@ -296,7 +215,7 @@ _PLAN_COLUMNS = (
 )
 
 
-def _plan(r: Any) -> PlanRow:
+def _plan(r: Record) -> PlanRow:
     return PlanRow(
         r["specialist_id"],
         r["quarter"],
@@ -326,7 +245,7 @@ async def get_plan(
 
 
 async def upsert_plan(
-    conn: Db,
+    conn: Conn,
     specialist_id: str,
     quarter: str,
     status: str,
@@ -357,7 +276,7 @@ async def upsert_plan(
 
 
 async def set_plan_status(
-    conn: Db, specialist_id: str, quarter: str, status: str, by: str
+    conn: Conn, specialist_id: str, quarter: str, status: str, by: str
 ) -> PlanRow:
     row = await conn.fetchrow(
         f"""
@@ -374,7 +293,11 @@ async def set_plan_status(
 
 
 async def propose_plans(
-    conn: Db, quarter: str, plans: Sequence[tuple[str, list[dict[str, Any]]]], origin: str, by: str
+    conn: Conn,
+    quarter: str,
+    plans: Sequence[tuple[str, list[dict[str, Any]]]],
+    origin: str,
+    by: str,
 ) -> set[str]:
     """Draft plans for ``quarter``; an existing plan is never overwritten. Returns new ids."""
     if not plans:

@@ -18,7 +18,7 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font, PatternFill
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
-from services.scoring.appraisal import ACTION_LABELS, OVERALL_GRADES
+from services.scoring.appraisal.domain import ACTION_LABELS, OVERALL_GRADES
 from shared.catalogue import CATALOGUE, GRADED_KEYS, KPI_KEYS
 
 Lang = Literal["zh-CN", "en"]

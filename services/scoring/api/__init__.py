@@ -1,0 +1,1 @@
+"""Scoring's HTTP layer: request dependencies, scoping, errors, one router per resource."""

@@ -1,0 +1,98 @@
+"""Directory routes: teams and specialists, listed within the caller's scope, written by admins."""
+
+from __future__ import annotations
+
+import asyncpg
+from fastapi import APIRouter
+
+from services.scoring import directory_writes, queries
+from services.scoring.api.deps import Admin, Ctx, Reader
+from services.scoring.api.errors import ERRORS, bad_param, or_404
+from services.scoring.api.params import NewId, SpecialistId, TeamFilter, TeamId
+from services.scoring.api.schemas import (
+    SpecialistIn,
+    SpecialistList,
+    SpecialistOut,
+    TeamIn,
+    TeamList,
+    TeamOut,
+)
+from services.scoring.api.scope import (
+    check_team_visible,
+    listing_teams,
+    visible_specialist,
+    visible_teams,
+)
+
+
+def team_out(team: queries.TeamRow) -> TeamOut:
+    return TeamOut(id=team.id, name=team.name, supervisor=team.supervisor)
+
+
+def specialist_out(s: queries.SpecialistRow) -> SpecialistOut:
+    return SpecialistOut(id=s.id, name=s.name, team_id=s.team_id)
+
+
+def directory_router() -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["directory"], responses=ERRORS)
+
+    @router.get("/teams", response_model=TeamList, summary="Teams visible to the caller")
+    async def get_teams(principal: Reader, ctx: Ctx) -> TeamList:
+        rows = await queries.list_teams(ctx.db, visible_teams(principal, None))
+        return TeamList(teams=[team_out(t) for t in rows])
+
+    @router.get("/teams/{team_id}", response_model=TeamOut, summary="One team")
+    async def get_team(team_id: TeamId, principal: Reader, ctx: Ctx) -> TeamOut:
+        check_team_visible(principal, team_id)
+        return team_out(or_404(await queries.get_team(ctx.db, team_id), "team", team_id))
+
+    @router.put(
+        "/teams/{team_id}", response_model=TeamOut, summary="Create or replace a team (admin)"
+    )
+    async def put_team(team_id: NewId, body: TeamIn, principal: Admin, ctx: Ctx) -> TeamOut:
+        async with ctx.db.transaction() as conn:
+            team = await directory_writes.upsert_team(conn, team_id, body.name, body.supervisor)
+        return team_out(team)
+
+    @router.get(
+        "/specialists", response_model=SpecialistList, summary="Specialists visible to the caller"
+    )
+    async def get_specialists(
+        principal: Reader,
+        ctx: Ctx,
+        team: TeamFilter = None,
+    ) -> SpecialistList:
+        rows = await queries.list_specialists(ctx.db, await listing_teams(principal, ctx.db, team))
+        return SpecialistList(specialists=[specialist_out(s) for s in rows])
+
+    @router.get(
+        "/specialists/{specialist_id}", response_model=SpecialistOut, summary="One specialist"
+    )
+    async def get_specialist(
+        specialist_id: SpecialistId, principal: Reader, ctx: Ctx
+    ) -> SpecialistOut:
+        return specialist_out(await visible_specialist(principal, ctx.db, specialist_id))
+
+    @router.put(
+        "/specialists/{specialist_id}",
+        response_model=SpecialistOut,
+        summary="Create or replace a specialist's directory entry (admin)",
+    )
+    async def put_specialist(
+        specialist_id: NewId, body: SpecialistIn, principal: Admin, ctx: Ctx
+    ) -> SpecialistOut:
+        unknown = bad_param(
+            "body", "team_id", f"unknown team {body.team_id!r}; create it with PUT /v1/teams/{{id}}"
+        )
+        try:
+            async with ctx.db.transaction() as conn:
+                if body.team_id is not None and await queries.get_team(conn, body.team_id) is None:
+                    raise unknown
+                specialist = await directory_writes.upsert_specialist(
+                    conn, specialist_id, body.name, body.team_id
+                )
+        except asyncpg.exceptions.ForeignKeyViolationError:
+            raise unknown from None  # the team was deleted between the check and the upsert
+        return specialist_out(specialist)
+
+    return router

@@ -1,0 +1,1 @@
+"""Quarterly appraisals: the pure rule, their SQL, the appraiser, routes and exports."""
