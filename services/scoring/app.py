@@ -75,7 +75,7 @@ T = TypeVar("T")
 
 async def on_start(runtime: Runtime, config: ScoringConfig) -> None:
     """Create this service's clients and background tasks (kept in the runtime)."""
-    from services.scoring.consumer import start_engine  # the engine owns its wiring
+    from services.scoring.engine.wiring import start_engine  # the engine owns its wiring
 
     await start_engine(runtime, config)
 
