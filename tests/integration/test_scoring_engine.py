@@ -24,7 +24,7 @@ from services.scoring.kpi.windows import Window, parse_window
 from shared.catalogue import KPI_KEYS
 from shared.db import create_engine, create_sessionmaker, session_scope
 from shared.events import Event
-from tests.reference import reference_sums, reference_window
+from tests.reference import reference_negative_response, reference_sums, reference_window
 
 TZ = ZoneInfo("America/New_York")
 SPECIALISTS = ("s1", "s2", "s3", "s4")
@@ -164,20 +164,7 @@ async def _run_example(database_url: str, seed_rng: random.Random) -> None:
                     {"i": NEGATIVE_RESPONSE_TIME},
                 )
             }
-        negatives = set()
-        for ticket_id in {getattr(e, "ticket_id", None) for e in events} - {None}:
-            created = [
-                e.occurred_at
-                for e in events
-                if e.type == "ticket.created" and e.ticket_id == ticket_id
-            ]
-            firsts = sorted(
-                (e.occurred_at, e.event_id)
-                for e in events
-                if e.type == "ticket.first_response" and e.ticket_id == ticket_id
-            )
-            if created and firsts and firsts[0][0] < min(created):
-                negatives.add(f"ticket:{ticket_id}")
+        negatives = reference_negative_response(events)
         assert issues == negatives
     finally:
         await engine.dispose()

@@ -17,7 +17,7 @@ from services.scoring.kpi.apply import Applied, Deltas, apply_events, remeasure_
 from services.scoring.kpi.contributions import NEGATIVE_RESPONSE_TIME
 from services.scoring.kpi.measure import Measure
 from shared.events import Event
-from tests.reference import reference_sums
+from tests.reference import reference_negative_response, reference_sums
 
 NY = ZoneInfo("America/New_York")
 SH = ZoneInfo("Asia/Shanghai")
@@ -93,22 +93,6 @@ def facts_by_bucket(facts: Sums) -> Sums:
     return out
 
 
-def negative_response_tickets(events: list[Event]) -> set[str]:
-    out = set()
-    for ticket_id in {getattr(e, "ticket_id", None) for e in events} - {None}:
-        created = [
-            e.occurred_at for e in events if e.type == "ticket.created" and e.ticket_id == ticket_id
-        ]
-        firsts = sorted(
-            (e.occurred_at, e.event_id)
-            for e in events
-            if e.type == "ticket.first_response" and e.ticket_id == ticket_id
-        )
-        if created and firsts and firsts[0][0] < min(created):
-            out.add(f"ticket:{ticket_id}")
-    return out
-
-
 def run(rng: random.Random, tz: tzinfo, measure: Measure) -> tuple[Store, list[Event], list[Event]]:
     events = HistoryMaker(rng, tz).history(tickets=rng.randint(1, 8))
     delivered = deliveries(rng, events)
@@ -130,7 +114,7 @@ def check(store: Store, events: list[Event], delivered: list[Event], tz: tzinfo)
     assert_sums_equal(store.daily, reference_sums(delivered, tz))
     assert_sums_equal(facts_by_bucket(store.facts), store.daily)
     negatives = {s for s, issue in store.issues if issue == NEGATIVE_RESPONSE_TIME}
-    assert negatives == negative_response_tickets(events)
+    assert negatives == reference_negative_response(events)
 
 
 @settings(max_examples=150, deadline=None)

@@ -1,11 +1,4 @@
-"""Where each partition continues: offsets stored in PostgreSQL, checked against the log.
-
-The offsets stored with the effects know which log they belong to: with each offset the
-identity of the record just below it is stored, and after every assignment that record is
-read back and compared. A log that was replaced or is shorter than the stored offset
-(memory broker restarted, topic re-created, cluster rebuilt) is reported loudly and re-read
-from its start; event-id dedup keeps re-read records from counting twice.
-"""
+"""Where each partition continues: offsets stored in PostgreSQL, checked against the log."""
 
 from __future__ import annotations
 
@@ -38,7 +31,14 @@ OFFSET_GAPS = Counter(
 
 
 class StoredPositions:
-    """Positions partitions at their stored offsets; rewinds changed logs, heals gaps."""
+    """Positions partitions at their stored offsets; rewinds changed logs, heals gaps.
+
+    The offsets stored with the effects know which log they belong to: with each offset the
+    identity of the record just below it is stored, and after every assignment that record
+    is read back and compared. A log that was replaced or is shorter than the stored offset
+    (memory broker restarted, topic re-created, cluster rebuilt) is reported loudly and
+    re-read from its start; event-id dedup keeps re-read records from counting twice.
+    """
 
     def __init__(
         self,
