@@ -86,6 +86,7 @@ class Applied:
 
 
 def route(events: Iterable[Event]) -> Routed:
+    """Group events by the stored state they change (their ticket or training session)."""
     routed = Routed()
     for event in events:
         who = getattr(event, "specialist_id", None)
