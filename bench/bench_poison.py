@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bench_scoring  # noqa: E402
 
 from migrations import upgrade  # noqa: E402
-from services.scoring.consumer import ScoringConsumer  # noqa: E402
+from services.scoring.engine.consumer import ScoringConsumer  # noqa: E402
 from shared.db import create_engine, create_sessionmaker  # noqa: E402
 from shared.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
 from shared.events import (  # noqa: E402

@@ -34,8 +34,8 @@ import psutil
 from sqlalchemy import text
 
 from migrations import upgrade
-from services.scoring.consumer import ScoringConsumer
-from services.scoring.handlers import BatchResult
+from services.scoring.engine.consumer import ScoringConsumer
+from services.scoring.engine.handlers import BatchResult
 from shared.db import create_engine, create_sessionmaker
 from shared.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared.events import decode_event, encode_event, partition_key, validate_event_obj

@@ -246,7 +246,8 @@ def rescore(
     import datetime as dt
 
     from services.scoring.config import ScoringConfig
-    from services.scoring.handlers import count_stored_tickets, rescore_tickets, stored_ticket_ids
+    from services.scoring.engine.repository import count_stored_tickets, stored_ticket_ids
+    from services.scoring.engine.rescore import rescore_tickets
     from shared.db import create_engine, create_sessionmaker, raw_connection
     from shared.settings import SettingsError
 
@@ -295,7 +296,7 @@ def rescore(
                         ids = await stored_ticket_ids(conn, after, batch, start)
                         if not ids:
                             break
-                        done = await rescore_tickets(conn, ids, tz, hours_fn, dry_run=dry_run)
+                        done = await rescore_tickets(conn, ids, config.measure, dry_run=dry_run)
                         await (session.rollback() if dry_run else session.commit())
                     after = ids[-1]
                     scanned += done.scanned

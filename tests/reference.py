@@ -269,3 +269,23 @@ def reference_window(
             old_num, old_den = totals[metric]
             totals[metric] = (old_num + num, old_den + den)
     return totals
+
+
+def reference_negative_response(events: Iterable[Event]) -> set[str]:
+    """Sources (``ticket:<id>``) whose earliest first response precedes their creation."""
+    events = list(events)
+    out: set[str] = set()
+    for ticket_id in {getattr(e, "ticket_id", None) for e in events} - {None}:
+        created = [
+            e.occurred_at
+            for e in events
+            if isinstance(e, TicketCreated) and e.ticket_id == ticket_id
+        ]
+        firsts = sorted(
+            (e.occurred_at, e.event_id)
+            for e in events
+            if isinstance(e, TicketFirstResponse) and e.ticket_id == ticket_id
+        )
+        if created and firsts and firsts[0][0] < min(created):
+            out.add(f"ticket:{ticket_id}")
+    return out

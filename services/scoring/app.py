@@ -14,8 +14,8 @@ from services.scoring.api.kpis import kpi_router
 from services.scoring.api.platform import platform_router
 from services.scoring.appraisal.routes import appraisal_router
 from services.scoring.config import ScoringConfig
-from services.scoring.consumer import start_engine
 from services.scoring.db import ReadDb
+from services.scoring.engine.wiring import start_engine
 from shared.db import utcnow
 from shared.runtime import Runtime, create_app
 from shared.settings import Settings, SettingsError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, tzinfo
+from datetime import date
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
@@ -17,24 +17,12 @@ from services.scoring.appraisal.domain import (
 from services.scoring.calendar import CALENDAR_HOURS, CalendarError, load_calendar
 from services.scoring.kpi.contributions import HoursFn
 from services.scoring.kpi.lines import KpiLine, lines_with_overrides
+from services.scoring.kpi.measure import Measure
 from services.scoring.kpi.windows import Window, parse_window
 from shared.settings import Settings, SettingsError
 
 # A quarter-to-date window reaches back at most this many days (92 + today).
 QTD_DAYS = 93
-
-
-@dataclass(frozen=True)
-class Measure:
-    """How time is measured: the organisation's zone (day buckets) and, under a business
-    calendar, the working hours between two instants (response time)."""
-
-    tz: tzinfo
-    hours_fn: HoursFn | None = None
-    calendar: str = CALENDAR_HOURS  # what appraisals name: calendar hours or the calendar
-
-    def today(self, now: datetime) -> date:
-        return now.astimezone(self.tz).date()
 
 
 @dataclass(frozen=True)

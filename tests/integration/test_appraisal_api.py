@@ -16,7 +16,8 @@ from httpx import ASGITransport, AsyncClient
 from openpyxl import load_workbook
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.scoring.handlers import process_batch
+from services.scoring.engine.handlers import process_batch
+from services.scoring.kpi.measure import Measure
 from shared.auth import Role
 from shared.catalogue import KPI_KEYS
 from shared.db import session_scope
@@ -174,7 +175,9 @@ def ev(**fields: Any) -> Any:
 
 async def apply(sm: async_sessionmaker[AsyncSession], events: list[Any], hours: Any = None) -> None:
     async with session_scope(sm) as session:
-        await process_batch(session, events, tz=dt.timezone(dt.timedelta(hours=8)), hours_fn=hours)
+        await process_batch(
+            session, events, measure=Measure(dt.timezone(dt.timedelta(hours=8)), hours)
+        )
 
 
 def closures(sid: str, n: int, resolved: bool, prefix: str, day: str) -> list[Any]:

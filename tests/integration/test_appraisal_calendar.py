@@ -12,7 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.scoring.calendar import load_calendar
-from services.scoring.handlers import process_batch
+from services.scoring.engine.handlers import process_batch
+from services.scoring.kpi.measure import Measure
 from shared.db import session_scope
 from shared.events import validate_event_obj
 
@@ -37,7 +38,7 @@ def ticket(tid: str, created: str, responded: str, who: str = "s1") -> list[Any]
 
 async def apply(sm: async_sessionmaker[AsyncSession], events: list[Any], hours: Any) -> None:
     async with session_scope(sm) as session:
-        await process_batch(session, events, tz=SH, hours_fn=hours)
+        await process_batch(session, events, measure=Measure(SH, hours))
 
 
 async def response_rows(engine: AsyncEngine) -> tuple[dict[Any, Any], dict[Any, Any]]:

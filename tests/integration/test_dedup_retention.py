@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.scoring.consumer import DedupRetention
-from services.scoring.handlers import process_batch
+from services.scoring.engine.handlers import process_batch
+from services.scoring.engine.retention import DedupRetention
+from services.scoring.kpi.measure import Measure
 from shared.db import session_scope
 from shared.events import Event, validate_event_obj
 from shared.settings import load_settings
@@ -25,7 +26,7 @@ def ev(event_id: str, kind: str, at: str, **fields: Any) -> Event:
 
 async def _apply(sm: async_sessionmaker[AsyncSession], events: list[Event]) -> None:
     async with session_scope(sm) as session:
-        await process_batch(session, events, tz=TZ)
+        await process_batch(session, events, measure=Measure(TZ))
 
 
 async def _age(sm: async_sessionmaker[AsyncSession], days: float) -> None:

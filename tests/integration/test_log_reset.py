@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.scoring.consumer import ScoringConsumer
+from services.scoring.engine.consumer import ScoringConsumer
 from shared.embedded import EmbeddedBroker, free_port
 from shared.events import encode_event, partition_key, validate_event_obj
 from shared.kafka import ensure_topics

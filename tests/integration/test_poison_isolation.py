@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import (
 
 from services.notify.consumer import ScoresConsumer
 from services.notify.handlers import NotifyConfig
-from services.scoring.consumer import ScoringConsumer
+from services.scoring.engine.consumer import ScoringConsumer
 from shared.db import create_sessionmaker, utcnow
 from shared.events import encode_event, partition_key, validate_event_obj
 from shared.settings import load_settings

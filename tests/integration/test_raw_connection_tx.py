@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notify import repository as notify_repo
-from services.scoring import repository as scoring_repo
+from services.scoring.engine import repository as scoring_repo
 from shared.db import create_sessionmaker, session_scope
 
 

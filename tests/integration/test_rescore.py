@@ -19,13 +19,11 @@ from typer.testing import CliRunner
 from chaos.generator import HistoryMaker, deliveries
 from kpi.cli import app
 from services.scoring.calendar import load_calendar, parse_calendar
-from services.scoring.handlers import (
-    RescoreResult,
-    process_batch,
-    rescore_tickets,
-    stored_ticket_ids,
-)
+from services.scoring.engine.handlers import process_batch
+from services.scoring.engine.repository import stored_ticket_ids
+from services.scoring.engine.rescore import RescoreResult, rescore_tickets
 from services.scoring.kpi.contributions import HoursFn
+from services.scoring.kpi.measure import Measure
 from shared.catalogue import AVG_RESPONSE_TIME_HOURS
 from shared.db import create_engine, create_sessionmaker, raw_connection, session_scope
 from shared.events import Event, TicketFirstResponse, validate_event_obj
@@ -45,7 +43,7 @@ Aggregates = dict[str, dict[Any, Any]]
 
 async def apply(engine: AsyncEngine, events: list[Event], hours: HoursFn | None) -> None:
     async with session_scope(create_sessionmaker(engine)) as session:
-        await process_batch(session, events, tz=SH, hours_fn=hours)
+        await process_batch(session, events, measure=Measure(SH, hours))
 
 
 async def rescore(
@@ -62,7 +60,7 @@ async def rescore(
             ids = await stored_ticket_ids(conn, after, batch)
             if not ids:
                 break
-            done = await rescore_tickets(conn, ids, SH, hours, dry_run=dry_run)
+            done = await rescore_tickets(conn, ids, Measure(SH, hours), dry_run=dry_run)
             await (session.rollback() if dry_run else session.commit())
         after = ids[-1]
         total.scanned += done.scanned

@@ -17,13 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chaos.generator import HistoryMaker, deliveries, dst_anchors
 from services.scoring import snapshots
-from services.scoring.handlers import Incoming, process_batch
+from services.scoring.engine.handlers import Incoming, process_batch
 from services.scoring.kpi.contributions import NEGATIVE_RESPONSE_TIME
+from services.scoring.kpi.measure import Measure
 from services.scoring.kpi.windows import Window, parse_window
 from shared.catalogue import KPI_KEYS
 from shared.db import create_engine, create_sessionmaker, session_scope
 from shared.events import Event
-from tests.reference import reference_sums, reference_window
+from tests.reference import reference_negative_response, reference_sums, reference_window
 
 TZ = ZoneInfo("America/New_York")
 SPECIALISTS = ("s1", "s2", "s3", "s4")
@@ -142,13 +143,17 @@ async def _run_example(database_url: str, seed_rng: random.Random) -> None:
         done: list[list[Incoming]] = []
         for batch in chunks(rng, items):
             async with session_scope(sessionmaker) as session:
-                await process_batch(session, batch, tz=TZ, group_id="prop" if use_offsets else None)
+                await process_batch(
+                    session, batch, measure=Measure(TZ), group_id="prop" if use_offsets else None
+                )
             done.append(batch)
             if use_offsets and rng.random() < 0.3:
                 # Redelivery of an already committed batch: stale offsets, no effect at all.
                 again = rng.choice(done)
                 async with session_scope(sessionmaker) as session:
-                    result = await process_batch(session, again, tz=TZ, group_id="prop")
+                    result = await process_batch(
+                        session, again, measure=Measure(TZ), group_id="prop"
+                    )
                 assert result.stale == len(again) and result.applied == 0
         await check_against_reference(engine, delivered)
         async with engine.connect() as conn:
@@ -159,20 +164,7 @@ async def _run_example(database_url: str, seed_rng: random.Random) -> None:
                     {"i": NEGATIVE_RESPONSE_TIME},
                 )
             }
-        negatives = set()
-        for ticket_id in {getattr(e, "ticket_id", None) for e in events} - {None}:
-            created = [
-                e.occurred_at
-                for e in events
-                if e.type == "ticket.created" and e.ticket_id == ticket_id
-            ]
-            firsts = sorted(
-                (e.occurred_at, e.event_id)
-                for e in events
-                if e.type == "ticket.first_response" and e.ticket_id == ticket_id
-            )
-            if created and firsts and firsts[0][0] < min(created):
-                negatives.add(f"ticket:{ticket_id}")
+        negatives = reference_negative_response(events)
         assert issues == negatives
     finally:
         await engine.dispose()

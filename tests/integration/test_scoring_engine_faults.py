@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kpi.stack import ServiceProcess
 from services.scoring import snapshots
-from services.scoring.consumer import ScoreRelay
-from services.scoring.handlers import process_batch
+from services.scoring.engine.handlers import process_batch
+from services.scoring.engine.relay import ScoreRelay
+from services.scoring.kpi.measure import Measure
 from services.scoring.kpi.windows import parse_window
 from shared.catalogue import CATALOGUE, KPI_KEYS
 from shared.db import create_sessionmaker, session_scope
@@ -219,7 +220,7 @@ async def test_relay_publishes_changes_and_moves_with_the_clock(
         ),
     ]
     async with session_scope(sessionmaker) as session:
-        await process_batch(session, events, tz=TZ)
+        await process_batch(session, events, measure=Measure(TZ))
     now = datetime(2026, 4, 1, 12, 0, tzinfo=UTC)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
     await producer.start()

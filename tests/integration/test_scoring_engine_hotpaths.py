@@ -11,8 +11,9 @@ from aiokafka import TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.scoring.consumer import ScoringConsumer
-from services.scoring.handlers import Incoming, process_batch
+from services.scoring.engine.consumer import ScoringConsumer
+from services.scoring.engine.handlers import Incoming, process_batch
+from services.scoring.kpi.measure import Measure
 from shared.db import session_scope
 from shared.events import Event, encode_event, validate_event_obj
 from shared.settings import load_settings
@@ -39,7 +40,9 @@ async def test_known_specialists_are_not_reinserted_and_new_ones_are_reported(
         ev("e2", "record.audited", "2026-09-01T11:00:00Z", specialist_id="new", accurate=False),
     ]
     async with session_scope(sessionmaker) as session:
-        result = await process_batch(session, events, tz=TZ, known_specialists={"known"})
+        result = await process_batch(
+            session, events, measure=Measure(TZ), known_specialists={"known"}
+        )
     assert result.new_specialists == ["new"]
     # "known" was trusted to exist (it does not here), so only "new" was inserted.
     assert await scalar_set(sessionmaker, "SELECT id FROM specialists") == {"new"}
@@ -60,7 +63,7 @@ async def test_fence_drops_stale_records_per_partition_in_any_order(
 
     first = [Incoming(audit(i), "t", 0, i) for i in range(3)]
     async with session_scope(sessionmaker) as session:
-        await process_batch(session, first, tz=TZ, group_id="g")
+        await process_batch(session, first, measure=Measure(TZ), group_id="g")
     # Partition 0 redelivers offsets 1..2 (stale) out of order with new 3..4; partition 1
     # is new and starts at 0.
     second = [
@@ -72,7 +75,7 @@ async def test_fence_drops_stale_records_per_partition_in_any_order(
         Incoming(audit(11), "t", 1, 1),
     ]
     async with session_scope(sessionmaker) as session:
-        result = await process_batch(session, second, tz=TZ, group_id="g")
+        result = await process_batch(session, second, measure=Measure(TZ), group_id="g")
     assert (result.stale, result.applied, result.duplicates, result.gaps) == (2, 4, 0, {})
     async with sessionmaker() as session:
         offsets = dict(
@@ -93,7 +96,9 @@ async def test_new_and_existing_tickets_in_one_batch(
     at = "2026-09-01T10:00:00Z"
     async with session_scope(sessionmaker) as session:
         await process_batch(
-            session, [ev("c1", "ticket.created", at, ticket_id="old", specialist_id="s")], tz=TZ
+            session,
+            [ev("c1", "ticket.created", at, ticket_id="old", specialist_id="s")],
+            measure=Measure(TZ),
         )
     batch = [
         ev(
@@ -113,7 +118,7 @@ async def test_new_and_existing_tickets_in_one_batch(
         ),
     ]
     async with session_scope(sessionmaker) as session:
-        await process_batch(session, batch, tz=TZ)
+        await process_batch(session, batch, measure=Measure(TZ))
     async with sessionmaker() as session:
         row = (
             await session.execute(

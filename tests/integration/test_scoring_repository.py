@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from migrations import alembic_config, upgrade
-from services.scoring import repository as repo
+from services.scoring.engine import repository as repo
 from shared.embedded import EmbeddedPostgres
 
 TABLES = "processed_events, ticket_states, kpi_daily, kpi_facts"

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.ingest.intake import Outgoing, classify, classify_item
-from services.scoring.handlers import Incoming, process_batch
+from services.scoring.engine.handlers import Incoming, process_batch
+from services.scoring.kpi.measure import Measure
 from shared.db import session_scope
 from shared.deadletter import Source
 from shared.events import EVENT_TYPES, decode_event, loads_with_surrogates
@@ -153,7 +154,7 @@ async def test_every_event_ingest_accepts_is_stored_by_scoring(
         accepted.append(Incoming(event, EVENTS, 0, offset))
     note_statistic(f"{len(accepted)} of {len(batch)} events accepted")
     async with session_scope(sessionmaker) as session:
-        result = await process_batch(session, accepted, tz=TZ)
+        result = await process_batch(session, accepted, measure=Measure(TZ))
     assert result.applied + result.duplicates == len(accepted)
 
 

@@ -11,7 +11,7 @@ import orjson
 from services.notify import models as notify_models
 from services.notify.handlers import observations
 from services.scoring import models as scoring_models
-from services.scoring.consumer import score_message
+from services.scoring.engine.relay import score_message
 from services.scoring.kpi.grading import KpiValue, evaluate_all
 from services.scoring.kpi.windows import parse_window
 from shared.catalogue import CATALOGUE, KPI_KEYS

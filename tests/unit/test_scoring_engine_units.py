@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from services.scoring.config import ScoringConfig
-from services.scoring.consumer import next_local_midnight, score_message
-from services.scoring.handlers import payload_hash
+from services.scoring.engine.handlers import payload_hash
+from services.scoring.engine.relay import next_local_midnight, score_message
 from services.scoring.kpi.grading import evaluate_all
 from services.scoring.kpi.windows import parse_window
 from shared.catalogue import KPI_KEYS

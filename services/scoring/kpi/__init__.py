@@ -1,1 +1,1 @@
-"""Pure KPI domain: lines, windows, grading, ticket and session state, contributions, codec."""
+"""Pure KPI domain: lines, windows, grading, ticket/session state, contributions, applying."""

@@ -4,18 +4,51 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
 
-# Call sites use repository.raw_connection; the implementation is shared infrastructure.
-from shared.db import raw_connection as raw_connection
+from shared import db
 
-# asyncpg has no type stubs; the raw connection is used for its array binding and speed.
-Raw: TypeAlias = Any
 DailyKey: TypeAlias = tuple[str, dt.date, str]
 FactKey: TypeAlias = tuple[str, str, dt.date, str]
 EMPTY_STATE = "{}"
+# Any constant works; it only has to be the same in every scoring process.
+RETENTION_LOCK_KEY = 0x6B70695F64656475
+
+
+class Row(Protocol):
+    """A result row, by position or by column name."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+
+class Conn(Protocol):
+    """The asyncpg connection of a session's transaction: the one way engine SQL runs.
+
+    asyncpg ships no type stubs; this names the part of it the engine uses (array binding
+    and speed are why the engine talks to the driver directly).
+    """
+
+    async def execute(self, query: str, /, *args: Any) -> str: ...
+
+    async def fetch(self, query: str, /, *args: Any) -> list[Row]: ...
+
+    async def fetchval(self, query: str, /, *args: Any) -> Any: ...
+
+    def is_in_transaction(self) -> bool: ...
+
+
+async def raw_connection(session: AsyncSession) -> Conn:
+    """The driver connection inside ``session``'s transaction (opened first if needed)."""
+    conn: Conn = await db.raw_connection(session)
+    return conn
+
+
+async def try_lock(conn: Conn, key: int) -> bool:
+    """Take a transaction-scoped advisory lock if free: one worker across processes."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key))
 
 
 def _text_array(values: Sequence[str]) -> str:
@@ -44,7 +77,7 @@ def _escape(text: str) -> str:
 
 
 async def lock_offsets(
-    conn: Raw, group_id: str, partitions: Sequence[tuple[str, int]]
+    conn: Conn, group_id: str, partitions: Sequence[tuple[str, int]]
 ) -> dict[tuple[str, int], int | None]:
     """Lock the partitions' offset rows (sorted, so two owners never deadlock).
 
@@ -88,7 +121,7 @@ async def lock_offsets(
 
 
 async def store_offsets(
-    conn: Raw,
+    conn: Conn,
     group_id: str,
     next_offsets: Mapping[tuple[str, int], int],
     fingerprints: Mapping[tuple[str, int], str | None] | None = None,
@@ -118,7 +151,7 @@ async def store_offsets(
 
 
 async def rewind_offset(
-    conn: Raw, group_id: str, topic: str, partition: int, next_offset: int
+    conn: Conn, group_id: str, topic: str, partition: int, next_offset: int
 ) -> int | None:
     """Set a partition's stored offset back to ``next_offset`` (the broker's log was reset).
 
@@ -141,7 +174,7 @@ async def rewind_offset(
 
 
 async def read_offsets(
-    conn: Raw, group_id: str, partitions: Sequence[tuple[str, int]]
+    conn: Conn, group_id: str, partitions: Sequence[tuple[str, int]]
 ) -> dict[tuple[str, int], tuple[int, str | None]]:
     """Stored (next offset, fingerprint) pairs (no lock) for seeking after an assignment."""
     rows = await conn.fetch(
@@ -160,7 +193,7 @@ async def read_offsets(
 # -- dedup -----------------------------------------------------------------------------
 
 
-async def claim_events(conn: Raw, ids: Sequence[str], hashes: Sequence[str]) -> set[str]:
+async def claim_events(conn: Conn, ids: Sequence[str], hashes: Sequence[str]) -> set[str]:
     """Insert event ids (sorted); returns the ids that were new. Blocks on a concurrent
     insert of the same id until that transaction ends, so an id is claimed exactly once."""
     if len(ids) != len(hashes):
@@ -188,7 +221,7 @@ async def claim_events(conn: Raw, ids: Sequence[str], hashes: Sequence[str]) -> 
     return {i for i in ids if i not in known}
 
 
-async def purge_processed(conn: Raw, before: dt.datetime, limit: int) -> int:
+async def purge_processed(conn: Conn, before: dt.datetime, limit: int) -> int:
     """Forget up to ``limit`` event ids first seen before ``before``; returns how many."""
     return int(
         await conn.fetchval(
@@ -206,7 +239,7 @@ async def purge_processed(conn: Raw, before: dt.datetime, limit: int) -> int:
     )
 
 
-async def stored_hashes(conn: Raw, ids: Sequence[str]) -> dict[str, str]:
+async def stored_hashes(conn: Conn, ids: Sequence[str]) -> dict[str, str]:
     rows = await conn.fetch(
         "SELECT event_id, payload_hash FROM processed_events WHERE event_id = ANY($1::text[])",
         list(ids),
@@ -214,7 +247,7 @@ async def stored_hashes(conn: Raw, ids: Sequence[str]) -> dict[str, str]:
     return {r["event_id"]: r["payload_hash"] for r in rows}
 
 
-async def record_conflicts(conn: Raw, conflicts: Sequence[tuple[str, str]]) -> None:
+async def record_conflicts(conn: Conn, conflicts: Sequence[tuple[str, str]]) -> None:
     await conn.execute(
         """
         INSERT INTO event_conflicts (event_id, payload_hash)
@@ -228,7 +261,7 @@ async def record_conflicts(conn: Raw, conflicts: Sequence[tuple[str, str]]) -> N
 # -- state -----------------------------------------------------------------------------
 
 
-async def lock_states(conn: Raw, table: str, key: str, ids: Iterable[str]) -> dict[str, Any]:
+async def lock_states(conn: Conn, table: str, key: str, ids: Iterable[str]) -> dict[str, Any]:
     """Create missing rows as ``{}`` then lock all rows in key order; returns parsed JSON.
 
     Creating first makes a concurrent first event of the same ticket wait for us instead
@@ -276,7 +309,7 @@ async def lock_states(conn: Raw, table: str, key: str, ids: Iterable[str]) -> di
     return out
 
 
-async def save_states(conn: Raw, table: str, key: str, states: Mapping[str, bytes]) -> None:
+async def save_states(conn: Conn, table: str, key: str, states: Mapping[str, bytes]) -> None:
     """Replace the (already locked) state rows."""
     if table not in ("ticket_states", "training_sessions") or key not in (
         "ticket_id",
@@ -298,7 +331,7 @@ async def save_states(conn: Raw, table: str, key: str, states: Mapping[str, byte
 # -- aggregates ------------------------------------------------------------------------
 
 
-async def ensure_specialists(conn: Raw, ids: Iterable[str]) -> None:
+async def ensure_specialists(conn: Conn, ids: Iterable[str]) -> None:
     """Specialists first seen in an event exist without a team until assigned."""
     await conn.execute(
         """
@@ -309,7 +342,7 @@ async def ensure_specialists(conn: Raw, ids: Iterable[str]) -> None:
     )
 
 
-async def add_daily(conn: Raw, deltas: Mapping[DailyKey, tuple[float, int]]) -> None:
+async def add_daily(conn: Conn, deltas: Mapping[DailyKey, tuple[float, int]]) -> None:
     """Apply deltas to kpi_daily in primary-key order (row locks taken in a global order)."""
     # Sorted by PostgreSQL, not here: see claim_events.
     who, days, metrics = _columns(list(deltas), 3)
@@ -340,7 +373,7 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(col) for col in zip(*rows, strict=True)]
 
 
-async def add_facts(conn: Raw, deltas: Mapping[FactKey, tuple[float, int]]) -> None:
+async def add_facts(conn: Conn, deltas: Mapping[FactKey, tuple[float, int]]) -> None:
     """Apply the same deltas per source; rows that cancel to 0/0 are removed."""
     # Sorted by PostgreSQL in primary-key order, not here: see claim_events.
     who, metrics, days, sources = _columns(list(deltas), 4)
@@ -391,7 +424,7 @@ async def add_facts(conn: Raw, deltas: Mapping[FactKey, tuple[float, int]]) -> N
 
 
 async def set_issues(
-    conn: Raw, added: Sequence[tuple[str, str]], removed: Sequence[tuple[str, str]]
+    conn: Conn, added: Sequence[tuple[str, str]], removed: Sequence[tuple[str, str]]
 ) -> int:
     """Record new data-quality issues and drop fixed ones; returns how many were new."""
     count = 0
@@ -420,72 +453,41 @@ async def set_issues(
     return count
 
 
-# -- outbox ----------------------------------------------------------------------------
+# -- rescore paging --------------------------------------------------------------------
 
 
-async def enqueue_scores(conn: Raw, specialist_ids: Iterable[str], reason: str) -> None:
-    """(Re)queue specialists for kpi.scores; a new version means "publish again".
+async def stored_ticket_ids(
+    conn: Conn, after: str, limit: int, since: dt.datetime | None = None
+) -> list[str]:
+    """The next ``limit`` ticket ids above ``after`` in key order (keyset paging on the
+    primary key), only those whose state was written at or after ``since`` when given.
 
-    DO UPDATE (not DO NOTHING) so a relay that is publishing an older snapshot of the same
-    specialist cannot delete this newer request.
+    updated_at has no index: the filter rides the key-order scan, one pass over the table
+    for a whole run instead of a sort per page.
     """
-    ids = sorted(set(specialist_ids))
-    if not ids:
-        return
-    await conn.execute(
-        """
-        INSERT INTO score_outbox (specialist_id, reason, enqueued_at)
-        SELECT i, $2, now() FROM unnest($1::text::text[]) AS u(i) ORDER BY i
-        ON CONFLICT (specialist_id) DO UPDATE
-        SET version = nextval('score_outbox_version_seq'), reason = excluded.reason
-        """,
-        _text_array(ids),
-        reason,
-    )
-
-
-async def enqueue_clock(conn: Raw, since: dt.date) -> int:
-    """Queue every specialist with a bucket since ``since`` (reason "clock"); returns count."""
-    rows = await conn.fetch(
-        """
-        INSERT INTO score_outbox (specialist_id, reason, enqueued_at)
-        SELECT DISTINCT specialist_id, 'clock', now() FROM kpi_daily WHERE day >= $1
-        ORDER BY specialist_id
-        ON CONFLICT (specialist_id) DO NOTHING
-        RETURNING specialist_id
-        """,
-        since,
-    )
-    return len(rows)
-
-
-async def pending_scores(conn: Raw, limit: int) -> list[tuple[str, str, int]]:
-    rows = await conn.fetch(
-        """
-        SELECT specialist_id, reason, version FROM score_outbox
-        ORDER BY enqueued_at, specialist_id LIMIT $1
-        """,
-        limit,
-    )
-    return [(r["specialist_id"], r["reason"], int(r["version"])) for r in rows]
-
-
-async def delete_published(conn: Raw, published: Sequence[tuple[str, int]]) -> int:
-    """Delete outbox rows still at the version that was published (locks in key order)."""
-    items = sorted(published)
-    rows = await conn.fetch(
-        """
-        WITH locked AS (
-            SELECT o.specialist_id FROM score_outbox o
-            JOIN unnest($1::text[], $2::bigint[]) AS u(s, v)
-                ON o.specialist_id = u.s AND o.version = u.v
-            ORDER BY o.specialist_id FOR UPDATE OF o
+    if since is None:
+        rows = await conn.fetch(
+            "SELECT ticket_id FROM ticket_states WHERE ticket_id > $1 ORDER BY ticket_id LIMIT $2",
+            after,
+            limit,
         )
-        DELETE FROM score_outbox o USING locked l, unnest($1::text[], $2::bigint[]) AS u(s, v)
-        WHERE o.specialist_id = l.specialist_id AND o.specialist_id = u.s AND o.version = u.v
-        RETURNING o.specialist_id
-        """,
-        [i[0] for i in items],
-        [i[1] for i in items],
+    else:
+        rows = await conn.fetch(
+            """
+            SELECT ticket_id FROM ticket_states WHERE ticket_id > $1 AND updated_at >= $3
+            ORDER BY ticket_id LIMIT $2
+            """,
+            after,
+            limit,
+            since,
+        )
+    return [r[0] for r in rows]
+
+
+async def count_stored_tickets(conn: Conn, since: dt.datetime | None = None) -> int:
+    """How many tickets ``stored_ticket_ids`` pages through (for progress reporting)."""
+    if since is None:
+        return int(await conn.fetchval("SELECT count(*) FROM ticket_states"))
+    return int(
+        await conn.fetchval("SELECT count(*) FROM ticket_states WHERE updated_at >= $1", since)
     )
-    return len(rows)

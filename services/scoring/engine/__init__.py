@@ -1,0 +1,1 @@
+"""The scoring engine: Kafka adapter, batch handler, repository, score relay, retention."""

@@ -1,0 +1,243 @@
+"""Applying events to stored state, without I/O: which documents and aggregate rows change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, TypeAlias
+
+import orjson
+
+from services.scoring.kpi.contributions import (
+    Contributions,
+    diff_contributions,
+    simple_contributions,
+    ticket_contributions_and_issues,
+    training_contributions,
+)
+from services.scoring.kpi.measure import Measure
+from services.scoring.kpi.ticket import TicketState, routes_to_session, routes_to_ticket
+from services.scoring.kpi.training import TrainingSession
+from shared.catalogue import AVG_RESPONSE_TIME_HOURS
+from shared.events import Event
+
+# A stored state document as parsed JSON; ``{}`` for a ticket or session not stored yet.
+Document: TypeAlias = Mapping[str, Any]
+# (specialist_id, metric, local date, source): one source's share of a day bucket.
+FactKey: TypeAlias = tuple[str, str, date, str]
+
+STORED_RESPONSE_HOURS = "rh"
+
+
+class Deltas:
+    """One transaction's aggregate deltas (per day bucket and per source) and issue changes."""
+
+    __slots__ = ("added", "daily", "facts", "removed")
+
+    def __init__(self) -> None:
+        self.daily: Contributions = {}
+        self.facts: dict[FactKey, tuple[float, int]] = {}
+        self.added: list[tuple[str, str]] = []
+        self.removed: list[tuple[str, str]] = []
+
+    def contribute(self, delta: Contributions, source: str) -> None:
+        daily = self.daily
+        facts = self.facts
+        # Inlined addition: this runs for every contribution of every event.
+        for key, (num, den) in delta.items():
+            old = daily.get(key)
+            daily[key] = (num, den) if old is None else (old[0] + num, old[1] + den)
+            fact = (key[0], key[2], key[1], source)
+            old = facts.get(fact)
+            facts[fact] = (num, den) if old is None else (old[0] + num, old[1] + den)
+
+    def issues(self, source: str, before: list[str], after: list[str]) -> None:
+        if after != before:
+            self.added.extend((source, i) for i in set(after) - set(before))
+            self.removed.extend((source, i) for i in set(before) - set(after))
+
+    def settle(self) -> list[str]:
+        """Drop deltas that cancelled out; returns the specialists whose buckets still move."""
+        self.daily = {k: v for k, v in self.daily.items() if v != (0.0, 0)}
+        self.facts = {k: v for k, v in self.facts.items() if v != (0.0, 0)}
+        return sorted({k[0] for k in self.daily})
+
+
+@dataclass
+class Routed:
+    """A batch's events by what they change: a ticket, a training session or nothing stored."""
+
+    tickets: dict[str, list[Event]] = field(default_factory=dict)
+    sessions: dict[str, list[Event]] = field(default_factory=dict)
+    plain: list[Event] = field(default_factory=list)
+    specialists: set[str] = field(default_factory=set)  # named by an event
+
+
+@dataclass
+class Applied:
+    """What applying a batch changes: documents to store, deltas, specialists involved."""
+
+    deltas: Deltas
+    tickets: dict[str, bytes]
+    sessions: dict[str, bytes]
+    specialists: set[str]  # named by an event or with buckets that move
+    affected: list[str]  # whose buckets move (their scores must be republished)
+
+
+def route(events: Iterable[Event]) -> Routed:
+    """Group events by the stored state they change (their ticket or training session)."""
+    routed = Routed()
+    for event in events:
+        who = getattr(event, "specialist_id", None)
+        if who is not None:
+            routed.specialists.add(who)
+        ticket = routes_to_ticket(event)
+        if ticket is not None:
+            routed.tickets.setdefault(ticket, []).append(event)
+            continue
+        session_id = routes_to_session(event)
+        if session_id is not None:
+            routed.sessions.setdefault(session_id, []).append(event)
+            continue
+        routed.plain.append(event)
+    return routed
+
+
+def apply_events(
+    routed: Routed,
+    tickets: Mapping[str, Document],
+    sessions: Mapping[str, Document],
+    measure: Measure,
+) -> Applied:
+    """Apply ``routed`` to the stored documents of its tickets and sessions (given locked).
+
+    The deltas move each ticket's share of the aggregates from what they hold to what its
+    new state gives; a ticket or session that no event changes is not stored again.
+    """
+    deltas = Deltas()
+    tz = measure.tz
+    for event in routed.plain:
+        deltas.contribute(simple_contributions(event, tz), f"event:{event.event_id}")
+
+    saved_tickets: dict[str, bytes] = {}
+    for ticket_id in sorted(routed.tickets):
+        doc = tickets.get(ticket_id) or {}
+        state = TicketState.from_json(doc) if doc else TicketState(ticket_id)
+        held = held_by_ticket(doc, state, measure)
+        changed = False
+        for event in routed.tickets[ticket_id]:
+            changed = state.apply_routed(event) or changed
+        if not changed:
+            continue
+        after, _ = remeasure(deltas, f"ticket:{ticket_id}", state, held, measure)
+        saved_tickets[ticket_id] = storable(state, after, measure)
+
+    saved_sessions: dict[str, bytes] = {}
+    for session_id in sorted(routed.sessions):
+        doc = sessions.get(session_id) or {}
+        training = TrainingSession.from_json(doc) if doc else TrainingSession(session_id)
+        before = training_contributions(training, tz)
+        changed = False
+        for event in routed.sessions[session_id]:
+            changed = training.apply(event) or changed
+        if not changed:
+            continue
+        deltas.contribute(
+            diff_contributions(before, training_contributions(training, tz)),
+            f"session:{session_id}",
+        )
+        saved_sessions[session_id] = orjson.dumps(training.to_storable())
+
+    affected = deltas.settle()
+    return Applied(
+        deltas, saved_tickets, saved_sessions, routed.specialists | set(affected), affected
+    )
+
+
+@dataclass
+class Remeasured:
+    """What re-measuring stored tickets with today's measure changes."""
+
+    deltas: Deltas
+    tickets: dict[str, bytes]
+    scanned: int
+    affected: list[str]
+
+
+def remeasure_tickets(docs: Mapping[str, Document], measure: Measure) -> Remeasured:
+    """Move every stored ticket's share of the aggregates to what ``measure`` gives now.
+
+    A ticket whose share does not move is not stored again (a second run changes nothing).
+    """
+    deltas = Deltas()
+    saved: dict[str, bytes] = {}
+    for ticket_id in sorted(docs):
+        doc = docs[ticket_id]
+        if not doc:
+            continue
+        state = TicketState.from_json(doc)
+        held = held_by_ticket(doc, state, measure)
+        after, moved = remeasure(deltas, f"ticket:{ticket_id}", state, held, measure)
+        if moved:
+            saved[ticket_id] = storable(state, after, measure)
+    return Remeasured(deltas, saved, len(docs), deltas.settle())
+
+
+def held_by_ticket(
+    doc: Document, state: TicketState, measure: Measure
+) -> tuple[Contributions, list[str]]:
+    """What kpi_daily/kpi_facts and the issue list hold for a stored ticket."""
+    if not doc:
+        # A new ticket contributes nothing and has no issues yet: skip computing that.
+        return {}, []
+    before, issues = ticket_contributions_and_issues(state, measure.tz, measure.hours_fn)
+    if before and (measure.hours_fn is not None or STORED_RESPONSE_HOURS in doc):
+        before = _as_stored(before, doc, state)
+    return before, issues
+
+
+def _as_stored(before: Contributions, doc: Document, state: TicketState) -> Contributions:
+    """``before`` with the response time the aggregates actually hold for this ticket.
+
+    Under a business calendar the value used is saved in the state document; without one it
+    is calendar hours. Diffing against what was stored (not a recomputation with today's
+    calendar) keeps kpi_daily/kpi_facts exact when the calendar is enabled or changed.
+    """
+    stored = doc.get(STORED_RESPONSE_HOURS)
+    out = dict(before)
+    for key, (_, den) in before.items():
+        if key[2] == AVG_RESPONSE_TIME_HOURS:
+            hours = stored if isinstance(stored, int | float) else state.response_hours()
+            if hours is not None:
+                out[key] = (float(hours), den)
+    return out
+
+
+def remeasure(
+    deltas: Deltas,
+    source: str,
+    state: TicketState,
+    held: tuple[Contributions, list[str]],
+    measure: Measure,
+) -> tuple[Contributions, bool]:
+    """Move a ticket's share of the aggregates from ``held`` to what ``state`` gives now.
+
+    Returns the new contributions and whether anything the aggregates hold moved.
+    """
+    after, issues_after = ticket_contributions_and_issues(state, measure.tz, measure.hours_fn)
+    delta = diff_contributions(held[0], after)
+    if delta:
+        deltas.contribute(delta, source)
+    deltas.issues(source, held[1], issues_after)
+    return after, bool(delta) or issues_after != held[1]
+
+
+def storable(state: TicketState, after: Contributions, measure: Measure) -> bytes:
+    """The ticket's state document, with the response hours it contributed under a calendar."""
+    doc = state.to_storable()
+    if measure.hours_fn is not None:
+        for key, (num, _) in after.items():
+            if key[2] == AVG_RESPONSE_TIME_HOURS:
+                doc[STORED_RESPONSE_HOURS] = num
+    return orjson.dumps(doc)
