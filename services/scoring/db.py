@@ -15,6 +15,9 @@ from typing import Any, Protocol, TypeVar
 
 import asyncpg
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared import db as shared_db
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +36,23 @@ class Db(Protocol):
 
 
 class Conn(Db, Protocol):
-    """An asyncpg connection inside a transaction: reads plus statements without rows."""
+    """An asyncpg connection inside a transaction: the one way scoring's SQL runs in one.
+
+    asyncpg ships no type stubs; this names the part of it scoring uses (array binding and
+    speed are why the engine talks to the driver directly).
+    """
 
     async def execute(self, query: str, *args: Any) -> str: ...
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+    def is_in_transaction(self) -> bool: ...
+
+
+async def raw_connection(session: AsyncSession) -> Conn:
+    """The driver connection inside ``session``'s transaction (opened first if needed)."""
+    conn: Conn = await shared_db.raw_connection(session)
+    return conn
 
 
 # Errors that mean "this pooled connection is dead" (e.g. PostgreSQL restarted): reads are

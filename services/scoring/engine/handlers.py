@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.scoring.db import Conn, raw_connection
 from services.scoring.engine import outbox, repository
-from services.scoring.engine.repository import Conn
 from services.scoring.kpi.apply import Deltas, apply_events, route
 from services.scoring.kpi.measure import Measure
 from shared.events import Event, encode_event
@@ -84,7 +84,7 @@ async def process_batch(
     ``known_specialists`` are ids known to exist in the directory already (not inserted).
     """
     result = BatchResult(received=len(items))
-    conn = await repository.raw_connection(session)
+    conn = await raw_connection(session)
     incoming = [i if isinstance(i, Incoming) else Incoming.of(i) for i in items]
 
     if group_id is not None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
-from services.scoring.engine.repository import Conn, _text_array
+from services.scoring.db import Conn
+from services.scoring.engine.repository import _text_array
 
 # Any constant works; it only has to be the same in every scoring process.
 RELAY_LOCK_KEY = 0x6B70695F73636F72
@@ -77,11 +78,3 @@ async def delete_published(conn: Conn, published: Sequence[tuple[str, int]]) -> 
         [i[1] for i in items],
     )
     return len(rows)
-
-
-async def specialist_teams(conn: Conn, ids: Sequence[str]) -> dict[str, str | None]:
-    """Team of each given specialist (for the kpi.scores messages)."""
-    rows = await conn.fetch(
-        "SELECT id, team_id FROM specialists WHERE id = ANY($1::text[])", list(ids)
-    )
-    return {r[0]: r[1] for r in rows}

@@ -9,6 +9,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.scoring.db import raw_connection
 from services.scoring.engine import repository
 from services.scoring.engine.handlers import BatchResult
 from shared import health
@@ -88,7 +89,7 @@ class StoredPositions:
             return
         try:
             async with self.sessionmaker() as session:
-                conn = await repository.raw_connection(session)
+                conn = await raw_connection(session)
                 stored = await repository.read_offsets(
                     conn, self.group_id, [(tp.topic, tp.partition) for tp in assigned]
                 )
@@ -156,7 +157,7 @@ class StoredPositions:
         assert self.consumer is not None
         start = (await self.consumer.beginning_offsets([tp])).get(tp, 0)
         async with session_scope(self.sessionmaker) as session:
-            conn = await repository.raw_connection(session)
+            conn = await raw_connection(session)
             await repository.lock_offsets(conn, self.group_id, [(tp.topic, tp.partition)])
             before = await repository.rewind_offset(
                 conn, self.group_id, tp.topic, tp.partition, start

@@ -13,8 +13,9 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.scoring import snapshots
+from services.scoring import queries, snapshots
 from services.scoring.config import ScoringConfig
+from services.scoring.db import raw_connection
 from services.scoring.engine import outbox, repository
 from services.scoring.kpi.grading import KpiValue
 from services.scoring.kpi.windows import Window
@@ -107,7 +108,7 @@ class ScoreRelay:
         today = self.config.measure.today(self.clock())
         since = today - timedelta(days=self.config.alert_window_days)
         async with session_scope(self.sessionmaker) as session:
-            conn = await repository.raw_connection(session)
+            conn = await raw_connection(session)
             count = await outbox.enqueue_clock(conn, since)
         logger.info("scoring relay: clock sweep queued %d specialists", count)
         return count
@@ -115,7 +116,7 @@ class ScoreRelay:
     async def publish_once(self) -> int:
         """One relay round; returns how many specialists were published (0 = idle or busy)."""
         async with session_scope(self.sessionmaker) as session:
-            conn = await repository.raw_connection(session)
+            conn = await raw_connection(session)
             # One active relay across processes; others idle instead of double-publishing.
             if not await repository.try_lock(conn, outbox.RELAY_LOCK_KEY):
                 return 0
@@ -127,7 +128,7 @@ class ScoreRelay:
             window = self.config.alert_window_at(as_of)
             ids = [p[0] for p in pending]
             values = await snapshots.window_kpis(session, ids, window, self.config.lines)
-            teams = await outbox.specialist_teams(conn, ids)
+            teams = await queries.specialist_teams(conn, ids)
             futures = []
             for specialist_id, reason, _ in pending:
                 value = score_message(

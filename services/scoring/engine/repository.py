@@ -4,46 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeAlias
+from typing import Any, TypeAlias
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared import db
+from services.scoring.db import Conn
 
 DailyKey: TypeAlias = tuple[str, dt.date, str]
 FactKey: TypeAlias = tuple[str, str, dt.date, str]
 EMPTY_STATE = "{}"
 # Any constant works; it only has to be the same in every scoring process.
 RETENTION_LOCK_KEY = 0x6B70695F64656475
-
-
-class Row(Protocol):
-    """A result row, by position or by column name."""
-
-    def __getitem__(self, key: int | str, /) -> Any: ...
-
-
-class Conn(Protocol):
-    """The asyncpg connection of a session's transaction: the one way engine SQL runs.
-
-    asyncpg ships no type stubs; this names the part of it the engine uses (array binding
-    and speed are why the engine talks to the driver directly).
-    """
-
-    async def execute(self, query: str, /, *args: Any) -> str: ...
-
-    async def fetch(self, query: str, /, *args: Any) -> list[Row]: ...
-
-    async def fetchval(self, query: str, /, *args: Any) -> Any: ...
-
-    def is_in_transaction(self) -> bool: ...
-
-
-async def raw_connection(session: AsyncSession) -> Conn:
-    """The driver connection inside ``session``'s transaction (opened first if needed)."""
-    conn: Conn = await db.raw_connection(session)
-    return conn
 
 
 async def try_lock(conn: Conn, key: int) -> bool:

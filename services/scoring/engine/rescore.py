@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from services.scoring.db import Conn
 from services.scoring.engine import outbox, repository
 from services.scoring.engine.handlers import TICKETS, write_deltas
-from services.scoring.engine.repository import Conn
 from services.scoring.kpi.apply import remeasure_tickets
 from services.scoring.kpi.measure import Measure
 

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.scoring.db import raw_connection
 from services.scoring.engine import repository
 from shared.db import session_scope, utcnow
 from shared.settings import Settings
@@ -61,7 +62,7 @@ class DedupRetention:
         total = 0
         while not self._stopping.is_set():
             async with session_scope(self.sessionmaker) as session:
-                conn = await repository.raw_connection(session)
+                conn = await raw_connection(session)
                 if not await repository.try_lock(conn, repository.RETENTION_LOCK_KEY):
                     break  # another scoring process is purging
                 done = await repository.purge_processed(conn, before, self.chunk)
