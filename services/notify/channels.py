@@ -26,7 +26,7 @@ from services.notify.messages import (
     render_title,
 )
 from services.notify.rules import AlertState, NotifyKind
-from shared.health import STALL, Incident
+from shared.incidents import STALL, Incident
 from shared.webhooks import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
