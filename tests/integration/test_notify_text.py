@@ -15,8 +15,8 @@ from httpx import ASGITransport, AsyncClient, Response
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.notify.app import build_app
+from services.notify.config import NotifyConfig
 from services.notify.consumer import ScoresConsumer
-from services.notify.handlers import NotifyConfig
 from shared.db import utcnow
 from shared.kafka import ensure_topics
 from shared.settings import load_settings

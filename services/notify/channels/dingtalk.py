@@ -20,10 +20,7 @@ from services.notify.channels.base import (
 )
 from services.notify.channels.content import Content, alert_content
 from services.notify.rules import NotifyKind
-from shared.webhooks import (
-    Alerts,
-    dumps,
-)
+from shared.webhooks import Alerts, dumps
 
 # DingTalk rejects oversized markdown; stay well below its documented 20,000-byte limit.
 DINGTALK_MAX_BYTES: Final = 18_000

@@ -24,10 +24,7 @@ from services.notify.channels.slack import slack_request
 from services.notify.channels.webhook import signed_post
 from services.notify.channels.wecom import wecom_request
 from services.notify.rules import NotifyKind
-from shared.webhooks import (
-    Alerts,
-    IncidentPayload,
-)
+from shared.webhooks import Alerts, IncidentPayload
 
 
 def build_request(

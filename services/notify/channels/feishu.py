@@ -9,19 +9,11 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.notify.channels.base import (
-    EPOCH,
-    FeishuChannel,
-    OutgoingRequest,
-    json_headers,
-)
+from services.notify.channels.base import EPOCH, FeishuChannel, OutgoingRequest, json_headers
 from services.notify.channels.content import Content, alert_content
 from services.notify.messages import normalize_lang
 from services.notify.rules import NotifyKind
-from shared.webhooks import (
-    Alerts,
-    dumps,
-)
+from shared.webhooks import Alerts, dumps
 
 
 def feishu_sign(secret: str, timestamp_s: int) -> str:

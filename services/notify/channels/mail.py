@@ -11,10 +11,7 @@ from email.utils import format_datetime
 from services.notify.channels.content import Content, alert_content
 from services.notify.messages import normalize_lang
 from services.notify.rules import NotifyKind
-from shared.webhooks import (
-    DELIVERY_HEADER,
-    Alerts,
-)
+from shared.webhooks import DELIVERY_HEADER, Alerts
 
 
 def _header_safe(text: str) -> str:

@@ -5,17 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from services.notify.channels.base import (
-    OutgoingRequest,
-    SlackChannel,
-    json_headers,
-)
+from services.notify.channels.base import OutgoingRequest, SlackChannel, json_headers
 from services.notify.channels.content import Content, alert_content
 from services.notify.rules import NotifyKind
-from shared.webhooks import (
-    Alerts,
-    dumps,
-)
+from shared.webhooks import Alerts, dumps
 
 # Slack limits: header text 150 chars, section text 3000 chars.
 _SLACK_HEADER_MAX: Final = 150

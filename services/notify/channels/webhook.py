@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from services.notify.channels.base import (
-    OutgoingRequest,
-    WebhookChannel,
-    json_headers,
-)
-from shared.webhooks import (
-    SIGNATURE_HEADER,
-    Alerts,
-    sign_body,
-    webhook_body,
-)
+from services.notify.channels.base import OutgoingRequest, WebhookChannel, json_headers
+from shared.webhooks import SIGNATURE_HEADER, Alerts, sign_body, webhook_body
 
 
 def build_webhook(channel: WebhookChannel, alerts: Alerts, *, delivery_key: str) -> OutgoingRequest:

@@ -5,18 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from services.notify.channels.base import (
-    OutgoingRequest,
-    WeComChannel,
-    json_headers,
-    truncate_utf8,
-)
+from services.notify.channels.base import OutgoingRequest, WeComChannel, json_headers, truncate_utf8
 from services.notify.channels.content import Content, alert_content
 from services.notify.rules import NotifyKind
-from shared.webhooks import (
-    Alerts,
-    dumps,
-)
+from shared.webhooks import Alerts, dumps
 
 # WeCom robots reject markdown content over 4096 UTF-8 bytes.
 WECOM_MAX_BYTES: Final = 4096
