@@ -20,10 +20,7 @@ from pydantic_core import PydanticCustomError
 
 from shared.events.errors import MISSING_FIELD, OUT_OF_RANGE, echo
 from shared.events.timestamps import to_timestamp
-from shared.text import (
-    ID_RULE,
-    TEXT_RULE,
-)
+from shared.text import ID_RULE, TEXT_RULE
 from shared.topics import SURVEYS, TICKETS
 
 TICKET_TYPES: Final[frozenset[str]] = frozenset(
