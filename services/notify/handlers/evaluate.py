@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,8 +29,6 @@ from services.notify.handlers.transitions import (
 )
 from services.notify.rules import AlertState, Observation, decide
 from shared.scores import ScoreSnapshot
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
