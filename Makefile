@@ -26,8 +26,9 @@ run: $(STAMP) ## Start the platform locally with demo data (DEMO=0: no demo); Ct
 chromium: ## Install Debian's chromium (+ a CJK font) for the browser tests when missing
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium fonts-wqy-microhei)
 
-test: $(STAMP) chromium ## Lint and run the whole test suite (unit, integration, browser)
+test: $(STAMP) chromium ## Lint, check the import contracts and run the whole test suite
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Unit tests only (no servers)
@@ -42,9 +43,10 @@ test-browser: $(STAMP) chromium ## Dashboard tests in headless Chromium (screens
 demo: $(STAMP) ## Stream the synthetic demo team into a running `make run DEMO=0`
 	$(BIN)/kpi demo
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, import contracts (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff format .
@@ -66,4 +68,4 @@ audit: $(STAMP) ## pip-audit of the installed dependencies (known vulnerabilitie
 	$(BIN)/pip-audit --progress-spinner off --skip-editable
 
 clean: ## Remove the virtualenv, local data (.kpi/) and caches
-	rm -rf $(VENV) .kpi .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts
+	rm -rf $(VENV) .kpi .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis test-artifacts

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaProducer
 
-from services.ingest.handlers import BrokerHealth, KafkaIntake
+from services.ingest.handlers import KafkaIntake
+from services.ingest.publisher import BrokerHealth
 from shared.db import create_engine, create_sessionmaker
 from shared.kafka import BatchLoop, Record, create_consumer, create_producer, ensure_topics
 from shared.topics import Topics

@@ -197,7 +197,7 @@ def replay_deadletter(
     """Re-submit dead-lettered events: valid ones to kpi.events, others back with the new reason."""
     from rich.progress import Progress
 
-    from services.ingest.handlers import replay_deadletter as replay
+    from services.ingest.replay import replay_deadletter as replay
 
     settings = _settings()
     with Progress(console=console, transient=False) as bar:

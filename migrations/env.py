@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from migrations.models import import_all_models
 from shared.db import Base, create_engine
-from shared.models_registry import import_all_models
 from shared.settings import load_settings
 
 import_all_models()

@@ -21,64 +21,26 @@ from typing import Any, Final, TypeAlias
 
 import orjson
 
+from shared.db import raw_connection, session_scope
+
+# The incident shape is pure (shared.incidents); its names are re-exported for the store's callers.
+from shared.incidents import AUTO as AUTO
+from shared.incidents import CONDITIONS as CONDITIONS
+from shared.incidents import KINDS as KINDS
+from shared.incidents import LOG_RESET as LOG_RESET
+from shared.incidents import NOTIFY_CHANNEL as NOTIFY_CHANNEL
+from shared.incidents import OFFSET_GAP as OFFSET_GAP
+from shared.incidents import OPEN as OPEN
+from shared.incidents import POISON as POISON
+from shared.incidents import RESOLVED as RESOLVED
+from shared.incidents import STALL as STALL
+from shared.incidents import Incident as Incident
+from shared.incidents import pipeline_status as pipeline_status
+
 logger = logging.getLogger(__name__)
 
 # asyncpg has no type stubs; callers pass the raw connection of their transaction.
 Raw: TypeAlias = Any
-
-LOG_RESET: Final = "log_reset"
-OFFSET_GAP: Final = "offset_gap"
-STALL: Final = "stall"
-POISON: Final = "poison"
-KINDS: Final[frozenset[str]] = frozenset({LOG_RESET, OFFSET_GAP, STALL, POISON})
-# Kinds that describe a lasting condition: resolved automatically when it clears.
-CONDITIONS: Final[frozenset[str]] = frozenset({STALL})
-
-OPEN: Final = "open"
-RESOLVED: Final = "resolved"
-AUTO: Final = "auto"
-
-# pg_notify channel: the payload is the incident id (notify relays it at once).
-NOTIFY_CHANNEL: Final = "kpi_platform_health"
-
-
-@dataclass(frozen=True, slots=True)
-class Incident:
-    """One platform-health incident as stored."""
-
-    id: int
-    key: str
-    kind: str
-    service: str
-    status: str
-    summary: str
-    detail: Mapping[str, Any]
-    occurrences: int
-    opened_at: dt.datetime
-    updated_at: dt.datetime
-    resolved_at: dt.datetime | None
-    resolved_by: str | None
-
-    @property
-    def condition(self) -> bool:
-        return self.kind in CONDITIONS
-
-    def to_dict(self) -> dict[str, Any]:
-        """The public JSON shape (API, dashboard and notification bodies)."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "service": self.service,
-            "status": self.status,
-            "summary": self.summary,
-            "detail": dict(self.detail),
-            "occurrences": self.occurrences,
-            "opened_at": self.opened_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-            "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
-            "resolved_by": self.resolved_by,
-        }
-
 
 _COLUMNS: Final = (
     "id, key, kind, service, status, summary, detail, occurrences, opened_at, updated_at, "
@@ -235,16 +197,6 @@ async def mark_notified(conn: Raw, incidents: Sequence[Incident]) -> None:
     )
 
 
-def pipeline_status(open_incidents: Sequence[Incident]) -> str:
-    """What the dashboard banner shows: "stalled" while a stall is open (KPIs stopped
-    moving), "degraded" while any other incident is open (they may be incomplete), else "ok".
-    """
-    kinds = {i.kind for i in open_incidents if i.status == OPEN}
-    if STALL in kinds:
-        return "stalled"
-    return "degraded" if kinds else "ok"
-
-
 async def heartbeat(conn: Raw, key: str) -> None:
     """Mark the open condition ``key`` as still observed (see :func:`expire_conditions`)."""
     await conn.execute(
@@ -329,10 +281,6 @@ class HealthReporter:
         if self._sessionmaker is None:
             self._pending.clear()
             return
-        # Imported here: shared.db pulls in SQLAlchemy, which pure users of this module
-        # (the incident shape) do not need.
-        from shared.db import raw_connection, session_scope
-
         while self._pending:
             report = self._pending[0]
             try:

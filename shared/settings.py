@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     public_url: str = Field(
         default="", description="Base URL of the dashboard, used for links in alert messages."
     )
-    # Ingest service (issue 3).
+    # Ingest service.
     ingest_max_batch: int = Field(
         default=1000, ge=1, le=100_000, description="Max events in one POST /v1/events."
     )
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         le=300_000,
         description="Consumer group session timeout of the ingest consumer.",
     )
-    # Scoring engine (issue 4).
+    # Scoring engine.
     scoring_max_batch: int = Field(
         default=4000, ge=1, le=100_000, description="Max kpi.events records per scoring batch."
     )
@@ -129,7 +129,7 @@ class Settings(BaseSettings):
         description="A consumer with lag that applies nothing for this long is stalled "
         "(platform-health alert, /readyz 503).",
     )
-    # Notify service (issue 5).
+    # Notify service.
     notify_lang: Literal["zh-CN", "en"] = Field(
         default="zh-CN", description="Default language of alert messages."
     )
@@ -185,7 +185,7 @@ class Settings(BaseSettings):
     notify_session_timeout_ms: int = Field(
         default=10000, ge=1000, le=300_000, description="Consumer session timeout of notify."
     )
-    # Dashboard (issue 7): the scoring service proxies the alert calls of the dashboard here.
+    # Dashboard: the scoring service proxies the alert calls of the dashboard here.
     notify_url: str = Field(
         default="",
         pattern=r"^(https?://[^\s/]+(/[^\s]*)?)?$",
@@ -197,7 +197,7 @@ class Settings(BaseSettings):
         description='JSON overrides of KPI lines, e.g. {"resolution_rate": {"qualified": 0.88}}.',
     )
 
-    # Quarterly appraisal (issue 6).
+    # Quarterly appraisal.
     business_calendar: str | None = Field(
         default=None,
         description="Path of a YAML/JSON business calendar; response time then counts "

@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse
 
 from services.ingest import repository
 from services.ingest.consumer import IngestPipeline
-from services.ingest.handlers import BrokerUnavailable, HttpIntake
+from services.ingest.handlers import HttpIntake
 from services.ingest.intake import OUTCOME_DEADLETTERED, OUTCOME_PUBLISHED
+from services.ingest.publisher import BrokerUnavailable
 from shared.auth import Principal, Role, require
 from shared.events import loads_with_surrogates
 from shared.kafka import broker_ping

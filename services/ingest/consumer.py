@@ -10,7 +10,8 @@ import random
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.ingest.handlers import BrokerHealth, KafkaIntake
+from services.ingest.handlers import KafkaIntake
+from services.ingest.publisher import BrokerHealth
 from shared.health import HealthReporter
 from shared.kafka import (
     BatchLoop,

@@ -10,7 +10,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.notify.handlers import Clock, NotifyConfig, Outcome, handle_snapshots
+from services.notify.config import NotifyConfig
+from services.notify.handlers.evaluate import handle_snapshots
+from services.notify.handlers.transitions import Clock, Outcome
 from shared.db import session_scope
 from shared.health import HealthReporter
 from shared.kafka import (

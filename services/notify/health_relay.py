@@ -18,9 +18,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.notify import outbox, queries
 from services.notify import repository as repo
 from services.notify.channels import make_incident_payload
-from services.notify.handlers import NotifyConfig
+from services.notify.config import NotifyConfig
 from services.notify.rules import delivery_key, incident_notice
 from shared import health
 from shared.db import session_scope
@@ -47,7 +48,7 @@ async def relay_incidents(
     incidents = await health.claim_unnotified(conn, limit)
     if not incidents:
         return 0, 0
-    channels = [ch for ch in await repo.enabled_channels(conn) if ch.team_id is None]
+    channels = [ch for ch in await queries.enabled_channels(conn) if ch.team_id is None]
     link = cfg.dashboard_link()
     created = 0
     for incident in incidents:
@@ -66,7 +67,7 @@ async def relay_incidents(
             lang = ch.lang or cfg.lang
             payload = make_incident_payload(incident, notice, lang=lang, link=link)
             item: dict[str, Any] = {"payload": payload.to_json_dict(), "kind": notice, "link": link}
-            if await repo.insert_delivery(
+            if await outbox.insert_delivery(
                 conn,
                 key=incident_delivery_key(incident.id, notice, ch.id),
                 channel_id=ch.id,

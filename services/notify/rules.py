@@ -11,7 +11,7 @@ from typing import Any, Final, Literal, TypeAlias
 import orjson
 
 from shared.catalogue import CATALOGUE, GRADES, Unit
-from shared.health import AUTO, OPEN, Incident
+from shared.incidents import AUTO, OPEN, Incident
 from shared.webhooks import Announced
 
 Status: TypeAlias = Literal["ok", "pending", "firing"]

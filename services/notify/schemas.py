@@ -10,14 +10,7 @@ import urllib.parse
 from typing import Annotated, Any, Literal, TypeAlias
 
 import idna
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    field_validator,
-)
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from services.notify.channels import (
     Channel,
@@ -40,7 +33,6 @@ MASK = "***"
 # injection); free text the text rule (no NUL, no unpaired surrogate: PostgreSQL refuses it).
 # Specialist, team and KPI ids are those of the kpi.scores contract (shared.scores).
 Comment: TypeAlias = Annotated[str, StringConstraints(max_length=500), TEXT_RULE]
-
 
 # -- channel configs -------------------------------------------------------------------
 

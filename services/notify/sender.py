@@ -20,6 +20,7 @@ import orjson
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.notify import outbox, queries
 from services.notify import repository as repo
 from services.notify.channels import (
     Channel,
@@ -30,7 +31,7 @@ from services.notify.channels import (
     build_request,
     mask_url,
 )
-from services.notify.handlers import NotifyConfig
+from services.notify.config import NotifyConfig
 from services.notify.retry import next_attempt
 from services.notify.rules import NotifyKind
 from services.notify.schemas import SECRET_FIELDS, build_channel
@@ -171,22 +172,22 @@ class Sender:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._http.aclose()
 
-    async def _claim(self) -> list[tuple[repo.Claimed, repo.ChannelRecord | None]]:
+    async def _claim(self) -> list[tuple[outbox.Claimed, repo.ChannelRecord | None]]:
         room = self._max_in_flight - sum(self._in_flight.values())
         if room <= 0:
             return []
         now = self._clock()
         async with session_scope(self._sm) as session:
             conn = await repo.raw_connection(session)
-            claimed = await repo.claim_due(
+            claimed = await outbox.claim_due(
                 conn, now, now + self._lease, room, dict(self._in_flight), self._per_channel
             )
             if not claimed:
                 return []
-            channels = await repo.channels_by_id(conn, [c.channel_id for c in claimed])
+            channels = await queries.channels_by_id(conn, [c.channel_id for c in claimed])
         return [(item, channels.get(item.channel_id)) for item in claimed]
 
-    def _start(self, item: repo.Claimed, channel: repo.ChannelRecord | None) -> None:
+    def _start(self, item: outbox.Claimed, channel: repo.ChannelRecord | None) -> None:
         self._in_flight[item.channel_id] = self._in_flight.get(item.channel_id, 0) + 1
         task = asyncio.create_task(self._deliver(item, channel), name=f"deliver-{item.id}")
         self._tasks.add(task)
@@ -202,7 +203,7 @@ class Sender:
 
         task.add_done_callback(done)
 
-    async def _deliver(self, item: repo.Claimed, channel: repo.ChannelRecord | None) -> None:
+    async def _deliver(self, item: outbox.Claimed, channel: repo.ChannelRecord | None) -> None:
         started = time.perf_counter()
         kind = channel.kind if channel else "unknown"
         if channel is None or not channel.enabled:
@@ -222,7 +223,7 @@ class Sender:
         DELIVERY_SECONDS.labels(kind).observe(duration)
         await self._record(item, channel, result, duration)
 
-    async def _send(self, item: repo.Claimed, channel: repo.ChannelRecord) -> SendResult:
+    async def _send(self, item: outbox.Claimed, channel: repo.ChannelRecord) -> SendResult:
         target = build_channel(channel.id, channel.kind, channel.config)
         if item.items and is_incident(item.items[0]["payload"]):
             # A platform-health notice (health_relay): one incident, never grouped.
@@ -282,7 +283,7 @@ class Sender:
 
     async def _record(
         self,
-        item: repo.Claimed,
+        item: outbox.Claimed,
         channel: repo.ChannelRecord | None,
         result: SendResult,
         duration: float,
@@ -318,7 +319,7 @@ class Sender:
             try:
                 async with session_scope(self._sm) as session:
                     conn = await repo.raw_connection(session)
-                    kept = await repo.finish_attempt(
+                    kept = await outbox.finish_attempt(
                         conn,
                         item,
                         at=now,
@@ -347,7 +348,7 @@ class Sender:
 
     def _log_failed(
         self,
-        item: repo.Claimed,
+        item: outbox.Claimed,
         channel: repo.ChannelRecord | None,
         result: SendResult,
     ) -> None:
@@ -373,6 +374,6 @@ class Sender:
 
 async def refresh_status_gauge(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
     async with sessionmaker() as session:
-        counts = await repo.delivery_counts(await repo.raw_connection(session))
+        counts = await queries.delivery_counts(await repo.raw_connection(session))
     for status in ("pending", "sending", "sent", "failed"):
         DELIVERY_STATUS.labels(status).set(counts.get(status, 0))

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.ingest.app import build_app
-from services.ingest.handlers import replay_deadletter
+from services.ingest.replay import replay_deadletter
 from shared.deadletter import Source, deadletter_value
 from shared.events import InvalidEvent, decode_event
 from shared.settings import load_settings

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.notify.handlers import DeliveryResult, resend_delivery
+from services.notify.handlers.deliveries import DeliveryResult, resend_delivery
 from services.notify.retry import RetryPolicy
 from shared.db import create_sessionmaker, session_scope, utcnow
 from tests.integration.notify_support import (

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.notify.handlers import NotifyConfig, handle_snapshots, run_tick
+from services.notify.config import NotifyConfig
+from services.notify.handlers.evaluate import handle_snapshots, run_tick
 from services.notify.retry import RetryPolicy
 from services.notify.rules import RuleConfig
 from services.notify.sender import Sender

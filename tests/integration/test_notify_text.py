@@ -15,8 +15,8 @@ from httpx import ASGITransport, AsyncClient, Response
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.notify.app import build_app
+from services.notify.config import NotifyConfig
 from services.notify.consumer import ScoresConsumer
-from services.notify.handlers import NotifyConfig
 from shared.db import utcnow
 from shared.kafka import ensure_topics
 from shared.settings import load_settings
@@ -83,8 +83,8 @@ ONE = "/v1/channels/{channel}"
 CFG = ("body", "config")
 
 # A NUL (PostgreSQL refuses it in text and jsonb) or a lone surrogate (request bodies are
-# parsed by the standard library, which lets "\ud800" through) used to give a 500; ids and
-# names also refuse control characters. (method, url, JSON body, loc of the error)
+# parsed by the standard library, which lets "\ud800" through) must be a 422, not a 500; ids
+# and names also refuse control characters. (method, url, JSON body, loc of the error)
 UNSTORABLE: list[tuple[str, str, str | None, tuple[str, ...]]] = [
     # channels: body
     ("POST", CH, _channel(name="ops\x00"), ("body", "name")),

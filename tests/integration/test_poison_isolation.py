@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from services.notify.config import NotifyConfig
 from services.notify.consumer import ScoresConsumer
-from services.notify.handlers import NotifyConfig
 from services.scoring.engine.consumer import ScoringConsumer
 from shared.db import create_sessionmaker, utcnow
 from shared.events import encode_event, partition_key, validate_event_obj

@@ -959,7 +959,7 @@ def test_fast_timestamp_path_equals_slow_path(
     naive: datetime, offset_minutes: int, frac: str, sep: str, zulu: bool
 ) -> None:
     """The fromisoformat fast path must agree with the hand-built parse, instant and offset."""
-    from shared import events as ev
+    from shared.events import timestamps as ev
 
     sign = "-" if offset_minutes < 0 else "+"
     hh, mm = divmod(abs(offset_minutes), 60)

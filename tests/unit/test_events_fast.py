@@ -14,17 +14,19 @@ from hypothesis import strategies as st
 from pydantic_core import PydanticCustomError
 
 from shared.events import (
-    _NAIVE_LOOKALIKE,
-    _TIMESTAMP_HINT,
     EVENT_ADAPTER,
     INVALID_VALUE,
     NAIVE_TIMESTAMP,
     Event,
     InvalidEvent,
-    _check_instant,
-    _parse_rfc3339,
     decode_event,
     encode_event,
+)
+from shared.events.timestamps import (
+    _NAIVE_LOOKALIKE,
+    _TIMESTAMP_HINT,
+    _check_instant,
+    _parse_rfc3339,
 )
 
 # ------------------------------------------------------------- reference: timestamps

@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.notify.consumer import decode
-from services.notify.handlers import is_silenced, obs_from_dict, obs_to_dict, observations
+from services.notify.handlers.observations import (
+    is_silenced,
+    obs_from_dict,
+    obs_to_dict,
+    observations,
+)
 from services.notify.schemas import (
     MASK,
     AckIn,

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.notify import sse
-from services.notify.app import Broadcaster, parse_notification
+from services.notify.broadcast import Broadcaster, parse_notification
 
 
 @given(st.none() | st.text(max_size=30), st.none() | st.text(max_size=30))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.notify import channels as ch
-from services.notify.app import _channel_out
+from services.notify.api.channels import _channel_out
 from services.notify.repository import ChannelRecord
 from services.notify.schemas import (
     MASK,

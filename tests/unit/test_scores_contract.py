@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from services.notify import models as notify_models
-from services.notify.handlers import observations
+from services.notify.handlers.observations import observations
 from services.scoring import models as scoring_models
 from services.scoring.engine.relay import score_message
 from services.scoring.kpi.grading import KpiValue, evaluate_all

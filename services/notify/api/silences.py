@@ -1,0 +1,83 @@
+"""Routes: silences that mute a specialist's and/or a KPI's notifications until a time."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+
+from services.notify import queries
+from services.notify import repository as repo
+from services.notify.api.deps import reader, runtime_of, service_of, unprocessable
+from services.notify.schemas import SilenceIn
+from shared.auth import Principal
+from shared.db import session_scope
+from shared.text import StorableText
+
+router = APIRouter(prefix="/v1", tags=["notify"])
+
+
+@router.post("/silences", status_code=201)
+async def create_silence(
+    body: SilenceIn, request: Request, principal: Principal = Depends(reader)
+) -> dict[str, Any]:
+    if body.specialist_id is None and body.kpi is None:
+        raise unprocessable("specialist_id", "give specialist_id and/or kpi")
+    svc = service_of(request)
+    if body.until <= svc.clock():
+        raise unprocessable("until", "must be in the future")
+    silence_id = str(uuid.uuid4())
+    async with session_scope(runtime_of(request).sessionmaker) as session:
+        conn = await repo.raw_connection(session)
+        team: str | None = None
+        if body.specialist_id is not None:
+            team = await queries.specialist_team(conn, body.specialist_id)
+        if not principal.is_admin and (body.specialist_id is None or team is None):
+            raise HTTPException(
+                403, detail="supervisors silence specialists of their own teams only"
+            )
+        if not principal.can_see_team(team) and not principal.is_admin:
+            raise HTTPException(403, detail="the specialist is not in a team you supervise")
+        return await repo.insert_silence(
+            conn,
+            silence_id=silence_id,
+            specialist_id=body.specialist_id,
+            kpi=body.kpi,
+            team_id=team,
+            until=body.until,
+            comment=body.comment,
+            created_by=principal.subject,
+            created_at=svc.clock(),
+        )
+
+
+@router.get("/silences")
+async def list_silences(
+    request: Request,
+    active: bool = Query(default=True, description="only silences not yet expired"),
+    principal: Principal = Depends(reader),
+) -> dict[str, Any]:
+    svc = service_of(request)
+    async with session_scope(runtime_of(request).sessionmaker) as session:
+        items = await queries.list_silences(
+            await repo.raw_connection(session),
+            svc.clock() if active else None,
+            None if principal.is_admin else sorted(principal.team_ids),
+        )
+    return {"items": items}
+
+
+@router.delete("/silences/{silence_id}", status_code=204)
+async def delete_silence(
+    silence_id: StorableText, request: Request, principal: Principal = Depends(reader)
+) -> Response:
+    async with session_scope(runtime_of(request).sessionmaker) as session:
+        conn = await repo.raw_connection(session)
+        row = await repo.lock_silence(conn, silence_id)
+        if row is None:
+            raise HTTPException(404, detail=f"silence '{silence_id}' not found")
+        if not principal.can_see_team(row["team_id"]):
+            raise HTTPException(403, detail="the silence belongs to a team you do not supervise")
+        await repo.delete_silence(conn, silence_id)
+    return Response(status_code=204)

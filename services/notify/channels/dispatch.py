@@ -1,0 +1,80 @@
+"""Which builder packages a notice for a channel: alerts and incidents, any kind."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from email.message import EmailMessage
+
+from services.notify.channels.base import (
+    Channel,
+    DingTalkChannel,
+    EmailChannel,
+    FeishuChannel,
+    HttpChannel,
+    OutgoingRequest,
+    WebhookChannel,
+    WeComChannel,
+)
+from services.notify.channels.content import Content, alert_content, incident_content
+from services.notify.channels.dingtalk import dingtalk_request
+from services.notify.channels.feishu import feishu_request
+from services.notify.channels.mail import email_message
+from services.notify.channels.slack import slack_request
+from services.notify.channels.webhook import signed_post
+from services.notify.channels.wecom import wecom_request
+from services.notify.rules import NotifyKind
+from shared.webhooks import Alerts, IncidentPayload
+
+
+def build_request(
+    channel: HttpChannel,
+    alerts: Alerts,
+    *,
+    lang: str,
+    link: str | None,
+    now: datetime,
+    delivery_key: str,
+    kinds: Mapping[str, NotifyKind] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> OutgoingRequest:
+    """Build the request for any HTTP channel (email goes through `build_email`)."""
+    content = alert_content(alerts, lang, kinds, names)
+    return _request(channel, content, lang, link, now, delivery_key)
+
+
+def build_incident_delivery(
+    channel: Channel,
+    incident: IncidentPayload,
+    *,
+    lang: str,
+    link: str | None,
+    now: datetime,
+    delivery_key: str,
+) -> OutgoingRequest | EmailMessage:
+    """The request (or email) that tells a channel's admins about an incident notice."""
+    content = incident_content(incident, lang)
+    if isinstance(channel, EmailChannel):
+        return email_message(
+            content, lang, link, channel.sender, channel.recipients, now, delivery_key
+        )
+    return _request(channel, content, lang, link, now, delivery_key)
+
+
+def _request(
+    channel: HttpChannel,
+    content: Content,
+    lang: str,
+    link: str | None,
+    now: datetime,
+    delivery_key: str,
+) -> OutgoingRequest:
+    if isinstance(channel, WebhookChannel):
+        return signed_post(channel, content.body(), delivery_key)
+    if isinstance(channel, DingTalkChannel):
+        return dingtalk_request(channel, content, link, now, delivery_key)
+    if isinstance(channel, WeComChannel):
+        return wecom_request(channel, content, link, delivery_key)
+    if isinstance(channel, FeishuChannel):
+        return feishu_request(channel, content, lang, link, now, delivery_key)
+    return slack_request(channel, content, link, delivery_key)

@@ -1,0 +1,1 @@
+"""Notify use-cases, one module per flow; each runs inside the caller's transaction."""
