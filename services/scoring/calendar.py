@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-CALENDAR_HOURS: Final = "calendar-hours"
+from services.scoring.kpi.measure import CALENDAR_HOURS
+
 WEEKDAYS: Final[dict[str, int]] = {
     "monday": 0, "mon": 0, "tuesday": 1, "tue": 1, "wednesday": 2, "wed": 2,
     "thursday": 3, "thu": 3, "friday": 4, "fri": 4, "saturday": 5, "sat": 5,

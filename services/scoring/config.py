@@ -14,10 +14,10 @@ from services.scoring.appraisal.domain import (
     parse_incentives,
     parse_rule,
 )
-from services.scoring.calendar import CALENDAR_HOURS, CalendarError, load_calendar
+from services.scoring.calendar import CalendarError, load_calendar
 from services.scoring.kpi.contributions import HoursFn
 from services.scoring.kpi.lines import KpiLine, lines_with_overrides
-from services.scoring.kpi.measure import Measure
+from services.scoring.kpi.measure import CALENDAR_HOURS, Measure
 from services.scoring.kpi.windows import Window, parse_window
 from shared.settings import Settings, SettingsError
 
