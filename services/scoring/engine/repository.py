@@ -8,7 +8,9 @@ from typing import Any, TypeAlias
 
 import orjson
 
+# Callers (and tests) reach the transaction's connection through the repository, as in notify.
 from services.scoring.db import Conn
+from services.scoring.db import raw_connection as raw_connection
 
 DailyKey: TypeAlias = tuple[str, dt.date, str]
 FactKey: TypeAlias = tuple[str, str, dt.date, str]
