@@ -385,14 +385,20 @@ class ScoringConsumer:
         reset.log()
 
     async def _poison(self, record: Record, exc: BaseException) -> None:
-        """Dead-letter one record that fails on its own, then move the offset past it."""
+        """Dead-letter one record that fails on its own, moving the offset past it.
+
+        The dead letter is sent inside the transaction that moves the offset, under its
+        row lock, and only if that offset was not moved already: a re-read never sends
+        it twice, whichever process re-reads.
+        """
         assert self.quarantine is not None
-        await self.quarantine.send(record, exc)
         skip = Incoming(
             None, record.topic, record.partition, record.offset, fingerprint=fingerprint(record)
         )
         async with session_scope(self.sessionmaker) as session:
-            await process_batch(session, [skip], tz=self.tz, group_id=self.group_id)
+            result = await process_batch(session, [skip], tz=self.tz, group_id=self.group_id)
+            if result.passed_invalid:
+                await self.quarantine.send(record, exc)
 
     async def handle(self, records: Sequence[Record]) -> BatchResult:
         """Decode, dead-letter the invalid, apply in one transaction, then advise Kafka.
@@ -444,10 +450,8 @@ class ScoringConsumer:
             items.append(Incoming(event, rec.topic, rec.partition, rec.offset))
         for index in last.values():
             items[index] = replace(items[index], fingerprint=fingerprint(records[index]))
-        if dead:
-            await self._deadletter(dead)
         async with session_scope(self.sessionmaker) as session:
-            return await process_batch(
+            result = await process_batch(
                 session,
                 items,
                 tz=self.tz,
@@ -456,6 +460,13 @@ class ScoringConsumer:
                 hours_fn=self.hours_fn,
                 known_specialists=self._known_specialists,
             )
+            # Decided with the offset commit (row locked, fenced re-reads excluded) and
+            # acked before it: never lost, never sent again by a retry or a re-read.
+            passed = set(result.passed_invalid)
+            due = [d for d in dead if (d[0].topic, d[0].partition, d[0].offset) in passed]
+            if due:
+                await self._deadletter(due)
+            return result
 
     async def _after_gaps(self, result: BatchResult, records: list[Record]) -> None:
         """Re-read partitions whose records started past the stored offset.
