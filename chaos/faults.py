@@ -290,7 +290,10 @@ class Injector:
             await consumer.seek_to_beginning(*tps)
             ends = self.monitor.topic_ends(topic)
             position = dict.fromkeys(ends, 0)
+            deadline = time.monotonic() + self.recovery_timeout
             while any(position[k] < end for k, end in ends.items()):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"could not read {topic} up to {ends}: at {position}")
                 batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
                 for tp, recs in batch.items():
                     for r in recs:
