@@ -135,16 +135,18 @@ class Injector:
         self.poison = list(poison or [])
         # Every poison record produced: marker -> (kind, raw bytes, partition, offset).
         self.poison_sent: dict[str, tuple[str, bytes, int, int]] = {}
+        # receiver_down, and the wait for owed deliveries after any receiver fault (it may
+        # take a whole production backoff): beside the sequence, awaited at its end.
+        self._beside: list[asyncio.Task[None]] = []
 
     async def run(self, the_plan: Plan, t0: float) -> None:
-        beside: list[asyncio.Task[None]] = []
         for fault in the_plan.faults:
             await asyncio.sleep(max(0.0, t0 + fault.at - time.monotonic()))
             if fault.kind == "receiver_down":
-                beside.append(asyncio.create_task(self._guarded(fault, t0)))
+                self._beside.append(asyncio.create_task(self._guarded(fault, t0)))
             else:
                 await self._guarded(fault, t0)
-        await asyncio.gather(*beside)
+        await asyncio.gather(*self._beside)
 
     async def _guarded(self, fault: Fault, t0: float) -> None:
         try:
@@ -188,19 +190,19 @@ class Injector:
         elif f.kind == "poison":
             await self._poison(f)
         f.ended = time.monotonic() - t0
-        if f.kind.startswith("webhook") or f.kind == "receiver_down":
-            f.recovery_s = await self._deliveries_recovered(
-                time.monotonic() + self.delivery_timeout
-            )
-            failed = await self.monitor.db_rows(
-                "SELECT count(*) FROM deliveries WHERE status = 'failed'"
-            )
-            f.detail["deliveries_failed"] = None if failed is None else int(failed[0][0])
-        else:
-            f.recovery_s = await self.monitor.zero_lag(time.monotonic() + self.recovery_timeout)
+        if f.kind.startswith("webhook"):
+            self._beside.append(asyncio.create_task(self._receiver_recovered(f, t0)))
+            return
+        if f.kind == "receiver_down":
+            await self._receiver_recovered(f, t0)
+            return
+        f.recovery_s = await self.monitor.zero_lag(time.monotonic() + self.recovery_timeout)
+        self._recovered(f, t0)
+
+    def _recovered(self, f: Fault, t0: float) -> None:
         shown = "not recovered" if f.recovery_s is None else f"{f.recovery_s:.1f}s"
         extra = f" {f.detail}" if f.detail else ""
-        self.say(f"[{time.monotonic() - t0:6.1f}s]   recovered: {shown}{extra}")
+        self.say(f"[{time.monotonic() - t0:6.1f}s]   {f.kind} recovered: {shown}{extra}")
 
     # -- statement_timeout ---------------------------------------------------------------
 
@@ -334,9 +336,26 @@ class Injector:
             self.poison_sent[p.marker] = (p.kind, p.raw, partition, offset)
         f.detail["records"] = len(batch)
 
+    async def _receiver_recovered(self, f: Fault, t0: float) -> None:
+        try:
+            f.recovery_s = await self._deliveries_recovered(
+                time.monotonic() + self.delivery_timeout
+            )
+            failed = await self.monitor.db_rows(
+                "SELECT count(*) FROM deliveries WHERE status = 'failed'"
+            )
+            f.detail["deliveries_failed"] = None if failed is None else int(failed[0][0])
+        except Exception as exc:
+            f.error = repr(exc)
+            logger.exception("waiting for deliveries after %s failed", f.kind)
+        self._recovered(f, t0)
+
     async def _deliveries_recovered(self, deadline: float) -> float | None:
         started = time.monotonic()
         while time.monotonic() < deadline:
+            if self.receiver.down or self.receiver.mode != "ok":
+                # Receiver trouble again: owed deliveries may rightly wait a backoff more.
+                deadline = max(deadline, time.monotonic() + self.delivery_timeout)
             rows = await self.monitor.db_rows(
                 "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'sending')"
             )
