@@ -253,8 +253,17 @@ class Injector:
                 raise RuntimeError("cannot read platform_incidents")
             topics = self.stack.topics
             if f.kind == "broker_reset":
-                await asyncio.to_thread(self.stack.reset_broker)
-                await self.stack.create_topics()
+                # Services stopped (SIGSTOP) while the fresh broker gets its topics: it
+                # would create any topic a client merely asks about, with 4 partitions.
+                services = [k for k, svc in self.stack.services.items() if svc.proc is not None]
+                for key in services:
+                    self.stack.pause(key, signal.SIGSTOP)
+                try:
+                    await asyncio.to_thread(self.stack.reset_broker)
+                    await self.stack.create_topics()
+                finally:
+                    for key in services:
+                        self.stack.pause(key, signal.SIGCONT)
                 await self.monitor.restart_tail(list(topics.all))
             else:
                 # A connector replaying the history: the new log passes the old positions
@@ -265,6 +274,7 @@ class Injector:
                     if (r[1] or b"").decode(errors="replace") not in self.poison_sent
                 ]
                 await self.stack.recreate_topic(topics.events)
+                await self.stack.create_topics([topics.events])
                 await self.monitor.restart_tail([topics.events])
                 await self._produce(topics.events, history)
                 f.detail["refilled"] = len(history)
