@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     events = args.events or (3000 if args.short else 40_000)
-    duration = args.duration or (45.0 if args.short else 420.0)
+    duration = args.duration or (45.0 if args.short else 900.0)
     reports = []
     for i in range(args.runs):
         opts = Options(

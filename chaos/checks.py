@@ -227,6 +227,58 @@ def check_deadletters(records: list[bytes], markers: set[str], prefix: str) -> d
     }
 
 
+def check_poison(
+    sent: dict[str, tuple[str, bytes, int, int]],
+    keys: list[bytes | None],
+    values: list[bytes],
+) -> dict[str, Any]:
+    """Each poison record dead-lettered exactly once, with its bytes, place and reason."""
+    seen: dict[str, int] = defaultdict(int)
+    bad: list[str] = []
+    for key, value in zip(keys, values, strict=True):
+        marker = (key or b"").decode(errors="replace")
+        if marker not in sent:
+            continue
+        seen[marker] += 1
+        kind, raw, partition, offset = sent[marker]
+        try:
+            record = orjson.loads(value)
+            original = decode_original(record)
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            bad.append(f"{kind}: unreadable dead letter ({exc})")
+            continue
+        source = record.get("source") or {}
+        problems = [
+            name
+            for name, ok in (
+                ("original", original == raw),
+                ("topic", source.get("topic") == "kpi.events"),
+                ("partition", source.get("partition") == partition),
+                ("offset", source.get("offset") == offset),
+                ("reason", bool(record.get("reason"))),
+                ("code", bool(record.get("code"))),
+                ("error detail", bool(record.get("exception") or record.get("errors"))),
+            )
+            if not ok
+        ]
+        if problems:
+            bad.append(f"{kind}: {', '.join(problems)} wrong")
+    by_kind: dict[str, int] = defaultdict(int)
+    for marker, n in seen.items():
+        by_kind[sent[marker][0]] += n
+    return {
+        "poison_sent": len(sent),
+        "poison_kinds": sorted({k for k, *_ in sent.values()}),
+        "poison_deadlettered": len(seen),
+        "poison_missing": len(set(sent) - set(seen)),
+        "poison_missing_kinds": sorted({sent[m][0] for m in set(sent) - set(seen)}),
+        "poison_duplicates": sum(n - 1 for n in seen.values()),
+        "poison_bad_records": len(bad),
+        "poison_bad_sample": bad[:5],
+        "poison_deadletters_by_kind": dict(sorted(by_kind.items())),
+    }
+
+
 # -- alerts ------------------------------------------------------------------------------
 
 

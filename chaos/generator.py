@@ -246,3 +246,70 @@ def malformed(rng: random.Random, n: int, prefix: str, *, http: bool) -> list[Ma
         else:
             out.append(Malformed(marker, raw=orjson.dumps([marker, "not an object"])))
     return out
+
+
+@dataclass(frozen=True)
+class Poison:
+    """One record produced straight to kpi.events that scoring must dead-letter once."""
+
+    kind: str
+    marker: str  # also its Kafka key: the dead letter carries it, whatever the bytes
+    raw: bytes
+
+
+POISON_KINDS = (
+    "nul_in_id",
+    "lone_surrogate",
+    "c0_control_in_id",
+    "c1_control_in_id",
+    "invalid_utf8",
+    "not_json",
+    "schema_invalid",
+    "huge_field",
+    "empty_body",
+)
+
+
+def _audit(prefix: str, event_id: str, **extra: Any) -> bytes:
+    body = {
+        "event_id": event_id,
+        "type": "record.audited",
+        "occurred_at": "2026-03-01T09:30:00+08:00",
+        "specialist_id": f"{prefix}poisoned",
+        "accurate": True,
+        **extra,
+    }
+    return orjson.dumps(body)
+
+
+def _poison_raw(kind: str, marker: str, prefix: str) -> bytes:
+    m = marker.encode()
+    if kind == "nul_in_id":
+        return _audit(prefix, marker + "\x00")
+    if kind == "lone_surrogate":
+        # orjson cannot write a lone surrogate; JSON text can carry one as an escape.
+        return _audit(prefix, marker).replace(m, m + b"\\ud800", 1)
+    if kind == "c0_control_in_id":
+        return _audit(prefix, marker + "\x1b[0m")
+    if kind == "c1_control_in_id":
+        return _audit(prefix, marker + "\x9b")
+    if kind == "invalid_utf8":
+        return _audit(prefix, marker).replace(m, m + b"\xff\xfe", 1)
+    if kind == "not_json":
+        return m + b" is not JSON {"
+    if kind == "schema_invalid":
+        return _audit(prefix, marker, type="record.teleported")
+    if kind == "huge_field":
+        return _audit(prefix, marker, specialist_id="s" * 200_000)
+    if kind == "empty_body":
+        return b""
+    raise ValueError(f"unknown poison kind {kind!r}")
+
+
+def poison(prefix: str, round_: int) -> list[Poison]:
+    """One record of every poison kind; markers unique per round."""
+    out = []
+    for i, kind in enumerate(POISON_KINDS):
+        marker = f"{prefix}badp{round_}x{i}"
+        out.append(Poison(kind, marker, _poison_raw(kind, marker, prefix)))
+    return out

@@ -39,6 +39,7 @@ class Monitor:
     partitions: int
     ends: Ends = field(default_factory=dict)  # next offset after the last record seen
     deadletters: list[bytes] = field(default_factory=list)
+    deadletter_keys: list[bytes | None] = field(default_factory=list)  # same order
     raw_ends: Ends = field(default_factory=dict)  # filled by the stream from send metadata
     _consumer: AIOKafkaConsumer | None = None
     _committers: dict[str, AIOKafkaConsumer] = field(default_factory=dict)
@@ -78,6 +79,7 @@ class Monitor:
                 self.ends[(tp.topic, tp.partition)] = recs[-1].offset + 1
                 if tp.topic == self.topics.deadletter:
                     self.deadletters.extend(r.value or b"" for r in recs)
+                    self.deadletter_keys.extend(r.key for r in recs)
 
     async def stop(self) -> None:
         self._stop = True
@@ -87,6 +89,56 @@ class Monitor:
             await self._consumer.stop()
         for consumer in self._committers.values():
             await bounded(consumer.stop(), 10)
+
+    async def tail_caught_up(self, topic: str) -> bool:
+        """The tail read ``topic`` up to the broker's end (as the broker reports it)."""
+        assert self._consumer is not None
+        tps = [TopicPartition(topic, p) for p in range(self.partitions)]
+        ends = await self._consumer.end_offsets(tps)
+        return all(self.ends.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items())
+
+    async def restart_tail(self, topics: list[str]) -> None:
+        """After those topics' logs were replaced: forget their ends, read them from 0."""
+        assert self._consumer is not None
+        for key in [k for k in self.ends if k[0] in topics]:
+            del self.ends[key]
+        for key in [k for k in self.raw_ends if k[0] in topics]:
+            del self.raw_ends[key]
+        tps = [TopicPartition(t, p) for t in topics for p in range(self.partitions)]
+        await self._consumer.seek_to_beginning(*[tp for tp in tps if tp in self._tailed])
+        # Committed positions of the old broker's groups: probe with fresh clients.
+        for consumer in self._committers.values():
+            await bounded(consumer.stop(), 10)
+        self._committers.clear()
+
+    @property
+    def _tailed(self) -> set[TopicPartition]:
+        assert self._consumer is not None
+        return set(self._consumer.assignment())
+
+    async def incidents(self, kind: str) -> int | None:
+        """Occurrences of platform incidents of ``kind`` so far (None: database unreachable)."""
+        rows = await self.db_rows(
+            "SELECT coalesce(sum(occurrences), 0) FROM platform_incidents WHERE kind = $1", kind
+        )
+        return None if rows is None else int(rows[0][0])
+
+    async def quiet(self) -> bool:
+        """Nothing produced so far is unapplied: raw -> events -> scores -> notify, and the
+        tail has every dead letter (the stream must be paused)."""
+        if not await self.tail_caught_up(self.topics.events):
+            return False
+        if await self.zero_lag(time.monotonic()) is None:
+            return False
+        scores = self.topic_ends(self.topics.scores)
+        if not self.caught_up(await self.group_offsets("kpi-notify", list(scores)), scores):
+            return False
+        rows = await self.db_rows("SELECT count(*) FROM score_outbox")
+        if rows is None or rows[0][0] != 0:
+            return False
+        return await self.tail_caught_up(self.topics.deadletter) and await self.tail_caught_up(
+            self.topics.scores
+        )
 
     def topic_ends(self, topic: str) -> Ends:
         return {k: v for k, v in self.ends.items() if k[0] == topic}

@@ -1,4 +1,4 @@
-"""Webhook receiver for the chaos run: answers ok, fails (503) or hangs on command."""
+"""Webhook receiver for the chaos run: answers ok, fails (503), hangs or is down on command."""
 
 from __future__ import annotations
 
@@ -41,12 +41,14 @@ class Delivery:
 @dataclass
 class ChaosReceiver:
     mode: str = "ok"  # ok | fail | hang
+    # Down for a long stretch (receiver_down): 503 to everything, whatever ``mode`` says.
+    down: bool = False
     log: list[Delivery] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     receiver: Receiver | None = None
 
     def _behaviour(self, req: Received) -> tuple[int, bytes, float]:
-        mode = self.mode
+        mode = "fail" if self.down else self.mode
         status = 503 if mode == "fail" else 200
         delay = HANG_SECONDS if mode == "hang" else 0.0
         key = req.headers.get("X-KPI-Delivery", "")

@@ -28,6 +28,10 @@ def render(r: dict[str, Any]) -> str:
         f"  dead-lettered {r.get('deadlettered_distinct')} of {r.get('malformed_sent')} malformed"
         f" (missing {r.get('deadletter_missing')}, unexpected {r.get('deadletter_unexpected')}, "
         f"redelivered copies {r.get('deadletter_redelivered')})",
+        f"  poison records straight to kpi.events {r.get('poison_sent')} "
+        f"({len(r.get('poison_kinds') or [])} kinds): dead-lettered {r.get('poison_deadlettered')}"
+        f" (missing {r.get('poison_missing')}, more than once {r.get('poison_duplicates')}, "
+        f"wrong bytes/place/reason {r.get('poison_bad_records')})",
         f"  alerts: expected transitions {a.get('expected_transitions')}, delivered "
         f"{a.get('delivered_transitions')}, missed {a.get('missed')}; open at end "
         f"{a.get('expected_open_alerts')}; deliveries {a.get('deliveries_received')} with "
@@ -38,6 +42,8 @@ def render(r: dict[str, Any]) -> str:
         f"platform-health notices {a.get('platform_incident_deliveries')}",
         f"  faults injected {len(r.get('faults', []))}: "
         + ", ".join(f"{k}" for k in r.get("faults_by_kind", {})),
+        f"  faults the platform did not show (log reset without incident, statement timeout "
+        f"that never bit) {r.get('faults_unnoticed')}",
         f"  recovery to zero lag p50 {r.get('recovery_p50_s')} s, max {r.get('recovery_max_s')} s"
         f" (not recovered {r.get('faults_not_recovered')}, failed {r.get('faults_failed')})",
         f"  secrets in logs {r.get('secrets_in_logs')}; drained {r.get('drained')}, settled "
@@ -48,8 +54,9 @@ def render(r: dict[str, Any]) -> str:
     for f in r.get("faults", []):
         rec = "—" if f["recovery_s"] is None else f"{f['recovery_s']:.1f}s"
         lines.append(
-            f"    {f['kind']:<13} {f['target']:<10} at {f['started'] or 0:6.1f}s "
+            f"    {f['kind']:<20} {f['target']:<10} at {f['started'] or 0:6.1f}s "
             f"hold {f['hold']:5.1f}s  recovery {rec}"
+            + (f"  {f['detail']}" if f.get("detail") else "")
             + (f"  ERROR {f['error']}" if f["error"] else "")
         )
     samples = ("day_mismatch_sample", "window_mismatch_sample", "rest_mismatch_sample")
@@ -60,6 +67,10 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"  final alert state errors: {a['final_state_errors']}")
     if a.get("missed_transitions_sample"):
         lines.append(f"  missed transitions: {a['missed_transitions_sample']}")
+    if r.get("poison_missing_kinds"):
+        lines.append(f"  poison kinds not dead-lettered: {r['poison_missing_kinds']}")
+    if r.get("poison_bad_sample"):
+        lines.append(f"  poison dead letters wrong: {r['poison_bad_sample']}")
     if r.get("secrets_found"):
         lines.append(f"  secrets found: {r['secrets_found']}")
     if r.get("logs"):

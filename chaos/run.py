@@ -19,7 +19,7 @@ import httpx
 
 from chaos import checks
 from chaos.faults import Injector, plan
-from chaos.generator import HistoryMaker, deliveries, malformed, recent_anchors
+from chaos.generator import HistoryMaker, deliveries, malformed, poison, recent_anchors
 from chaos.monitor import Monitor
 from chaos.receiver import ChaosReceiver
 from chaos.stack import ADMIN_TOKEN, PARTITIONS, TIMEZONE, ChaosStack
@@ -150,8 +150,17 @@ async def campaign(opts: Options) -> dict[str, Any]:
             markers,
         )
         recovery_timeout = 60.0 if opts.short else 180.0
-        injector = Injector(stack, receiver, monitor, recovery_timeout, say=say)
         the_plan = plan(rng, opts.duration, opts.short)
+        rounds = sum(1 for f in the_plan.faults if f.kind == "poison")
+        injector = Injector(
+            stack,
+            receiver,
+            monitor,
+            recovery_timeout,
+            say=say,
+            streamer=streamer,
+            poison=[poison(prefix, i) for i in range(rounds)],
+        )
         say(
             f"streaming {len(inputs['delivered'])} deliveries of {len(inputs['events'])} events "
             f"({len(kafka_items)} Kafka messages, {len(http_items)} HTTP items, "
@@ -201,7 +210,14 @@ async def campaign(opts: Options) -> dict[str, Any]:
         finally:
             await conn.close()
         await monitor.stop()
-        dl = checks.check_deadletters(monitor.deadletters, markers, prefix)
+        sent = injector.poison_sent
+        others = [
+            v
+            for k, v in zip(monitor.deadletter_keys, monitor.deadletters, strict=True)
+            if (k or b"").decode(errors="replace") not in sent
+        ]
+        dl = checks.check_deadletters(others, markers, prefix)
+        dl.update(checks.check_poison(sent, monitor.deadletter_keys, monitor.deadletters))
         monitor = None
         crossed_midnight = checks.today_in(tz) != today
         recoveries = [f.recovery_s for f in the_plan.faults if f.recovery_s is not None]
@@ -224,6 +240,7 @@ async def campaign(opts: Options) -> dict[str, Any]:
             faults_by_kind=kinds,
             faults_failed=sum(1 for f in the_plan.faults if f.error),
             faults_not_recovered=sum(1 for f in the_plan.faults if f.recovery_s is None),
+            faults_unnoticed=sum(1 for f in the_plan.faults if f.unnoticed),
             recovery_p50_s=round(statistics.median(recoveries), 1) if recoveries else None,
             recovery_max_s=round(max(recoveries), 1) if recoveries else None,
             **ev,
@@ -258,6 +275,10 @@ ZERO_FIGURES = (
     "http_unexpected_rejections",
     "faults_failed",
     "faults_not_recovered",
+    "faults_unnoticed",
+    "poison_missing",
+    "poison_duplicates",
+    "poison_bad_records",
     "secrets_in_logs",
 )
 ZERO_ALERT_FIGURES = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -11,12 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient
 
 from kpi.stack import ServiceProcess
-from shared.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from shared.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, port_is_free
 from shared.kafka import ensure_topics
 from shared.settings import Settings, parse_duration
 from shared.topics import Topics
+
+logger = logging.getLogger("chaos.stack")
 
 ADMIN_TOKEN = "kpi_chaos_admin_" + "7f3a9c1e5b2d4f6a8c0e1b3d5f7a9c2e"
 TIMEZONE = "Asia/Shanghai"
@@ -165,6 +169,65 @@ class ChaosStack:
             proc = self.services[what].proc
             assert proc is not None
             os.killpg(proc.pid, sig)
+
+    def reset_broker(self, timeout: float = 30) -> None:
+        """A fresh memory broker on the same port: every topic, record and group is gone."""
+        assert self.broker is not None
+        port = self.broker.port
+        self.broker.stop()
+        self.broker = EmbeddedBroker(port=port, log_path=self.home / "logs" / "broker.log")
+        deadline = time.monotonic() + timeout
+        while not port_is_free(port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"broker port {port} still busy after {timeout:.0f}s")
+            time.sleep(0.2)
+        self.broker.start()
+
+    async def create_topics(self, names: list[str] | None = None, timeout: float = 30) -> None:
+        """Create the (missing) topics as the stack does at start, once the broker answers.
+
+        The embedded broker creates a topic (4 partitions) for any client that merely asks
+        for its metadata; such a topic is deleted and created again with ours.
+        """
+        wanted = names or list(self.topics.all)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await ensure_topics(self.bootstrap, PARTITIONS, wanted)
+                wrong = await self._wrong_partitions(wanted)
+                if not wrong:
+                    return
+                logger.warning("topics auto-created with other partitions: %s", wrong)
+                for name in wrong:
+                    await self.recreate_topic(name, timeout)
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def _wrong_partitions(self, names: list[str]) -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="chaos-admin")
+        await admin.start()
+        try:
+            described = await admin.describe_topics(names)
+        finally:
+            await admin.close()
+        return [t["topic"] for t in described if len(t["partitions"]) != PARTITIONS]
+
+    async def recreate_topic(self, name: str, timeout: float = 30) -> None:
+        """Delete a topic and create it again with the same partitions."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="chaos-admin")
+        await admin.start()
+        try:
+            await admin.delete_topics([name])
+            deadline = time.monotonic() + timeout
+            while name in await admin.list_topics():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} still listed {timeout:.0f}s after its deletion")
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+        await ensure_topics(self.bootstrap, PARTITIONS, [name])
 
     def restart_postgres(self) -> None:
         assert self.postgres is not None

@@ -74,10 +74,38 @@ class Streamer:
     stats: StreamStats = field(default_factory=StreamStats)
     tick: float = 0.2
     http_batch: int = 50
+    # Cleared by pause(): both senders stop at their next step, everything sent acked.
+    _go: asyncio.Event = field(default_factory=asyncio.Event)
+    _idle: dict[str, asyncio.Event] = field(default_factory=dict)
+    _finished_senders: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._go.set()
+        self._idle = {"kafka": asyncio.Event(), "http": asyncio.Event()}
 
     async def run(self) -> None:
         await asyncio.gather(self._run_kafka(), self._run_http())
         self.stats.finished_at = time.monotonic()
+
+    async def pause(self) -> None:
+        """Stop both senders; returns once nothing they sent is unacknowledged."""
+        self._go.clear()
+        await asyncio.gather(*(e.wait() for e in self._idle.values()))
+
+    def resume(self) -> None:
+        for who, idle in self._idle.items():
+            if who not in self._finished_senders:
+                idle.clear()
+        self._go.set()
+
+    async def _hold(self, who: str) -> None:
+        if not self._go.is_set():
+            self._idle[who].set()
+            await self._go.wait()
+
+    def _finished(self, who: str) -> None:
+        self._finished_senders.add(who)
+        self._idle[who].set()
 
     def _share(self, total: int, step: int, steps: int) -> tuple[int, int]:
         return total * step // steps, total * (step + 1) // steps
@@ -92,6 +120,10 @@ class Streamer:
         pending: list[KafkaItem] = []
         try:
             for step in range(steps):
+                if not self._go.is_set():
+                    while pending:
+                        pending = await self._send(producer, pending)
+                    await self._hold("kafka")
                 lo, hi = self._share(len(self.kafka), step, steps)
                 pending.extend(self.kafka[lo:hi])
                 pending = await self._send(producer, pending)
@@ -99,6 +131,7 @@ class Streamer:
             while pending:
                 pending = await self._send(producer, pending)
         finally:
+            self._finished("kafka")
             await producer.stop()
 
     async def _start_producer(self, producer: AIOKafkaProducer) -> None:
@@ -142,6 +175,7 @@ class Streamer:
         headers = {"Authorization": f"Bearer {self.token}"}
         async with httpx.AsyncClient(base_url=self.ingest_url, headers=headers) as client:
             for step in range(steps):
+                await self._hold("http")
                 lo, hi = self._share(len(self.http), step, steps)
                 chunk = self.http[lo:hi]
                 objs = [i for i in chunk if isinstance(i, dict)]
@@ -150,6 +184,7 @@ class Streamer:
                 for raw in (i for i in chunk if isinstance(i, bytes)):
                     await self._post_raw(client, raw)
                 await asyncio.sleep(max(0.0, started + (step + 1) * self.tick - time.monotonic()))
+        self._finished("http")
 
     async def _post(self, client: httpx.AsyncClient, objs: list[dict[str, Any]]) -> None:
         while True:

@@ -33,7 +33,18 @@ def test_short_chaos_campaign_loses_duplicates_and_misses_nothing(tmp_path: Path
     print(text[-3000:])
     report = json.loads(out.read_text())
     kinds = {f["kind"] for f in report["faults"]}
-    assert kinds == {"kill", "pause", "pg_restart", "webhook_fail", "webhook_hang"}
+    assert kinds == {
+        "kill",
+        "pause",
+        "pg_restart",
+        "pg_statement_timeout",
+        "webhook_fail",
+        "webhook_hang",
+        "receiver_down",
+        "broker_reset",
+        "topic_recreate",
+        "poison",
+    }
     assert report["events_generated"] >= 2000
     assert report["drained"] and report["settled"], text[-3000:]
     figures = {k: report[k] for k in ZERO_FIGURES}
@@ -41,4 +52,8 @@ def test_short_chaos_campaign_loses_duplicates_and_misses_nothing(tmp_path: Path
     alerts = {k: report["alerts"][k] for k in ZERO_ALERT_FIGURES}
     assert alerts == dict.fromkeys(ZERO_ALERT_FIGURES, 0), text[-3000:]
     assert report["deadlettered_distinct"] == report["malformed_sent"] > 0
+    assert len(report["poison_kinds"]) >= 7
+    assert report["poison_deadlettered"] == report["poison_sent"] >= 7
+    resets = [f for f in report["faults"] if f["kind"] in ("broker_reset", "topic_recreate")]
+    assert all(f["detail"]["log_reset_incident"] for f in resets), resets
     assert report["passed"] and proc.returncode == 0

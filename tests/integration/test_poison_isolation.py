@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -160,6 +161,96 @@ async def test_scoring_dead_letters_each_poison_record_once_and_counts_the_rest(
         "SELECT count(*) FROM platform_incidents WHERE kind = 'poison' AND status = 'open'",
     )
     assert incidents == 1
+
+
+async def all_dead_letters(bootstrap: str, topics: Topics) -> list[bytes]:
+    """Every record in kpi.deadletter: read up to a sentinel appended to each partition.
+
+    (The embedded broker's end offsets count batches, not records.)
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        parts = await producer.partitions_for(topics.deadletter)
+        for p in parts:
+            await producer.send_and_wait(topics.deadletter, b"sentinel", partition=p)
+    finally:
+        await producer.stop()
+    records = await consume_until(
+        bootstrap,
+        topics.deadletter,
+        lambda recs: sum(r.value == b"sentinel" for r in recs) == len(parts),
+    )
+    return [r.value for r in records if r.value != b"sentinel"]
+
+
+@pytest.fixture
+async def transient_once(clean_db: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """The first processed_events insert fails with serialization_failure (40001), once."""
+    async with clean_db.begin() as conn:
+        await conn.execute(text("CREATE SEQUENCE fail_once_seq"))
+        await conn.execute(
+            text(
+                """
+                CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    -- nextval is not rolled back with the failed transaction.
+                    IF nextval('fail_once_seq') = 1 THEN
+                        RAISE EXCEPTION 'injected serialization failure'
+                            USING ERRCODE = 'serialization_failure';
+                    END IF;
+                    RETURN NULL;
+                END $$
+                """
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER fail_once BEFORE INSERT ON processed_events "
+                "FOR EACH STATEMENT EXECUTE FUNCTION fail_once()"
+            )
+        )
+    yield clean_db
+    async with clean_db.begin() as conn:
+        await conn.execute(text("DROP TRIGGER fail_once ON processed_events"))
+        await conn.execute(text("DROP FUNCTION fail_once()"))
+        await conn.execute(text("DROP SEQUENCE fail_once_seq"))
+
+
+async def test_scoring_dead_letters_an_invalid_record_once_when_its_batch_is_retried(
+    transient_once: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    database_url: str,
+    bootstrap: str,
+    created_topics: Topics,
+) -> None:
+    """A transient failure re-reads the batch: its invalid records are dead-lettered once."""
+    topics = created_topics
+    good = [audit(f"r-{i}", f"s{i % 5}") for i in range(30)]
+    invalid = [
+        b'{"event_id": "nul\\u0000id", "type": "record.audited"}',
+        b"not json at all",
+        b'{"event_id": "lone\\ud800", "type": "record.audited"}',
+    ]
+    stream = good[:10] + invalid[:1] + good[10:20] + invalid[1:] + good[20:]
+    await produce(bootstrap, topics.events, stream, key=lambda v: b"one-partition")
+    settings = load_settings(
+        database_url=database_url, kafka_bootstrap=bootstrap, topic_prefix=topics.prefix
+    )
+
+    async def done() -> bool:
+        offsets = await scalar(
+            sessionmaker, "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
+        )
+        return bool(offsets == len(stream))
+
+    await run_scoring(settings, sessionmaker, done)
+    async with transient_once.connect() as conn:
+        calls = (await conn.execute(text("SELECT last_value FROM fail_once_seq"))).scalar_one()
+    assert calls >= 2, "the injected transient failure did not happen"
+    assert await scalar(sessionmaker, "SELECT count(*) FROM processed_events") == 30
+    letters = [orjson.loads(v) for v in await all_dead_letters(bootstrap, topics)]
+    assert sorted(letter["original"].encode() for letter in letters) == sorted(invalid)
 
 
 async def test_scoring_retries_statement_timeouts_and_dead_letters_nothing(

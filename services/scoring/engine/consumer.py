@@ -197,14 +197,22 @@ class ScoringConsumer:
             self.positions.anchors.applied(records)
 
     async def _poison(self, record: Record, exc: BaseException) -> None:
-        """Dead-letter one record that fails on its own, then move the offset past it."""
+        """Dead-letter one record that fails on its own, moving the offset past it.
+
+        The dead letter is sent inside the transaction that moves the offset, under its
+        row lock, and only if that offset was not moved already: a re-read never sends
+        it twice, whichever process re-reads.
+        """
         assert self.quarantine is not None
-        await self.quarantine.send(record, exc)
         skip = Incoming(
             None, record.topic, record.partition, record.offset, fingerprint=fingerprint(record)
         )
         async with session_scope(self.sessionmaker) as session:
-            await process_batch(session, [skip], measure=self.measure, group_id=self.group_id)
+            result = await process_batch(
+                session, [skip], measure=self.measure, group_id=self.group_id
+            )
+            if result.passed_invalid:
+                await self.quarantine.send(record, exc)
 
     async def handle(self, records: Sequence[Record]) -> BatchResult:
         """Decode, dead-letter the invalid, apply in one transaction, then advise Kafka.
@@ -256,10 +264,8 @@ class ScoringConsumer:
             items.append(Incoming(event, rec.topic, rec.partition, rec.offset))
         for index in last.values():
             items[index] = replace(items[index], fingerprint=fingerprint(records[index]))
-        if dead:
-            await self._deadletter(dead)
         async with session_scope(self.sessionmaker) as session:
-            return await process_batch(
+            result = await process_batch(
                 session,
                 items,
                 measure=self.measure,
@@ -267,6 +273,13 @@ class ScoringConsumer:
                 accept_gaps=accept,
                 known_specialists=self._known_specialists,
             )
+            # Decided with the offset commit (row locked, fenced re-reads excluded) and
+            # acked before it: never lost, never sent again by a retry or a re-read.
+            passed = set(result.passed_invalid)
+            due = [d for d in dead if (d[0].topic, d[0].partition, d[0].offset) in passed]
+            if due:
+                await self._deadletter(due)
+            return result
 
     async def _advise_kafka(self, records: list[Record], result: BatchResult) -> None:
         # The database holds the truth; this only keeps Kafka's lag figures meaningful.

@@ -63,6 +63,9 @@ class BatchResult:
     # Partitions whose records start after the stored offset (nothing of them was applied):
     # partition -> stored next offset, where the consumer must seek back to.
     gaps: dict[tuple[str, int], int] = field(default_factory=dict)
+    # Invalid records this transaction moves the offset past (topic, partition, offset):
+    # the ones to dead-letter before it commits; fenced re-reads are not among them.
+    passed_invalid: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 async def process_batch(
@@ -96,6 +99,8 @@ async def process_batch(
     for item in incoming:
         if item.event is None:
             result.invalid += 1
+            if item.topic is not None and item.partition is not None and item.offset is not None:
+                result.passed_invalid.append((item.topic, item.partition, item.offset))
             continue
         digest = item.hash or payload_hash(item.event)
         seen = first.get(item.event.event_id)
