@@ -61,7 +61,7 @@ migrate: $(STAMP) ## Apply migrations to KPI_DATABASE_URL (or the running `make 
 bench: $(STAMP) ## Every headline figure in one run (~3 min); writes bench/results/latest.{json,md}
 	$(BIN)/python bench/run_all.py
 
-chaos: $(STAMP) ## Full chaos campaign (~17 min): stream + faults, checks lost/dup/mismatch/alerts
+chaos: $(STAMP) ## Full chaos campaign (~20 min): stream + faults, checks lost/dup/mismatch/alerts
 	$(BIN)/python -m chaos
 
 audit: $(STAMP) ## pip-audit of the installed dependencies (known vulnerabilities)
