@@ -338,7 +338,7 @@ class Injector:
         """One record of every poison kind straight to kpi.events, mid-stream."""
         batch = self.poison.pop(0) if self.poison else []
         topic = self.stack.topics.events
-        records = [
+        records: list[tuple[int, bytes | None, bytes]] = [
             (zlib.crc32(p.marker.encode()) % PARTITIONS, p.marker.encode(), p.raw) for p in batch
         ]
         placed = await self._produce(topic, records)
