@@ -367,6 +367,7 @@ class BatchLoop:
         """Drop what belongs to a log that changed under us and re-read it from its start."""
         changed = await self.logs.scan(self._consumer, batches)
         if self.anchors is not None:
+            changed = await self.anchors.confirm(changed)
             changed.update(await self.anchors.check(self._consumer.assignment()))
         for tp, verdict in changed.items():
             batches.pop(tp, None)

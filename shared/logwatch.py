@@ -133,6 +133,46 @@ class AnchorCheck:
             self.forget(tp)
         return verdicts
 
+    async def confirm(
+        self, changed: dict[TopicPartition, Changed]
+    ) -> dict[TopicPartition, Changed]:
+        """Keep a "beyond the log end" verdict only if the log really ends before it.
+
+        That verdict rests on the high-water mark the client holds, which can be stale or
+        wrong (after a broker pause the embedded broker's ListOffsets answers the last
+        batch's base offset + 1; a new Kafka leader may briefly report a lower mark). While
+        the record just before the position is still there, unchanged, the log was not
+        cut: re-reading it from the start would only repeat work and dead letters.
+        """
+        suspects: dict[TopicPartition, tuple[int, str]] = {}
+        for tp, verdict in changed.items():
+            if verdict.reason != BEYOND_LOG_END or verdict.expected <= 0:
+                continue
+            at = verdict.expected - 1
+            latest = self._latest.get(tp)
+            suspects[tp] = (at, latest[1] if latest is not None and latest[0] == at else "")
+        if not suspects:
+            return changed
+        try:
+            confirmed = await self._verify(suspects)
+        except KafkaError as exc:
+            # Unconfirmed now; the position check fires again if the mark stays low.
+            logger.info("log end check deferred: %s", exc)
+            confirmed = {}
+        kept = {tp: v for tp, v in changed.items() if tp not in suspects}
+        kept.update(confirmed)
+        for tp in suspects.keys() - confirmed.keys():
+            logger.warning(
+                "%s[%d]: the high-water mark %s is below the position %d, but the record at "
+                "%d is still there: not a log reset, reading on",
+                tp.topic,
+                tp.partition,
+                changed[tp].found,
+                changed[tp].expected,
+                suspects[tp][0],
+            )
+        return kept
+
     async def _verify(
         self, anchors: dict[TopicPartition, tuple[int, str]]
     ) -> dict[TopicPartition, Changed]:
@@ -172,7 +212,8 @@ class AnchorCheck:
                 if recs:
                     pending.discard(tp)
                     first = recs[0]
-                    if first.offset == offset and fingerprint(first) != fp:
+                    # An empty fingerprint asks only whether the record is there.
+                    if first.offset == offset and fp and fingerprint(first) != fp:
                         verdicts[tp] = Changed(RECORD_MISMATCH, offset + 1, first.offset)
                     # Otherwise the same record, or gone (compaction): nothing to say.
                 elif highwater is not None and highwater <= offset:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,6 +23,8 @@ from services.scoring.engine.consumer import ScoringConsumer
 from shared.embedded import EmbeddedBroker, free_port
 from shared.events import encode_event, partition_key, validate_event_obj
 from shared.kafka import ensure_topics
+from shared.logwatch import AnchorCheck
+from shared.offsets import BEYOND_LOG_END, RECORD_MISMATCH, Changed
 from shared.settings import load_settings
 from shared.topics import Topics
 from tests.kafka_helpers import produce, wait_for
@@ -268,3 +271,26 @@ async def test_unchanged_log_is_verified_not_reset(
 
 async def _is(value: Any, expected: int) -> bool:
     return bool(await value == expected)
+
+
+async def test_a_low_high_water_mark_is_confirmed_against_the_log(bootstrap: str) -> None:
+    """A "beyond the log end" verdict stands only when the record before the position is gone.
+
+    The client's high-water mark can be stale or wrong (the embedded broker's ListOffsets
+    after a pause): trusting it alone re-read a whole partition and repeated its dead letters.
+    """
+    topics = Topics(f"hw{uuid.uuid4().hex[:8]}.")
+    await ensure_topics(bootstrap, 1, [topics.events])
+    await produce(bootstrap, topics.events, [b"%d" % i for i in range(10)])
+    tp = TopicPartition(topics.events, 0)
+    anchors = AnchorCheck(bootstrap)
+    try:
+        stale = {tp: Changed(BEYOND_LOG_END, 10, 4)}  # the record at 9 is there
+        assert await anchors.confirm(stale) == {}
+        cut = {tp: Changed(BEYOND_LOG_END, 50, 10)}  # nothing at 49: the log is shorter
+        confirmed = await anchors.confirm(cut)
+        assert list(confirmed) == [tp] and confirmed[tp].reason == BEYOND_LOG_END
+        other = {tp: Changed(RECORD_MISMATCH, 5, 4)}  # other verdicts pass untouched
+        assert await anchors.confirm(other) == other
+    finally:
+        await anchors.close()

@@ -141,7 +141,7 @@ class StoredPositions:
     async def hold_changed(self, fetched: Fetched) -> None:
         """Drop (and pause) what belongs to a log that changed; it is rewound next round."""
         assert self.consumer is not None
-        changed = await self.logs.scan(self.consumer, fetched)
+        changed = await self.anchors.confirm(await self.logs.scan(self.consumer, fetched))
         changed.update(await self.anchors.check(self.consumer.assignment()))
         for tp, verdict in changed.items():
             self.consumer.pause(tp)
