@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=1, help="campaigns in a row (seed, seed+1…)")
     parser.add_argument("--keep", action="store_true", help="keep logs and data of passed runs")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated fault kinds or kind:target to keep (e.g. poison,pause:broker)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
@@ -40,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     for i in range(args.runs):
         opts = Options(
-            events=events, duration=duration, short=args.short, seed=args.seed + i, keep=args.keep
+            events=events,
+            duration=duration,
+            short=args.short,
+            seed=args.seed + i,
+            keep=args.keep,
+            only=tuple(x for x in args.only.split(",") if x),
         )
         report = asyncio.run(_guarded(opts))
         print(render(report), flush=True)

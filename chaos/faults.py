@@ -64,11 +64,12 @@ class Plan:
     faults: list[Fault] = field(default_factory=list)
 
 
-def plan(rng: random.Random, duration: float, short: bool) -> Plan:
+def plan(rng: random.Random, duration: float, short: bool, only: tuple[str, ...] = ()) -> Plan:
     """Every fault kind once (services each killed once), spread over the stream.
 
     ``receiver_down`` runs beside the others from early on; the other receiver faults
-    come after it (down would mask them).
+    come after it (down would mask them). ``only`` keeps the faults named ``kind`` or
+    ``kind:target`` (to reproduce one fault without the whole campaign).
     """
     pause = (4.0, 6.0) if short else (20.0, 60.0)
     trouble = (4.0, 6.0) if short else (20.0, 45.0)
@@ -93,6 +94,8 @@ def plan(rng: random.Random, duration: float, short: bool) -> Plan:
         faults.append(Fault("pause", "scoring-2", hold=rng.uniform(15.0, 25.0)))
         faults.append(Fault("poison", "kpi.events"))
     rng.shuffle(faults)
+    if only:
+        faults = [f for f in faults if _chosen(f, only)]
     webhook = [f for f in faults if f.kind.startswith("webhook")]
     faults = [f for f in faults if not f.kind.startswith("webhook")] + webhook
     # Start times spread evenly, leaving room for the fault to end inside the stream.
@@ -104,8 +107,13 @@ def plan(rng: random.Random, duration: float, short: bool) -> Plan:
     down = Fault("receiver_down", "receiver", hold=RECEIVER_DOWN_S, at=slot * 0.25)
     if short:
         down = Fault("receiver_down", "receiver", hold=RECEIVER_DOWN_SHORT_S, at=duration * 0.3)
-    faults.insert(0, down)
+    if not only or _chosen(down, only):
+        faults.insert(0, down)
     return Plan(faults)
+
+
+def _chosen(fault: Fault, only: tuple[str, ...]) -> bool:
+    return fault.kind in only or f"{fault.kind}:{fault.target}" in only
 
 
 class Injector:

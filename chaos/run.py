@@ -38,6 +38,7 @@ class Options:
     seed: int = 1
     specialists: int = 40
     keep: bool = False
+    only: tuple[str, ...] = ()
     home: Path | None = None
     say: Any = print
 
@@ -150,7 +151,7 @@ async def campaign(opts: Options) -> dict[str, Any]:
             markers,
         )
         recovery_timeout = 60.0 if opts.short else 180.0
-        the_plan = plan(rng, opts.duration, opts.short)
+        the_plan = plan(rng, opts.duration, opts.short, opts.only)
         rounds = sum(1 for f in the_plan.faults if f.kind == "poison")
         injector = Injector(
             stack,
