@@ -69,10 +69,18 @@ class LogWatch:
                 # position is valid and returned at once.
                 with contextlib.suppress(KafkaError, AssertionError):
                     position = await consumer.position(tp)
-            verdict = self.check.position(key, position, highwater, now)
+            verdict = self.check.position(key, position, highwater, _answered_at(consumer, tp))
             if verdict is not None:
                 changed[tp] = verdict
         return changed
+
+
+def _answered_at(consumer: AIOKafkaConsumer, tp: TopicPartition) -> float | None:
+    """When the broker's last fetch answer for ``tp`` (and its high-water mark) arrived."""
+    with contextlib.suppress(AssertionError):
+        polled_ms = consumer.last_poll_timestamp(tp)
+        return None if polled_ms is None else polled_ms / 1000.0
+    return None
 
 
 class AnchorCheck:
@@ -193,6 +201,9 @@ class AnchorCheck:
         verdicts: dict[TopicPartition, Changed] = {}
         pending = set(anchors)
         deadline = time.monotonic() + 3.0
+        # Only a mark from an answer to this check counts: the reader keeps the mark of its
+        # previous check, which a broker busy after a pause may not have replaced yet.
+        asked_at = int(time.time() * 1000) / 1000.0  # the client stamps answers in ms
         while pending and time.monotonic() < deadline:
             try:
                 got = await reader.getmany(*pending, timeout_ms=500, max_records=len(pending))
@@ -208,7 +219,9 @@ class AnchorCheck:
             for tp in list(pending):
                 offset, fp = anchors[tp]
                 recs = got.get(tp)
-                highwater = reader.highwater(tp)
+                answered_at = _answered_at(reader, tp)
+                fresh = answered_at is not None and answered_at >= asked_at
+                highwater = reader.highwater(tp) if fresh else None
                 if recs:
                     pending.discard(tp)
                     first = recs[0]

@@ -7,7 +7,8 @@ The consumer adapters do the I/O; this module only decides, from what they obser
   even if the new one is already longer than our position.
 - ``position``: a fetch position above the partition's high-water mark means the log is now
   shorter than what we read (Kafka answers such a fetch with OffsetOutOfRange; the embedded
-  broker answers with nothing, forever). It must hold on two checks a fetch apart.
+  broker answers with nothing, forever). It must hold in every fetch answer the broker gives
+  over ``CONFIRM_SECONDS`` of answers: time in which the broker said nothing is no evidence.
 - ``jumped``: records arriving below the position we expect without us seeking there mean
   the client reset the position itself (auto.offset.reset after OffsetOutOfRange).
 """
@@ -23,11 +24,16 @@ RECORD_MISMATCH: Final = "record_mismatch"
 BEYOND_LOG_END: Final = "beyond_log_end"
 POSITION_RESET: Final = "position_reset"
 
-# A position above the high-water mark must last this long before it counts: a mark read
-# just before our own seek is not evidence, and right after a broker pause (SIGSTOP, a long
-# GC, a leader change) fetch answers can carry a low mark for a few seconds (seen in a
-# chaos campaign on the embedded broker). A real reset is then noticed seconds later.
+# A position above the high-water mark must be what the broker keeps answering for this
+# long before it counts. The mark a client holds is the one of the last fetch answer, which
+# can be low for a moment (the embedded broker's answers under a burst of produce requests,
+# a new Kafka leader) and then stays low for as long as the broker says nothing. A chaos
+# campaign paused the broker for 24 s just after such a moment: counted by the wall clock,
+# the stale mark "lasted" 24 s and every partition was rewound to 0. So the window is
+# measured in answers: from the first answer that shows the position beyond the mark to a
+# later one that still does, with no silence longer than ANSWER_GAP_SECONDS in between.
 CONFIRM_SECONDS: Final = 15.0
+ANSWER_GAP_SECONDS: Final = 5.0
 
 
 class RecordLike(Protocol):
@@ -82,15 +88,19 @@ class _Partition:
     expected_next: int | None = None  # the offset the next record should have
     verify_at: int | None = None  # offset of the record to compare (stored - 1)
     verify_fp: str | None = None
-    above_hw_since: float | None = None
+    above_hw_since: float | None = None  # the first answer showing the position beyond
+    above_hw_last: float | None = None  # the latest such answer
 
 
 class LogCheck:
     """Per-partition expectations of one consumer; fed by its loop, answers verdicts."""
 
-    def __init__(self, confirm_seconds: float = CONFIRM_SECONDS) -> None:
+    def __init__(
+        self, confirm_seconds: float = CONFIRM_SECONDS, answer_gap: float = ANSWER_GAP_SECONDS
+    ) -> None:
         self._parts: dict[tuple[str, int], _Partition] = {}
         self._confirm = confirm_seconds
+        self._gap = answer_gap
 
     def forget(self, tp: tuple[str, int]) -> None:
         self._parts.pop(tp, None)
@@ -141,21 +151,31 @@ class LogCheck:
         elif part.expected_next is not None and first.offset < part.expected_next:
             return len(records), Changed(POSITION_RESET, part.expected_next, first.offset)
         part.expected_next = records[-1].offset + 1
-        part.above_hw_since = None
+        part.above_hw_since = part.above_hw_last = None
         return drop, None
 
     def position(
-        self, tp: tuple[str, int], position: int | None, highwater: int | None, now: float
+        self,
+        tp: tuple[str, int],
+        position: int | None,
+        highwater: int | None,
+        answered_at: float | None,
     ) -> Changed | None:
-        """Judge a fetch position against the high-water mark last seen for ``tp``."""
+        """Judge a fetch position against the high-water mark of the broker's answer to the
+        fetch of ``tp`` received at ``answered_at`` (seconds; None: no answer yet)."""
         part = self._parts.setdefault(tp, _Partition())
-        if position is None or highwater is None or position <= highwater:
-            part.above_hw_since = None
+        if position is None or highwater is None or answered_at is None or position <= highwater:
+            part.above_hw_since = part.above_hw_last = None
             return None
-        if part.above_hw_since is None:
-            part.above_hw_since = now
+        last = part.above_hw_last
+        if part.above_hw_since is None or last is None or answered_at - last > self._gap:
+            # First sight, or the broker was silent in between: the window starts here.
+            part.above_hw_since = part.above_hw_last = answered_at
             return None
-        if now - part.above_hw_since < self._confirm:
+        if answered_at <= last:
+            return None  # the same answer seen again is no new evidence
+        part.above_hw_last = answered_at
+        if answered_at - part.above_hw_since < self._confirm:
             return None
-        part.above_hw_since = None
+        part.above_hw_since = part.above_hw_last = None
         return Changed(BEYOND_LOG_END, position, highwater)

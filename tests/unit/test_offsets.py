@@ -86,16 +86,72 @@ def test_own_seeks_back_are_not_resets() -> None:
 
 def test_position_beyond_the_high_water_mark_must_last() -> None:
     check = LogCheck(confirm_seconds=1.0)
-    assert check.position(TP, 50, 10, now=100.0) is None  # first sight
-    assert check.position(TP, 50, 10, now=100.5) is None  # not long enough
-    verdict = check.position(TP, 50, 10, now=101.2)
+    assert check.position(TP, 50, 10, answered_at=100.0) is None  # first sight
+    assert check.position(TP, 50, 10, answered_at=100.5) is None  # not long enough
+    verdict = check.position(TP, 50, 10, answered_at=101.2)
     assert verdict is not None and verdict.reason == BEYOND_LOG_END
     assert (verdict.expected, verdict.found) == (50, 10)
     # Caught up or unknown: never a verdict, and the clock starts again.
-    assert check.position(TP, 10, 10, now=102.0) is None
-    assert check.position(TP, None, 10, now=103.0) is None
-    assert check.position(TP, 11, None, now=104.0) is None
-    assert check.position(TP, 11, 10, now=105.0) is None
+    assert check.position(TP, 10, 10, answered_at=102.0) is None
+    assert check.position(TP, None, 10, answered_at=103.0) is None
+    assert check.position(TP, 11, None, answered_at=104.0) is None
+    assert check.position(TP, 11, 10, answered_at=None) is None
+    assert check.position(TP, 11, 10, answered_at=105.0) is None
+
+
+def test_a_stale_mark_held_through_a_broker_pause_is_no_log_reset() -> None:
+    """Seen in a chaos campaign: one answer with a low mark, then the broker is paused for
+    27 s (no answers, the client keeps that mark), then answers resume with the right one.
+    Counted by the wall clock the low mark "lasted" 27 s and every partition was rewound."""
+    check = LogCheck()  # production windows
+    assert check.position(TP, 1097, 968, answered_at=1000.0) is None
+    for _ in range(28):  # the scan runs on, the client still holds that answer
+        assert check.position(TP, 1097, 968, answered_at=1000.0) is None
+    # The first answers after the pause may still be low; the silence restarted the window.
+    assert check.position(TP, 1097, 968, answered_at=1027.0) is None
+    assert check.position(TP, 1097, 968, answered_at=1027.5) is None
+    assert check.position(TP, 1097, 1180, answered_at=1028.0) is None  # the true end
+    assert check.position(TP, 1097, 968, answered_at=1040.0) is None  # a new window
+
+
+def test_a_log_that_stays_short_in_every_answer_is_a_reset() -> None:
+    check = LogCheck(confirm_seconds=15.0, answer_gap=5.0)
+    t = 500.0
+    verdict = None
+    while verdict is None and t < 600:
+        verdict = check.position(TP, 1097, 0, answered_at=t)
+        t += 0.5  # the broker answers every empty fetch after its 500 ms wait
+    assert verdict is not None and verdict.reason == BEYOND_LOG_END
+    assert 515.0 <= t - 0.5 <= 515.5
+
+
+@given(
+    answers=st.lists(
+        st.tuples(st.floats(min_value=0.01, max_value=8.0), st.booleans()), max_size=80
+    )
+)
+def test_reference_model_a_verdict_needs_answers_low_for_the_whole_window(
+    answers: list[tuple[float, bool]],
+) -> None:
+    """Reference: a verdict comes exactly when the answers since the last correct mark or
+    silence longer than the gap span at least the window, all showing the position beyond."""
+    check = LogCheck(confirm_seconds=15.0, answer_gap=5.0)
+    t, since, last = 0.0, None, None
+    for step, low in answers:
+        t += step
+        verdict = check.position(TP, 100, 50 if low else 100, answered_at=t)
+        if not low:
+            since = last = None
+            expected = False
+        elif since is None or last is None or t - last > 5.0:
+            since = last = t
+            expected = False
+        else:
+            last = t
+            expected = t - since >= 15.0
+            if expected:
+                since = last = None
+        assert (verdict is not None) == expected
 
 
 @given(
@@ -125,8 +181,8 @@ def test_reference_model_a_restart_is_reset_exactly_when_the_log_is_not_ours(
     _, verdict = check.records(TP, fetched)
     if verdict is None:
         highwater = len(new_log)
-        check.position(TP, seek if not fetched else None, highwater, now=0.0)
-        verdict = check.position(TP, seek if not fetched else None, highwater, now=1.0)
+        check.position(TP, seek if not fetched else None, highwater, answered_at=0.0)
+        verdict = check.position(TP, seek if not fetched else None, highwater, answered_at=1.0)
     same_record = len(new) >= stored and new[stored - 1] == old[stored - 1]
     if same_record:
         assert verdict is None
