@@ -258,11 +258,11 @@ async def test_supervisor_scoping(
     ).status_code == 200
     assert (
         await client.get("/v1/specialists/s3/appraisals/2026Q3", headers=ann)
-    ).status_code == 403
+    ).status_code == 404
     assert (
         await client.get("/v1/specialists/s1/appraisals/2026Q3", headers=svc)
     ).status_code == 403
-    assert (await client.get("/v1/appraisals/2026Q3?team=south", headers=ann)).status_code == 403
+    assert (await client.get("/v1/appraisals/2026Q3?team=south", headers=ann)).status_code == 404
     mine = (await client.get("/v1/appraisals/2026Q3", headers=ann)).json()
     assert [a["specialist_id"] for a in mine["appraisals"]] == ["s1", "s2"]
     assert mine["summary"] == {"excellent": 1, "qualified": 0, "unqualified": 1,
@@ -270,17 +270,17 @@ async def test_supervisor_scoping(
     everyone = (await client.get("/v1/appraisals/2026Q3", headers=ADMIN)).json()
     assert [a["specialist_id"] for a in everyone["appraisals"]] == ["s1", "s2", "s3"]
     csv_south = await client.get("/v1/appraisals/2026Q3?team=south&format=csv", headers=ann)
-    assert csv_south.status_code == 403
+    assert csv_south.status_code == 404
 
     meeting = {"date": "2026-10-04", "participants": ["ann", "s3"], "notes": "x"}
     r = await client.post("/v1/specialists/s3/meetings", json=meeting, headers=ann)
-    assert r.status_code == 403
+    assert r.status_code == 404
     r = await client.post("/v1/specialists/s1/meetings", json=meeting, headers=ann)
     assert r.status_code == 201
-    assert (await client.get("/v1/specialists/s3/meetings", headers=ann)).status_code == 403
+    assert (await client.get("/v1/specialists/s3/meetings", headers=ann)).status_code == 404
     goal = {"goals": [{"kpi": "resolution_rate", "target": 0.9, "due": "2026-12-31"}]}
     r = await client.put("/v1/specialists/s3/plans/2026Q4", json=goal, headers=ann)
-    assert r.status_code == 403
+    assert r.status_code == 404
     r = await client.put("/v1/specialists/s2/plans/2026Q4", json=goal, headers=ann)
     assert r.status_code == 200
     r = await client.put("/v1/specialists/s3/plans/2026Q4", json=goal, headers=ADMIN)
@@ -288,10 +288,10 @@ async def test_supervisor_scoping(
     r = await client.post(
         "/v1/specialists/s3/plans/2026Q4/status", json={"status": "on_track"}, headers=ann
     )
-    assert r.status_code == 403
+    assert r.status_code == 404
     plans = (await client.get("/v1/plans?quarter=2026Q4", headers=ann)).json()["plans"]
     assert [p["specialist_id"] for p in plans] == ["s2"]
-    assert (await client.get("/v1/plans?team=south", headers=ann)).status_code == 403
+    assert (await client.get("/v1/plans?team=south", headers=ann)).status_code == 404
     every = (await client.get("/v1/plans", headers=ADMIN)).json()["plans"]
     assert [p["specialist_id"] for p in every] == ["s2", "s3"]
 

@@ -198,12 +198,12 @@ async def test_failed_deliveries_are_listed_per_team_and_resent_with_the_same_ke
 
             # Scoping: ann (north) sees and resends north's only.
             assert [d["id"] for d in await failed(ann_h)] == [north["id"]]
-            assert (await c.get("/v1/deliveries?team=south", headers=ann_h)).status_code == 403
+            assert (await c.get("/v1/deliveries?team=south", headers=ann_h)).status_code == 404
             svc_h = {"Authorization": f"Bearer {tokens['service']}"}
             assert (await c.get("/v1/deliveries", headers=svc_h)).status_code == 403
             other = await c.post(f"/v1/deliveries/{south['id']}/resend", headers=ann_h)
-            assert other.status_code == 403
-            assert (await c.get(f"/v1/deliveries/{south['id']}", headers=ann_h)).status_code == 403
+            assert other.status_code == 404
+            assert (await c.get(f"/v1/deliveries/{south['id']}", headers=ann_h)).status_code == 404
             assert (await c.post("/v1/deliveries/999999/resend", headers=ADMIN)).status_code == 404
             assert (await c.post("/v1/deliveries/abc/resend", headers=ADMIN)).status_code == 422
 

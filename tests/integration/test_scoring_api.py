@@ -285,11 +285,11 @@ async def test_auth_and_supervisor_scoping(
         "/v1/specialists?team=south",
     ):
         r = await client.get(url, headers=ann)
-        assert r.status_code == 403, (url, r.text)
+        assert r.status_code == 404, (url, r.text)
     assert (await client.get("/v1/specialists/s1/kpis", headers=bob)).status_code == 200
-    assert (await client.get("/v1/teams/north/kpis", headers=bob)).status_code == 403
-    # Supervisors cannot probe team ids; admins get a 404.
-    assert (await client.get("/v1/teams/nowhere/kpis", headers=ann)).status_code == 403
+    assert (await client.get("/v1/teams/north/kpis", headers=bob)).status_code == 404
+    # Another team's ids answer like unknown ones, so supervisors cannot probe them.
+    assert (await client.get("/v1/teams/nowhere/kpis", headers=ann)).status_code == 404
     assert (await client.get("/v1/teams/nowhere/kpis", headers=ADMIN)).status_code == 404
     assert (
         await client.get("/v1/leaderboard?kpi=nps&team=nowhere", headers=ADMIN)

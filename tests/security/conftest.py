@@ -50,6 +50,31 @@ async def _tokens(url: str, team: str, other: str) -> dict[str, str]:
     return {"admin": ADMIN_TOKEN, "service": service, "supervisor": own, "other": foreign}
 
 
+def start_services(env: dict[str, str], log_dir: Path) -> list[ServiceProcess]:
+    """ingest, scoring and notify as processes, each ready; scoring's dashboard proxy uses this
+    notify. Stopped again when one of them does not become ready."""
+    notify = start_service("notify", env, log_dir)
+    services = [
+        start_service("ingest", env, log_dir),
+        start_service("scoring", {**env, "KPI_NOTIFY_URL": notify.url}, log_dir),
+        notify,
+    ]
+    try:
+        for svc in services:
+            try:
+                wait_status(svc.url + "/readyz", 200, timeout=60)
+            except AssertionError as exc:
+                code = svc.proc.poll() if svc.proc else None
+                raise AssertionError(
+                    f"{exc}\n{svc.name} exit={code} log:\n{svc.tail(40)}"
+                ) from None
+    except BaseException:
+        for svc in services:
+            svc.stop()
+        raise
+    return services
+
+
 @pytest.fixture(scope="package")
 def platform(
     database_url: str, bootstrap: str, tmp_path_factory: pytest.TempPathFactory
@@ -63,23 +88,8 @@ def platform(
     log_dir = tmp_path_factory.mktemp("security-logs")
     team, other, specialist = f"sec-a-{tag}", f"sec-b-{tag}", f"sec-s-{tag}"
     tokens = asyncio.run(_tokens(database_url, team, other))
-    notify = start_service("notify", env, log_dir)
-    # The scoring dashboard proxies alert calls to notify: point it at this one.
-    scoring_env = {**env, "KPI_NOTIFY_URL": notify.url}
-    services = [
-        start_service("ingest", env, log_dir),
-        start_service("scoring", scoring_env, log_dir),
-    ]
-    services.append(notify)
+    services = start_services(env, log_dir)
     try:
-        for svc in services:
-            try:
-                wait_status(svc.url + "/readyz", 200, timeout=60)
-            except AssertionError as exc:
-                code = svc.proc.poll() if svc.proc else None
-                raise AssertionError(
-                    f"{exc}\n{svc.name} exit={code} log:\n{svc.tail(40)}"
-                ) from None
         urls = {svc.name: svc.url for svc in services}
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         for t in (team, other):

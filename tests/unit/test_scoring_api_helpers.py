@@ -85,7 +85,8 @@ def test_visible_teams_scoping() -> None:
     assert visible_teams(sup, "north") == ["north"]
     with pytest.raises(HTTPException) as err:
         visible_teams(sup, "south")
-    assert err.value.status_code == 403
+    assert err.value.status_code == 404
+    assert err.value.detail == "unknown team 'south'"
 
 
 def test_openapi_documents_exact_shapes() -> None:

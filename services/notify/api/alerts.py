@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from services.notify import queries
 from services.notify import repository as repo
-from services.notify.api.deps import reader, runtime_of, service_of
+from services.notify.api.deps import not_found, reader, runtime_of, service_of
 from services.notify.handlers.ack import AckResult, ack_alert
 from services.notify.schemas import AckIn
 from shared.auth import Principal
@@ -21,10 +21,8 @@ router = APIRouter(prefix="/v1", tags=["notify"])
 async def _visible_alert(request: Request, alert_id: str, principal: Principal) -> dict[str, Any]:
     async with session_scope(runtime_of(request).sessionmaker) as session:
         row = await queries.get_alert(await repo.raw_connection(session), alert_id)
-    if row is None:
-        raise HTTPException(404, detail=f"alert '{alert_id}' not found")
-    if not principal.can_see_team(row["team_id"]):
-        raise HTTPException(403, detail="the alert belongs to a team you do not supervise")
+    if row is None or not principal.can_see_team(row["team_id"]):
+        raise not_found("alert", alert_id)
     return row
 
 
@@ -39,7 +37,7 @@ async def list_alerts(
     principal: Principal = Depends(reader),
 ) -> dict[str, Any]:
     if team is not None and not principal.can_see_team(team):
-        raise HTTPException(403, detail=f"no access to team '{team}'")
+        raise not_found("team", team)
     async with session_scope(runtime_of(request).sessionmaker) as session:
         items = await queries.list_alerts(
             await repo.raw_connection(session),
@@ -73,9 +71,7 @@ async def ack(
             session, alert_id, principal.subject, svc.clock(), principal.can_see_team
         )
     if result is AckResult.NOT_FOUND:
-        raise HTTPException(404, detail=f"alert '{alert_id}' not found")
-    if result is AckResult.FORBIDDEN:
-        raise HTTPException(403, detail="the alert belongs to a team you do not supervise")
+        raise not_found("alert", alert_id)
     if result is AckResult.NOT_FIRING:
         raise HTTPException(409, detail="the alert is not firing (resolved or superseded)")
     return await _visible_alert(request, alert_id, principal)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
-from services.notify.api.deps import config_of, reader, runtime_of, service_of
+from services.notify.api.deps import config_of, not_found, reader, runtime_of, service_of
 from services.notify.handlers.deliveries import (
     DeliveryResult,
     get_delivery,
@@ -29,9 +29,7 @@ DeliveryId = Annotated[
 
 def _delivery_error(result: DeliveryResult, delivery_id: int) -> HTTPException:
     if result is DeliveryResult.NOT_FOUND:
-        return HTTPException(404, detail=f"delivery {delivery_id} not found")
-    if result is DeliveryResult.FORBIDDEN:
-        return HTTPException(403, detail="the delivery belongs to a team you do not supervise")
+        return not_found("delivery", delivery_id)
     return HTTPException(
         409, detail=f"delivery {delivery_id} is not failed; only failed ones resend"
     )
@@ -53,7 +51,7 @@ async def deliveries(
     principal: Principal = Depends(reader),
 ) -> dict[str, Any]:
     if team is not None and not principal.can_see_team(team):
-        raise HTTPException(403, detail=f"no access to team '{team}'")
+        raise not_found("team", team)
     if team is not None:
         teams: list[str] | None = [team]
     else:

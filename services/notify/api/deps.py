@@ -49,6 +49,12 @@ def config_error(exc: ValidationError) -> RequestValidationError:
     )
 
 
+def not_found(what: str, ident: str | int) -> HTTPException:
+    """The 404 of an unknown id, also given for another team's: a supervisor cannot tell them
+    apart, so ids of teams they do not supervise cannot be probed for existence."""
+    return HTTPException(404, detail=f"{what} {ident!r} not found")
+
+
 def unprocessable(field: str, msg: str) -> HTTPException:
     # "type" too: the OpenAPI documents FastAPI's ValidationError shape for every 422.
     return HTTPException(422, detail=[{"loc": ["body", field], "msg": msg, "type": "value_error"}])

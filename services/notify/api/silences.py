@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from services.notify import queries
 from services.notify import repository as repo
-from services.notify.api.deps import reader, runtime_of, service_of, unprocessable
+from services.notify.api.deps import not_found, reader, runtime_of, service_of, unprocessable
 from services.notify.schemas import SilenceIn
 from shared.auth import Principal
 from shared.db import session_scope
@@ -33,12 +33,15 @@ async def create_silence(
         team: str | None = None
         if body.specialist_id is not None:
             team = await queries.specialist_team(conn, body.specialist_id)
-        if not principal.is_admin and (body.specialist_id is None or team is None):
-            raise HTTPException(
-                403, detail="supervisors silence specialists of their own teams only"
-            )
-        if not principal.can_see_team(team) and not principal.is_admin:
-            raise HTTPException(403, detail="the specialist is not in a team you supervise")
+        if not principal.is_admin:
+            if body.specialist_id is None:
+                # The role's limit, not a resource's: organisation-wide silences are admins'.
+                raise HTTPException(
+                    403, detail="supervisors silence specialists of their own teams only"
+                )
+            if not principal.can_see_team(team):
+                # Unknown, without a team or in another team: one answer (no probing).
+                raise not_found("specialist", body.specialist_id)
         return await repo.insert_silence(
             conn,
             silence_id=silence_id,
@@ -75,9 +78,7 @@ async def delete_silence(
     async with session_scope(runtime_of(request).sessionmaker) as session:
         conn = await repo.raw_connection(session)
         row = await repo.lock_silence(conn, silence_id)
-        if row is None:
-            raise HTTPException(404, detail=f"silence '{silence_id}' not found")
-        if not principal.can_see_team(row["team_id"]):
-            raise HTTPException(403, detail="the silence belongs to a team you do not supervise")
+        if row is None or not principal.can_see_team(row["team_id"]):
+            raise not_found("silence", silence_id)
         await repo.delete_silence(conn, silence_id)
     return Response(status_code=204)

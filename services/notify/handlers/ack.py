@@ -16,9 +16,8 @@ from services.notify.rules import AlertState, ack
 
 class AckResult(Enum):
     OK = "ok"
-    NOT_FOUND = "not_found"
+    NOT_FOUND = "not_found"  # also another team's alert: the caller cannot tell them apart
     NOT_FIRING = "not_firing"
-    FORBIDDEN = "forbidden"
 
 
 async def ack_alert(
@@ -34,12 +33,11 @@ async def ack_alert(
     row = await repo.lock_state_by_alert(conn, alert_id)
     if row is None:
         alert = await queries.get_alert(conn, alert_id)
-        if alert is None:
+        if alert is None or not can_see_team(alert["team_id"]):
             return AckResult.NOT_FOUND, outcome
-        visible = can_see_team(alert["team_id"])
-        return (AckResult.NOT_FIRING if visible else AckResult.FORBIDDEN), outcome
+        return AckResult.NOT_FIRING, outcome
     if not can_see_team(row.team_id):
-        return AckResult.FORBIDDEN, outcome
+        return AckResult.NOT_FOUND, outcome
     state = AlertState.from_dict(row.state)
     if state.status != "firing":
         return AckResult.NOT_FIRING, outcome

@@ -17,8 +17,7 @@ from services.notify.retry import RetryPolicy
 
 class DeliveryResult(Enum):
     OK = "ok"
-    NOT_FOUND = "not_found"
-    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"  # also another team's delivery: the caller cannot tell them apart
     NOT_FAILED = "not_failed"
 
 
@@ -93,10 +92,8 @@ async def get_delivery(
     """One delivery with every attempt it took (`attempt_log`), if the caller may see it."""
     conn = await repo.raw_connection(session)
     row = await queries.get_delivery(conn, delivery_id)
-    if row is None:
+    if row is None or not can_see_team(row["team_id"]):
         return DeliveryResult.NOT_FOUND, None
-    if not can_see_team(row["team_id"]):
-        return DeliveryResult.FORBIDDEN, None
     out = delivery_out(row, cfg.retry)
     out["attempt_log"] = (await queries.attempt_logs(conn, [delivery_id])).get(delivery_id, [])
     return DeliveryResult.OK, out
@@ -113,10 +110,8 @@ async def resend_delivery(
     """Put a failed delivery back in the outbox: same row and key, a fresh retry budget."""
     conn = await repo.raw_connection(session)
     row = await queries.get_delivery(conn, delivery_id, lock=True)
-    if row is None:
+    if row is None or not can_see_team(row["team_id"]):
         return DeliveryResult.NOT_FOUND, None
-    if not can_see_team(row["team_id"]):
-        return DeliveryResult.FORBIDDEN, None
     if row["status"] != "failed" or not await outbox.resend_delivery(conn, delivery_id, who, now):
         return DeliveryResult.NOT_FAILED, None
     resent = await queries.get_delivery(conn, delivery_id)

@@ -10,8 +10,11 @@ T = TypeVar("T")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid bearer token."},
-    403: {"description": "Service token, or a team that is not the supervisor's."},
-    404: {"description": "Unknown specialist or team."},
+    403: {"description": "The caller's role may not use this route (e.g. a service token)."},
+    404: {
+        "description": "Unknown specialist or team, or one outside the supervisor's teams "
+        "(answered alike, so ids of other teams cannot be probed)."
+    },
     422: {"description": "Bad parameter; `detail[].loc` names it."},
 }
 
@@ -26,12 +29,6 @@ def bad_param(where: str, name: str, msg: str) -> HTTPException:
 
 def not_found(what: str, ident: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown {what} {ident!r}")
-
-
-def forbidden(what: str, ident: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_403_FORBIDDEN, detail=f"{what} {ident!r} is not in one of your teams"
-    )
 
 
 def or_404(found: T | None, what: str, ident: str) -> T:

@@ -1,25 +1,27 @@
-"""Team scoping: which specialists and teams a caller may read (403) and which exist (404).
+"""Team scoping: which specialists and teams a caller may read, and which exist.
 
-Callers check scope before existence so a supervisor cannot probe which team ids exist.
+A specialist or team outside a supervisor's teams is answered exactly like an unknown id
+(the same 404 and body), so a supervisor cannot probe which ids exist in other teams; 403 is
+left to a role that may not call the route at all.
 """
 
 from __future__ import annotations
 
 from services.scoring import queries
-from services.scoring.api.errors import forbidden, not_found, or_404
+from services.scoring.api.errors import not_found, or_404
 from services.scoring.db import Db
 from shared.auth import Principal
 
 
 def check_specialist_visible(principal: Principal, specialist: queries.SpecialistRow) -> None:
     if not principal.can_see_team(specialist.team_id):
-        raise forbidden("specialist", specialist.id)
+        raise not_found("specialist", specialist.id)
 
 
 async def visible_specialist(
     principal: Principal, db: Db, specialist_id: str
 ) -> queries.SpecialistRow:
-    """The specialist's directory row; 404 when unknown, 403 when not in the caller's teams."""
+    """The specialist's directory row; 404 when unknown or not in the caller's teams."""
     specialist = or_404(
         await queries.get_specialist(db, specialist_id), "specialist", specialist_id
     )
@@ -29,7 +31,7 @@ async def visible_specialist(
 
 def check_team_visible(principal: Principal, team_id: str) -> None:
     if not principal.can_see_team(team_id):
-        raise forbidden("team", team_id)
+        raise not_found("team", team_id)
 
 
 async def team_exists(db: Db, team_id: str) -> bool:
@@ -37,7 +39,7 @@ async def team_exists(db: Db, team_id: str) -> bool:
 
 
 def visible_teams(principal: Principal, team: str | None) -> list[str] | None:
-    """Teams a listing is limited to (None = every team); 403 when ``team`` is not the caller's."""
+    """Teams a listing is limited to (None = every team); 404 when ``team`` is not the caller's."""
     if team is not None:
         check_team_visible(principal, team)
         return [team]
