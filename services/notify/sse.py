@@ -88,11 +88,15 @@ def reset_data(reason: ResetReason, header: str | None, query: str | None) -> di
     }
 
 
+def revoked_reason(status: int) -> Literal["token_revoked", "forbidden"]:
+    """Why a re-check refused an open stream: 401 (revoked, unknown) or 403 (another role)."""
+    return "token_revoked" if status == 401 else "forbidden"
+
+
 def revoked_frame(status: int, detail: str) -> bytes:
-    """The last block of a stream whose token a periodic re-check refused (revoked, unknown
-    or no longer allowed). No id: the client's resume point stays where it was."""
-    reason = "token_revoked" if status == 401 else "forbidden"
-    return frame("revoked", {"reason": reason, "status": status, "detail": detail})
+    """The last block of a stream whose token a periodic re-check refused. No id: the
+    client's resume point stays where it was."""
+    return frame("revoked", {"reason": revoked_reason(status), "status": status, "detail": detail})
 
 
 def scope_frame(team_ids: Iterable[str]) -> bytes:

@@ -32,6 +32,8 @@ router = APIRouter(prefix="/v1", tags=["notify"])
 # A quiet stream sends a comment this often: proxies keep it open, and a client that went
 # away is noticed.
 _KEEPALIVE_SECONDS = 15.0
+# A re-check that takes longer counts as failed (the stream goes on, the next one retries).
+_RECHECK_TIMEOUT = 10.0
 
 _STREAM_DESCRIPTION = f"""
 Server-sent events of alert transitions (`event: alert`), each with an `id:` that is the
@@ -187,16 +189,19 @@ class _Access:
         assert before is not None
         try:
             # max_age=0: the token store itself, not the few-second cache of ordinary routes.
-            now = await authorise(self._authenticator, self._token, READER_ROLES, max_age=0)
+            now = await asyncio.wait_for(
+                authorise(self._authenticator, self._token, READER_ROLES, max_age=0),
+                _RECHECK_TIMEOUT,
+            )
         except HTTPException as exc:
             self.principal = None
-            reason = "token_revoked" if exc.status_code == 401 else "forbidden"
+            reason = sse.revoked_reason(exc.status_code)
             logger.info("alert stream for %s ended: %s", before.subject, reason)
             metrics.STREAMS_ENDED.labels("notify", reason).inc()
             return sse.revoked_frame(exc.status_code, str(exc.detail))
         except Exception as exc:
-            # The token store is unreachable: the stream keeps its last verified scope and
-            # the next re-check tries again (its alerts come from that database too).
+            # The token store is unreachable or slow: the stream keeps its last verified
+            # scope and the next re-check tries again (its alerts come from that database).
             logger.warning(
                 "alert stream re-check for %s failed: %s", before.subject, type(exc).__name__
             )
