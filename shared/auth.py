@@ -101,20 +101,28 @@ class Authenticator:
         self._sessionmaker = sessionmaker
         self._bootstrap_hash = hash_token(bootstrap_admin_token) if bootstrap_admin_token else None
         self._cache_seconds = cache_seconds
+        # digest -> (monotonic time of the lookup, its answer)
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
-    async def resolve(self, token: str) -> Principal | None:
+    async def resolve(self, token: str, max_age: float | None = None) -> Principal | None:
+        """The token's principal, None when unknown or revoked.
+
+        A cached answer is used while younger than ``max_age`` seconds (default: the cache
+        time); long-lived streams re-check with ``max_age=0`` so that a revocation or a team
+        change is seen at once.
+        """
         digest = hash_token(token)
         if self._bootstrap_hash and hmac.compare_digest(digest, self._bootstrap_hash):
             return Principal(Role.ADMIN, "bootstrap-admin")
         now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached and cached[0] > now:
+        limit = self._cache_seconds if max_age is None else min(max_age, self._cache_seconds)
+        if cached and now - cached[0] < limit:
             return cached[1]
         principal = await self._lookup(digest)
         if len(self._cache) > 10000:
             self._cache.clear()
-        self._cache[digest] = (now + self._cache_seconds, principal)
+        self._cache[digest] = (now, principal)
         return principal
 
     async def _lookup(self, digest: str) -> Principal | None:
@@ -136,7 +144,8 @@ class Authenticator:
             return Principal(Role(row.role), row.subject, frozenset(teams))
 
 
-def _bearer(request: Request) -> str:
+def bearer_token(request: Request) -> str:
+    """The request's bearer token; 401 when there is none."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -148,26 +157,34 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+async def authorise(
+    authenticator: Authenticator, token: str, roles: Iterable[Role], max_age: float | None = None
+) -> Principal:
+    """The token's principal if it holds one of ``roles`` (admin always passes): 401 for an
+    unknown or revoked token, 403 for another role."""
+    allowed = {Role.ADMIN, *roles}
+    principal = await authenticator.resolve(token, max_age)
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="invalid or revoked token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if principal.role not in allowed:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"role '{principal.role}' may not call this route "
+            f"(needs {' or '.join(sorted(r.value for r in allowed))})",
+        )
+    return principal
+
+
 def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     """FastAPI dependency: the caller must hold one of ``roles`` (admin always passes)."""
-    allowed = {Role.ADMIN, *roles}
 
     async def dependency(request: Request) -> Principal:
-        token = _bearer(request)
+        token = bearer_token(request)
         authenticator: Authenticator = request.app.state.authenticator
-        principal = await authenticator.resolve(token)
-        if principal is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                detail="invalid or revoked token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if principal.role not in allowed:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                detail=f"role '{principal.role}' may not call this route "
-                f"(needs {' or '.join(sorted(r.value for r in allowed))})",
-            )
-        return principal
+        return await authorise(authenticator, token, roles)
 
     return dependency

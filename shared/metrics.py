@@ -59,3 +59,18 @@ POISON_RECORDS = Counter(
     "Records dead-lettered because processing them failed deterministically",
     ["service", "topic"],
 )
+STREAMS_OPEN = Gauge(
+    "kpi_streams_open",
+    "Alert streams (SSE) this process holds open (notify: subscribers; scoring: proxied)",
+    ["service"],
+)
+STREAMS_REFUSED = Counter(
+    "kpi_streams_refused_total",
+    "Alert streams refused at a limit (per_token: 429; capacity: 503)",
+    ["service", "reason"],
+)
+STREAMS_ENDED = Counter(
+    "kpi_streams_ended_total",
+    "Alert streams the server ended because a re-check found the token no longer valid",
+    ["service", "reason"],
+)

@@ -185,6 +185,33 @@ class Settings(BaseSettings):
     notify_session_timeout_ms: int = Field(
         default=10000, ge=1000, le=300_000, description="Consumer session timeout of notify."
     )
+    # Alert streams (SSE): notify's stream and the dashboard proxy's relay of it.
+    stream_max_per_token: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Alert streams one token may hold open at once, in notify and in the "
+        "dashboard proxy (429 beyond).",
+    )
+    stream_recheck_seconds: Annotated[float, BeforeValidator(parse_duration)] = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How often notify re-checks an open alert stream's token and teams.",
+    )
+    notify_stream_max_subscribers: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Alert streams one notify process serves at once (503 beyond).",
+    )
+    dashboard_stream_pool: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Connections to notify the dashboard proxy keeps for alert streams, apart "
+        "from its pool for other calls (503 beyond).",
+    )
     # Dashboard: the scoring service proxies the alert calls of the dashboard here.
     notify_url: str = Field(
         default="",

@@ -21,6 +21,7 @@ from shared import health
 from shared.db import session_scope, utcnow
 from shared.runtime import Runtime
 from shared.settings import Settings
+from shared.streams import StreamSlots
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class NotifyService:
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or utcnow
         self.broadcaster = Broadcaster()
+        self.stream_slots: StreamSlots | None = None
         self.sender: Sender | None = None
         self.consumer: ScoresConsumer | None = None
         self.relay: HealthRelay | None = None
@@ -45,6 +47,12 @@ class NotifyService:
     async def start(self, runtime: Runtime) -> None:
         settings = runtime.settings
         self.cfg = cfg = NotifyConfig.from_settings(settings)
+        self.stream_slots = StreamSlots(
+            "notify",
+            settings.stream_max_per_token,
+            settings.notify_stream_max_subscribers,
+            "alert streams",
+        )
         self._stopping = asyncio.Event()
         if settings.notify_sender:
             self.sender = Sender(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -85,3 +86,20 @@ def reset_data(reason: ResetReason, header: str | None, query: str | None) -> di
         "max_replay": REPLAY_MAX_EVENTS,
         "refetch": "/v1/alerts",
     }
+
+
+def revoked_reason(status: int) -> Literal["token_revoked", "forbidden"]:
+    """Why a re-check refused an open stream: 401 (revoked, unknown) or 403 (another role)."""
+    return "token_revoked" if status == 401 else "forbidden"
+
+
+def revoked_frame(status: int, detail: str) -> bytes:
+    """The last block of a stream whose token a periodic re-check refused. No id: the
+    client's resume point stays where it was."""
+    return frame("revoked", {"reason": revoked_reason(status), "status": status, "detail": detail})
+
+
+def scope_frame(team_ids: Iterable[str]) -> bytes:
+    """Sent when a re-check finds the supervisor's teams changed: from now on the stream
+    carries these teams' alerts only (a client refetches its alert list)."""
+    return frame("scope", {"team_ids": sorted(team_ids)})

@@ -30,13 +30,11 @@ def notify_env(database_url: str, bootstrap: str, created_topics: Topics) -> dic
     )
 
 
-@pytest.fixture
-def start_notify(tmp_path: Path) -> Iterator[Start]:
-    """Start a notify process with the given environment and wait until it is ready."""
+def _starter(service: str, tmp_path: Path) -> Iterator[Start]:
     started: list[ServiceProcess] = []
 
     def run(env: dict[str, str]) -> ServiceProcess:
-        svc = start_service("notify", env, tmp_path)
+        svc = start_service(service, env, tmp_path)
         started.append(svc)
         wait_status(svc.url + "/readyz", 200, timeout=40)
         return svc
@@ -45,6 +43,18 @@ def start_notify(tmp_path: Path) -> Iterator[Start]:
     for svc in started:
         if svc.proc is not None:
             svc.stop()
+
+
+@pytest.fixture
+def start_notify(tmp_path: Path) -> Iterator[Start]:
+    """Start a notify process with the given environment and wait until it is ready."""
+    yield from _starter("notify", tmp_path)
+
+
+@pytest.fixture
+def start_scoring(tmp_path: Path) -> Iterator[Start]:
+    """Start a scoring process (its dashboard proxy reaches notify at KPI_NOTIFY_URL)."""
+    yield from _starter("scoring", tmp_path)
 
 
 @pytest.fixture

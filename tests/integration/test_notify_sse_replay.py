@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,77 +14,11 @@ from services.notify.sse import REPLAY_MAX_EVENTS
 from shared.auth import Role, issue_token
 from shared.db import create_sessionmaker, session_scope
 from tests.integration.notify_support import ProduceSnaps, Start, snapshot
+from tests.integration.sse_support import Block, Stream
 from tests.kafka_helpers import wait_for
 from tests.service_helpers import ADMIN_TOKEN, start_service, wait_status
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@dataclass
-class Block:
-    """One SSE block as a browser's EventSource parser sees it."""
-
-    id: int | None
-    event: str | None
-    data: Any
-
-
-@dataclass
-class Stream:
-    """A background SSE reader: every block, in arrival order."""
-
-    url: str
-    headers: dict[str, str]
-    params: dict[str, str] = field(default_factory=dict)
-    blocks: list[Block] = field(default_factory=list)
-    status: int | None = None
-    task: asyncio.Task[None] | None = None
-
-    def open(self) -> Stream:
-        self.task = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        async with (
-            httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as ac,
-            ac.stream("GET", self.url, headers=self.headers, params=self.params) as resp,
-        ):
-            self.status = resp.status_code
-            lines: list[str] = []
-            async for line in resp.aiter_lines():
-                if line:
-                    lines.append(line)
-                    continue
-                fields: dict[str, str] = {}
-                for item in lines:
-                    name, _, value = item.partition(":")
-                    if name:  # a leading ":" is a comment
-                        fields[name] = value.removeprefix(" ")
-                lines = []
-                if "id" in fields or "data" in fields:
-                    self.blocks.append(
-                        Block(
-                            int(fields["id"]) if "id" in fields else None,
-                            fields.get("event"),
-                            orjson.loads(fields["data"]) if "data" in fields else None,
-                        )
-                    )
-
-    async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-
-    @property
-    def alerts(self) -> list[Block]:
-        return [b for b in self.blocks if b.event == "alert"]
-
-    @property
-    def last_id(self) -> int:
-        ids = [b.id for b in self.blocks if b.id is not None]
-        assert ids, self.blocks
-        return ids[-1]
 
 
 async def _rows_after(engine: AsyncEngine, after: int) -> list[tuple[int, Any]]:

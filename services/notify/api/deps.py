@@ -10,10 +10,13 @@ from services.notify.config import NotifyConfig
 from services.notify.service import NotifyService
 from shared.auth import Role, require
 from shared.runtime import Runtime
+from shared.streams import StreamSlots
 
 admin_only = require()
 
-reader = require(Role.SUPERVISOR)
+# Who may read alerts (and their stream, whose re-checks use the same roles).
+READER_ROLES = (Role.SUPERVISOR,)
+reader = require(*READER_ROLES)
 
 
 def service_of(request: Request) -> NotifyService:
@@ -24,6 +27,13 @@ def service_of(request: Request) -> NotifyService:
 def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def stream_slots_of(request: Request) -> StreamSlots:
+    slots = service_of(request).stream_slots
+    if slots is None:  # only before the lifespan started the service
+        raise HTTPException(503, detail="notify is starting")
+    return slots
 
 
 def config_of(request: Request) -> NotifyConfig:

@@ -6,12 +6,15 @@ import logging
 import re
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from services.scoring.api.deps import Reader
+from shared.auth import bearer_token
 from shared.runtime import Runtime
+from shared.streams import EventStreamResponse, StreamRefused, StreamSlots
 
 logger = logging.getLogger(__name__)
 
@@ -31,21 +34,48 @@ _FORWARD_QUERY = frozenset(
     {"state", "status", "team", "specialist", "kpi", "limit", "active", "cursor"}
 )
 _REQUEST_TIMEOUT = httpx.Timeout(5.0, read=10.0)
-_STREAM_TIMEOUT = httpx.Timeout(5.0, read=None)
+# Quiet periods are normal on a stream (notify sends a keep-alive every 15 s). The stream pool
+# is never waited on: a slot is taken before a connection is asked for (pool=1.0 is a guard).
+_STREAM_TIMEOUT = httpx.Timeout(5.0, read=None, pool=1.0)
+# Upstream headers a caller needs: a 429/503 from notify says when to come back.
+_PASS_HEADERS = ("retry-after",)
 
 
-def _client(request: Request) -> httpx.AsyncClient:
-    """One pooled client per process, created on first use and closed with the runtime."""
-    client: httpx.AsyncClient | None = getattr(request.app.state, "notify_client", None)
-    if client is None:
-        runtime: Runtime = request.app.state.runtime
-        client = httpx.AsyncClient(
-            base_url=runtime.settings.notify_base_url + "/v1/",
-            timeout=_REQUEST_TIMEOUT,
+class _Upstream:
+    """notify as the proxy reaches it: one pool for calls, a separate bounded one for streams.
+
+    Every open stream holds a connection for as long as it is open; sharing one pool made the
+    101st viewer's stream, and every ack or silence after it, wait for a free connection.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        base_url = settings.notify_base_url + "/v1/"
+        self.calls = httpx.AsyncClient(base_url=base_url, timeout=_REQUEST_TIMEOUT)
+        pool = settings.dashboard_stream_pool
+        self.streams = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=_STREAM_TIMEOUT,
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=min(pool, 20)),
         )
-        request.app.state.notify_client = client
-        runtime.stoppers.append(client.aclose)
-    return client
+        self.slots = StreamSlots(
+            "scoring", settings.stream_max_per_token, pool, "dashboard alert streams"
+        )
+
+    async def aclose(self) -> None:
+        await self.calls.aclose()
+        await self.streams.aclose()
+
+
+def _upstream(request: Request) -> _Upstream:
+    """Created on first use and closed with the runtime."""
+    upstream: _Upstream | None = getattr(request.app.state, "notify_upstream", None)
+    if upstream is None:
+        runtime: Runtime = request.app.state.runtime
+        upstream = _Upstream(runtime)
+        request.app.state.notify_upstream = upstream
+        runtime.stoppers.append(upstream.aclose)
+    return upstream
 
 
 def _unavailable(reason: str) -> JSONResponse:
@@ -56,50 +86,73 @@ def _unavailable(reason: str) -> JSONResponse:
     )
 
 
-async def _forward(request: Request, path: str) -> Response:
-    client = _client(request)
-    headers = {"authorization": request.headers.get("authorization", "")}
+def _relayed(upstream: httpx.Response) -> Response:
+    """notify's answer as it is: status, body, content type and the headers a client needs."""
+    return Response(
+        upstream.content,
+        status_code=upstream.status_code,
+        media_type=upstream.headers.get("content-type"),
+        headers={h: upstream.headers[h] for h in _PASS_HEADERS if h in upstream.headers},
+    )
+
+
+async def _send(
+    client: httpx.AsyncClient, request: Request, path: str, headers: dict[str, str], stream: bool
+) -> httpx.Response | JSONResponse:
     params = {k: v for k, v in request.query_params.items() if k in _FORWARD_QUERY}
     body = await request.body()
     if body:
         headers["content-type"] = "application/json"
-    stream = path == "alerts/stream"
-    timeout = _REQUEST_TIMEOUT
-    if stream:
-        # The resume point of a reconnecting dashboard: notify replays what it missed.
-        last_id = request.headers.get("last-event-id")
-        if last_id is not None:
-            headers["last-event-id"] = last_id
-        # Quiet periods are normal on a stream (notify sends a keep-alive every 15 s).
-        timeout = _STREAM_TIMEOUT
     try:
         upstream = await client.send(
             client.build_request(
-                request.method, path, params=params, content=body, headers=headers,
-                timeout=timeout,
+                request.method, path, params=params, content=body, headers=headers
             ),
             stream=stream,
-        )  # fmt: skip
+        )
     except httpx.HTTPError as exc:
         logger.warning("notify proxy %s %s: %s", request.method, path, type(exc).__name__)
         return _unavailable(f"notify service unreachable ({type(exc).__name__})")
-    if upstream.status_code >= 500:
+    # A 503 with Retry-After is notify's deliberate "come back later" (its stream capacity):
+    # relayed with its reason. Any other 5xx is notify failing.
+    deliberate = upstream.status_code == 503 and "retry-after" in upstream.headers
+    if upstream.status_code >= 500 and not deliberate:
         await upstream.aclose()
         return _unavailable(f"notify answered {upstream.status_code}")
-    if not stream:
-        return Response(
-            upstream.content,
-            status_code=upstream.status_code,
-            media_type=upstream.headers.get("content-type"),
-        )
-    if upstream.status_code != 200:
-        await upstream.aread()
-        await upstream.aclose()
-        return Response(
-            upstream.content,
-            status_code=upstream.status_code,
-            media_type=upstream.headers.get("content-type"),
-        )
+    return upstream
+
+
+async def _forward(request: Request, path: str) -> Response:
+    client = _upstream(request).calls
+    headers = {"authorization": request.headers.get("authorization", "")}
+    upstream = await _send(client, request, path, headers, stream=False)
+    return upstream if isinstance(upstream, Response) else _relayed(upstream)
+
+
+async def _forward_stream(request: Request) -> Response:
+    upstreams = _upstream(request)
+    try:
+        release = upstreams.slots.acquire(bearer_token(request))
+    except StreamRefused as refused:
+        return refused.response()
+    headers = {"authorization": request.headers.get("authorization", "")}
+    # The resume point of a reconnecting dashboard: notify replays what it missed.
+    last_id = request.headers.get("last-event-id")
+    if last_id is not None:
+        headers["last-event-id"] = last_id
+    try:
+        upstream = await _send(upstreams.streams, request, "alerts/stream", headers, stream=True)
+        if isinstance(upstream, Response):
+            release()
+            return upstream
+        if upstream.status_code != 200:
+            await upstream.aread()
+            await upstream.aclose()
+            release()
+            return _relayed(upstream)
+    except BaseException:
+        release()
+        raise
 
     async def relay() -> AsyncIterator[bytes]:
         try:
@@ -109,13 +162,12 @@ async def _forward(request: Request, path: str) -> Response:
             # notify went away mid-stream: end the stream, the browser reconnects by itself.
             return
         finally:
-            await upstream.aclose()
+            # Shielded: the connection goes back to the stream pool even when the client's
+            # disconnect cancelled this task.
+            with anyio.move_on_after(5, shield=True):
+                await upstream.aclose()
 
-    return StreamingResponse(
-        relay(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return EventStreamResponse(relay(), release)
 
 
 def notify_proxy_router() -> APIRouter:
@@ -127,6 +179,8 @@ def notify_proxy_router() -> APIRouter:
             return JSONResponse(
                 {"detail": f"{method} {path} is not available through the dashboard"}, 404
             )
+        if path == "alerts/stream":
+            return await _forward_stream(request)
         return await _forward(request, path)
 
     summary = (

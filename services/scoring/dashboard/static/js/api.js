@@ -120,8 +120,10 @@ export function openAlertStream(onEvent, onState) {
           return;
         }
         if (!res.ok || !res.body) {
+          // 429 (this token's stream limit) and 503 (server full) say when to come back.
+          const after = Number(res.headers.get("retry-after"));
           onState("down");
-          await sleep(5000);
+          await sleep(after > 0 ? Math.min(after, 60) * 1000 : 5000);
           continue;
         }
         onState("on");
