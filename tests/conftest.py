@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,18 @@ def tmp_home() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="kpi-tests-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def temp_files(tmp_path: Path) -> Iterator[Callable[[], list[str]]]:
+    """This process's temp dir (tempfile) moved to one of this test: yields a function that
+    names the files left in it, so other processes' temp files are never counted."""
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path)
+    try:
+        yield lambda: sorted(p.name for p in tmp_path.iterdir())
+    finally:
+        tempfile.tempdir = saved
 
 
 @pytest.fixture(scope="session")

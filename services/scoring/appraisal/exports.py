@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
-import os
-import re
+import contextlib
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import IO, Any, Final, Literal
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
@@ -20,6 +17,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from services.scoring.appraisal.domain import ACTION_LABELS, OVERALL_GRADES
 from shared.catalogue import CATALOGUE, GRADED_KEYS, KPI_KEYS
+from shared.spreadsheet import csv_line, xlsx_value
 
 Lang = Literal["zh-CN", "en"]
 LANGS: Final = ("zh-CN", "en")
@@ -156,18 +154,12 @@ class Tally:
                 self.per_kpi.setdefault(key, Counter())[grade] += 1
 
 
-def _csv_line(values: Iterable[Any]) -> bytes:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerow(["" if v is None else v for v in values])
-    return buf.getvalue().encode("utf-8")
-
-
 async def csv_stream(appraisals: AsyncIterator[dict[str, Any]], lang: str) -> AsyncIterator[bytes]:
     """UTF-8 CSV with a BOM, one line per specialist, flushed as the rows are computed."""
-    yield BOM + _csv_line(headers(lang))
+    yield BOM + csv_line(headers(lang))
     batch: list[bytes] = []
     async for appraisal in appraisals:
-        batch.append(_csv_line(row(appraisal, lang)))
+        batch.append(csv_line(row(appraisal, lang)))
         if len(batch) >= 200:
             yield b"".join(batch)
             batch = []
@@ -179,24 +171,17 @@ def _fill(color: str) -> PatternFill:
     return PatternFill(start_color=color, end_color=color, fill_type="solid")
 
 
-# What XML 1.0 (the XLSX format) cannot carry: openpyxl raises on C0 controls and writes
-# U+FFFE/U+FFFF into a file that does not open. Such characters (ids stored before the id
-# rule, or noncharacters, which ids may hold) are exported as U+FFFD, never failing it.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-
-
-def _xml_safe(value: Any) -> Any:
-    return _NOT_XML.sub("\ufffd", value) if isinstance(value, str) else value
-
-
 _FILLS: Final = {grade: _fill(color) for grade, color in GRADE_FILLS.items()}
 _BY_LABEL: Final = {GRADE_LABELS[g][lang]: g for g in GRADE_LABELS for lang in LANGS}
 
 
 def _cells(ws: WriteOnlyWorksheet, values: list[Any], bold: bool = False) -> list[Any]:
+    """Every cell of a row, made safe by ``xlsx_value``; text is always a string cell."""
     out: list[Any] = []
     for i, value in enumerate(values):
-        cell = WriteOnlyCell(ws, value=_xml_safe(value))
+        cell = WriteOnlyCell(ws, value=xlsx_value(value))
+        if isinstance(cell.value, str):
+            cell.data_type = "s"
         if bold:
             cell.font = Font(bold=True)
         elif i in GRADE_COLUMNS and value in _BY_LABEL:
@@ -207,8 +192,8 @@ def _cells(ws: WriteOnlyWorksheet, values: list[Any], bold: bool = False) -> lis
 
 def _summary(ws: WriteOnlyWorksheet, tally: Tally, lang: str, meta: Mapping[str, str]) -> None:
     for key in ("quarter", "teams", "calendar"):
-        ws.append([word(key, lang), _xml_safe(meta.get(key, ""))])
-    ws.append([word("total", lang), tally.total])
+        ws.append(_cells(ws, [word(key, lang), meta.get(key, "")]))
+    ws.append(_cells(ws, [word("total", lang), tally.total]))
     ws.append([])
     ws.append(
         _cells(
@@ -217,49 +202,85 @@ def _summary(ws: WriteOnlyWorksheet, tally: Tally, lang: str, meta: Mapping[str,
             bold=True,
         )
     )
-    ws.append(["", *(tally.overall.get(g, 0) for g in OVERALL_GRADES)])
+    ws.append(_cells(ws, ["", *(tally.overall.get(g, 0) for g in OVERALL_GRADES)]))
     ws.append([])
     ws.append(
         _cells(ws, [word("kpi", lang), *(grade_label(g, lang) for g in OVERALL_GRADES)], bold=True)
     )
     for key in GRADED_KEYS:
         counts = tally.per_kpi.get(key, Counter())
-        ws.append([kpi_label(key, lang), *(counts.get(g, 0) for g in OVERALL_GRADES)])
+        ws.append(_cells(ws, [kpi_label(key, lang), *(counts.get(g, 0) for g in OVERALL_GRADES)]))
 
 
 async def xlsx_file(
     appraisals: AsyncIterator[dict[str, Any]], lang: str, meta: Mapping[str, str]
-) -> str:
-    """Write the workbook (write-only mode: rows go to disk as they come) to a temp file."""
+) -> IO[bytes]:
+    """The workbook in an anonymous temporary file, positioned at its start; the caller closes
+    it. Write-only mode: rows go to openpyxl's per-sheet temp files as they come.
+
+    No named file of ours exists (nothing to leak when a response never starts), and
+    openpyxl's own sheet files are removed on every path, also when the rows fail or the
+    request is cancelled (openpyxl itself would keep them until the process exits).
+    """
     wb = Workbook(write_only=True)
-    sheet = wb.create_sheet(word("sheet", lang))
-    summary = wb.create_sheet(word("summary", lang))
-    sheet.freeze_panes = "C2"
-    sheet.append(_cells(sheet, headers(lang), bold=True))
-    tally = Tally()
-    async for appraisal in appraisals:
-        tally.add(appraisal)
-        sheet.append(_cells(sheet, row(appraisal, lang)))
-    _summary(summary, tally, lang, meta)
-    fd, path = tempfile.mkstemp(prefix="kpi-appraisal-", suffix=".xlsx")
-    os.close(fd)
     try:
-        # Zipping is CPU work: keep it off the event loop.
-        await asyncio.to_thread(wb.save, path)
+        sheet = wb.create_sheet(word("sheet", lang))
+        summary = wb.create_sheet(word("summary", lang))
+        sheet.freeze_panes = "C2"
+        sheet.append(_cells(sheet, headers(lang), bold=True))
+        tally = Tally()
+        async for appraisal in appraisals:
+            tally.add(appraisal)
+            sheet.append(_cells(sheet, row(appraisal, lang)))
+        _summary(summary, tally, lang, meta)
     except BaseException:
-        os.unlink(path)
+        _discard(wb)
         raise
-    return path
-
-
-async def file_chunks(path: str) -> AsyncIterator[bytes]:
-    """Stream a finished file and delete it afterwards (also when the client goes away)."""
+    out = tempfile.TemporaryFile(prefix="kpi-appraisal-", suffix=".xlsx")  # noqa: SIM115 - returned
+    # Zipping is CPU work: keep it off the event loop. If the request is cancelled meanwhile
+    # the thread still writes the file: it is closed when the thread is done, not under it.
+    saving = asyncio.ensure_future(asyncio.to_thread(_save, wb, out))
     try:
-        with open(path, "rb") as fh:  # noqa: ASYNC230 - local temp file, small reads
-            while True:
-                data = fh.read(CHUNK)
-                if not data:
-                    return
-                yield data
+        await asyncio.shield(saving)
+    except BaseException:
+        saving.add_done_callback(lambda _: out.close())
+        raise
+    out.seek(0)
+    return out
+
+
+def _save(wb: Workbook, out: IO[bytes]) -> None:
+    try:
+        wb.save(out)
     finally:
-        os.unlink(path)
+        _discard(wb)  # a sheet openpyxl saved has removed its own file already
+
+
+def _discard(wb: Workbook) -> None:
+    """Close and remove the per-sheet temp files of a write-only workbook that is not saved."""
+    for ws in wb.worksheets:
+        rows = getattr(ws, "_rows", None)
+        writer = getattr(ws, "_writer", None)
+        if writer is None:
+            continue
+        # Closing half-written XML may complain; the file goes away all the same.
+        with contextlib.suppress(Exception):
+            if rows is not None:
+                rows.close()
+        with contextlib.suppress(Exception):
+            writer.close()
+        with contextlib.suppress(OSError, ValueError):
+            writer.cleanup()
+
+
+async def file_chunks(out: IO[bytes]) -> AsyncIterator[bytes]:
+    """Stream a finished file and close it afterwards (also when the client goes away); a
+    stream that never starts leaves nothing on disk either: the file has no name."""
+    try:
+        while True:
+            data = out.read(CHUNK)  # local temp file, small reads
+            if not data:
+                return
+            yield data
+    finally:
+        out.close()

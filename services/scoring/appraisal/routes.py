@@ -33,6 +33,7 @@ from services.scoring.appraisal.domain import (
     proposed_goals,
 )
 from services.scoring.kpi.windows import WindowError, parse_quarter, parse_window
+from shared.spreadsheet import attachment
 from shared.text import TEXT_RULE
 
 QuarterPath = Annotated[str, Path(min_length=6, max_length=7, description="YYYYQn, e.g. 2026Q3")]
@@ -125,9 +126,9 @@ def appraisal_router() -> APIRouter:
             )
         if fmt == "xlsx":
             meta = {"quarter": q, "teams": scope, "calendar": appr.calendar}
-            path = await exports.xlsx_file(appr.stream(appr.ctx.db, q, teams), lang, meta)
+            out = await exports.xlsx_file(appr.stream(appr.ctx.db, q, teams), lang, meta)
             return StreamingResponse(
-                exports.file_chunks(path),
+                exports.file_chunks(out),
                 media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                 headers={"Content-Disposition": _attachment(q, scope, "xlsx")},
             )
@@ -338,8 +339,8 @@ def appraisal_router() -> APIRouter:
 
 
 def _attachment(quarter: str, scope: str, ext: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in scope)[:60]
-    return f'attachment; filename="appraisal-{quarter}-{safe}.{ext}"'
+    # The scope is team ids (outside text): attachment() makes any of them a sendable header.
+    return attachment(f"appraisal-{quarter}-{scope[:60]}.{ext}")
 
 
 def _canonical(raw: str) -> str:

@@ -78,9 +78,20 @@ export async function download(path, fallbackName) {
     throw new ApiError(res.status, detail);
   }
   const blob = await res.blob();
-  const cd = res.headers.get("content-disposition") || "";
-  const m = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(cd);
-  saveBlob(blob, m ? decodeURIComponent(m[1]) : fallbackName);
+  saveBlob(blob, attachmentName(res.headers.get("content-disposition") || "", fallbackName));
+}
+
+// The file name a Content-Disposition header gives: RFC 6266's UTF-8 filename* when present
+// (a CJK team id), else the plain filename, which is only its ASCII fallback.
+export function attachmentName(cd, fallbackName) {
+  const star = /filename\*\s*=\s*UTF-8''([^;\s]+)/i.exec(cd);
+  if (star) {
+    try {
+      return decodeURIComponent(star[1]);
+    } catch {}
+  }
+  const plain = /filename\s*=\s*(?:"([^"]*)"|([^;\s]+))/i.exec(cd);
+  return plain ? plain[1] ?? plain[2] : fallbackName;
 }
 
 export function saveBlob(blob, name) {

@@ -85,7 +85,27 @@ export function addDays(iso, n) {
   return d.toISOString().slice(0, 10);
 }
 
+// Spreadsheet-safe CSV, the rule of shared/spreadsheet.py (OWASP "CSV Injection"): names and
+// ids come from helpdesk events, i.e. from outside. A number stays a bare number (a negative
+// NPS is still a number); text gets U+FFFD for NUL and lone surrogates, a ' before a leading
+// = + - @ tab or CR (no spreadsheet reads it as a formula), and is always quoted, so a ; or tab
+// separator (Excel's in some locales) cannot start a live cell inside it.
+const FORMULA_TRIGGER = /^[=+\-@\t\r]/;
+const UNSTORABLE = /\0|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+export function neutralise(text) {
+  const s = String(text).replace(UNSTORABLE, "\ufffd");
+  return FORMULA_TRIGGER.test(s) ? `'${s}` : s;
+}
+
 export function csvEscape(v) {
-  const s = v === null || v === undefined ? "" : String(v);
-  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  if (v === null || v === undefined) return "";
+  if (typeof v === "number") return Number.isFinite(v) ? String(v) : "";
+  return `"${neutralise(v).replace(/"/g, '""')}"`;
+}
+
+// A CSV file of rows: UTF-8 with a BOM (Excel then shows Chinese correctly), CRLF lines.
+export function csvBlob(rows) {
+  const text = "\ufeff" + rows.map((r) => r.map(csvEscape).join(",")).join("\r\n") + "\r\n";
+  return new Blob([text], { type: "text/csv;charset=utf-8" });
 }

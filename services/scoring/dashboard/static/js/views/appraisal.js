@@ -1,7 +1,7 @@
 // Quarterly appraisal of a team with CSV/XLSX exports (routes of the appraisal module).
 import { ApiError, api, download, qs, saveBlob } from "../api.js";
 import { setParams } from "../app.js";
-import { csvEscape, esc, gradeChip, kpiShort, kpiName, quarterOf, recentQuarters } from "../format.js";
+import { csvBlob, esc, gradeChip, kpiShort, kpiName, quarterOf, recentQuarters } from "../format.js";
 import { getLang, t } from "../i18n.js";
 import { state } from "../state.js";
 import { errorBox, errorMessage, teamName, teamPicker } from "./common.js";
@@ -65,8 +65,7 @@ export function renderAppraisal(main, _args, params) {
     const kpis = state.config.kpis;
     const head = ["specialist_id", "name", "team_id", ...kpis.flatMap((k) => [k, `${k}_grade`])];
     const out = [head, ...data.members.map((m) => [m.specialist_id, m.name, m.team_id, ...kpis.flatMap((k) => [m.kpis[k].value, m.kpis[k].grade])])];
-    const csv = "\ufeff" + out.map((r) => r.map(csvEscape).join(",")).join("\r\n") + "\r\n";
-    saveBlob(new Blob([csv], { type: "text/csv;charset=utf-8" }), `kpi-overview-${ui.quarter}-${ui.team}.csv`);
+    saveBlob(csvBlob(out), `kpi-overview-${ui.quarter}-${ui.team}.csv`);
   }
 
   async function load() {

@@ -1,7 +1,7 @@
 // Team overview: one row per specialist, one column per KPI, cells coloured and labelled by grade.
 import { api, qs, saveBlob } from "../api.js";
 import { setParams } from "../app.js";
-import { csvEscape, esc, fmtClock, fmtValue, gradeClass, gradeLabel, kpiName, kpiShort, quarterOf, samples } from "../format.js";
+import { csvBlob, esc, fmtClock, fmtValue, gradeClass, gradeLabel, kpiName, kpiShort, quarterOf, samples } from "../format.js";
 import { t } from "../i18n.js";
 import { alerts, state } from "../state.js";
 import { errorBox, teamName, teamPicker, windowPicker, windowValue } from "./common.js";
@@ -229,9 +229,8 @@ export function renderOverview(main, _args, params) {
     const head = ["specialist_id", "name", "team_id", ...kpis.flatMap((k) => [`${k}`, `${k}_numerator`, `${k}_denominator`, `${k}_grade`])];
     const line = (id, name, team, kp) => [id, name, team, ...kpis.flatMap((k) => [kp[k].value, kp[k].numerator, kp[k].denominator, kp[k].grade])];
     const out = [head, line("(pooled)", ui.team ? teamName(ui.team) : "", ui.team, data.pooled), ...rows().map((m) => line(m.specialist_id, m.name, m.team_id, m.kpis))];
-    const csv = "\ufeff" + out.map((r) => r.map(csvEscape).join(",")).join("\r\n") + "\r\n";
     const w = data.window;
-    saveBlob(new Blob([csv], { type: "text/csv;charset=utf-8" }), `kpi-overview-${w.name}-${ui.team || "all"}-${w.to}.csv`);
+    saveBlob(csvBlob(out), `kpi-overview-${w.name}-${ui.team || "all"}-${w.to}.csv`);
   }
 
   let flagged = "";
