@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,6 +23,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base
 from shared.directory import Team
+from shared.poison import is_transient
+
+logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "kpi_"
 
@@ -89,25 +95,70 @@ async def issue_token(
     return token, row
 
 
+# Verified tokens (and, separately, unknown ones) remembered per process: bounded, so a flood
+# of random tokens costs at most this many entries and never evicts the valid ones.
+AUTH_CACHE_MAX_ENTRIES = 10_000
+# A lookup slower than this is the store's fault (PostgreSQL paused, a network partition): it
+# is answered like an outage instead of holding the request for the driver's own timeouts.
+AUTH_LOOKUP_TIMEOUT_SECONDS = 3.0
+# After a failed lookup, others fail fast for this long rather than each waiting again.
+AUTH_RETRY_SECONDS = 1.0
+# Where the HTTP guard leaves the caller for ``require`` (the request's ``state``).
+PRINCIPAL_STATE_KEY = "kpi_principal"
+MISSING_TOKEN = "missing bearer token: send 'Authorization: Bearer <token>'"
+INVALID_TOKEN = "invalid or revoked token"
+AUTH_RETRY_AFTER = "5"
+
+
+class AuthError(Exception):
+    """Why a request is not authenticated: the HTTP status, a reason and response headers."""
+
+    def __init__(self, status_code: int, detail: str, headers: dict[str, str]) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+        self.headers = headers
+
+
+class AuthUnavailable(Exception):
+    """The token store cannot be asked and the token is not in the cache (answer 503)."""
+
+
 class Authenticator:
-    """Resolves bearer tokens to principals with a short cache to keep lookups off hot paths."""
+    """Resolves bearer tokens to principals through a bounded cache of recent verdicts.
+
+    A verified token is re-checked after ``cache_seconds`` (revocation takes effect within
+    it). When PostgreSQL cannot be reached, a token verified within ``stale_seconds`` is
+    still accepted, so intake keeps working on the broker alone; any other token raises
+    ``AuthUnavailable``.
+    """
 
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         bootstrap_admin_token: str | None,
         cache_seconds: float = 5.0,
+        stale_seconds: float = 300.0,
+        *,
+        max_entries: int = AUTH_CACHE_MAX_ENTRIES,
+        lookup_timeout: float = AUTH_LOOKUP_TIMEOUT_SECONDS,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._bootstrap_hash = hash_token(bootstrap_admin_token) if bootstrap_admin_token else None
         self._cache_seconds = cache_seconds
-        # digest -> (monotonic time of the lookup, its answer)
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._stale_seconds = stale_seconds
+        self._max_entries = max_entries
+        self._lookup_timeout = lookup_timeout
+        # digest -> (monotonic time of the verdict, principal); least recently used first.
+        self._valid: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._invalid: OrderedDict[str, float] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[Principal | None]] = {}
+        self._failing_until = 0.0
 
     async def resolve(self, token: str, max_age: float | None = None) -> Principal | None:
-        """The token's principal, None when unknown or revoked.
+        """The token's principal, None when it is unknown or revoked; may raise AuthUnavailable.
 
-        A cached answer is used while younger than ``max_age`` seconds (default: the cache
+        A cached verdict is used while younger than ``max_age`` seconds (default: the cache
         time); long-lived streams re-check with ``max_age=0`` so that a revocation or a team
         change is seen at once.
         """
@@ -115,15 +166,74 @@ class Authenticator:
         if self._bootstrap_hash and hmac.compare_digest(digest, self._bootstrap_hash):
             return Principal(Role.ADMIN, "bootstrap-admin")
         now = time.monotonic()
-        cached = self._cache.get(digest)
         limit = self._cache_seconds if max_age is None else min(max_age, self._cache_seconds)
-        if cached and now - cached[0] < limit:
-            return cached[1]
-        principal = await self._lookup(digest)
-        if len(self._cache) > 10000:
-            self._cache.clear()
-        self._cache[digest] = (now, principal)
+        known = self._valid.get(digest)
+        if known is not None and now - known[0] < limit:
+            self._valid.move_to_end(digest)
+            return known[1]
+        refused = self._invalid.get(digest)
+        if refused is not None and now - refused < limit:
+            return None
+        try:
+            principal = await self._lookup_shared(digest)
+        except AuthUnavailable:
+            if known is not None and now - known[0] < self._stale_seconds:
+                return known[1]
+            raise
+        self._remember(digest, principal)
         return principal
+
+    def cache_sizes(self) -> tuple[int, int]:
+        """Entries held: verified tokens, and unknown or revoked ones (each bounded)."""
+        return len(self._valid), len(self._invalid)
+
+    def _remember(self, digest: str, principal: Principal | None) -> None:
+        now = time.monotonic()
+        if principal is None:
+            self._valid.pop(digest, None)
+            self._invalid[digest] = now
+            self._invalid.move_to_end(digest)
+            while len(self._invalid) > self._max_entries:
+                self._invalid.popitem(last=False)
+        else:
+            self._invalid.pop(digest, None)
+            self._valid[digest] = (now, principal)
+            self._valid.move_to_end(digest)
+            while len(self._valid) > self._max_entries:
+                self._valid.popitem(last=False)
+
+    async def _lookup_shared(self, digest: str) -> Principal | None:
+        """One lookup per token at a time, shared by concurrent requests; fails fast after a
+        failure. Shielded: a caller that goes away does not cancel the others' lookup."""
+        if time.monotonic() < self._failing_until:
+            raise AuthUnavailable("token store unavailable")
+        pending = self._inflight.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._guarded_lookup(digest))
+            self._inflight[digest] = pending
+            pending.add_done_callback(lambda done: self._lookup_done(digest, done))
+        return await asyncio.shield(pending)
+
+    def _lookup_done(self, digest: str, done: asyncio.Future[Principal | None]) -> None:
+        self._inflight.pop(digest, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too: every waiter may have gone away
+
+    async def _guarded_lookup(self, digest: str) -> Principal | None:
+        try:
+            async with asyncio.timeout(self._lookup_timeout):
+                return await self._lookup(digest)
+        except Exception as exc:
+            self._failing_until = time.monotonic() + AUTH_RETRY_SECONDS
+            reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+            # A driver or network failure is expected during an outage; anything else is a bug.
+            logger.log(
+                logging.WARNING if is_transient(exc) else logging.ERROR,
+                "token lookup failed (%s): answering from the cache or 503",
+                reason,
+                exc_info=not is_transient(exc),
+            )
+            raise AuthUnavailable(f"token store unavailable ({reason})") from None
 
     async def _lookup(self, digest: str) -> Principal | None:
         async with self._sessionmaker() as session:
@@ -144,47 +254,73 @@ class Authenticator:
             return Principal(Role(row.role), row.subject, frozenset(teams))
 
 
-def bearer_token(request: Request) -> str:
-    """The request's bearer token; 401 when there is none."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, None when absent."""
+    scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="missing bearer token: send 'Authorization: Bearer <token>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        return None
     return token.strip()
+
+
+async def authenticate(authenticator: Authenticator, authorization: str | None) -> Principal:
+    """The caller of a request with this Authorization header, or AuthError (401 or 503)."""
+    challenge = {"WWW-Authenticate": "Bearer"}
+    token = bearer_token(authorization)
+    if token is None:
+        raise AuthError(401, MISSING_TOKEN, challenge)
+    try:
+        principal = await authenticator.resolve(token)
+    except AuthUnavailable as exc:
+        raise AuthError(
+            503, f"cannot verify the token now: {exc}", {"Retry-After": AUTH_RETRY_AFTER}
+        ) from None
+    if principal is None:
+        raise AuthError(401, INVALID_TOKEN, challenge)
+    return principal
 
 
 async def authorise(
     authenticator: Authenticator, token: str, roles: Iterable[Role], max_age: float | None = None
 ) -> Principal:
     """The token's principal if it holds one of ``roles`` (admin always passes): 401 for an
-    unknown or revoked token, 403 for another role."""
-    allowed = {Role.ADMIN, *roles}
+    unknown or revoked token, 403 for another role; AuthUnavailable when it cannot be told."""
     principal = await authenticator.resolve(token, max_age)
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            detail="invalid or revoked token",
+            detail=INVALID_TOKEN,
             headers={"WWW-Authenticate": "Bearer"},
         )
+    _check_role(principal, roles)
+    return principal
+
+
+def _check_role(principal: Principal, roles: Iterable[Role]) -> None:
+    allowed = {Role.ADMIN, *roles}
     if principal.role not in allowed:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
             detail=f"role '{principal.role}' may not call this route "
             f"(needs {' or '.join(sorted(r.value for r in allowed))})",
         )
-    return principal
 
 
 def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
-    """FastAPI dependency: the caller must hold one of ``roles`` (admin always passes)."""
+    """FastAPI dependency: the caller must hold one of ``roles`` (admin always passes).
+
+    The HTTP guard (shared/http_guard.py) has normally authenticated the request before its
+    body was read and left the principal in the request's state: one lookup, not two.
+    """
 
     async def dependency(request: Request) -> Principal:
-        token = bearer_token(request)
-        authenticator: Authenticator = request.app.state.authenticator
-        return await authorise(authenticator, token, roles)
+        principal = request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+        if not isinstance(principal, Principal):
+            authenticator: Authenticator = request.app.state.authenticator
+            try:
+                principal = await authenticate(authenticator, request.headers.get("authorization"))
+            except AuthError as exc:
+                raise HTTPException(exc.status_code, exc.detail, exc.headers) from None
+        _check_role(principal, roles)
+        return principal
 
     return dependency

@@ -12,18 +12,22 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
+import asyncpg
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared import metrics
-from shared.auth import Authenticator, Principal, Role, require
+from shared.auth import AUTH_RETRY_AFTER, Authenticator, Principal, Role, require
 from shared.db import create_engine, create_sessionmaker, ping
+from shared.http_guard import BodyTooLarge, GuardPolicy, HttpGuard, body_too_large_handler
 from shared.kafka import broker_ping
 from shared.logging import configure_logging, redact
+from shared.poison import is_transient
 from shared.settings import Settings, SettingsError, load_settings
 from shared.text import INVALID_TEXT, PYDANTIC_UNICODE_ERROR, scrub, unicode_error_reason
 
@@ -67,7 +71,10 @@ class Runtime:
         self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(self.engine)
         token = settings.bootstrap_admin_token
         self.authenticator = Authenticator(
-            self.sessionmaker, token.get_secret_value() if token else None
+            self.sessionmaker,
+            token.get_secret_value() if token else None,
+            cache_seconds=settings.auth_cache_seconds,
+            stale_seconds=settings.auth_stale_seconds,
         )
         self.tasks: list[asyncio.Task[Any]] = []
         self.stoppers: list[Callable[[], Awaitable[None] | None]] = []
@@ -183,6 +190,32 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": _scrubbed(jsonable_encoder(errors))}, status_code=422)
 
 
+# Failures of what a route stands on rather than of the request: answered 503 when transient.
+_INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
+    SQLAlchemyError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+
+
+async def _infrastructure_down(request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL (or another dependency) unreachable mid-request: 503 with Retry-After, not
+    500; anything that is not an outage stays a server error."""
+    if not is_transient(exc):
+        raise exc
+    logger.warning(
+        "%s %s: dependency unavailable: %s", request.method, request.url.path, type(exc).__name__
+    )
+    return JSONResponse(
+        {"detail": "temporarily unavailable: a dependency (database) cannot be reached; "
+         "retry later", "code": "unavailable"},
+        status_code=503,
+        headers={"Retry-After": AUTH_RETRY_AFTER},
+    )  # fmt: skip
+
+
 def create_app(
     service: str,
     *,
@@ -191,8 +224,13 @@ def create_app(
     on_start: Hook | None = None,
     title: str,
     description: str = "",
+    guard: GuardPolicy | None = None,
 ) -> FastAPI:
-    """FastAPI app whose lifespan owns the runtime and its background tasks."""
+    """FastAPI app whose lifespan owns the runtime and its background tasks.
+
+    Every request passes the HTTP guard (auth and body limit before the body is read,
+    security headers); ``guard`` names the service's dashboard paths and own body limits.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -212,9 +250,14 @@ def create_app(
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(BodyTooLarge, body_too_large_handler)
+    for error in _INFRASTRUCTURE_ERRORS:
+        app.add_exception_handler(error, _infrastructure_down)
     app.include_router(health_router(service))
     for router in routers:
         app.include_router(router)
+    # Added before the metrics middleware below, so it runs inside it: its answers are counted.
+    app.add_middleware(HttpGuard, policy=guard or GuardPolicy())
 
     @app.middleware("http")
     async def observe(

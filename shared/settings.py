@@ -81,6 +81,28 @@ class Settings(BaseSettings):
     public_url: str = Field(
         default="", description="Base URL of the dashboard, used for links in alert messages."
     )
+    # Every HTTP service: limits before parsing and the token cache (shared/http_guard.py).
+    http_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=512 * 1024 * 1024,
+        description="Max request body in bytes on every route except POST /v1/events "
+        "(KPI_INGEST_MAX_BODY_BYTES); checked before the body is read (413 beyond).",
+    )
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="A verified token is re-checked against PostgreSQL after this long: "
+        "revocation and team changes take effect within it.",
+    )
+    auth_stale_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=86400,
+        description="While PostgreSQL cannot be reached, a token verified within this long "
+        "is still accepted (others get 503 with Retry-After); 0 = none.",
+    )
     # Ingest service.
     ingest_max_batch: int = Field(
         default=1000, ge=1, le=100_000, description="Max events in one POST /v1/events."

@@ -15,32 +15,17 @@ from services.ingest.intake import OUTCOME_DEADLETTERED, OUTCOME_PUBLISHED
 from services.ingest.publisher import BrokerUnavailable
 from shared.auth import Principal, Role, require
 from shared.events import loads_with_surrogates
+from shared.http_guard import BodyLimit, GuardPolicy
 from shared.kafka import broker_ping
 from shared.runtime import Runtime, create_app
 from shared.settings import Settings
 
 SERVICE = "ingest"
 RETRY_AFTER_SECONDS = "5"
+# Batches of events are larger than any other request body (KPI_HTTP_MAX_BODY_BYTES).
+EVENTS_BODY_LIMIT = BodyLimit("KPI_INGEST_MAX_BODY_BYTES", lambda s: s.ingest_max_body_bytes)
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _error(status: int, code: str, reason: str, **headers: str) -> JSONResponse:
@@ -75,15 +60,9 @@ async def post_events(
     runtime: Runtime = request.app.state.runtime
     intake: HttpIntake = request.app.state.http_intake
     settings = runtime.settings
-    try:
-        body = await _read_body(request, settings.ingest_max_body_bytes)
-    except _TooLarge:
-        return _error(
-            413,
-            "body_too_large",
-            f"request body is larger than {settings.ingest_max_body_bytes} bytes "
-            "(KPI_INGEST_MAX_BODY_BYTES); split it into smaller requests",
-        )
+    # The HTTP guard has answered 413 already for a body over KPI_INGEST_MAX_BODY_BYTES
+    # (declared or streamed): what is read here is within the limit.
+    body = await request.body()
     try:
         parsed: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -160,6 +139,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         routers=[router],
         on_start=lambda runtime: on_start(runtime, app),
+        guard=GuardPolicy(body_limits={"/v1/events": EVENTS_BODY_LIMIT}),
         title="KPI ingest service",
         description=(
             "Validated intake of helpdesk and CRM events (HTTP and Kafka) with a dead-letter topic."

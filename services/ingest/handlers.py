@@ -23,6 +23,8 @@ from shared.topics import Topics
 
 logger = logging.getLogger(__name__)
 
+STATS_TIMEOUT_SECONDS = 2.0
+
 
 class KafkaIntake:
     """Handler of one consumed batch: classify, publish all, await acks, record stats.
@@ -122,8 +124,11 @@ class HttpIntake:
         self._health.ok()
         if self._sessionmaker is not None:
             try:
-                async with session_scope(self._sessionmaker) as session:
-                    await repository.add_stats(session, stats_delta(outgoing))
+                # Bounded: with PostgreSQL paused the write would hold the answer for the
+                # driver's timeouts, and intake needs only the broker.
+                async with asyncio.timeout(STATS_TIMEOUT_SECONDS):
+                    async with session_scope(self._sessionmaker) as session:
+                        await repository.add_stats(session, stats_delta(outgoing))
             except Exception:
                 # The events are already durable on the broker: answering 503 now would
                 # only make the caller re-send them. Stats under-count instead (logged).

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 
+from services.scoring.api.dashboard import DASHBOARD_PATHS, DASHBOARD_PREFIXES
 from services.scoring.api.dashboard import install as install_dashboard
 from services.scoring.api.directory import directory_router
 from services.scoring.api.kpis import kpi_router
@@ -17,6 +18,7 @@ from services.scoring.config import ScoringConfig
 from services.scoring.db import ReadDb
 from services.scoring.engine.wiring import start_engine
 from shared.db import utcnow
+from shared.http_guard import GuardPolicy
 from shared.runtime import Runtime, create_app
 from shared.settings import Settings, SettingsError
 
@@ -51,6 +53,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         on_start=start,
         title="KPI scoring service",
         description="Exactly-once KPI engine and KPI queries.",
+        guard=GuardPolicy(dashboard_paths=DASHBOARD_PATHS, dashboard_prefixes=DASHBOARD_PREFIXES),
     )
     # Injectable clock: "today" for as_of and history defaults; tests replace it.
     app.state.clock = utcnow

@@ -17,7 +17,7 @@ from kpi.stack import ServiceProcess
 from shared.auth import Role, issue_token
 from shared.db import session_scope
 from tests.browser.conftest import StartStack
-from tests.browser.support import until
+from tests.browser.support import assert_dashboard_csp, until, watch_csp
 from tests.service_helpers import (
     ADMIN_TOKEN,
     CHROMIUM_ARGS,
@@ -94,10 +94,11 @@ def journey(executable: str, shots: Path, procs: dict[str, ServiceProcess], sup_
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        csp = watch_csp(page)
         page.set_default_timeout(20_000)
         try:
             # Log in as the supervisor of bt-north: bt-3 (another team) is not shown.
-            page.goto(scoring + "/")
+            assert_dashboard_csp(page.goto(scoring + "/"))
             expect(page.locator("#login-form")).to_be_visible()
             page.screenshot(path=shots / "01-login.png")
             page.fill("#login-token", "not-a-token")
@@ -129,6 +130,11 @@ def journey(executable: str, shots: Path, procs: dict[str, ServiceProcess], sup_
             # Search narrows the table; sort by CSAT puts the weakest first.
             page.fill("#ov-search", "wang")
             expect(page.locator("#overview-table [data-sid]")).to_have_count(1)
+            # Enter in a toolbar field filters, it does not submit the form (reload the page).
+            page.evaluate("window.kpiNoReload = true")
+            page.press("#ov-search", "Enter")
+            expect(page.locator("#overview-table [data-sid]")).to_have_count(1)
+            assert page.evaluate("window.kpiNoReload === true")
             page.fill("#ov-search", "")
             page.click('[data-sort="customer_satisfaction"] button')
             expect(page.locator("#overview-table [data-sid]").first).to_have_attribute(
@@ -172,6 +178,13 @@ def journey(executable: str, shots: Path, procs: dict[str, ServiceProcess], sup_
             tile = page.locator('.tile[data-kpi="customer_satisfaction"]')
             expect(tile).to_have_attribute("data-grade", "unqualified")
             expect(tile).to_contain_text("Qualified 85%")
+            # Gauge sizes are set through the CSSOM (the CSP forbids style attributes).
+            sized = (
+                "el => el.style.width.endsWith('%') "
+                "&& parseFloat(el.style.width) === parseFloat(el.dataset.width)"
+            )
+            assert tile.locator(".gauge .fill").evaluate(sized)
+            assert tile.locator(".gauge .mark").first.evaluate("el => el.style.left.endsWith('%')")
             expect(page.locator('#sp-charts svg[data-kpi="customer_satisfaction"]')).to_be_visible()
             expect(page.locator("#facts-table tbody tr")).to_have_count(24)
             expect(page.locator("#sp-alerts")).to_contain_text("Customer satisfaction")
@@ -180,6 +193,9 @@ def journey(executable: str, shots: Path, procs: dict[str, ServiceProcess], sup_
             # Leaderboard.
             page.click('a[data-nav="leaderboard"]')
             expect(page.locator("#lb-table tbody tr").first).to_contain_text("Wang Fang")
+            bar = page.locator("#lb-table tbody tr .bar").first
+            assert bar.evaluate("el => el.style.width") == "100%"
+            assert bar.evaluate("el => getComputedStyle(el).color") == "rgb(31, 157, 77)"
 
             # Switch to Chinese: the chrome and the view are translated, <html lang> follows.
             page.select_option("#lang-select", "zh-CN")
@@ -210,6 +226,7 @@ def journey(executable: str, shots: Path, procs: dict[str, ServiceProcess], sup_
             r = http.get(f"{scoring}/v1/dashboard/notify/alerts")
             assert r.status_code == 503 and "unavailable" in r.json()["detail"]
             assert not errors, errors
+            assert not csp, csp
         finally:
             page.screenshot(path=shots / "99-last.png")
             browser.close()

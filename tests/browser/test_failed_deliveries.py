@@ -15,7 +15,7 @@ import pytest
 from kpi.stack import ServiceProcess
 from shared.topics import Topics
 from tests.browser.conftest import StartStack
-from tests.browser.support import until
+from tests.browser.support import assert_dashboard_csp, until, watch_csp
 from tests.integration.notify_support import Receiver, Switch, snapshot
 from tests.kafka_helpers import produce
 from tests.service_helpers import (
@@ -97,9 +97,10 @@ def journey(
         ).new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        csp = watch_csp(page)
         page.set_default_timeout(20_000)
         try:
-            page.goto(scoring + "/")
+            assert_dashboard_csp(page.goto(scoring + "/"))
             page.fill("#login-token", ADMIN_TOKEN)
             page.click("#login-form button[type=submit]")
             page.click('a[data-nav="alerts"]')
@@ -138,6 +139,7 @@ def journey(
             assert {r.headers["X-KPI-Delivery"] for r in got} == {delivery["delivery_key"]}
             assert failed() == []
             assert not errors, errors
+            assert not csp, csp
         finally:
             page.screenshot(path=shots / "29-deliveries-last.png")
             browser.close()

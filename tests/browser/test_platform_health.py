@@ -15,6 +15,7 @@ from shared import health
 from shared.auth import Role, issue_token
 from shared.db import raw_connection, session_scope
 from tests.browser.conftest import StartStack
+from tests.browser.support import assert_dashboard_csp, watch_csp
 from tests.service_helpers import ADMIN_TOKEN, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.integration
@@ -69,11 +70,12 @@ async def test_banner_stalled_degraded_dismissed(
             page = browser.new_page(viewport={"width": 1400, "height": 900}, locale="en-US")
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            csp = watch_csp(page)
             page.set_default_timeout(20_000)
             banner = page.locator("#health-banner")
             try:
                 # Admin: stalled (red), both incidents, Dismiss only on the event incident.
-                page.goto(scoring + "/")
+                assert_dashboard_csp(page.goto(scoring + "/"))
                 page.fill("#login-token", ADMIN_TOKEN)
                 page.click("#login-form button[type=submit]")
                 expect(banner).to_be_visible()
@@ -121,6 +123,7 @@ async def test_banner_stalled_degraded_dismissed(
                 page.screenshot(path=shots / "14-health-supervisor-zh.png")
                 page.select_option("#lang-select", "en")
                 assert not errors, errors
+                assert not csp, csp
             finally:
                 page.screenshot(path=shots / "99-health-last.png")
                 browser.close()

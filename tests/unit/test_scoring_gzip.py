@@ -10,12 +10,19 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Message
 
 from services.scoring.app import GZIP_MIN_BYTES, build_app
+from shared.runtime import Runtime
 from shared.settings import load_settings
+
+TOKEN = "kpi_gzip_test_admin_token"
 
 
 async def _call(path: str, accept: bytes, gate: asyncio.Event) -> list[Message]:
     """Drive the app's full middleware stack directly, recording what it sends."""
-    app = build_app(load_settings())
+    settings = load_settings(bootstrap_admin_token=TOKEN)
+    app = build_app(settings)
+    # No lifespan (it would start the engine): the runtime the HTTP guard authenticates with
+    # is created by hand; it opens no connection for the bootstrap token.
+    app.state.runtime = Runtime("scoring", settings)
     event = b"data: " + b"x" * (2 * GZIP_MIN_BYTES) + b"\n\n"
 
     async def stream() -> AsyncIterator[bytes]:
@@ -52,7 +59,11 @@ async def _call(path: str, accept: bytes, gate: asyncio.Event) -> list[Message]:
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"scoring"), (b"accept-encoding", accept)],
+        "headers": [
+            (b"host", b"scoring"),
+            (b"accept-encoding", accept),
+            (b"authorization", b"Bearer " + TOKEN.encode()),
+        ],
         "client": ("127.0.0.1", 1),
         "server": ("scoring", 80),
     }

@@ -83,7 +83,7 @@ async def alert_stream(
     principal: Principal = Depends(reader),
 ) -> Response:
     svc = service_of(request)
-    token = bearer_token(request)
+    token = bearer_token(request.headers.get("authorization")) or ""
     try:
         free_slot = stream_slots_of(request).acquire(token)
     except StreamRefused as refused:

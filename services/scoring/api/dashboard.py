@@ -24,6 +24,9 @@ from shared.runtime import Runtime
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "dashboard" / "static"
 UI_PREFIX = "/ui"
+# Served without a token (the page signs in by itself) under the dashboard's CSP.
+DASHBOARD_PATHS = ("/", UI_PREFIX)
+DASHBOARD_PREFIXES = (UI_PREFIX + "/",)
 
 # The catalogue as the dashboard reads it (its lines come apart, with the overrides applied):
 # labels, short labels and units are taken from here, never restated in the browser code.

@@ -132,7 +132,7 @@ async def _forward(request: Request, path: str) -> Response:
 async def _forward_stream(request: Request) -> Response:
     upstreams = _upstream(request)
     try:
-        release = upstreams.slots.acquire(bearer_token(request))
+        release = upstreams.slots.acquire(bearer_token(request.headers.get("authorization")) or "")
     except StreamRefused as refused:
         return refused.response()
     headers = {"authorization": request.headers.get("authorization", "")}

@@ -172,6 +172,12 @@ for (const sel of ["#lang-select", "#login-lang-select"]) {
   });
 }
 
+// The views' toolbars only filter what is shown: Enter in one of their fields must not submit
+// the form (a page reload). Handled here because the CSP forbids inline onsubmit handlers.
+document.addEventListener("submit", (ev) => {
+  if (ev.target.closest("form.toolbar")) ev.preventDefault();
+});
+
 window.addEventListener("hashchange", route);
 
 (async function boot() {

@@ -47,10 +47,10 @@ export function bindAlertActions(root) {
 function silenceDialog(specialist, kpi, opener) {
   const dlg = document.createElement("dialog");
   dlg.setAttribute("aria-labelledby", "silence-title");
-  dlg.innerHTML = `<form method="dialog"><h2 id="silence-title" style="margin:0;font-size:18px">${esc(t("silence.title"))}: ${esc(state.names.get(specialist) || specialist)}</h2>
+  dlg.innerHTML = `<form method="dialog"><h2 id="silence-title" class="dialog-title">${esc(t("silence.title"))}: ${esc(state.names.get(specialist) || specialist)}</h2>
     <div class="field"><label for="silence-for">${esc(t("silence.for"))}</label><select id="silence-for">
       <option value="1">${esc(t("silence.1d"))}</option><option value="7" selected>${esc(t("silence.7d"))}</option><option value="30">${esc(t("silence.30d"))}</option></select></div>
-    <fieldset class="field" style="border:0;padding:0;margin:0"><legend class="muted" style="font-size:13px;font-weight:600">${esc(t("silence.scope"))}</legend>
+    <fieldset class="field bare"><legend class="muted field-legend">${esc(t("silence.scope"))}</legend>
       <label><input type="radio" name="scope" value="kpi" checked> ${esc(t("silence.scope_kpi", { kpi: kpiName(kpi) }))}</label>
       <label><input type="radio" name="scope" value="all"> ${esc(t("silence.scope_all"))}</label></fieldset>
     <div class="field"><label for="silence-comment">${esc(t("silence.comment"))}</label><input id="silence-comment" type="text" maxlength="500"></div>
@@ -124,7 +124,7 @@ export function renderAlerts(main, _args, params) {
     }
     fresh.clear();
     $("#al-silences").innerHTML = alerts.silences.length
-      ? `<ul class="alert-list">${alerts.silences.map((s) => `<li class="alert-item" style="border-left-color:var(--na-edge)"><div><div class="a-title">${esc(state.names.get(s.specialist_id) || s.specialist_id || "*")} · ${esc(s.kpi ? kpiName(s.kpi) : "*")}</div>
+      ? `<ul class="alert-list">${alerts.silences.map((s) => `<li class="alert-item silence"><div><div class="a-title">${esc(state.names.get(s.specialist_id) || s.specialist_id || "*")} · ${esc(s.kpi ? kpiName(s.kpi) : "*")}</div>
           <div class="a-meta">${esc(t("alerts.silenced", { until: fmtTime(s.until) }))} · ${esc(s.created_by || "")}${s.comment ? ` · ${esc(s.comment)}` : ""}</div></div>
           <div class="a-actions"><button type="button" class="btn btn-small btn-danger" data-unsilence="${esc(s.id)}">${esc(t("alerts.unsilence"))}</button></div></li>`).join("")}</ul>`
       : `<p class="muted">${esc(t("alerts.no_silences"))}</p>`;

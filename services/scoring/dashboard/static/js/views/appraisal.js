@@ -26,7 +26,7 @@ export function renderAppraisal(main, _args, params) {
   const available = state.config.features.appraisals;
   main.innerHTML = `
     <div class="page-head"><div><h1>${esc(t("ap.title"))}</h1><div class="sub" id="ap-sub"></div></div></div>
-    <form class="toolbar" id="ap-tools" onsubmit="return false">
+    <form class="toolbar" id="ap-tools">
       <div class="field"><label for="ap-quarter">${esc(t("quarter.label"))}</label><select id="ap-quarter" data-role="quarter">
         ${quarters.map((q) => `<option ${q === ui.quarter ? "selected" : ""}>${q}</option>`).join("")}</select></div>
       ${teamPicker("ap", ui.team, { allowAll: false })}

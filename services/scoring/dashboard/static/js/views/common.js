@@ -46,4 +46,11 @@ export function errorBox(err) {
   return `<div class="error-box" role="alert">${esc(errorMessage(err))}</div>`;
 }
 
+// The CSP allows no style attributes: sizes computed at render time travel in data-width and
+// data-left and are applied through the CSSOM, which the policy does not restrict.
+export function applySizes(root) {
+  for (const el of root.querySelectorAll("[data-width]")) el.style.width = el.dataset.width;
+  for (const el of root.querySelectorAll("[data-left]")) el.style.left = el.dataset.left;
+}
+
 export const teamName = (id) => (id ? state.teams.find((tm) => tm.id === id)?.name || id : t("team.none"));

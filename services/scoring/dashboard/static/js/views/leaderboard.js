@@ -4,7 +4,7 @@ import { setParams } from "../app.js";
 import { esc, fmtValue, gradeChip, kpiName, quarterOf, samples } from "../format.js";
 import { t } from "../i18n.js";
 import { state } from "../state.js";
-import { errorBox, teamName, teamPicker, windowPicker, windowValue } from "./common.js";
+import { applySizes, errorBox, teamName, teamPicker, windowPicker, windowValue } from "./common.js";
 
 export function renderLeaderboard(main, _args, params) {
   const ui = {
@@ -15,7 +15,7 @@ export function renderLeaderboard(main, _args, params) {
   };
   main.innerHTML = `
     <div class="page-head"><div><h1>${esc(t("lb.title"))}</h1><div class="sub" id="lb-sub"></div></div></div>
-    <form class="toolbar" id="lb-tools" onsubmit="return false">
+    <form class="toolbar" id="lb-tools">
       <div class="field"><label for="lb-kpi">${esc(t("lb.kpi"))}</label><select id="lb-kpi" data-role="kpi">
         ${state.config.kpis.map((k) => `<option value="${k}" ${k === ui.kpi ? "selected" : ""}>${esc(kpiName(k))}</option>`).join("")}</select></div>
       ${windowPicker("lb", ui.win, ui.quarter)}${teamPicker("lb", ui.team)}</form>
@@ -45,12 +45,13 @@ export function renderLeaderboard(main, _args, params) {
     const width = (v) => (v === null ? 0 : k === "avg_response_time_hours" ? 100 * (1 - Math.min(v, max) / (max * 1.05)) : (100 * Math.abs(v)) / max);
     $("#lb-body").innerHTML = data.entries.length ? `<div class="table-wrap"><table class="grid" id="lb-table"><caption class="sr-only">${esc(t("lb.title"))}</caption><thead><tr>
       <th scope="col">${esc(t("lb.rank"))}</th><th scope="col" class="sticky-col">${esc(t("overview.specialist"))}</th><th scope="col">${esc(t("overview.team"))}</th>
-      <th scope="col">${esc(t("lb.value"))}</th><th scope="col" style="width:30%"><span class="sr-only">${esc(t("lb.value"))}</span></th><th scope="col">${esc(t("lb.samples"))}</th><th scope="col">${esc(t("lb.grade"))}</th></tr></thead><tbody>
+      <th scope="col">${esc(t("lb.value"))}</th><th scope="col" class="bar-col"><span class="sr-only">${esc(t("lb.value"))}</span></th><th scope="col">${esc(t("lb.samples"))}</th><th scope="col">${esc(t("lb.grade"))}</th></tr></thead><tbody>
       ${data.entries.map((e) => `<tr class="${e.rank <= 3 && e.value !== null ? "podium" : ""}"><td class="rank">${e.value === null ? "—" : e.rank}</td>
         <th scope="row" class="sticky-col"><a class="spec-link" href="#/specialist/${encodeURIComponent(e.specialist_id)}">${esc(e.name || e.specialist_id)}</a><span class="spec-id">${esc(e.specialist_id)}</span></th>
         <td>${esc(teamName(e.team_id))}</td><td class="num"><strong>${esc(fmtValue(k, e.value))}</strong></td>
-        <td aria-hidden="true"><div class="bar" style="width:${width(e.value).toFixed(1)}%;color:${e.grade === "unqualified" ? "#d93025" : e.grade === "excellent" ? "#1f9d4d" : "#3d6fe0"}"></div></td>
+        <td aria-hidden="true"><div class="bar bar-${e.grade === "unqualified" || e.grade === "excellent" ? e.grade : "other"}" data-width="${width(e.value).toFixed(1)}%"></div></td>
         <td class="num">${esc(samples(k, e))}</td><td>${gradeChip(e.grade)}</td></tr>`).join("")}</tbody></table></div>` : `<div class="panel empty">${esc(t("overview.none"))}</div>`;
+    applySizes($("#lb-body"));
   }
   load();
 }

@@ -28,7 +28,7 @@ export function renderOverview(main, _args, params) {
   main.innerHTML = `
     <div class="page-head"><div><h1>${esc(t("overview.title"))}</h1><div class="sub" id="ov-sub">${esc(t("loading"))}</div></div>
       <div class="legend" aria-hidden="true">${["excellent", "qualified", "unqualified", "insufficient_data"].map((g) => `<span class="chip ${gradeClass(g)}">${esc(gradeLabel(g))}</span>`).join("")}</div></div>
-    <form class="toolbar" id="ov-tools" role="search" onsubmit="return false">
+    <form class="toolbar" id="ov-tools" role="search">
       ${windowPicker("ov", ui.win, ui.quarter)}
       ${teamPicker("ov", ui.team)}
       <div class="field grow"><label for="ov-search">${esc(t("search.label"))}</label>

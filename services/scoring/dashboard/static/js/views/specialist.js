@@ -6,7 +6,7 @@ import { addDays, esc, fmtLine, fmtValue, gradeChip, gradeClass, gradeLabel, kpi
 import { getLang, t } from "../i18n.js";
 import { alerts, state } from "../state.js";
 import { alertItem, bindAlertActions } from "./alerts.js";
-import { errorBox, teamName, windowPicker, windowValue } from "./common.js";
+import { applySizes, errorBox, teamName, windowPicker, windowValue } from "./common.js";
 
 export function renderSpecialist(main, args, params) {
   const id = args[0];
@@ -24,7 +24,7 @@ export function renderSpecialist(main, args, params) {
   main.innerHTML = `
     <p><a href="#/overview">${esc(t("spec.back"))}</a></p>
     <div class="page-head"><div><h1 id="sp-name">${esc(state.names.get(id) || id)}</h1><div class="sub" id="sp-sub"></div></div>
-      <form class="toolbar" id="sp-tools" onsubmit="return false" style="margin:0">${windowPicker("sp", ui.win, ui.quarter)}</form></div>
+      <form class="toolbar m0" id="sp-tools">${windowPicker("sp", ui.win, ui.quarter)}</form></div>
     <div id="sp-tiles" class="tiles" role="group" aria-label="KPI"></div>
     <div class="two-col">
       <section class="panel" aria-labelledby="sp-drill-h"><h2 id="sp-drill-h"></h2><div id="sp-drill"></div></section>
@@ -34,7 +34,7 @@ export function renderSpecialist(main, args, params) {
         <section class="panel" aria-labelledby="sp-ap-h"><h2 id="sp-ap-h">${esc(t("spec.appraisal", { quarter: ui.quarter }))}</h2><div id="sp-appraisal"></div></section>
       </div>
     </div>
-    <section aria-labelledby="sp-trends-h"><div class="page-head"><div><h2 id="sp-trends-h" style="margin:0">${esc(t("spec.trends"))}</h2>
+    <section aria-labelledby="sp-trends-h"><div class="page-head"><div><h2 id="sp-trends-h" class="m0">${esc(t("spec.trends"))}</h2>
       <div class="sub">${esc(t("spec.trend_hint"))}</div></div></div><div id="sp-charts" class="charts"></div></section>`;
   const $ = (s) => main.querySelector(s);
   const win = () => windowValue(ui.win, ui.quarter);
@@ -67,8 +67,8 @@ export function renderSpecialist(main, args, params) {
       const line = lines[k];
       const scale = gaugeScale(k, line);
       const pos = (v) => `${(scale(v) * 100).toFixed(1)}%`;
-      const gauge = c.value === null ? "" : `<div class="gauge" aria-hidden="true"><div class="fill" style="width:${pos(c.value)}"></div>
-        ${line.qualified !== null ? `<div class="mark" style="left:${pos(line.qualified)}"></div>` : ""}${line.excellent !== null ? `<div class="mark" style="left:${pos(line.excellent)}"></div>` : ""}</div>`;
+      const gauge = c.value === null ? "" : `<div class="gauge" aria-hidden="true"><div class="fill" data-width="${pos(c.value)}"></div>
+        ${line.qualified !== null ? `<div class="mark" data-left="${pos(line.qualified)}"></div>` : ""}${line.excellent !== null ? `<div class="mark" data-left="${pos(line.excellent)}"></div>` : ""}</div>`;
       const lineText = line.qualified === null ? "" : line.excellent === null ? t("spec.line_q", { q: fmtLine(k, line.qualified) }) : t("spec.lines", { q: fmtLine(k, line.qualified), e: fmtLine(k, line.excellent) });
       return `<button type="button" class="tile ${gradeClass(c.grade)}" data-kpi="${k}" data-grade="${c.grade || "none"}" aria-pressed="${ui.kpi === k}">
         <span class="t-label">${esc(kpiName(k))}</span>
@@ -76,6 +76,7 @@ export function renderSpecialist(main, args, params) {
         <span class="t-lines">${esc(lineText)}${line.min_samples ? ` · ${esc(t("spec.min", { n: line.min_samples }))}` : ""}</span>
         <span class="t-foot"><span>${esc(t("samples.long", { n: samples(k, c) }))}</span><span>${esc(gradeLabel(c.grade))}</span></span></button>`;
     }).join("");
+    applySizes($("#sp-tiles"));
   }
 
   async function loadCharts() {
@@ -88,10 +89,10 @@ export function renderSpecialist(main, args, params) {
     box.innerHTML = keys.map((k, i) => {
       if (!series[i]) return "";
       const line = state.config.lines[k];
-      return `<figure class="chart-card" style="margin:0"><h3>${esc(kpiName(k))}</h3>${trendChart(k, series[i].points, line)}
-        <figcaption class="chart-legend"><span><span class="sw" style="border-color:#1f4fd1"></span>${esc(t(k === "training_sessions" ? "kpi.training_sessions" : "spec.rolling"))}</span>
-        ${line.qualified !== null ? `<span><span class="sw dash" style="border-color:#c77700"></span>${esc(t("spec.qline"))} ${esc(fmtLine(k, line.qualified))}</span>` : ""}
-        ${line.excellent !== null ? `<span><span class="sw dash" style="border-color:#1f9d4d"></span>${esc(t("spec.eline"))} ${esc(fmtLine(k, line.excellent))}</span>` : ""}</figcaption></figure>`;
+      return `<figure class="chart-card m0"><h3>${esc(kpiName(k))}</h3>${trendChart(k, series[i].points, line)}
+        <figcaption class="chart-legend"><span><span class="sw sw-series"></span>${esc(t(k === "training_sessions" ? "kpi.training_sessions" : "spec.rolling"))}</span>
+        ${line.qualified !== null ? `<span><span class="sw dash sw-qualified"></span>${esc(t("spec.qline"))} ${esc(fmtLine(k, line.qualified))}</span>` : ""}
+        ${line.excellent !== null ? `<span><span class="sw dash sw-excellent"></span>${esc(t("spec.eline"))} ${esc(fmtLine(k, line.excellent))}</span>` : ""}</figcaption></figure>`;
     }).join("");
   }
 
@@ -113,7 +114,7 @@ export function renderSpecialist(main, args, params) {
     }
     const fmt = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(2));
     $("#sp-drill").innerHTML = `<p class="muted">${esc(t("spec.drill_sum", { num: fmt(c.numerator ?? 0), den: c.denominator ?? "—" }))}</p>
-      <div class="table-wrap" style="max-height:420px"><table class="grid" id="facts-table"><thead><tr><th scope="col">${esc(t("spec.day"))}</th><th scope="col">${esc(t("spec.source"))}</th>
+      <div class="table-wrap facts-wrap"><table class="grid" id="facts-table"><thead><tr><th scope="col">${esc(t("spec.day"))}</th><th scope="col">${esc(t("spec.source"))}</th>
       <th scope="col" class="num">${esc(t("spec.num"))}</th><th scope="col" class="num">${esc(t("spec.den"))}</th></tr></thead><tbody>
       ${facts.items.map((f) => `<tr><td>${esc(f.day)}</td><td><code>${esc(f.source)}</code></td><td class="num">${esc(fmt(f.num))}</td><td class="num">${esc(f.den)}</td></tr>`).join("")}
       </tbody></table></div>${facts.next ? `<p><button type="button" class="btn" id="sp-more">${esc(t("spec.more"))}</button></p>` : ""}`;
@@ -228,5 +229,5 @@ export function appraisalSummary(ap) {
   const per = ap.kpis || ap.grades || {};
   return `<p>${esc(t("ap.overall"))}: ${overall ? gradeChip(overall) : "—"}</p>
     ${incentive ? `<p>${esc(t("ap.incentive"))}: <strong>${esc(incentive)}</strong></p>` : ""}
-    <ul class="legend" style="list-style:none;padding:0">${Object.entries(per).map(([k, v]) => `<li>${esc(kpiName(k))} ${gradeChip(typeof v === "object" && v ? v.grade : v)}</li>`).join("")}</ul>`;
+    <ul class="legend plain-list">${Object.entries(per).map(([k, v]) => `<li>${esc(kpiName(k))} ${gradeChip(typeof v === "object" && v ? v.grade : v)}</li>`).join("")}</ul>`;
 }
