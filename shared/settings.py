@@ -222,7 +222,11 @@ class Settings(BaseSettings):
         description="Allow an email channel to log in without STARTTLS (password in clear).",
     )
     notify_silence_max_hours: float = Field(
-        default=720.0, gt=0, le=8760, description="Longest silence, in hours from its creation."
+        default=744.0,
+        gt=0,
+        le=8760,
+        description="Longest silence, in hours from its creation (31 days: the dashboard's "
+        "longest choice, 30 days, with a day's room for clock differences).",
     )
     # Dashboard: the scoring service proxies the alert calls of the dashboard here.
     notify_url: str = Field(

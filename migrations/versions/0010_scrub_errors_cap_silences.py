@@ -1,12 +1,12 @@
-"""Stored delivery errors keep only their fixed reason; silences end within 30 days.
+"""Stored delivery errors keep only their fixed reason; silences end within 31 days.
 
 Until this release a failed send stored up to 200 bytes of the target's answer (and an
 SMTP server's reply, or an exception's text) in `deliveries.last_error` and
 `delivery_attempts.error`, which supervisors read. Every such text had the shape
 "<reason>: <detail>"; the detail is dropped ("HTTP 500: b'...'" becomes "HTTP 500").
 
-Silences had no longest duration; KPI_NOTIFY_SILENCE_MAX_HOURS (default 720 h) now caps
-new ones, and the ones already set end at most 30 days after they were created.
+Silences had no longest duration; KPI_NOTIFY_SILENCE_MAX_HOURS (default 744 h, 31 days)
+now caps new ones, and the ones already set end at most 31 days after they were created.
 
 Revision ID: 0010
 Revises: 0009
@@ -34,8 +34,8 @@ def upgrade() -> None:
         "UPDATE delivery_attempts SET error = split_part(error, ':', 1) WHERE error LIKE '%:%'"
     )
     op.execute(
-        "UPDATE silences SET until = created_at + interval '30 days' "
-        "WHERE until > created_at + interval '30 days'"
+        "UPDATE silences SET until = created_at + interval '31 days' "
+        "WHERE until > created_at + interval '31 days'"
     )
 
 

@@ -51,7 +51,7 @@ class NotifyConfig:
     # Deny-by-default: a config built without settings reaches public addresses only.
     egress: EgressPolicy = field(default_factory=EgressPolicy)
     smtp: SmtpPolicy = field(default_factory=SmtpPolicy)
-    silence_max: timedelta = timedelta(days=30)
+    silence_max: timedelta = timedelta(days=31)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NotifyConfig:

@@ -177,6 +177,6 @@ def test_migration_0010_scrubs_errors_and_shortens_old_silences(
     assert errors == ["HTTP 500", "timed out"]
     assert attempts == ["receiver error code 3"]
     assert silences == {
-        "long": created + dt.timedelta(days=30),
+        "long": created + dt.timedelta(days=31),
         "short": created + dt.timedelta(days=2),
     }

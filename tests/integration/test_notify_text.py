@@ -29,7 +29,7 @@ from tests.service_helpers import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
 URL = "https://hooks.example.com/kpi"
-# Within KPI_NOTIFY_SILENCE_MAX_HOURS (30 days by default) of whenever the tests run.
+# Within KPI_NOTIFY_SILENCE_MAX_HOURS (31 days by default) of whenever the tests run.
 UNTIL = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).isoformat()
 
 
