@@ -90,6 +90,8 @@ async def run(
             KPI_INGEST_SESSION_TIMEOUT_MS="6000",
             KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
             KPI_LOG_LEVEL="WARNING",
+            # The probe receiver listens on 127.0.0.1 (refused by the default egress policy).
+            KPI_NOTIFY_ALLOW_PRIVATE_TARGETS="true",
         )
         for name in ("ingest", "scoring", "notify"):
             procs.append(start_service(name, env, home))

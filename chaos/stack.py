@@ -83,6 +83,8 @@ class ChaosStack:
             "KPI_SCORING_SESSION_TIMEOUT_MS": "6000",
             "KPI_INGEST_SESSION_TIMEOUT_MS": "6000",
             "KPI_NOTIFY_SESSION_TIMEOUT_MS": "6000",
+            # The chaos receiver listens on 127.0.0.1, refused by the default egress policy.
+            "KPI_NOTIFY_ALLOW_PRIVATE_TARGETS": "true",
             **self.extra_env,
         }
 

@@ -160,6 +160,15 @@ class LocalStack:
             "KPI_BOOTSTRAP_ADMIN_TOKEN": self.admin_token,
             "KPI_TOPIC_PARTITIONS": str(self.partitions),
         }
+        # A local stack is where people try channels against a receiver on this machine
+        # (`kpi demo --webhook http://127.0.0.1:…`); an explicit setting still wins.
+        if "KPI_NOTIFY_ALLOW_PRIVATE_TARGETS" not in base_env:
+            base_env["KPI_NOTIFY_ALLOW_PRIVATE_TARGETS"] = "true"
+            if "notify" in names:
+                self.say(
+                    "notify: channels may reach loopback and private addresses on this local "
+                    "stack (KPI_NOTIFY_ALLOW_PRIVATE_TARGETS=false refuses them)"
+                )
         ports: dict[str, int] = {}
         for name in names:
             env_name = f"KPI_{name.upper()}_PORT"

@@ -21,6 +21,7 @@ from shared.topics import Topics
 
 _WINDOW_RE = re.compile(r"^(?:[1-9][0-9]{0,2}d|qtd)$")
 _HOSTPORT_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9_.\-:]{1,253}$")
 _DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)?\s*$")
 _DURATION_UNITS = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -35,6 +36,17 @@ def parse_duration(value: object) -> float:
     if m is None:
         raise ValueError(f"'{value}' is not a duration such as 90s, 15m, 24h or 7d")
     return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def _split_list(value: Any, pattern: re.Pattern[str], what: str) -> Any:
+    """A comma-separated variable as a list, each item matching `pattern` (else ValueError)."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list):
+        for item in value:
+            if not isinstance(item, str) or not pattern.fullmatch(item):
+                raise ValueError(f"'{item}' is not {what}")
+    return value
 
 
 class SettingsError(RuntimeError):
@@ -234,6 +246,37 @@ class Settings(BaseSettings):
         description="Connections to notify the dashboard proxy keeps for alert streams, apart "
         "from its pool for other calls (503 beyond).",
     )
+    notify_allow_private_targets: bool = Field(
+        default=False,
+        description="Let channels reach loopback and private addresses (RFC 1918, ULA, "
+        "CGNAT), e.g. a receiver on this machine. Link-local (cloud metadata), unspecified, "
+        "multicast and reserved addresses and the platform's own endpoints stay refused.",
+    )
+    notify_allowed_private_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated host names or IP addresses that channels may reach "
+        "although they are loopback or private (an intranet SMTP relay), policy otherwise on.",
+    )
+    notify_denied_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated further host names of the platform that channels may "
+        "never reach (the database, broker, KPI_NOTIFY_URL and KPI_PUBLIC_URL hosts always are).",
+    )
+    notify_smtp_ca_file: str | None = Field(
+        default=None,
+        description="PEM file of the CAs trusted for SMTP STARTTLS (default: the system's).",
+    )
+    notify_smtp_allow_plaintext_login: bool = Field(
+        default=False,
+        description="Allow an email channel to log in without STARTTLS (password in clear).",
+    )
+    notify_silence_max_hours: float = Field(
+        default=744.0,
+        gt=0,
+        le=8760,
+        description="Longest silence, in hours from its creation (31 days: the dashboard's "
+        "longest choice, 30 days, with a day's room for clock differences).",
+    )
     # Dashboard: the scoring service proxies the alert calls of the dashboard here.
     notify_url: str = Field(
         default="",
@@ -287,17 +330,23 @@ class Settings(BaseSettings):
                 raise ValueError(f"must be a JSON object: {exc}") from None
         return value
 
+    @field_validator("notify_allowed_private_hosts", "notify_denied_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        return _split_list(value, _HOST_RE, "a host name or IP address")
+
+    @field_validator("notify_smtp_ca_file")
+    @classmethod
+    def _blank_ca_file_is_none(cls, value: str | None) -> str | None:
+        # Read by the notify sender at start-up (services.notify.transport), naming this variable.
+        return value if value is not None and value.strip() else None
+
     @field_validator("kafka_bootstrap", mode="before")
     @classmethod
     def _split_bootstrap(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("must list at least one host:port")
-            for item in value:
-                if not isinstance(item, str) or not _HOSTPORT_RE.match(item):
-                    raise ValueError(f"'{item}' is not host:port")
+        value = _split_list(value, _HOSTPORT_RE, "host:port")
+        if isinstance(value, list) and not value:
+            raise ValueError("must list at least one host:port")
         return value
 
     @field_validator("database_url")

@@ -6,9 +6,37 @@ import urllib.parse
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from services.notify.egress import EgressPolicy, host_port
 from services.notify.retry import RetryPolicy
 from services.notify.rules import RuleConfig
 from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class SmtpPolicy:
+    """How email channels talk to their server: trusted CAs, login only over TLS."""
+
+    ca_file: str | None = None
+    allow_plaintext_login: bool = False
+
+
+def platform_endpoints(settings: Settings) -> list[tuple[str, int]]:
+    """(host, port) of everything the platform itself runs: channels must never target them."""
+    out: list[tuple[str, int]] = []
+    try:
+        netloc = urllib.parse.urlsplit(settings.database_dsn).netloc
+    except ValueError:
+        netloc = ""
+    # libpq/asyncpg take "host1:port1,host2:port2" for several servers.
+    hosts = [host_port(p, 5432) for p in netloc.rpartition("@")[2].split(",") if p]
+    hosts += [host_port(item, 9092) for item in settings.kafka_bootstrap]
+    for url in (settings.notify_base_url, settings.public_url):
+        if url:
+            hosts.append(host_port(url, 443 if url.startswith("https:") else 80))
+    out.extend(h for h in hosts if h is not None)
+    ports = (settings.ingest_port, settings.scoring_port, settings.notify_port)
+    out.extend((settings.bind_host, port) for port in ports)
+    return out
 
 
 @dataclass(frozen=True)
@@ -20,6 +48,10 @@ class NotifyConfig:
     group_wait: timedelta = timedelta(seconds=5)
     link_base: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Deny-by-default: a config built without settings reaches public addresses only.
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
+    smtp: SmtpPolicy = field(default_factory=SmtpPolicy)
+    silence_max: timedelta = timedelta(days=31)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NotifyConfig:
@@ -40,6 +72,17 @@ class NotifyConfig:
                 cap=settings.notify_retry_max_seconds,
                 max_attempts=settings.notify_max_attempts,
             ),
+            egress=EgressPolicy.build(
+                allow_private=settings.notify_allow_private_targets,
+                allowed_hosts=settings.notify_allowed_private_hosts,
+                denied_hosts=settings.notify_denied_hosts,
+                platform=platform_endpoints(settings),
+            ),
+            smtp=SmtpPolicy(
+                ca_file=settings.notify_smtp_ca_file,
+                allow_plaintext_login=settings.notify_smtp_allow_plaintext_login,
+            ),
+            silence_max=timedelta(hours=settings.notify_silence_max_hours),
         )
 
     def specialist_link(self, specialist_id: str, window: str | None) -> str | None:

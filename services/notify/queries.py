@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.notify.repository import CHANNEL_COLS, ChannelRecord, Raw, channel_record, from_json
+from services.notify.rules import SilenceScope
 
 
 async def newest_event_id(conn: Raw) -> int:
@@ -34,9 +35,11 @@ async def events_between(
     return [(r["id"], from_json(r["data"])) for r in rows]
 
 
-async def active_silences(conn: Raw, now: dt.datetime) -> list[tuple[str | None, str | None]]:
-    rows = await conn.fetch("SELECT specialist_id, kpi FROM silences WHERE until > $1", now)
-    return [(r["specialist_id"], r["kpi"]) for r in rows]
+async def active_silences(conn: Raw, now: dt.datetime) -> list[SilenceScope]:
+    rows = await conn.fetch(
+        "SELECT specialist_id, kpi, team_id FROM silences WHERE until > $1", now
+    )
+    return [SilenceScope(r["specialist_id"], r["kpi"], r["team_id"]) for r in rows]
 
 
 async def directory(conn: Raw, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
@@ -238,14 +241,24 @@ async def specialist_team(conn: Raw, specialist_id: str) -> str | None:
 async def list_silences(
     conn: Raw, active_at: dt.datetime | None, team_ids: Sequence[str] | None
 ) -> list[dict[str, Any]]:
-    """Silences still running at `active_at` (None: all), of `team_ids` (None: every team)."""
+    """Silences still running at `active_at` (None: all) that concern `team_ids` (None: all).
+
+    A team's silences are those set for it, plus the organisation-wide ones (no specialist,
+    no team) that mute its alerts too. `applies` is false for a specialist's silence left
+    behind in a team the specialist has since left.
+    """
     rows = await conn.fetch(
         """
-        SELECT id, specialist_id, kpi, team_id, until, comment, created_by, created_at
-        FROM silences
-        WHERE ($1::timestamptz IS NULL OR until > $1)
-          AND ($2::text[] IS NULL OR team_id = ANY($2::text[]))
-        ORDER BY created_at, id
+        SELECT s.id, s.specialist_id, s.kpi, s.team_id, s.until, s.comment, s.created_by,
+               s.created_at,
+               (s.specialist_id IS NULL OR sp.team_id IS NOT DISTINCT FROM s.team_id)
+                   AS applies
+        FROM silences s
+        LEFT JOIN specialists sp ON sp.id = s.specialist_id
+        WHERE ($1::timestamptz IS NULL OR s.until > $1)
+          AND ($2::text[] IS NULL OR s.team_id = ANY($2::text[])
+               OR (s.team_id IS NULL AND s.specialist_id IS NULL))
+        ORDER BY s.created_at, s.id
         """,
         active_at,
         None if team_ids is None else list(team_ids),

@@ -305,8 +305,10 @@ async def insert_silence(
 
 
 async def lock_silence(conn: Raw, silence_id: str) -> dict[str, Any] | None:
-    """The silence's team, its row locked until the transaction ends; None if unknown."""
-    row = await conn.fetchrow("SELECT team_id FROM silences WHERE id = $1 FOR UPDATE", silence_id)
+    """The silence's team and specialist, its row locked until the transaction ends."""
+    row = await conn.fetchrow(
+        "SELECT team_id, specialist_id FROM silences WHERE id = $1 FOR UPDATE", silence_id
+    )
     return None if row is None else dict(row)
 
 

@@ -6,7 +6,7 @@ import math
 import uuid
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, NamedTuple, TypeAlias
 
 import orjson
 
@@ -70,6 +70,34 @@ class Observation:
         if self.denominator is None:
             return None
         return int(self.denominator)
+
+
+class SilenceScope(NamedTuple):
+    """What a silence mutes: a specialist and/or a KPI, within one team.
+
+    The team is the specialist's when the silence was set (None: a specialist without a
+    team). Only an admin's KPI-wide silence (no specialist, no team) spans the organisation.
+    """
+
+    specialist_id: str | None
+    kpi: str | None
+    team_id: str | None
+
+    @property
+    def organisation_wide(self) -> bool:
+        return self.specialist_id is None and self.team_id is None
+
+    def mutes(self, specialist_id: str, kpi: str, team_id: str | None) -> bool:
+        """True for an alert of `specialist_id`'s `kpi` while the specialist is in `team_id`.
+
+        A specialist who moves to another team leaves the old team's silence behind: it
+        mutes nothing until they are back in that team.
+        """
+        return (
+            (self.specialist_id is None or self.specialist_id == specialist_id)
+            and (self.kpi is None or self.kpi == kpi)
+            and (self.organisation_wide or self.team_id == team_id)
+        )
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,12 @@ import asyncio
 import contextlib
 import logging
 import random
-import smtplib
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from typing import Any
 
 import httpx
 import orjson
@@ -29,12 +27,12 @@ from services.notify.channels import (
     build_email,
     build_incident_delivery,
     build_request,
-    mask_url,
 )
 from services.notify.config import NotifyConfig
 from services.notify.retry import next_attempt
 from services.notify.rules import NotifyKind
-from services.notify.schemas import SECRET_FIELDS, build_channel
+from services.notify.schemas import build_channel
+from services.notify.transport import describe_failure, http_client, send_mail, smtp_tls_context
 from shared.db import session_scope
 from shared.webhooks import AlertPayload, IncidentPayload, is_incident
 
@@ -67,16 +65,12 @@ class SendResult:
     error: str | None
 
 
-def _scrub(text: str, config: dict[str, Any]) -> str:
-    """Remove the channel's secrets (and token-bearing URL) from an error text."""
-    for key, value in config.items():
-        if isinstance(value, str) and value and (key in SECRET_FIELDS or key == "url"):
-            text = text.replace(value, mask_url(value) if key == "url" else "***")
-    return text[:500]
-
-
 def classify_response(status: int, body: bytes) -> SendResult:
-    """Chat robots answer 200 with an error code in the body; treat those as failures."""
+    """Chat robots answer 200 with an error code in the body; treat those as failures.
+
+    The stored reason is the status (and a robot's numeric code), never the body's text:
+    supervisors read it, and a target's answer is not theirs to read.
+    """
     if 200 <= status < 300:
         try:
             data = orjson.loads(body) if body else None
@@ -85,20 +79,10 @@ def classify_response(status: int, body: bytes) -> SendResult:
         if isinstance(data, dict):
             code = data.get("errcode", data.get("code", data.get("StatusCode", 0)))
             if isinstance(code, int) and code != 0:
-                msg = data.get("errmsg") or data.get("msg") or ""
-                return SendResult(False, False, status, f"receiver error code {code}: {msg}"[:300])
+                return SendResult(False, False, status, f"receiver error code {code}")
         return SendResult(True, False, status, None)
     permanent = 400 <= status < 500 and status not in _RETRYABLE_4XX
-    return SendResult(False, permanent, status, f"HTTP {status}: {body[:200]!r}")
-
-
-def _send_mail(channel: EmailChannel, msg: EmailMessage, timeout: float) -> None:
-    with smtplib.SMTP(channel.host, channel.port, timeout=timeout) as smtp:
-        if channel.starttls:
-            smtp.starttls()
-        if channel.username and channel.password:
-            smtp.login(channel.username, channel.password)
-        smtp.send_message(msg)
+    return SendResult(False, permanent, status, f"HTTP {status}")
 
 
 class Sender:
@@ -131,6 +115,8 @@ class Sender:
         self._in_flight: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
+        # Built now so that an unreadable KPI_NOTIFY_SMTP_CA_FILE stops start-up, named.
+        self._tls = smtp_tls_context(cfg.smtp)
         self.healthy = True
         self.last_error: str | None = None
 
@@ -143,7 +129,7 @@ class Sender:
         self._wake.set()
 
     async def run(self) -> None:
-        self._http = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
+        self._http = http_client(self._cfg.egress, self._timeout)
         try:
             while not self._stopping.is_set():
                 try:
@@ -216,9 +202,8 @@ class Sender:
             except TimeoutError:
                 result = SendResult(False, False, None, "timed out")
             except Exception as exc:
-                result = SendResult(
-                    False, False, None, _scrub(f"{type(exc).__name__}: {exc}", channel.config)
-                )
+                reason, permanent = describe_failure(exc)
+                result = SendResult(False, permanent, None, reason)
         duration = time.perf_counter() - started
         DELIVERY_SECONDS.labels(kind).observe(duration)
         await self._record(item, channel, result, duration)
@@ -275,7 +260,15 @@ class Sender:
     async def _transmit(self, target: Channel, out: OutgoingRequest | EmailMessage) -> SendResult:
         if isinstance(out, EmailMessage):
             assert isinstance(target, EmailChannel)
-            await asyncio.to_thread(_send_mail, target, out, self._timeout)
+            await asyncio.to_thread(
+                send_mail,
+                target,
+                out,
+                timeout=self._timeout,
+                egress=self._cfg.egress,
+                smtp=self._cfg.smtp,
+                tls=self._tls,
+            )
             return SendResult(True, False, None, None)
         assert self._http is not None
         resp = await self._http.request(out.method, out.url, headers=out.headers, content=out.body)

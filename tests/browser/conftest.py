@@ -68,6 +68,8 @@ def start_stack(
             KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
             KPI_INGEST_SESSION_TIMEOUT_MS="6000",
             KPI_NOTIFY_GROUP_WAIT_SECONDS="0",
+            # Receivers listen on 127.0.0.1, which the egress policy refuses by default.
+            KPI_NOTIFY_ALLOW_PRIVATE_TARGETS="true",
             **extra,
         )
         for name in names:

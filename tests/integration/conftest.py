@@ -27,6 +27,8 @@ def notify_env(database_url: str, bootstrap: str, created_topics: Topics) -> dic
         KPI_NOTIFY_GROUP_WAIT_SECONDS="0",
         KPI_NOTIFY_TICK_SECONDS="1",
         KPI_NOTIFY_LANG="en",
+        # The test receivers listen on 127.0.0.1, which the egress policy refuses by default.
+        KPI_NOTIFY_ALLOW_PRIVATE_TARGETS="true",
     )
 
 

@@ -78,10 +78,13 @@ class Receiver:
         return self
 
     @property
-    def url(self) -> str:
+    def port(self) -> int:
         assert self.server is not None
-        port = self.server.server_address[1]
-        return f"http://127.0.0.1:{port}"
+        return int(self.server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         if self.server is not None:

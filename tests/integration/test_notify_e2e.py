@@ -56,6 +56,8 @@ async def test_raw_events_to_webhook(
         KPI_SCORING_SESSION_TIMEOUT_MS="6000",
         KPI_INGEST_SESSION_TIMEOUT_MS="6000",
         KPI_NOTIFY_GROUP_WAIT_SECONDS="0",
+        # The receiver listens on 127.0.0.1, which the egress policy refuses by default.
+        KPI_NOTIFY_ALLOW_PRIVATE_TARGETS="true",
     )
     rec = Receiver().start()
     try:

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notify.config import NotifyConfig
+from services.notify.egress import EgressPolicy
 from services.notify.handlers.evaluate import handle_snapshots, run_tick
 from services.notify.retry import RetryPolicy
 from services.notify.rules import RuleConfig
@@ -35,6 +36,8 @@ def cfg(**rules: Any) -> NotifyConfig:
         group_wait=dt.timedelta(seconds=group_wait),
         link_base="http://kpi.example",
         retry=retry,
+        # The test receivers listen on 127.0.0.1, which the default policy refuses.
+        egress=EgressPolicy(allow_private=True),
     )
 
 

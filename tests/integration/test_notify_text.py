@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -28,7 +29,8 @@ from tests.service_helpers import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
 URL = "https://hooks.example.com/kpi"
-UNTIL = "2099-01-01T00:00:00Z"
+# Within KPI_NOTIFY_SILENCE_MAX_HOURS (31 days by default) of whenever the tests run.
+UNTIL = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).isoformat()
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,13 @@ def _channel(**fields: Any) -> str:
 
 
 def _email(**config: Any) -> str:
-    cfg = {"sender": "kpi@example.com", "recipients": ["ops@example.com"], **config}
+    # A public relay's name: the default host (localhost) is refused by the egress policy.
+    cfg = {
+        "sender": "kpi@example.com",
+        "recipients": ["ops@example.com"],
+        "host": "smtp.example.com",
+        **config,
+    }
     return _channel(kind="email", config=cfg)
 
 

@@ -23,7 +23,7 @@ def test_secrets_stay_out_of_api_output_errors_and_logs(
         json={
             "name": "sec",
             "kind": "webhook",
-            "config": {"url": "http://127.0.0.1:9/hook", "secret": WEBHOOK_SECRET},
+            "config": {"url": "https://hooks.example.com/hook", "secret": WEBHOOK_SECRET},
         },
     )
     assert r.status_code == 201, r.text

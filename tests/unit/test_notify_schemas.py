@@ -4,9 +4,12 @@ and the storable-text rules on every outside string."""
 from __future__ import annotations
 
 import datetime as dt
+import smtplib
+import ssl
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from aiokafka import ConsumerRecord
@@ -21,6 +24,7 @@ from services.notify.handlers.observations import (
     obs_to_dict,
     observations,
 )
+from services.notify.rules import SilenceScope
 from services.notify.schemas import (
     MASK,
     AckIn,
@@ -30,7 +34,8 @@ from services.notify.schemas import (
     merge_secrets,
     validate_config,
 )
-from services.notify.sender import _scrub, classify_response
+from services.notify.sender import classify_response
+from services.notify.transport import describe_failure
 from shared.kafka import Record
 from shared.scores import ScoreSnapshot
 from shared.text import INVALID_TEXT, PYDANTIC_UNICODE_ERROR, unicode_error_reason
@@ -65,16 +70,56 @@ def test_classify_response() -> None:
     assert classify_response(200, b"ok").ok
     rate_limited = classify_response(200, b'{"errcode":130101,"errmsg":"send too fast"}')
     assert not rate_limited.ok and not rate_limited.permanent
+    assert rate_limited.error == "receiver error code 130101"
     assert classify_response(200, b'{"code":19021,"msg":"sign match fail"}').ok is False
     assert classify_response(404, b"").permanent
     assert not classify_response(429, b"").permanent
     assert not classify_response(503, b"").permanent
+    assert classify_response(500, b"internal detail").error == "HTTP 500"
 
 
-def test_scrub_removes_url_and_secret() -> None:
-    cfg = {"url": "https://h/robot?access_token=TOKEN", "secret": "SECRETVALUE"}
-    text = _scrub("ConnectError https://h/robot?access_token=TOKEN key SECRETVALUE", cfg)
-    assert "TOKEN" not in text and "SECRETVALUE" not in text
+@given(
+    status=st.integers(min_value=100, max_value=599),
+    text=st.text(min_size=4, max_size=300),
+    code=st.integers(min_value=1, max_value=10**9),
+)
+def test_stored_reason_is_never_response_text(status: int, text: str, code: int) -> None:
+    # Supervisors read last_error: a target's answer (its body, or a robot's errmsg) must
+    # never reach it, whatever the target sends.
+    marker = "MARK" + text
+    for body in (
+        marker.encode(),
+        orjson.dumps({"errcode": code, "errmsg": marker}),
+        orjson.dumps({"code": code, "msg": marker}),
+    ):
+        error = classify_response(status, body).error
+        assert error in (None, f"HTTP {status}", f"receiver error code {code}")
+
+
+@given(text=st.text(min_size=1, max_size=200))
+def test_failure_reason_is_fixed_text(text: str) -> None:
+    # Exception texts carry the URL with its token or the server's reply (SMTP): the stored
+    # reason is built from the exception's type and codes only.
+    marker = f"https://h/robot?access_token=TOKEN {text} ZQXJ"
+    failures: list[BaseException] = [
+        httpx.ConnectError(marker),
+        httpx.ReadTimeout(marker),
+        httpx.RemoteProtocolError(marker),
+        httpx.InvalidURL(marker),
+        smtplib.SMTPResponseException(554, marker.encode()),
+        smtplib.SMTPAuthenticationError(535, marker.encode()),
+        smtplib.SMTPRecipientsRefused({"a@b": (550, marker.encode())}),
+        smtplib.SMTPServerDisconnected(marker),
+        ssl.SSLCertVerificationError(1, marker),
+        OSError(111, marker),
+        ValueError(marker),
+        RuntimeError(marker),
+    ]
+    for exc in failures:
+        reason, _ = describe_failure(exc)
+        assert "TOKEN" not in reason and "ZQXJ" not in reason, (exc, reason)
+    assert describe_failure(smtplib.SMTPResponseException(554, b"x"))[0] == "SMTP 554"
+    assert describe_failure(httpx.ConnectTimeout(marker))[0] == "connect timeout"
 
 
 def test_snapshot_to_observations_roundtrip() -> None:
@@ -108,10 +153,27 @@ def test_snapshot_to_observations_roundtrip() -> None:
 
 
 def test_silence_matching() -> None:
-    sil = [("a", None), (None, "nps")]
-    assert is_silenced(sil, "a", "resolution_rate")
-    assert is_silenced(sil, "b", "nps")
-    assert not is_silenced(sil, "b", "resolution_rate")
+    sil = [SilenceScope("a", None, "north"), SilenceScope(None, "nps", None)]
+    assert is_silenced(sil, "a", "resolution_rate", "north")
+    assert is_silenced(sil, "b", "nps", "south")  # an admin's KPI-wide silence: every team
+    assert not is_silenced(sil, "b", "resolution_rate", "north")
+
+
+@given(
+    specialist=st.sampled_from(["a", "b"]),
+    kpi=st.sampled_from(["nps", "csat"]),
+    set_in=st.sampled_from(["north", "south", None]),
+    now_in=st.sampled_from(["north", "south", None]),
+    silence_kpi=st.sampled_from(["nps", None]),
+)
+def test_silence_mutes_only_the_team_it_was_set_in(
+    specialist: str, kpi: str, set_in: str | None, now_in: str | None, silence_kpi: str | None
+) -> None:
+    # A specialist's silence belongs to the team they were in when it was set: once they
+    # move, the old team's silence mutes nothing (and the new team's alerts go out).
+    silence = SilenceScope("a", silence_kpi, set_in)
+    expected = specialist == "a" and silence_kpi in (None, kpi) and set_in == now_in
+    assert is_silenced([silence], specialist, kpi, now_in) is expected
 
 
 # -- storable text (shared.text) on every outside string notify stores or echoes ----------

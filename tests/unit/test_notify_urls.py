@@ -21,7 +21,7 @@ from services.notify.schemas import (
     merge_secrets,
     validate_config,
 )
-from services.notify.sender import _scrub
+from services.notify.transport import describe_failure
 
 # Tokens are upper case; generated hosts are lower case, so a token in the output is a leak.
 TOKEN = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ23456789", min_size=6, max_size=16)
@@ -191,8 +191,8 @@ def test_stored_bad_url_still_lists_reprs_and_redacts(url: str, kind: str) -> No
         assert "TOKEN1" not in text and "SECRET-VALUE" not in text
     request = ch.OutgoingRequest("POST", url, {}, b"{}")
     assert "TOKEN1" not in repr(request)
-    scrubbed = _scrub(f"InvalidURL: {url} with {config.get('secret')}", config)
-    assert "TOKEN1" not in scrubbed and "SECRET-VALUE" not in scrubbed
+    reason, _ = describe_failure(httpx.InvalidURL(f"{url} with {config.get('secret')}"))
+    assert "TOKEN1" not in reason and "SECRET-VALUE" not in reason
     # Sending the masked config back keeps the stored URL, which then fails validation.
     merged = merge_secrets(masked_config(config), config)
     assert merged["url"] == url

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import ValidationError
 
 from services.notify import queries
 from services.notify import repository as repo
-from services.notify.api.deps import admin_only, config_error, reader, runtime_of, unprocessable
+from services.notify.api.deps import (
+    admin_only,
+    config_error,
+    config_of,
+    reader,
+    runtime_of,
+    unprocessable,
+)
+from services.notify.config import NotifyConfig
+from services.notify.egress import EgressDenied, config_targets
 from services.notify.schemas import (
     ChannelIn,
     ChannelOut,
@@ -25,6 +35,26 @@ from shared.text import StorableText
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["notify"])
+
+
+def _check_policy(cfg: NotifyConfig, kind: str, config: dict[str, Any]) -> None:
+    """422 for a target the egress policy refuses by its text, or a login without TLS.
+
+    Names are judged again on what they resolve to at every send (services.notify.transport).
+    """
+    for field, host, port in config_targets(config):
+        why = cfg.egress.check_target(host, port)
+        if why is not None:
+            raise unprocessable("config", field, msg=EgressDenied(why).reason)
+    login = bool(config.get("username") and config.get("password"))
+    plaintext = kind == "email" and login and not config.get("starttls")
+    if plaintext and not cfg.smtp.allow_plaintext_login:
+        raise unprocessable(
+            "config",
+            "starttls",
+            msg="must be true when username and password are set: login without TLS "
+            "is refused (KPI_NOTIFY_SMTP_ALLOW_PLAINTEXT_LOGIN=true allows it)",
+        )
 
 
 def _channel_out(ch: repo.ChannelRecord) -> ChannelOut:
@@ -49,11 +79,12 @@ async def create_channel(
         config = validate_config(body.kind, body.config)
     except ValidationError as exc:
         raise config_error(exc) from None
+    _check_policy(config_of(request), body.kind, config)
     now = utcnow()
     async with session_scope(runtime_of(request).sessionmaker) as session:
         conn = await repo.raw_connection(session)
         if body.team_id is not None and not await queries.team_exists(conn, body.team_id):
-            raise unprocessable("team_id", f"unknown team '{body.team_id}'")
+            raise unprocessable("team_id", msg=f"unknown team '{body.team_id}'")
         saved = await repo.save_channel(
             conn,
             repo.ChannelRecord(
@@ -111,8 +142,9 @@ async def update_channel(
             config = validate_config(body.kind, raw)
         except ValidationError as exc:
             raise config_error(exc) from None
+        _check_policy(config_of(request), body.kind, config)
         if body.team_id is not None and not await queries.team_exists(conn, body.team_id):
-            raise unprocessable("team_id", f"unknown team '{body.team_id}'")
+            raise unprocessable("team_id", msg=f"unknown team '{body.team_id}'")
         saved = await repo.save_channel(
             conn,
             repo.ChannelRecord(

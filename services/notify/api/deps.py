@@ -65,6 +65,7 @@ def not_found(what: str, ident: str | int) -> HTTPException:
     return HTTPException(404, detail=f"{what} {ident!r} not found")
 
 
-def unprocessable(field: str, msg: str) -> HTTPException:
+def unprocessable(*loc: str, msg: str) -> HTTPException:
+    """422 for the body field at `loc` (e.g. "config", "url"), FastAPI's error shape."""
     # "type" too: the OpenAPI documents FastAPI's ValidationError shape for every 422.
-    return HTTPException(422, detail=[{"loc": ["body", field], "msg": msg, "type": "value_error"}])
+    return HTTPException(422, detail=[{"loc": ["body", *loc], "msg": msg, "type": "value_error"}])

@@ -104,9 +104,8 @@ async def handle_snapshots(
     outcome = Outcome()
     for obs, _ in pairs:
         slot = slots[(obs.specialist_id, obs.kpi)]
-        _apply(
-            slot, obs, now, cfg, is_silenced(silences, obs.specialist_id, obs.kpi), notes, outcome
-        )
+        silenced = is_silenced(silences, obs.specialist_id, obs.kpi, slot.team_id)
+        _apply(slot, obs, now, cfg, silenced, notes, outcome)
     names = {sid: name for sid, (_, name) in people.items() if name}
     await _persist(conn, cfg, list(slots.values()), notes, outcome, now, names)
     return outcome
@@ -132,7 +131,7 @@ async def run_tick(
         assert row.last_obs is not None
         obs = obs_from_dict(row.last_obs)
         slot.last_obs = row.last_obs
-        silenced = is_silenced(silences, row.specialist_id, row.kpi)
+        silenced = is_silenced(silences, row.specialist_id, row.kpi, team)
         _apply(slot, obs, now, cfg, silenced, notes, outcome)
         # Same observation again: only a real state change is worth a write.
         slot.dirty = slot.state is not None and slot.state != AlertState.from_dict(row.state)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from services.notify.rules import Observation, kpi_higher_is_better
+from services.notify.rules import Observation, SilenceScope, kpi_higher_is_better
 from shared.scores import ScoreSnapshot
 
 
@@ -71,8 +71,6 @@ def obs_from_dict(data: Mapping[str, Any]) -> Observation:
 
 
 def is_silenced(
-    silences: Iterable[tuple[str | None, str | None]], specialist_id: str, kpi: str
+    silences: Iterable[SilenceScope], specialist_id: str, kpi: str, team_id: str | None
 ) -> bool:
-    return any(
-        (sid is None or sid == specialist_id) and (k is None or k == kpi) for sid, k in silences
-    )
+    return any(s.mutes(specialist_id, kpi, team_id) for s in silences)

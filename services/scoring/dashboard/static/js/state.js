@@ -28,6 +28,9 @@ export const alerts = {
     let until = null;
     for (const s of this.silences) {
       if ((s.specialist_id && s.specialist_id !== a.specialist_id) || (s.kpi && s.kpi !== a.kpi)) continue;
+      // A silence mutes the team it was set in (notify); only a KPI-wide one spans teams.
+      const orgWide = !s.specialist_id && !s.team_id;
+      if (!orgWide && (s.team_id ?? null) !== (a.team_id ?? null)) continue;
       const u = Date.parse(s.until);
       if (u > now && (until === null || u > until)) until = u;
     }

@@ -6,6 +6,11 @@ import { alerts, refreshAlerts, state } from "../state.js";
 import { errorBox, errorMessage, teamName } from "./common.js";
 import { failedDeliveries } from "./deliveries.js";
 
+// Organisation-wide silences (no specialist, no team) are listed to every team, removed by admins.
+function removable(s) {
+  return state.config?.role === "admin" || Boolean(s.specialist_id || s.team_id);
+}
+
 export function alertItem(a, { fresh = false } = {}) {
   const name = state.names.get(a.specialist_id) || a.specialist_id;
   const firing = a.status === "firing";
@@ -125,8 +130,8 @@ export function renderAlerts(main, _args, params) {
     fresh.clear();
     $("#al-silences").innerHTML = alerts.silences.length
       ? `<ul class="alert-list">${alerts.silences.map((s) => `<li class="alert-item silence"><div><div class="a-title">${esc(state.names.get(s.specialist_id) || s.specialist_id || "*")} · ${esc(s.kpi ? kpiName(s.kpi) : "*")}</div>
-          <div class="a-meta">${esc(t("alerts.silenced", { until: fmtTime(s.until) }))} · ${esc(s.created_by || "")}${s.comment ? ` · ${esc(s.comment)}` : ""}</div></div>
-          <div class="a-actions"><button type="button" class="btn btn-small btn-danger" data-unsilence="${esc(s.id)}">${esc(t("alerts.unsilence"))}</button></div></li>`).join("")}</ul>`
+          <div class="a-meta">${esc(t("alerts.silenced", { until: fmtTime(s.until) }))} · ${esc(s.created_by || "")}${s.comment ? ` · ${esc(s.comment)}` : ""}${s.applies === false ? ` · ${esc(t("alerts.silence_left"))}` : ""}</div></div>
+          ${removable(s) ? `<div class="a-actions"><button type="button" class="btn btn-small btn-danger" data-unsilence="${esc(s.id)}">${esc(t("alerts.unsilence"))}</button></div>` : ""}</li>`).join("")}</ul>`
       : `<p class="muted">${esc(t("alerts.no_silences"))}</p>`;
   }
   $("#al-silences").addEventListener("click", async (ev) => {
