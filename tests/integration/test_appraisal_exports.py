@@ -275,8 +275,13 @@ async def test_no_temp_file_after_a_failed_xlsx_export(
             export.cancel()
         else:
             await _kill_waiting_backends(locker, export, deadline)
-        with pytest.raises((asyncio.CancelledError, Exception)):
-            await export
+        try:
+            answer = await export
+        except (asyncio.CancelledError, Exception):
+            answer = None
+        # A database outage mid-export is a 503 with Retry-After (never a 500) or, once the
+        # response has started, a broken stream; a cancelled request has no answer.
+        assert answer is None or (failure != "cancelled" and answer.status_code == 503), answer
         await locker.rollback()
     assert temp_files() == []
 
