@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import path_ids
 from shared.auth import PRINCIPAL_STATE_KEY, AuthError, authenticate
 from shared.settings import Settings
 
@@ -153,6 +154,7 @@ class HttpGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path_ids.keep_encoded_slashes(scope)
         path: str = scope["path"]
         started = False
         csp = self.policy.csp(path)

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared import metrics
+from shared import metrics, path_ids
 from shared.auth import AUTH_RETRY_AFTER, Authenticator, Principal, Role, require
 from shared.db import create_engine, create_sessionmaker, ping
 from shared.http_guard import BodyTooLarge, GuardPolicy, HttpGuard, body_too_large_handler
@@ -253,6 +253,7 @@ def create_app(
     app.add_exception_handler(BodyTooLarge, body_too_large_handler)
     for error in _INFRASTRUCTURE_ERRORS:
         app.add_exception_handler(error, _infrastructure_down)
+    path_ids.install()  # before the routes are created: they capture the convertor
     app.include_router(health_router(service))
     for router in routers:
         app.include_router(router)
