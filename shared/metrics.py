@@ -59,3 +59,15 @@ POISON_RECORDS = Counter(
     "Records dead-lettered because processing them failed deterministically",
     ["service", "topic"],
 )
+
+WEBHOOK_REQUESTS = Counter(
+    "kpi_webhook_requests_total",
+    "Native helpdesk webhook requests (POST /v1/webhooks/{vendor}) by vendor and outcome "
+    "(accepted, ignored, rejected, not_understood, unauthorized, unavailable)",
+    ["vendor", "outcome"],
+)
+WEBHOOK_IGNORED = Counter(
+    "kpi_webhook_ignored_total",
+    "Native helpdesk changes acknowledged without a KPI event, by vendor and reason",
+    ["vendor", "reason"],
+)

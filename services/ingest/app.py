@@ -13,6 +13,8 @@ from services.ingest.consumer import IngestPipeline
 from services.ingest.handlers import HttpIntake
 from services.ingest.intake import OUTCOME_DEADLETTERED, OUTCOME_PUBLISHED
 from services.ingest.publisher import BrokerUnavailable
+from services.ingest.webhook_api import webhook_router
+from services.ingest.webhooks import WebhookIntake
 from shared.auth import Principal, Role, require
 from shared.events import loads_with_surrogates
 from shared.kafka import broker_ping
@@ -149,6 +151,7 @@ async def on_start(runtime: Runtime, app: FastAPI) -> None:
         producer=lambda: pipeline.producer,
         ping=lambda: broker_ping(settings.bootstrap_servers, timeout=2.0),
     )
+    app.state.webhook_intake = WebhookIntake(app.state.http_intake, runtime.sessionmaker)
     runtime.spawn(pipeline.run(), "ingest-consumer")
     runtime.stoppers.append(pipeline.stop)
     runtime.extra_checks["ingest"] = pipeline.problem
@@ -158,7 +161,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app = create_app(
         SERVICE,
         settings=settings,
-        routers=[router],
+        routers=[router, webhook_router],
         on_start=lambda runtime: on_start(runtime, app),
         title="KPI ingest service",
         description=(
