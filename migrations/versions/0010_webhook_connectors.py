@@ -1,4 +1,4 @@
-"""Native helpdesk webhooks: specialist aliases (directory) and unmapped agents (ingest).
+"""Native helpdesk webhooks: specialist aliases (directory); unmapped agents, receipts (ingest).
 
 Revision ID: 0010
 Revises: 0009
@@ -60,8 +60,21 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("vendor", "agent_id", name=op.f("pk_webhook_unmapped_agents")),
     )
 
+    op.create_table(
+        "webhook_receipts",
+        sa.Column("vendor", sa.String(32), nullable=False),
+        sa.Column("ticket_id", sa.String(128), nullable=False),
+        sa.Column("family", sa.String(32), nullable=False),
+        sa.Column("body_sha256", sa.String(64), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("vendor", "ticket_id", "family", name=op.f("pk_webhook_receipts")),
+    )
+    op.create_index(op.f("ix_webhook_receipts_received_at"), "webhook_receipts", ["received_at"])
+
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_webhook_receipts_received_at"), table_name="webhook_receipts")
+    op.drop_table("webhook_receipts")
     op.drop_table("webhook_unmapped_agents")
     op.drop_index(op.f("ix_specialist_aliases_specialist_id"), table_name="specialist_aliases")
     op.drop_table("specialist_aliases")

@@ -41,3 +41,19 @@ class UnmappedAgent(Base):
     events: Mapped[int] = mapped_column(BigInteger, default=0)
     first_seen_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     last_seen_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class WebhookReceipt(Base):
+    """When ingest first received a Freshdesk body, per ticket and change family.
+
+    Freshdesk's bodies carry no time or delivery id; a retry of the same body reuses this
+    time (and so the same event ids). Rows older than the redelivery window are deleted.
+    """
+
+    __tablename__ = "webhook_receipts"
+
+    vendor: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ticket_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    family: Mapped[str] = mapped_column(String(32), primary_key=True)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[dt.datetime] = mapped_column(index=True)

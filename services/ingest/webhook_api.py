@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from services.ingest import webhook_repository
 from services.ingest.connectors import signatures
 from services.ingest.publisher import BrokerUnavailable
-from services.ingest.webhooks import WebhookIntake
+from services.ingest.webhooks import StorageUnavailable, WebhookIntake
 from shared import metrics
 from shared.auth import Authenticator, Principal, Role, require
 from shared.db import utcnow
@@ -121,6 +121,10 @@ async def post_webhook(vendor: str, request: Request) -> JSONResponse:
         except BrokerUnavailable as exc:
             raise _Refused(
                 503, "broker_unavailable", f"not accepted, the broker cannot store it now: {exc}"
+            ) from None
+        except StorageUnavailable as exc:
+            raise _Refused(
+                503, "database_unavailable", f"not accepted, the database did not answer: {exc}"
             ) from None
     except _Refused as exc:
         outcome = {401: "unauthorized", 503: "unavailable"}.get(exc.status, "refused")

@@ -1,7 +1,8 @@
-"""SQL of the native webhooks: the directory's aliases (read) and unmapped agents (write/read)."""
+"""SQL of the native webhooks: directory aliases (read), unmapped agents, Freshdesk receipts."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from sqlalchemy import bindparam, select, text
@@ -79,3 +80,49 @@ _UNMAPPED = text(
 async def list_unmapped(session: AsyncSession, vendor: str | None) -> list[dict[str, object]]:
     rows = await session.execute(_UNMAPPED, {"vendor": vendor})
     return [dict(row._mapping) for row in rows]
+
+
+# The first receipt of this body, unless the family's latest body differs or is too old.
+_RECEIPT = text(
+    """
+    INSERT INTO webhook_receipts AS r (vendor, ticket_id, family, body_sha256, received_at)
+    VALUES (:vendor, :ticket_id, :family, :sha, :now)
+    ON CONFLICT (vendor, ticket_id, family) DO UPDATE SET
+        received_at = CASE
+            WHEN r.body_sha256 = excluded.body_sha256 AND r.received_at > :oldest
+            THEN r.received_at ELSE excluded.received_at END,
+        body_sha256 = excluded.body_sha256
+    RETURNING received_at
+    """
+)
+
+
+async def first_receipt(
+    session: AsyncSession,
+    vendor: str,
+    key: tuple[str, str],
+    sha: str,
+    now: dt.datetime,
+    window: dt.timedelta,
+) -> dt.datetime:
+    """When this body was first received (``now`` unless it is a retry within ``window``)."""
+    ticket_id, family = key
+    found = await session.execute(
+        _RECEIPT,
+        {
+            "vendor": vendor,
+            "ticket_id": ticket_id,
+            "family": family,
+            "sha": sha,
+            "now": now,
+            "oldest": now - window,
+        },
+    )
+    moment: dt.datetime = found.scalar_one()
+    return moment
+
+
+async def forget_receipts(session: AsyncSession, before: dt.datetime) -> None:
+    await session.execute(
+        text("DELETE FROM webhook_receipts WHERE received_at < :before"), {"before": before}
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.ingest import webhook_repository
-from services.ingest.connectors import translate
+from services.ingest.connectors import RECEIPT_KEYS, REDELIVERY_WINDOW, translate
 from services.ingest.connectors.base import Agent, NotUnderstood, canonical, resolve
 from services.ingest.handlers import HttpIntake
 from services.ingest.intake import Outgoing
@@ -32,6 +33,12 @@ logger = logging.getLogger(__name__)
 
 # A new alias (PUT /v1/specialists/{id}) applies to webhooks received at most this long after.
 ALIAS_CACHE_SECONDS: Final = 10.0
+# Expired Freshdesk receipts are deleted at most this often (seconds).
+_FORGET_EVERY: Final = 60.0
+
+
+class StorageUnavailable(RuntimeError):
+    """PostgreSQL did not answer where a request needs it; nothing was taken (503, retry)."""
 
 
 class AliasCache:
@@ -76,15 +83,19 @@ class WebhookIntake:
         self._intake = intake
         self._sessionmaker = sessionmaker
         self.aliases = AliasCache(sessionmaker, alias_ttl)
+        self._forgotten_at = -float("inf")
 
     async def receive(self, vendor: str, body: bytes, received_at: dt.datetime) -> WebhookResult:
-        """Raises BrokerUnavailable when nothing could be stored (the vendor should retry)."""
+        """Raises BrokerUnavailable or StorageUnavailable when nothing was taken (retry)."""
         source = Source("http", vendor=vendor)
         try:
             try:
                 payload = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
                 raise NotUnderstood("$", f"body is not UTF-8 JSON ({exc})", NOT_JSON) from None
+            if vendor in RECEIPT_KEYS:
+                key = RECEIPT_KEYS[vendor](payload)
+                received_at = await self._first_receipt(vendor, key, body, received_at)
             translated = translate(vendor, payload, received_at)
         except NotUnderstood as exc:
             return await self._not_understood(vendor, body, exc, source, received_at)
@@ -137,6 +148,21 @@ class WebhookIntake:
                 "errors": [{"field": exc.field, "reason": exc.reason, "code": exc.code}],
             },
         )
+
+    async def _first_receipt(
+        self, vendor: str, key: tuple[str, str], body: bytes, now: dt.datetime
+    ) -> dt.datetime:
+        sha = hashlib.sha256(body).hexdigest()
+        try:
+            async with session_scope(self._sessionmaker) as session:
+                if time.monotonic() - self._forgotten_at > _FORGET_EVERY:
+                    await webhook_repository.forget_receipts(session, now - REDELIVERY_WINDOW)
+                    self._forgotten_at = time.monotonic()
+                return await webhook_repository.first_receipt(
+                    session, vendor, key, sha, now, REDELIVERY_WINDOW
+                )
+        except Exception as exc:
+            raise StorageUnavailable(f"{type(exc).__name__}: {exc}"[:300]) from None
 
     async def _remember(self, unmapped: list[tuple[Agent, str]]) -> None:
         if not unmapped:

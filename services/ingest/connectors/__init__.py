@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from services.ingest.connectors import chatwoot, zammad
 from services.ingest.connectors.base import Translation
+from services.ingest.connectors.templates import REDELIVERY_WINDOW, freshdesk_receipt_key
 from services.ingest.connectors.templates import TRANSLATORS as TEMPLATE_TRANSLATORS
 from shared.settings import WEBHOOK_VENDORS
 
@@ -23,6 +24,13 @@ TRANSLATORS: Final[dict[str, Translator]] = {
     "chatwoot": chatwoot.translate,
 }
 assert set(TRANSLATORS) == set(WEBHOOK_VENDORS)
+
+# Vendors whose bodies carry no time of their own: the adapter remembers when it first
+# received each (ticket, family) body and translates with that time (see templates.py).
+RECEIPT_KEYS: Final[dict[str, Callable[[Mapping[str, Any]], tuple[str, str]]]] = {
+    "freshdesk": freshdesk_receipt_key
+}
+__all__ = ["RECEIPT_KEYS", "REDELIVERY_WINDOW", "TRANSLATORS", "translate"]
 
 
 def translate(vendor: str, payload: Mapping[str, Any], received_at: dt.datetime) -> Translation:

@@ -131,9 +131,9 @@ def _survey(body: Mapping[str, Any]) -> Translation:
     if score is None:
         return ignore(NOT_A_RATING)
     conversation = as_object(body.get("conversation"), "conversation")
-    # The answer touches the conversation; the message's own time is when it was sent.
-    rated = conversation.get("updated_at") or body.get("created_at")
-    at = timestamp(rated, "conversation.updated_at")
+    # Dated when the survey was sent: the payload has no answer time, and the message's
+    # creation stays the same on every later update of it (delivery status, a new rating).
+    at = timestamp(body.get("created_at"), "created_at")
     tid = _ticket_id(conversation, "conversation.")
     survey_id = required_text(body.get("id"), "id")
     return translation([Change("survey.csat", tid, at, (survey_id,), score=score)])

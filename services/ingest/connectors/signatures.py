@@ -16,7 +16,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 ZAMMAD_SIGNATURE: Final = "x-hub-signature"
@@ -88,6 +88,26 @@ def verify_zammad(secrets: Sequence[bytes], body: bytes, headers: Mapping[str, s
         raise Unauthorized("X-Hub-Signature does not match the body and the zammad secret")
 
 
+def _verify_stamped(
+    vendor: str,
+    signer: Callable[[bytes, str, bytes], str],
+    names: tuple[str, str],
+    request: tuple[Sequence[bytes], bytes, Mapping[str, str]],
+    now: dt.datetime,
+    max_age: float,
+) -> None:
+    """A signature over a timestamp and the body (``names``: signature, timestamp headers)."""
+    secrets, body, headers = request
+    given = _header(headers, names[0], f"{vendor} signs every webhook request")
+    stamp = _header(headers, names[1], f"{vendor} sends it with the signature")
+    if not any(_same(signer(s, stamp, body), given) for s in secrets):
+        raise Unauthorized(
+            f"{names[0]} does not match the timestamp, the body and the {vendor} secret"
+        )
+    # Checked after the signature: only a request signed with our secret learns about time.
+    _fresh(_unix_or_iso(stamp, names[1]), now, max_age, names[1])
+
+
 def verify_zendesk(
     secrets: Sequence[bytes],
     body: bytes,
@@ -95,15 +115,8 @@ def verify_zendesk(
     now: dt.datetime,
     max_age: float,
 ) -> None:
-    given = _header(headers, ZENDESK_SIGNATURE, "Zendesk signs every webhook request")
-    stamp = _header(headers, ZENDESK_TIMESTAMP, "Zendesk sends it with the signature")
-    if not any(_same(zendesk_signature(s, stamp, body), given) for s in secrets):
-        raise Unauthorized(
-            "X-Zendesk-Webhook-Signature does not match the timestamp, the body and the "
-            "zendesk secret (the webhook's signing secret)"
-        )
-    # Checked after the signature: only a request signed with our secret learns about time.
-    _fresh(_unix_or_iso(stamp, ZENDESK_TIMESTAMP), now, max_age, ZENDESK_TIMESTAMP)
+    names = (ZENDESK_SIGNATURE, ZENDESK_TIMESTAMP)
+    _verify_stamped("zendesk", zendesk_signature, names, (secrets, body, headers), now, max_age)
 
 
 def verify_chatwoot(
@@ -113,13 +126,8 @@ def verify_chatwoot(
     now: dt.datetime,
     max_age: float,
 ) -> None:
-    given = _header(headers, CHATWOOT_SIGNATURE, "give the Chatwoot webhook a secret")
-    stamp = _header(headers, CHATWOOT_TIMESTAMP, "Chatwoot sends it with the signature")
-    if not any(_same(chatwoot_signature(s, stamp, body), given) for s in secrets):
-        raise Unauthorized(
-            "X-Chatwoot-Signature does not match the timestamp, the body and the chatwoot secret"
-        )
-    _fresh(_unix_or_iso(stamp, CHATWOOT_TIMESTAMP), now, max_age, CHATWOOT_TIMESTAMP)
+    names = (CHATWOOT_SIGNATURE, CHATWOOT_TIMESTAMP)
+    _verify_stamped("chatwoot", chatwoot_signature, names, (secrets, body, headers), now, max_age)
 
 
 def verify_secret_header(secrets: Sequence[bytes], headers: Mapping[str, str]) -> None:

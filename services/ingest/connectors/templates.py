@@ -39,6 +39,11 @@ SOLVED: Final = "solved"
 REOPENED: Final = "reopened"
 SATISFACTION: Final = "satisfaction"
 FOLLOWUP: Final = "followup"
+# Freshdesk sends no time and no delivery id: a byte-identical body for the same ticket and
+# family within this window is taken as Freshdesk's retry (5, 35, 95 minutes after a
+# failure) of the request first received then, unless another body of the family came in
+# between (solved, reopened, solved again: the second solved is a new closure).
+REDELIVERY_WINDOW: Final = dt.timedelta(hours=2)
 KPI_EVENTS: Final = (
     TICKET_CREATED,
     ASSIGNEE_CHANGED,
@@ -48,6 +53,17 @@ KPI_EVENTS: Final = (
     SATISFACTION,
     FOLLOWUP,
 )
+
+
+_FAMILY: Final = {
+    TICKET_CREATED: "created",
+    ASSIGNEE_CHANGED: "assignee",
+    AGENT_REPLIED: "reply",
+    SOLVED: "status",
+    REOPENED: "status",
+    SATISFACTION: "satisfaction",
+    FOLLOWUP: "followup",
+}
 
 
 def _agent(vendor: str, value: object, path: str) -> Agent | None:
@@ -94,8 +110,9 @@ def _changes(body: _Body, at: dt.datetime, once: tuple[str, ...]) -> Translation
         key = body.assignee.key if body.assignee else ""
         return translation([Change("ticket.assigned", tid, at, (key, *once), body.assignee)])
     if kind == AGENT_REPLIED:
-        # Only a ticket's first agent reply counts: one id per ticket, the earliest wins.
-        return translation([Change("ticket.first_response", tid, at, (), body.agent("replier"))])
+        # Every agent reply is a candidate; scoring counts the earliest as the first response.
+        replier = body.agent("replier")
+        return translation([Change("ticket.first_response", tid, at, once, replier)])
     if kind == SOLVED:
         resolved = flag(body.body.get("resolved"), "resolved", default=True)
         closer = body.assignee or body.agent("replier")
@@ -106,7 +123,8 @@ def _changes(body: _Body, at: dt.datetime, once: tuple[str, ...]) -> Translation
         score = body.rating()
         if score is None:
             return ignore(NOT_A_RATING)
-        # One survey per ticket: a rating changed later does not count a second time.
+        # One survey per ticket: a rating changed later keeps the first (scoring records the
+        # differing copy as an event conflict).
         return translation([Change("survey.csat", tid, at, (), score=score)])
     if kind == FOLLOWUP:
         return translation([Change("ticket.followup", tid, at, once, body.agent("replier"))])
@@ -123,9 +141,15 @@ def zendesk(payload: Mapping[str, Any], received_at: dt.datetime) -> Translation
     return _changes(body, at, (stamp(at),))
 
 
+def freshdesk_receipt_key(payload: Mapping[str, Any]) -> tuple[str, str]:
+    """(ticket id, family) under which ingest remembers a Freshdesk body's first receipt."""
+    body = _Body("freshdesk", payload)
+    return body.ticket_id, _FAMILY[body.kind]
+
+
 def freshdesk(payload: Mapping[str, Any], received_at: dt.datetime) -> Translation:
-    """A Freshdesk automation body: Freshdesk's placeholders carry no time, so the time is
-    when ingest received the request; see docs/connectors.md for what that means."""
+    """A Freshdesk automation body. Its placeholders carry no time: ``received_at`` is when
+    ingest first received this body (``freshdesk_receipt_key``), so a retry gets the same."""
     body = _Body("freshdesk", payload)
     return _changes(body, received_at, (stamp(received_at),))
 

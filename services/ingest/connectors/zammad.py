@@ -38,6 +38,7 @@ from shared.events import MISSING_FIELD, WHOLE_MESSAGE
 NOBODY: Final = "1"
 # A later reply within this of the recorded first response is the first response itself.
 _SAME_REPLY: Final = dt.timedelta(seconds=1)
+_REOPENED_AFTER: Final = dt.timedelta(seconds=1)
 
 
 def _user(value: object, path: str) -> Agent | None:
@@ -79,12 +80,13 @@ def translate(payload: Mapping[str, Any], received_at: dt.datetime) -> Translati
     owner = _user(ticket.get("owner"), "ticket.owner")
     channel = optional_text(ticket.get("create_article_type"), "ticket.create_article_type")
     created = timestamp(ticket.get("created_at"), "ticket.created_at")
-    changes = [Change("ticket.created", tid, created, (), owner, channel=channel)]
+    # Every delivery repeats these: their content must not change between deliveries (the
+    # same id with another content is an event conflict), so no owner on the creation.
+    changes = [Change("ticket.created", tid, created, (), None, channel=channel)]
     ignored: list[str] = []
-    if owner is not None:
-        moved = _time(ticket.get("last_owner_update_at"), "ticket.last_owner_update_at")
-        identity = (owner.key, stamp(moved) if moved else "")
-        changes.append(Change("ticket.assigned", tid, moved or updated, identity, owner))
+    moved = _time(ticket.get("last_owner_update_at"), "ticket.last_owner_update_at")
+    if owner is not None and moved is not None:
+        changes.append(Change("ticket.assigned", tid, moved, (owner.key, stamp(moved)), owner))
     # last_close_at is the latest closure (close_at stays the first one).
     closed_at = _time(ticket.get("last_close_at"), "ticket.last_close_at") or _time(
         ticket.get("close_at"), "ticket.close_at"
@@ -97,8 +99,11 @@ def translate(payload: Mapping[str, Any], received_at: dt.datetime) -> Translati
     elif state in ("merged", "removed"):
         ignored.append(STATUS_NOT_COUNTED)
     elif closed_at is not None:
-        # Open again after a closure: the reopen of that closure (one per closure time).
-        changes.append(Change("ticket.reopened", tid, updated, (stamp(closed_at),)))
+        # Open again after a closure: the reopen of that closure, one per closure time.
+        # Zammad keeps no reopen time; just after the closure is what is known, and stays
+        # the same on every later delivery.
+        reopened = closed_at + _REOPENED_AFTER
+        changes.append(Change("ticket.reopened", tid, reopened, (stamp(closed_at),)))
     article = optional_object(body.get("article"), "article")
     if article:
         reply = _reply(tid, ticket, article)
