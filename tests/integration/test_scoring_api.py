@@ -521,9 +521,14 @@ async def test_directory_writes(
     r = await client.put(
         "/v1/specialists/s1", json={"name": "Sam", "team_id": "north"}, headers=ADMIN
     )
-    assert r.status_code == 200 and r.json() == {"id": "s1", "name": "Sam", "team_id": "north"}
+    assert r.status_code == 200 and r.json() == {
+        "id": "s1",
+        "name": "Sam",
+        "team_id": "north",
+        "aliases": {},
+    }
     r = await client.put("/v1/specialists/s1", json={"team_id": None}, headers=ADMIN)
-    assert r.json() == {"id": "s1", "name": None, "team_id": None}
+    assert r.json() == {"id": "s1", "name": None, "team_id": None, "aliases": {}}
     r = await client.put("/v1/teams/north", json={"name": ""}, headers=ADMIN)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "name"]
     r = await client.put("/v1/teams/north", json={"name": "N", "colour": "red"}, headers=ADMIN)

@@ -74,7 +74,10 @@ def directory_router() -> APIRouter:
         return SpecialistList(specialists=[specialist_out(s) for s in rows])
 
     @router.get(
-        "/specialists/{specialist_id}", response_model=SpecialistOut, summary="One specialist"
+        "/specialists/{specialist_id}",
+        response_model=SpecialistOut,
+        response_model_exclude_unset=True,
+        summary="One specialist",
     )
     async def get_specialist(
         specialist_id: SpecialistId, principal: Reader, ctx: Ctx
@@ -86,6 +89,8 @@ def directory_router() -> APIRouter:
     @router.put(
         "/specialists/{specialist_id}",
         response_model=SpecialistOut,
+        # Without aliases in the request there is no notice: it is left out, not null.
+        response_model_exclude_unset=True,
         summary="Create or replace a specialist's directory entry and helpdesk aliases (admin)",
         responses={409: {"description": "An alias already belongs to another specialist."}},
     )
@@ -116,7 +121,8 @@ def directory_router() -> APIRouter:
             raise alias_taken(None) from None
         found = specialist_out(specialist)
         found.aliases = aliases
-        found.notice = ALIAS_NOTICE if body.aliases is not None else None
+        if body.aliases is not None:
+            found.notice = ALIAS_NOTICE
         return found
 
     return router
