@@ -542,6 +542,33 @@ async def test_directory_writes(
     assert (await client.get("/v1/specialists?team=nowhere", headers=ADMIN)).status_code == 404
 
 
+async def test_specialist_aliases_map_one_agent_to_one_specialist(
+    client: AsyncClient, clean_db: AsyncEngine
+) -> None:
+    url = "/v1/specialists/{}"
+    aliases = {"zendesk": "3612", "email": " Li.Na@Example.com "}
+    r = await client.put(url.format("s1"), json={"name": "Li", "aliases": aliases}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["aliases"] == {"email": "li.na@example.com", "zendesk": "3612"}
+    assert "Nothing already counted moves" in r.json()["notice"]
+    shown = (await client.get(url.format("s1"), headers=ADMIN)).json()
+    assert shown["aliases"] == r.json()["aliases"] and "notice" not in shown
+    kept = (await client.put(url.format("s1"), json={"name": "Li Na"}, headers=ADMIN)).json()
+    assert kept["aliases"] == shown["aliases"] and "notice" not in kept
+    taken = await client.put(url.format("s2"), json={"aliases": {"zendesk": "3612"}}, headers=ADMIN)
+    assert taken.status_code == 409
+    assert taken.json()["detail"][0]["loc"] == ["body", "aliases", "zendesk"]
+    assert "'s1'" in taken.json()["detail"][0]["msg"]
+    assert (await client.get(url.format("s2"), headers=ADMIN)).status_code == 404  # rolled back
+    cleared = await client.put(url.format("s1"), json={"aliases": {}}, headers=ADMIN)
+    assert cleared.json()["aliases"] == {}
+    moved = await client.put(url.format("s2"), json={"aliases": {"zendesk": "3612"}}, headers=ADMIN)
+    assert moved.status_code == 200 and moved.json()["aliases"] == {"zendesk": "3612"}
+    for bad in ({"intercom": "1"}, {"zendesk": ""}, {"zendesk": "36\x0012"}, {"email": 5}):
+        r = await client.put(url.format("s3"), json={"aliases": bad}, headers=ADMIN)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "aliases"]
+
+
 # A NUL (PostgreSQL refuses it as text) or a lone surrogate (JSON bodies are parsed by the
 # standard library, which lets "\ud800" through) is a 422 naming it, never a 500.
 @pytest.mark.parametrize(
