@@ -11,6 +11,7 @@ from services.scoring.api.errors import ERRORS, bad_param, or_404
 from services.scoring.api.params import NewId, SpecialistId, TeamFilter, TeamId
 from services.scoring.api.schemas import (
     ALIAS_NOTICE,
+    SpecialistDetail,
     SpecialistIn,
     SpecialistList,
     SpecialistOut,
@@ -32,6 +33,10 @@ def team_out(team: queries.TeamRow) -> TeamOut:
 
 def specialist_out(s: queries.SpecialistRow) -> SpecialistOut:
     return SpecialistOut(id=s.id, name=s.name, team_id=s.team_id)
+
+
+def specialist_detail(s: queries.SpecialistRow, aliases: dict[str, str]) -> SpecialistDetail:
+    return SpecialistDetail(id=s.id, name=s.name, team_id=s.team_id, aliases=aliases)
 
 
 def alias_taken(exc: directory_writes.AliasTaken | None) -> HTTPException:
@@ -75,20 +80,19 @@ def directory_router() -> APIRouter:
 
     @router.get(
         "/specialists/{specialist_id}",
-        response_model=SpecialistOut,
+        response_model=SpecialistDetail,
         response_model_exclude_unset=True,
-        summary="One specialist",
+        summary="One specialist, with its helpdesk aliases",
     )
     async def get_specialist(
         specialist_id: SpecialistId, principal: Reader, ctx: Ctx
-    ) -> SpecialistOut:
-        found = specialist_out(await visible_specialist(principal, ctx.db, specialist_id))
-        found.aliases = await queries.aliases_of(ctx.db, specialist_id)
-        return found
+    ) -> SpecialistDetail:
+        found = await visible_specialist(principal, ctx.db, specialist_id)
+        return specialist_detail(found, await queries.aliases_of(ctx.db, specialist_id))
 
     @router.put(
         "/specialists/{specialist_id}",
-        response_model=SpecialistOut,
+        response_model=SpecialistDetail,
         # Without aliases in the request there is no notice: it is left out, not null.
         response_model_exclude_unset=True,
         summary="Create or replace a specialist's directory entry and helpdesk aliases (admin)",
@@ -96,7 +100,7 @@ def directory_router() -> APIRouter:
     )
     async def put_specialist(
         specialist_id: NewId, body: SpecialistIn, principal: Admin, ctx: Ctx
-    ) -> SpecialistOut:
+    ) -> SpecialistDetail:
         unknown = bad_param(
             "body", "team_id", f"unknown team {body.team_id!r}; create it with PUT /v1/teams/{{id}}"
         )
@@ -119,8 +123,7 @@ def directory_router() -> APIRouter:
         except asyncpg.exceptions.UniqueViolationError:
             # Another PUT took one of the aliases between the check and the insert.
             raise alias_taken(None) from None
-        found = specialist_out(specialist)
-        found.aliases = aliases
+        found = specialist_detail(specialist, aliases)
         if body.aliases is not None:
             found.notice = ALIAS_NOTICE
         return found

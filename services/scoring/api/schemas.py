@@ -178,13 +178,17 @@ class SpecialistOut(_Out):
     id: str
     name: str | None
     team_id: str | None
-    aliases: dict[str, str] | None = Field(
-        default=None,
-        description="Helpdesk identities native webhooks map to this specialist "
-        "(null in listings).",
+
+
+class SpecialistDetail(SpecialistOut):
+    """One specialist (GET one, PUT): with the helpdesk aliases."""
+
+    aliases: dict[str, str] = Field(
+        description="Helpdesk identities native webhooks map to this specialist."
     )
     notice: str | None = Field(
-        default=None, description="On PUT with aliases: what a new mapping does and does not do."
+        default=None,
+        description="Only on PUT with aliases: what a new mapping does and does not do.",
     )
 
 
