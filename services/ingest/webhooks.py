@@ -108,7 +108,10 @@ class WebhookIntake:
                 {"vendor": vendor, "accepted": 0, "rejected": 0, "results": [],
                  "ignored": list(translated.ignored)},
             )  # fmt: skip
-        aliases = await self.aliases.get()
+        try:
+            aliases = await self.aliases.get()
+        except Exception as exc:
+            raise StorageUnavailable(f"aliases not read: {type(exc).__name__}") from None
         events: list[object] = []
         unmapped: list[tuple[Agent, str]] = []
         for change in translated.changes:

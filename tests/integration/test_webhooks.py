@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,6 +21,8 @@ from services.ingest.webhooks import AliasCache
 from shared.auth import Role, issue_token
 from shared.db import session_scope
 from shared.directory import Specialist, SpecialistAlias
+from shared.embedded import EmbeddedBroker
+from shared.kafka import ensure_topics
 from shared.topics import Topics
 from tests.integration.test_ingest_flow import AUTH, ingest_settings, running_ingest
 from tests.webhook_payloads import SECRETS, sign
@@ -302,3 +305,40 @@ async def test_mapping_an_agent_later_moves_nothing_already_counted(
     assigned = [e for e in events if e["type"] == "ticket.assigned"]
     assert [e["specialist_id"] for e in closed] == ["zendesk:4711"]  # stays where it was
     assert [e["specialist_id"] for e in assigned] == ["bo.chen"]
+
+
+async def test_broker_down_is_503_retry_and_a_freshdesk_retry_keeps_its_first_time(
+    database_url: str, clean_db: Any, tmp_path: Path
+) -> None:
+    """503 + Retry-After while the broker is down; Freshdesk's retry gets its first receipt."""
+    broker = EmbeddedBroker(log_path=tmp_path / "broker.log")
+    broker.start()
+    topics = Topics("whdown.")
+    try:
+        await ensure_topics(broker.bootstrap, 3, topics.all)
+        settings = _settings(database_url, broker.bootstrap, topics, ingest_publish_timeout=3.0)
+        scenario = SCENARIOS["freshdesk"](dt.datetime.now(dt.UTC))
+        async with running_ingest(settings) as (app, client):
+            await producer_ready(app)
+            assert (await _post(client, "freshdesk", scenario.bodies[0])).status_code == 202
+            broker.stop()
+            first_try = dt.datetime.now(dt.UTC)
+            down = await _post(client, "freshdesk", scenario.bodies[3])  # solved
+            assert down.status_code == 503 and down.json()["code"] == "broker_unavailable"
+            assert down.headers["retry-after"].isdigit()
+            answered = dt.datetime.now(dt.UTC)
+            broker.start()  # same port; memory storage, so topics come back empty
+            await ensure_topics(broker.bootstrap, 3, topics.all)
+            deadline = time.monotonic() + 60
+            while (r := await _post(client, "freshdesk", scenario.bodies[3])).status_code != 202:
+                assert r.status_code == 503 and time.monotonic() < deadline, r.text
+                await asyncio.sleep(0.5)
+            events, _ = await read_all(broker.bootstrap, topics)
+        # The producer may still deliver the copy it held when we answered 503: the retry has
+        # the same id and content, so it counts once, dated when Freshdesk first sent it.
+        closed = {_key({**e, "_ingest": None}) for e in events if e["type"] == "ticket.closed"}
+        assert len(closed) == 1
+        (only,) = [json.loads(c) for c in closed]
+        assert first_try <= dt.datetime.fromisoformat(only["occurred_at"]) <= answered
+    finally:
+        broker.stop()

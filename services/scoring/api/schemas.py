@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Annotated, Literal, TypeAlias
+from typing import Annotated, Literal, TypeAlias, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.catalogue import Grade
-from shared.directory import ALIAS_LENGTH, ID_LENGTH
+from shared.directory import ALIAS_KINDS, ALIAS_LENGTH, ID_LENGTH
 from shared.text import ID_RULE, TEXT_RULE
 
 # Counts are shown as JSON integers (17, not 17.0) and ratios as unrounded floats; the
@@ -153,6 +153,7 @@ AliasKind: TypeAlias = Literal["zendesk", "freshdesk", "zammad", "chatwoot", "em
 AliasValue: TypeAlias = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=ALIAS_LENGTH), ID_RULE
 ]
+assert set(get_args(AliasKind)) == set(ALIAS_KINDS)
 ALIAS_NOTICE = (
     "Aliases apply to helpdesk webhooks received from now on (within about 10 seconds). "
     "Nothing already counted moves: events counted before under 'vendor:agent-id' (see "
