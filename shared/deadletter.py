@@ -34,18 +34,25 @@ class Source:
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None
+    # The helpdesk of a native webhook (POST /v1/webhooks/{vendor}); None otherwise.
+    vendor: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "via": self.via,
             "topic": self.topic,
             "partition": self.partition,
             "offset": self.offset,
         }
+        if self.vendor is not None:
+            found["vendor"] = self.vendor
+        return found
 
     @property
     def stats_topic(self) -> str:
         """Label used by metrics and ``ingest_stats``: the raw topic, else the channel."""
+        if self.vendor is not None:
+            return f"webhook:{self.vendor}"
         return self.topic if self.via == "kafka" and self.topic else self.via
 
 

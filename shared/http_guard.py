@@ -104,6 +104,9 @@ class GuardPolicy:
     dashboard_paths: Sequence[str] = ()
     dashboard_prefixes: Sequence[str] = ()
     body_limits: Mapping[str, BodyLimit] = field(default_factory=dict)
+    # Routes that authenticate the request themselves from its body (a helpdesk's signed
+    # webhook): no bearer token is asked for; the body limit still applies.
+    self_authenticated: Sequence[str] = ()
 
     def is_dashboard(self, path: str) -> bool:
         if path in self.dashboard_paths:
@@ -113,7 +116,7 @@ class GuardPolicy:
         return any(path.startswith(p) for p in self.dashboard_prefixes)
 
     def is_public(self, path: str) -> bool:
-        return path in PUBLIC_PATHS or self.is_dashboard(path)
+        return path in PUBLIC_PATHS or path in self.self_authenticated or self.is_dashboard(path)
 
     def csp(self, path: str) -> bytes:
         if path in _DOCS_PATHS:

@@ -74,3 +74,15 @@ STREAMS_ENDED = Counter(
     "Alert streams the server ended because a re-check found the token no longer valid",
     ["service", "reason"],
 )
+
+WEBHOOK_REQUESTS = Counter(
+    "kpi_webhook_requests_total",
+    "Native helpdesk webhook requests (POST /v1/webhooks/{vendor}) by vendor and outcome "
+    "(accepted, ignored, rejected, not_understood, unauthorized, unavailable)",
+    ["vendor", "outcome"],
+)
+WEBHOOK_IGNORED = Counter(
+    "kpi_webhook_ignored_total",
+    "Native helpdesk changes acknowledged without a KPI event, by vendor and reason",
+    ["vendor", "reason"],
+)

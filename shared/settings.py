@@ -24,6 +24,8 @@ _HOSTPORT_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.\-:]{1,253}$")
 _DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)?\s*$")
 _DURATION_UNITS = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Helpdesks whose own webhook payloads ingest translates (POST /v1/webhooks/{vendor}).
+WEBHOOK_VENDORS = ("zendesk", "freshdesk", "zammad", "chatwoot")
 
 
 def parse_duration(value: object) -> float:
@@ -46,6 +48,16 @@ def _split_list(value: Any, pattern: re.Pattern[str], what: str) -> Any:
         for item in value:
             if not isinstance(item, str) or not pattern.fullmatch(item):
                 raise ValueError(f"'{item}' is not {what}")
+    return value
+
+
+def _json_document(value: Any) -> Any:
+    """One JSON document per variable (NoDecode); a blank variable means "no overrides"."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"must be a JSON object: {exc}") from None
     return value
 
 
@@ -136,6 +148,21 @@ class Settings(BaseSettings):
         ge=1000,
         le=300_000,
         description="Consumer group session timeout of the ingest consumer.",
+    )
+    # Native helpdesk webhooks (POST /v1/webhooks/{vendor}, docs/connectors.md).
+    webhook_secrets: Annotated[dict[str, list[SecretStr]], NoDecode] = Field(
+        default_factory=dict,
+        description="JSON {vendor: secret} (or a list of secrets while rotating), e.g. "
+        '{"zammad": "s3cret", "zendesk": ["new", "old"]}; vendors: '
+        + ", ".join(WEBHOOK_VENDORS)
+        + ".",
+    )
+    webhook_max_age: Annotated[float, BeforeValidator(parse_duration)] = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="A signed webhook whose timestamp is further than this from now is refused "
+        "(401): replay protection for Zendesk and Chatwoot (e.g. 5m).",
     )
     # Scoring engine.
     scoring_max_batch: int = Field(
@@ -322,13 +349,25 @@ class Settings(BaseSettings):
     @field_validator("kpi_lines", "appraisal_rule", "incentives", mode="before")
     @classmethod
     def _parse_json_object(cls, value: Any) -> Any:
-        # One JSON document per variable (NoDecode); a blank variable means "no overrides".
-        if isinstance(value, str):
-            try:
-                return json.loads(value) if value.strip() else {}
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"must be a JSON object: {exc}") from None
-        return value
+        return _json_document(value)
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _parse_webhook_secrets(cls, value: Any) -> Any:
+        value = _json_document(value)
+        if not isinstance(value, dict):
+            return value  # pydantic names the type error
+        secrets: dict[str, list[str]] = {}
+        for vendor, secret in value.items():
+            if vendor not in WEBHOOK_VENDORS:
+                raise ValueError(
+                    f"unknown vendor {vendor!r}; expected one of {', '.join(WEBHOOK_VENDORS)}"
+                )
+            listed = secret if isinstance(secret, list) else [secret]
+            if not listed or not all(isinstance(s, str) and s.strip() for s in listed):
+                raise ValueError(f"the secret of {vendor!r} must be a non-empty string or list")
+            secrets[vendor] = listed
+        return secrets
 
     @field_validator("notify_allowed_private_hosts", "notify_denied_hosts", mode="before")
     @classmethod

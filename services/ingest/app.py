@@ -13,16 +13,20 @@ from services.ingest.consumer import IngestPipeline
 from services.ingest.handlers import HttpIntake
 from services.ingest.intake import OUTCOME_DEADLETTERED, OUTCOME_PUBLISHED
 from services.ingest.publisher import BrokerUnavailable
+from services.ingest.webhook_api import webhook_router
+from services.ingest.webhooks import WebhookIntake
 from shared.auth import Principal, Role, require
 from shared.events import loads_with_surrogates
 from shared.http_guard import BodyLimit, GuardPolicy
 from shared.kafka import broker_ping
 from shared.runtime import Runtime, create_app
-from shared.settings import Settings
+from shared.settings import WEBHOOK_VENDORS, Settings
 
 SERVICE = "ingest"
 RETRY_AFTER_SECONDS = "5"
 # Batches of events are larger than any other request body (KPI_HTTP_MAX_BODY_BYTES).
+# Vendors sign their webhooks; the route checks the signature over the exact body.
+WEBHOOKS = tuple(f"/v1/webhooks/{vendor}" for vendor in WEBHOOK_VENDORS)
 EVENTS_BODY_LIMIT = BodyLimit("KPI_INGEST_MAX_BODY_BYTES", lambda s: s.ingest_max_body_bytes)
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
@@ -128,6 +132,7 @@ async def on_start(runtime: Runtime, app: FastAPI) -> None:
         producer=lambda: pipeline.producer,
         ping=lambda: broker_ping(settings.bootstrap_servers, timeout=2.0),
     )
+    app.state.webhook_intake = WebhookIntake(app.state.http_intake, runtime.sessionmaker)
     runtime.spawn(pipeline.run(), "ingest-consumer")
     runtime.stoppers.append(pipeline.stop)
     runtime.extra_checks["ingest"] = pipeline.problem
@@ -137,9 +142,15 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app = create_app(
         SERVICE,
         settings=settings,
-        routers=[router],
+        routers=[router, webhook_router],
         on_start=lambda runtime: on_start(runtime, app),
-        guard=GuardPolicy(body_limits={"/v1/events": EVENTS_BODY_LIMIT}),
+        guard=GuardPolicy(
+            body_limits={
+                "/v1/events": EVENTS_BODY_LIMIT,
+                **dict.fromkeys(WEBHOOKS, EVENTS_BODY_LIMIT),
+            },
+            self_authenticated=WEBHOOKS,
+        ),
         title="KPI ingest service",
         description=(
             "Validated intake of helpdesk and CRM events (HTTP and Kafka) with a dead-letter topic."

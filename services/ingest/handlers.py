@@ -24,6 +24,7 @@ from shared.topics import Topics
 logger = logging.getLogger(__name__)
 
 STATS_TIMEOUT_SECONDS = 2.0
+HTTP_SOURCE = Source("http")
 
 
 class KafkaIntake:
@@ -105,7 +106,8 @@ class HttpIntake:
         self._producer = producer
         self._ping = ping
 
-    async def _store(self, outgoing: list[Outgoing]) -> None:
+    async def store(self, outgoing: list[Outgoing]) -> None:
+        """Publish to kpi.events / the dead-letter topic, then count (BrokerUnavailable)."""
         producer = self._producer()
         if producer is None:
             raise BrokerUnavailable(self._health.last_error or "broker connection not started yet")
@@ -147,14 +149,14 @@ class HttpIntake:
                 code=NOT_JSON,
                 errors=InvalidEvent.single(NOT_JSON, reason).errors,
             )
-        await self._store([item])
+        await self.store([item])
 
-    async def submit(self, items: list[object]) -> HttpResult:
+    async def submit(self, items: list[object], source: Source = HTTP_SOURCE) -> HttpResult:
         at = utcnow()
         outgoing: list[Outgoing] = []
         results: list[dict[str, Any]] = []
         for index, item in enumerate(items):
-            out = classify_item(item, Source("http"), at)
+            out = classify_item(item, source, at)
             outgoing.append(out)
             if out.deadletter:
                 results.append(
@@ -172,7 +174,7 @@ class HttpIntake:
                 results.append(
                     {"index": index, "event_id": out.event_id, "status": "accepted", "errors": []}
                 )
-        await self._store(outgoing)
+        await self.store(outgoing)
         accepted = sum(1 for o in outgoing if not o.deadletter)
         rejected = len(outgoing) - accepted
         status = 422 if rejected and not accepted else 202

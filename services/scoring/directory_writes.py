@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from services.scoring.db import Conn
-from services.scoring.queries import SpecialistRow, TeamRow
+from services.scoring.queries import SpecialistRow, TeamRow, aliases_of
+from shared.directory import normalize_alias
 
 
 def _upsert_sql(table: str, column: str) -> str:
@@ -33,3 +36,43 @@ async def upsert_specialist(
 ) -> SpecialistRow:
     """Create or replace a specialist's entry (inside the caller's transaction)."""
     return SpecialistRow.of(await conn.fetchrow(_UPSERT_SPECIALIST, specialist_id, name, team_id))
+
+
+class AliasTaken(Exception):
+    """An alias already maps another specialist (one agent is one specialist)."""
+
+    def __init__(self, kind: str, alias: str, owner: str) -> None:
+        super().__init__(f"{kind} alias {alias!r} already belongs to specialist {owner!r}")
+        self.kind, self.alias, self.owner = kind, alias, owner
+
+
+async def replace_aliases(
+    conn: Conn, specialist_id: str, aliases: Mapping[str, str]
+) -> dict[str, str]:
+    """Make ``aliases`` the specialist's only ones (inside the caller's transaction)."""
+    wanted = {kind: normalize_alias(kind, alias) for kind, alias in aliases.items()}
+    owners = await conn.fetch(
+        """
+        SELECT kind, alias, specialist_id FROM specialist_aliases
+        WHERE (kind, alias) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+          AND specialist_id <> $3
+        ORDER BY kind
+        """,
+        list(wanted),
+        list(wanted.values()),
+        specialist_id,
+    )
+    if owners:
+        first = owners[0]
+        raise AliasTaken(first["kind"], first["alias"], first["specialist_id"])
+    await conn.execute("DELETE FROM specialist_aliases WHERE specialist_id = $1", specialist_id)
+    await conn.execute(
+        """
+        INSERT INTO specialist_aliases (kind, alias, specialist_id)
+        SELECT kind, alias, $3 FROM unnest($1::text[], $2::text[]) AS a(kind, alias)
+        """,
+        list(wanted),
+        list(wanted.values()),
+        specialist_id,
+    )
+    return await aliases_of(conn, specialist_id)

@@ -366,6 +366,15 @@ async def get_specialist(db: Db, specialist_id: str) -> SpecialistRow | None:
     return None if row is None else SpecialistRow.of(row)
 
 
+async def aliases_of(db: Db, specialist_id: str) -> dict[str, str]:
+    """The specialist's helpdesk aliases, kind -> alias."""
+    rows = await db.fetch(
+        "SELECT kind, alias FROM specialist_aliases WHERE specialist_id = $1 ORDER BY kind",
+        specialist_id,
+    )
+    return {r["kind"]: r["alias"] for r in rows}
+
+
 async def get_team(db: Db, team_id: str) -> TeamRow | None:
     row = await db.fetchrow("SELECT id, name, supervisor FROM teams WHERE id = $1", team_id)
     return None if row is None else TeamRow.of(row)

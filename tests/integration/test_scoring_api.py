@@ -521,9 +521,14 @@ async def test_directory_writes(
     r = await client.put(
         "/v1/specialists/s1", json={"name": "Sam", "team_id": "north"}, headers=ADMIN
     )
-    assert r.status_code == 200 and r.json() == {"id": "s1", "name": "Sam", "team_id": "north"}
+    assert r.status_code == 200 and r.json() == {
+        "id": "s1",
+        "name": "Sam",
+        "team_id": "north",
+        "aliases": {},
+    }
     r = await client.put("/v1/specialists/s1", json={"team_id": None}, headers=ADMIN)
-    assert r.json() == {"id": "s1", "name": None, "team_id": None}
+    assert r.json() == {"id": "s1", "name": None, "team_id": None, "aliases": {}}
     r = await client.put("/v1/teams/north", json={"name": ""}, headers=ADMIN)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "name"]
     r = await client.put("/v1/teams/north", json={"name": "N", "colour": "red"}, headers=ADMIN)
@@ -535,6 +540,33 @@ async def test_directory_writes(
     assert r.json() == {"id": "north", "name": "North 2", "supervisor": None}
     assert (await client.get("/v1/specialists/s1", headers=ADMIN)).json()["team_id"] == "north"
     assert (await client.get("/v1/specialists?team=nowhere", headers=ADMIN)).status_code == 404
+
+
+async def test_specialist_aliases_map_one_agent_to_one_specialist(
+    client: AsyncClient, clean_db: AsyncEngine
+) -> None:
+    url = "/v1/specialists/{}"
+    aliases = {"zendesk": "3612", "email": " Li.Na@Example.com "}
+    r = await client.put(url.format("s1"), json={"name": "Li", "aliases": aliases}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["aliases"] == {"email": "li.na@example.com", "zendesk": "3612"}
+    assert "Nothing already counted moves" in r.json()["notice"]
+    shown = (await client.get(url.format("s1"), headers=ADMIN)).json()
+    assert shown["aliases"] == r.json()["aliases"] and "notice" not in shown
+    kept = (await client.put(url.format("s1"), json={"name": "Li Na"}, headers=ADMIN)).json()
+    assert kept["aliases"] == shown["aliases"] and "notice" not in kept
+    taken = await client.put(url.format("s2"), json={"aliases": {"zendesk": "3612"}}, headers=ADMIN)
+    assert taken.status_code == 409
+    assert taken.json()["detail"][0]["loc"] == ["body", "aliases", "zendesk"]
+    assert "'s1'" in taken.json()["detail"][0]["msg"]
+    assert (await client.get(url.format("s2"), headers=ADMIN)).status_code == 404  # rolled back
+    cleared = await client.put(url.format("s1"), json={"aliases": {}}, headers=ADMIN)
+    assert cleared.json()["aliases"] == {}
+    moved = await client.put(url.format("s2"), json={"aliases": {"zendesk": "3612"}}, headers=ADMIN)
+    assert moved.status_code == 200 and moved.json()["aliases"] == {"zendesk": "3612"}
+    for bad in ({"intercom": "1"}, {"zendesk": ""}, {"zendesk": "36\x0012"}, {"email": 5}):
+        r = await client.put(url.format("s3"), json={"aliases": bad}, headers=ADMIN)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "aliases"]
 
 
 # A NUL (PostgreSQL refuses it as text) or a lone surrogate (JSON bodies are parsed by the

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncpg
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 
 from services.scoring import directory_writes, queries
 from services.scoring.api.deps import Admin, Ctx, Reader
 from services.scoring.api.errors import ERRORS, bad_param, or_404
 from services.scoring.api.params import NewId, SpecialistId, TeamFilter, TeamId
 from services.scoring.api.schemas import (
+    ALIAS_NOTICE,
+    SpecialistDetail,
     SpecialistIn,
     SpecialistList,
     SpecialistOut,
@@ -31,6 +33,17 @@ def team_out(team: queries.TeamRow) -> TeamOut:
 
 def specialist_out(s: queries.SpecialistRow) -> SpecialistOut:
     return SpecialistOut(id=s.id, name=s.name, team_id=s.team_id)
+
+
+def specialist_detail(s: queries.SpecialistRow, aliases: dict[str, str]) -> SpecialistDetail:
+    return SpecialistDetail(id=s.id, name=s.name, team_id=s.team_id, aliases=aliases)
+
+
+def alias_taken(exc: directory_writes.AliasTaken | None) -> HTTPException:
+    """409 in the validation-error shape, naming the alias and who has it."""
+    where = ["body", "aliases", exc.kind] if exc else ["body", "aliases"]
+    msg = str(exc) if exc else "an alias was just given to another specialist; retry"
+    return HTTPException(409, detail=[{"loc": where, "msg": msg, "type": "conflict"}])
 
 
 def directory_router() -> APIRouter:
@@ -66,21 +79,28 @@ def directory_router() -> APIRouter:
         return SpecialistList(specialists=[specialist_out(s) for s in rows])
 
     @router.get(
-        "/specialists/{specialist_id}", response_model=SpecialistOut, summary="One specialist"
+        "/specialists/{specialist_id}",
+        response_model=SpecialistDetail,
+        response_model_exclude_unset=True,
+        summary="One specialist, with its helpdesk aliases",
     )
     async def get_specialist(
         specialist_id: SpecialistId, principal: Reader, ctx: Ctx
-    ) -> SpecialistOut:
-        return specialist_out(await visible_specialist(principal, ctx.db, specialist_id))
+    ) -> SpecialistDetail:
+        found = await visible_specialist(principal, ctx.db, specialist_id)
+        return specialist_detail(found, await queries.aliases_of(ctx.db, specialist_id))
 
     @router.put(
         "/specialists/{specialist_id}",
-        response_model=SpecialistOut,
-        summary="Create or replace a specialist's directory entry (admin)",
+        response_model=SpecialistDetail,
+        # Without aliases in the request there is no notice: it is left out, not null.
+        response_model_exclude_unset=True,
+        summary="Create or replace a specialist's directory entry and helpdesk aliases (admin)",
+        responses={409: {"description": "An alias already belongs to another specialist."}},
     )
     async def put_specialist(
         specialist_id: NewId, body: SpecialistIn, principal: Admin, ctx: Ctx
-    ) -> SpecialistOut:
+    ) -> SpecialistDetail:
         unknown = bad_param(
             "body", "team_id", f"unknown team {body.team_id!r}; create it with PUT /v1/teams/{{id}}"
         )
@@ -91,8 +111,21 @@ def directory_router() -> APIRouter:
                 specialist = await directory_writes.upsert_specialist(
                     conn, specialist_id, body.name, body.team_id
                 )
+                if body.aliases is None:
+                    aliases = await queries.aliases_of(conn, specialist_id)
+                else:
+                    wanted = {str(kind): alias for kind, alias in body.aliases.items()}
+                    aliases = await directory_writes.replace_aliases(conn, specialist_id, wanted)
         except asyncpg.exceptions.ForeignKeyViolationError:
             raise unknown from None  # the team was deleted between the check and the upsert
-        return specialist_out(specialist)
+        except directory_writes.AliasTaken as exc:
+            raise alias_taken(exc) from None
+        except asyncpg.exceptions.UniqueViolationError:
+            # Another PUT took one of the aliases between the check and the insert.
+            raise alias_taken(None) from None
+        found = specialist_detail(specialist, aliases)
+        if body.aliases is not None:
+            found.notice = ALIAS_NOTICE
+        return found
 
     return router

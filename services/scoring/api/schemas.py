@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Annotated, TypeAlias
+from typing import Annotated, Literal, TypeAlias, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.catalogue import Grade
-from shared.directory import ID_LENGTH
+from shared.directory import ALIAS_KINDS, ALIAS_LENGTH, ID_LENGTH
 from shared.text import ID_RULE, TEXT_RULE
 
 # Counts are shown as JSON integers (17, not 17.0) and ratios as unrounded floats; the
@@ -148,17 +148,49 @@ class TeamList(_Out):
     teams: list[TeamOut]
 
 
+# The kinds of shared.directory.ALIAS_KINDS: a helpdesk's agent id, or an e-mail address.
+AliasKind: TypeAlias = Literal["zendesk", "freshdesk", "zammad", "chatwoot", "email"]
+AliasValue: TypeAlias = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=ALIAS_LENGTH), ID_RULE
+]
+assert set(get_args(AliasKind)) == set(ALIAS_KINDS)
+ALIAS_NOTICE = (
+    "Aliases apply to helpdesk webhooks received from now on (within about 10 seconds). "
+    "Nothing already counted moves: events counted before under 'vendor:agent-id' (see "
+    "GET /v1/webhooks/unmapped on the ingest service) stay where they are."
+)
+
+
 class SpecialistIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: DirectoryName | None = None
     team_id: DirectoryId | None = None
+    aliases: dict[AliasKind, AliasValue] | None = Field(
+        default=None,
+        description="Helpdesk identities of this specialist for native webhooks, e.g. "
+        '{"zendesk": "3612", "email": "li.na@example.com"}. Replaces the stored aliases; '
+        "omitted keeps them, {} removes them. Each one belongs to one specialist (409). "
+        "Applies to webhooks received from now on; nothing already counted moves.",
+    )
 
 
 class SpecialistOut(_Out):
     id: str
     name: str | None
     team_id: str | None
+
+
+class SpecialistDetail(SpecialistOut):
+    """One specialist (GET one, PUT): with the helpdesk aliases."""
+
+    aliases: dict[str, str] = Field(
+        description="Helpdesk identities native webhooks map to this specialist."
+    )
+    notice: str | None = Field(
+        default=None,
+        description="Only on PUT with aliases: what a new mapping does and does not do.",
+    )
 
 
 class SpecialistList(_Out):
