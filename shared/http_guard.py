@@ -104,8 +104,9 @@ class GuardPolicy:
     dashboard_paths: Sequence[str] = ()
     dashboard_prefixes: Sequence[str] = ()
     body_limits: Mapping[str, BodyLimit] = field(default_factory=dict)
-    # Routes that authenticate the request themselves from its body (a helpdesk's signed
-    # webhook): no bearer token is asked for; the body limit still applies.
+    # Prefixes of POST routes ``<prefix><one segment>`` that authenticate the request
+    # themselves from its body (a helpdesk's signed webhook): no bearer token is asked for
+    # here; the body limit applies. Other methods below them need a token as usual.
     self_authenticated: Sequence[str] = ()
 
     def is_dashboard(self, path: str) -> bool:
@@ -115,8 +116,19 @@ class GuardPolicy:
             return False  # never let a dot segment borrow the dashboard's public prefix
         return any(path.startswith(p) for p in self.dashboard_prefixes)
 
-    def is_public(self, path: str) -> bool:
-        return path in PUBLIC_PATHS or path in self.self_authenticated or self.is_dashboard(path)
+    def is_public(self, path: str, method: str = "GET") -> bool:
+        return (
+            path in PUBLIC_PATHS
+            or (method == "POST" and self._self_authenticated(path))
+            or self.is_dashboard(path)
+        )
+
+    def _self_authenticated(self, path: str) -> bool:
+        for prefix in self.self_authenticated:
+            rest = path.removeprefix(prefix)
+            if rest != path and rest not in ("", ".", "..") and "/" not in rest:
+                return True
+        return False
 
     def csp(self, path: str) -> bytes:
         if path in _DOCS_PATHS:
@@ -180,7 +192,7 @@ class HttpGuard:
             await _answer(send_secured, 503, starting, {"Retry-After": "1"})
             return
         headers = Headers(scope=scope)
-        if not self.policy.is_public(path):
+        if not self.policy.is_public(path, scope["method"]):
             try:
                 principal = await authenticate(runtime.authenticator, headers.get("authorization"))
             except AuthError as exc:

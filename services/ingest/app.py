@@ -149,7 +149,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
                 "/v1/events": EVENTS_BODY_LIMIT,
                 **dict.fromkeys(WEBHOOKS, EVENTS_BODY_LIMIT),
             },
-            self_authenticated=WEBHOOKS,
+            self_authenticated=("/v1/webhooks/",),
         ),
         title="KPI ingest service",
         description=(

@@ -99,10 +99,10 @@ ROWS: dict[Key, list[Row] | str] = {
     ("ingest", "POST", "/v1/events"): [Row(intake(202), body=EVENT)],
     ("ingest", "GET", "/v1/stats"): [Row(admin_only(200))],
     # A helpdesk's own webhook is authenticated by the vendor's signature, which no bearer
-    # token replaces (Zammad: HMAC of the body); an unknown vendor is no public route.
+    # token replaces (Zammad: HMAC of the body); an unknown vendor is a 404 naming the known.
     ("ingest", "POST", "/v1/webhooks/{vendor}"): [
         Row(public(401), path={"vendor": "zammad"}, body={"ticket": {"id": 1}}),
-        Row(_statuses(404, service=404, own=404, other=404), path={"vendor": "nope"}, body={}),
+        Row(public(404), path={"vendor": "nope"}, body={}),
     ],
     ("ingest", "GET", "/v1/webhooks/unmapped"): [Row(admin_only(200))],
     ("scoring", "GET", "/"): [Row(public(307))],

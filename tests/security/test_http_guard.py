@@ -268,9 +268,12 @@ def test_every_route_refuses_a_missing_or_bad_token_before_reading_its_body(
     for method, path in _operations(base):
         if path in PUBLIC:
             continue
+        # A helpdesk's signed webhook authenticates itself from the body it never gets to
+        # read here: the declared size is refused first.
+        signed = method == "POST" and path.startswith("/v1/webhooks/")
         for auth in ({}, {"Authorization": "Bearer kpi_not_a_token"}, {"Authorization": "Basic x"}):
             answer = exchange(base, method, path, {**declared, **auth})
-            assert answer.status == 401, (method, path, auth, answer)
+            assert answer.status == (413 if signed else 401), (method, path, auth, answer)
             assert answer.seconds < 3, (method, path, answer)
             checked += 1
     assert checked >= 9  # ingest has the fewest routes: three

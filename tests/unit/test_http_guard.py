@@ -40,6 +40,19 @@ def test_public_paths() -> None:
     assert not GuardPolicy().is_public("/")  # only scoring serves a dashboard
 
 
+@given(st.lists(segment, min_size=1, max_size=3))
+def test_only_one_segment_below_a_self_authenticated_prefix_skips_the_token(
+    segments: list[str],
+) -> None:
+    ingest = GuardPolicy(self_authenticated=("/v1/webhooks/",))
+    path = "/v1/webhooks/" + "/".join(segments)
+    expected = len(segments) == 1 and segments[0] not in (".", "..")
+    assert ingest.is_public(path, "POST") is expected
+    assert not ingest.is_public(path, "GET")
+    assert not ingest.is_public("/v1/webhooks/", "POST")
+    assert not ingest.is_public("/v1/events", "POST")
+
+
 def _directives(csp: str) -> dict[str, str]:
     return {p.strip().split(" ")[0]: p.strip() for p in csp.split(";")}
 
