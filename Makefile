@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 DEMO ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install chromium run test test-unit test-integration test-browser demo lint format typecheck migrate bench chaos audit clean
+.PHONY: help install chromium run test test-unit test-integration test-browser demo lint format schemas typecheck migrate bench chaos audit clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,6 +51,9 @@ lint: $(STAMP) ## ruff lint and format check, import contracts (lint-imports)
 format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+schemas: $(STAMP) ## Regenerate docs/schemas/ (JSON Schemas) from the models in shared/
+	$(BIN)/python -m shared.schemas
 
 typecheck: $(STAMP) ## mypy (strict) over the product code
 	$(BIN)/mypy shared services kpi

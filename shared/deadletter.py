@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any, Final, Literal, TypeAlias
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import InvalidEvent
 from shared.text import scrub
@@ -54,6 +55,51 @@ class Source:
         if self.vendor is not None:
             return f"webhook:{self.vendor}"
         return self.topic if self.via == "kafka" and self.topic else self.via
+
+
+class DeadLetterError(BaseModel):
+    """One reason a message was refused: the field (``$`` for the whole message) and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str
+    reason: str
+    code: str
+
+
+class DeadLetterSource(BaseModel):
+    """Where the message came from (``Source.as_dict``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    via: Via
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    vendor: str | None = None
+
+
+class DeadLetterRecord(BaseModel):
+    """One kpi.deadletter message (what :func:`deadletter_value` writes); the published
+    schema is generated from it and a unit test holds the writer to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    original: str = Field(description="the original bytes: UTF-8 text as-is, else base64")
+    original_encoding: Literal["utf-8", "base64"]
+    code: str = Field(description="the first error's code (e.g. missing_field, not_json)")
+    reason: str
+    errors: list[DeadLetterError]
+    source: DeadLetterSource
+    dead_lettered_at: str = Field(description="UTC RFC 3339 with microseconds and Z")
+    replays: int = Field(ge=0, description="how many times it was replayed already")
+    exception: str | None = Field(
+        default=None, description="exception class, when processing (not validation) failed"
+    )
+    original_truncated: bool | None = Field(
+        default=None, description=f"true when the original was cut to {MAX_ORIGINAL_BYTES} bytes"
+    )
+    original_size: int | None = Field(default=None, description="size of the uncut original")
 
 
 @lru_cache(maxsize=8)

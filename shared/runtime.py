@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -18,10 +18,11 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared import metrics, path_ids
+from shared import metrics, openapi, path_ids
 from shared.auth import AUTH_RETRY_AFTER, Authenticator, Principal, Role, require
 from shared.db import create_engine, create_sessionmaker, ping
 from shared.http_guard import BodyTooLarge, GuardPolicy, HttpGuard, body_too_large_handler
@@ -135,14 +136,41 @@ class Runtime:
         return results
 
 
+class Liveness(BaseModel):
+    """Body of GET /healthz."""
+
+    status: str
+    service: str
+
+
+class Readiness(BaseModel):
+    """Body of GET /readyz: 'ready' (200) or 'unavailable' (503), and each dependency's state."""
+
+    status: str
+    service: str
+    checks: dict[str, str]
+
+
+class WhoAmI(BaseModel):
+    """Body of GET /v1/whoami."""
+
+    role: str
+    subject: str
+    team_ids: list[str]
+
+
 def health_router(service: str) -> APIRouter:
     router = APIRouter(tags=["health"])
 
-    @router.get("/healthz", summary="Liveness")
+    @router.get("/healthz", summary="Liveness", response_model=Liveness)
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": service}
 
-    @router.get("/readyz", summary="Readiness: database and broker reachable")
+    @router.get(
+        "/readyz",
+        summary="Readiness: database and broker reachable",
+        responses={200: {"model": Readiness}, 503: {"model": Readiness}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
         checks = await runtime.readiness()
@@ -150,7 +178,7 @@ def health_router(service: str) -> APIRouter:
         body = {"status": "ready" if ok else "unavailable", "service": service, "checks": checks}
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    @router.get("/v1/whoami", summary="The caller's role, subject and teams")
+    @router.get("/v1/whoami", summary="The caller's role, subject and teams", response_model=WhoAmI)
     # Any valid token may ask who it is; require() alone would admit admins only.
     async def whoami(principal: Principal = Depends(require(*Role))) -> dict[str, object]:
         return {
@@ -225,11 +253,13 @@ def create_app(
     title: str,
     description: str = "",
     guard: GuardPolicy | None = None,
+    openapi_schemas: Mapping[str, object] = {},
 ) -> FastAPI:
     """FastAPI app whose lifespan owns the runtime and its background tasks.
 
     Every request passes the HTTP guard (auth and body limit before the body is read,
     security headers); ``guard`` names the service's dashboard paths and own body limits.
+    ``openapi_schemas`` are extra component schemas (bodies a route reads itself).
     """
 
     @contextlib.asynccontextmanager
@@ -248,7 +278,15 @@ def create_app(
             await runtime.close()
             logger.info("%s stopped", service)
 
-    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    policy = guard or GuardPolicy()
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
+    )
+    openapi.install(app, policy, openapi_schemas)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(BodyTooLarge, body_too_large_handler)
     for error in _INFRASTRUCTURE_ERRORS:
@@ -258,7 +296,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
     # Added before the metrics middleware below, so it runs inside it: its answers are counted.
-    app.add_middleware(HttpGuard, policy=guard or GuardPolicy())
+    app.add_middleware(HttpGuard, policy=policy)
 
     @app.middleware("http")
     async def observe(

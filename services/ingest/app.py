@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from services.ingest import repository
+from services.ingest.answers import IntakeAnswer
 from services.ingest.consumer import IngestPipeline
 from services.ingest.handlers import HttpIntake
 from services.ingest.intake import OUTCOME_DEADLETTERED, OUTCOME_PUBLISHED
@@ -16,9 +17,10 @@ from services.ingest.publisher import BrokerUnavailable
 from services.ingest.webhook_api import webhook_router
 from services.ingest.webhooks import WebhookIntake
 from shared.auth import Principal, Role, require
-from shared.events import loads_with_surrogates
+from shared.events import Event, loads_with_surrogates
 from shared.http_guard import BodyLimit, GuardPolicy
 from shared.kafka import broker_ping
+from shared.openapi import request_body
 from shared.runtime import Runtime, create_app
 from shared.settings import WEBHOOK_VENDORS, Settings
 
@@ -47,16 +49,24 @@ def _unavailable(exc: BrokerUnavailable) -> JSONResponse:
     )
 
 
+EVENT_BATCH = "EventBatch"
+
+
 @router.post(
     "/events",
     summary="Submit one event or a JSON array of events",
     status_code=202,
     responses={
+        202: {"model": IntakeAnswer, "description": "per-event results; some were accepted"},
         400: {"description": "body is not JSON"},
         413: {"description": "too many events or body too large"},
-        422: {"description": "every event was rejected (per-event results)"},
+        422: {"model": IntakeAnswer, "description": "every event was rejected (per-event results)"},
         503: {"description": "broker unavailable; retry after Retry-After seconds"},
     },
+    # The route reads the body itself (one parse, per-event verdicts); this publishes its schema.
+    openapi_extra=request_body(
+        EVENT_BATCH, "one event or a JSON array of events (docs/schemas/event-batch.json)"
+    ),
 )
 async def post_events(
     request: Request, principal: Principal = Depends(require(Role.SERVICE))
@@ -143,6 +153,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         SERVICE,
         settings=settings,
         routers=[router, webhook_router],
+        openapi_schemas={EVENT_BATCH: Event | list[Event]},
         on_start=lambda runtime: on_start(runtime, app),
         guard=GuardPolicy(
             body_limits={

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from services.ingest import webhook_repository
+from services.ingest.answers import UnmappedAgents, WebhookAnswer
 from services.ingest.connectors import signatures
 from services.ingest.publisher import BrokerUnavailable
 from services.ingest.webhooks import StorageUnavailable, WebhookIntake
@@ -78,6 +79,7 @@ def _refusal(vendor: str, exc: _Refused, outcome: str) -> JSONResponse:
     summary="Receive a helpdesk's own webhook (zendesk, freshdesk, zammad, chatwoot)",
     status_code=202,
     responses={
+        202: {"model": WebhookAnswer, "description": "the events it became, per-event results"},
         401: {"description": "signature, timestamp or secret wrong or missing"},
         404: {"description": "unknown vendor"},
         413: {"description": "body too large"},
@@ -120,6 +122,7 @@ async def post_webhook(vendor: str, request: Request) -> JSONResponse:
 @webhook_router.get(
     "/webhooks/unmapped",
     summary="Helpdesk agents seen in webhooks that no specialist alias maps yet (admin)",
+    responses={200: {"model": UnmappedAgents}},
 )
 async def get_unmapped(
     request: Request,

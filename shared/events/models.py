@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     StringConstraints,
     TypeAdapter,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic import Strict as _Strict
@@ -51,6 +52,11 @@ def raw_topic_for(event_type: str) -> str:
     raise ValueError(f"unknown event type {echo(event_type)}")
 
 
+def _range_schema(low: int, high: int) -> WithJsonSchema:
+    # The range is checked by _score_range (for its error code); this only publishes it.
+    return WithJsonSchema({"type": "integer", "minimum": low, "maximum": high})
+
+
 def _score_range(low: int, high: int) -> AfterValidator:
     def check(value: int) -> int:
         if not low <= value <= high:
@@ -72,9 +78,9 @@ Id: TypeAlias = Annotated[
 ]
 Label: TypeAlias = Annotated[str, _Strict(), StringConstraints(max_length=_MAX_ID_CHARS), TEXT_RULE]
 Flag: TypeAlias = Annotated[bool, _Strict()]
-CsatScore: TypeAlias = Annotated[int, _Strict(), _score_range(1, 5)]
-NpsScore: TypeAlias = Annotated[int, _Strict(), _score_range(0, 10)]
-FiveScore: TypeAlias = Annotated[int, _Strict(), _score_range(1, 5)]
+CsatScore: TypeAlias = Annotated[int, _Strict(), _score_range(1, 5), _range_schema(1, 5)]
+NpsScore: TypeAlias = Annotated[int, _Strict(), _score_range(0, 10), _range_schema(0, 10)]
+FiveScore: TypeAlias = Annotated[int, _Strict(), _score_range(1, 5), _range_schema(1, 5)]
 SchemaVersion: TypeAlias = Annotated[int, _Strict(), Field(ge=1)]
 
 
@@ -91,6 +97,8 @@ class EventBase(BaseModel):
 
 
 class TicketCreated(EventBase):
+    """A customer opened a ticket (``specialist_id``: the assignee, if any)."""
+
     type: Literal["ticket.created"] = "ticket.created"
     ticket_id: Id
     specialist_id: Id | None = None
@@ -98,18 +106,24 @@ class TicketCreated(EventBase):
 
 
 class TicketAssigned(EventBase):
+    """The ticket's assignee changed."""
+
     type: Literal["ticket.assigned"] = "ticket.assigned"
     ticket_id: Id
     specialist_id: Id
 
 
 class TicketFirstResponse(EventBase):
+    """First reply to the customer; later ones are ignored."""
+
     type: Literal["ticket.first_response"] = "ticket.first_response"
     ticket_id: Id
     specialist_id: Id
 
 
 class TicketClosed(EventBase):
+    """The ticket was closed, its problem solved (``resolved``) or not."""
+
     type: Literal["ticket.closed"] = "ticket.closed"
     ticket_id: Id
     specialist_id: Id
@@ -117,17 +131,23 @@ class TicketClosed(EventBase):
 
 
 class TicketReopened(EventBase):
+    """The customer reopened the ticket; its earlier closure no longer counts."""
+
     type: Literal["ticket.reopened"] = "ticket.reopened"
     ticket_id: Id
 
 
 class TicketFollowup(EventBase):
+    """A follow-up call or visit (回访) was done."""
+
     type: Literal["ticket.followup"] = "ticket.followup"
     ticket_id: Id
     specialist_id: Id
 
 
 class RecordAudited(EventBase):
+    """Spot check of a service record, ``accurate`` or not."""
+
     type: Literal["record.audited"] = "record.audited"
     specialist_id: Id
     ticket_id: Id | None = None
@@ -135,6 +155,12 @@ class RecordAudited(EventBase):
 
 
 class _CustomerSurvey(EventBase):
+    """A customer's survey: about a ticket, a specialist, or both."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["ticket_id"]}, {"required": ["specialist_id"]}]}
+    )
+
     # Scoring attributes a survey through its ticket when no specialist is given,
     # so one of the two is the minimum that can ever be counted.
     ticket_id: Id | None = None
@@ -150,16 +176,22 @@ class _CustomerSurvey(EventBase):
 
 
 class SurveyCsat(_CustomerSurvey):
+    """Customer satisfaction survey, 1..5; satisfied = score >= 4."""
+
     type: Literal["survey.csat"] = "survey.csat"
     score: CsatScore
 
 
 class SurveyNps(_CustomerSurvey):
+    """Net promoter survey, 0..10; promoter 9-10, detractor 0-6."""
+
     type: Literal["survey.nps"] = "survey.nps"
     score: NpsScore
 
 
 class SurveyPeerReview(EventBase):
+    """A colleague's rating of the specialist's collaboration, 1..5."""
+
     type: Literal["survey.peer_review"] = "survey.peer_review"
     specialist_id: Id
     reviewer_id: Id
@@ -167,6 +199,8 @@ class SurveyPeerReview(EventBase):
 
 
 class SurveyTraining(EventBase):
+    """One attendee's feedback (1..5) on a training session the specialist gave."""
+
     type: Literal["survey.training"] = "survey.training"
     session_id: Id
     specialist_id: Id

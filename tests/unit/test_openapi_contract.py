@@ -1,0 +1,115 @@
+"""Every service's OpenAPI document: bearer scheme, security per route, ids, tags, responses."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from shared.openapi import BEARER
+
+SERVICES = ("ingest", "scoring", "notify")
+# What needs no bearer token: probes, and the helpdesk webhooks (signed by the vendor).
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("POST", "/v1/webhooks/{vendor}"),
+}
+# JSON routes that still answer an untyped body (to be given a response model); the test
+# fails when one of them gets typed, so the list only shrinks.
+UNTYPED = {
+    ("scoring", "GET", "/v1/specialists/{specialist_id}/appraisals/{quarter}"),
+    ("scoring", "GET", "/v1/appraisals/{quarter}"),
+    ("scoring", "POST", "/v1/appraisals/{quarter}/finalize"),
+    ("scoring", "GET", "/v1/specialists/{specialist_id}/meetings"),
+    ("scoring", "POST", "/v1/specialists/{specialist_id}/meetings"),
+    ("scoring", "GET", "/v1/specialists/{specialist_id}/plans/{quarter}"),
+    ("scoring", "PUT", "/v1/specialists/{specialist_id}/plans/{quarter}"),
+    ("scoring", "POST", "/v1/specialists/{specialist_id}/plans/{quarter}/status"),
+    ("scoring", "GET", "/v1/plans"),
+    ("scoring", "GET", "/v1/platform/health"),
+    ("scoring", "GET", "/v1/platform/incidents"),
+    ("scoring", "POST", "/v1/platform/incidents/{incident_id}/dismiss"),
+    ("scoring", "GET", "/v1/dashboard/config"),
+    ("scoring", "GET", "/v1/dashboard/overview"),
+    ("scoring", "GET", "/v1/dashboard/notify/{path}"),
+    ("scoring", "POST", "/v1/dashboard/notify/{path}"),
+    ("scoring", "DELETE", "/v1/dashboard/notify/{path}"),
+    ("notify", "GET", "/v1/alerts/stream"),
+}
+
+
+@pytest.fixture(scope="module")
+def documents() -> dict[str, dict[str, Any]]:
+    return {s: importlib.import_module(f"services.{s}.app").build_app().openapi() for s in SERVICES}
+
+
+def _operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            yield method.upper(), path, operation
+
+
+def _typed(schema: dict[str, Any] | None) -> bool:
+    return bool(schema) and any(k in schema for k in ("$ref", "type", "anyOf", "oneOf", "allOf"))
+
+
+def test_a_bearer_scheme_is_declared(documents: dict[str, dict[str, Any]]) -> None:
+    for doc in documents.values():
+        assert doc["components"]["securitySchemes"][BEARER] == {
+            **doc["components"]["securitySchemes"][BEARER],
+            "type": "http",
+            "scheme": "bearer",
+        }
+
+
+def test_every_operation_declares_its_security(documents: dict[str, dict[str, Any]]) -> None:
+    wrong = [
+        (service, method, path, op.get("security"))
+        for service, doc in documents.items()
+        for method, path, op in _operations(doc)
+        if op.get("security") != ([] if (method, path) in PUBLIC else [{BEARER: []}])
+    ]
+    assert not wrong, f"security requirement missing or wrong: {wrong}"
+
+
+def test_operation_ids_are_the_function_names_unique_and_tagged(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    for service, doc in documents.items():
+        ids = [op.get("operationId") for _, _, op in _operations(doc)]
+        assert all(ids) and len(ids) == len(set(ids)), f"{service}: {sorted(map(str, ids))}"
+        assert all(i.isidentifier() for i in ids), ids  # a function name, no path in it
+        untagged = [(m, p) for m, p, op in _operations(doc) if not op.get("tags")]
+        assert not untagged, f"{service}: operations without tags: {untagged}"
+
+
+def test_json_routes_publish_their_success_schema(documents: dict[str, dict[str, Any]]) -> None:
+    untyped = set()
+    for service, doc in documents.items():
+        for method, path, op in _operations(doc):
+            ok = {c: r for c, r in op["responses"].items() if c.startswith("2")}
+            assert ok, f"{service} {method} {path}: no 2xx response"
+            for answer in ok.values():
+                content = answer.get("content") or {}
+                if "application/json" in content and not _typed(
+                    content["application/json"].get("schema")
+                ):
+                    untyped.add((service, method, path))
+    assert untyped - UNTYPED == set(), "give these routes a response_model or responses="
+    assert UNTYPED - untyped == set(), "typed now: remove them from UNTYPED"
+
+
+def test_post_events_publishes_its_request_body(documents: dict[str, dict[str, Any]]) -> None:
+    doc = documents["ingest"]
+    body = doc["paths"]["/v1/events"]["post"]["requestBody"]
+    ref = body["content"]["application/json"]["schema"]["$ref"]
+    batch = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    one_or_many = {b.get("type", "object") for b in batch["anyOf"]}
+    assert one_or_many == {"object", "array"}
+    refs = str(batch)
+    for model in ("TicketCreated", "SurveyCsat", "SurveyTraining"):
+        assert f"#/components/schemas/{model}" in refs
+        assert model in doc["components"]["schemas"]
