@@ -89,8 +89,9 @@ class KafkaSecuritySettings(BaseSettings):
     @field_validator("kafka_sasl_password")
     @classmethod
     def _password_with_sasl(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        value = value if value is not None and value.get_secret_value() else None
         protocol = info.data.get("kafka_security_protocol", "PLAINTEXT")
-        if (value is None or not value.get_secret_value()) and str(protocol).startswith("SASL_"):
+        if value is None and str(protocol).startswith("SASL_"):
             raise ValueError(f"is required when KPI_KAFKA_SECURITY_PROTOCOL is {protocol}")
         return value
 
