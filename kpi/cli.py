@@ -179,6 +179,7 @@ def topics(
             partitions,
             settings.topics.all,
             replication_factor=settings.topic_replication_factor,
+            security=settings.kafka_security,
         )
     )
     console.print(f"created: {', '.join(created) or 'nothing (all topics exist)'}")
@@ -210,6 +211,7 @@ def replay_deadletter(
             replay(
                 settings.bootstrap_servers,
                 settings.topics,
+                security=settings.kafka_security,
                 reason=reason,
                 dry_run=dry_run,
                 progress=advance,
@@ -333,6 +335,7 @@ def _count(n: int, noun: str) -> str:
 def _demo_target(home: Path) -> tuple[DemoTarget, ZoneInfo]:
     """Where the demo sends: broker and raw topics, scoring URL, admin token, time zone."""
     from kpi.demo import DemoTarget
+    from shared.kafka_settings import PLAINTEXT
 
     settings = _settings()
     state_path = _state_file(home)
@@ -354,8 +357,11 @@ def _demo_target(home: Path) -> tuple[DemoTarget, ZoneInfo]:
     if not token:
         console.print(f"[red]No admin token:[/] set KPI_BOOTSTRAP_ADMIN_TOKEN (or {token_path}).")
         raise typer.Exit(2)
+    # The security variables describe KPI_KAFKA_BOOTSTRAP; the embedded broker speaks plaintext.
+    external = bool(os.environ.get("KPI_KAFKA_BOOTSTRAP"))
     target = DemoTarget(
         bootstrap=bootstrap,
+        security=settings.kafka_security if external else PLAINTEXT,
         tickets_topic=settings.topics.tickets,
         surveys_topic=settings.topics.surveys,
         scoring_url=scoring,

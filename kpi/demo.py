@@ -15,6 +15,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from shared.events import TICKET_TYPES
+from shared.kafka_settings import KafkaSecurity
 
 logger = logging.getLogger(__name__)
 
@@ -454,6 +455,7 @@ Progress = Callable[[str, int, int | None], None]
 @dataclass(frozen=True)
 class DemoTarget:
     bootstrap: str
+    security: KafkaSecurity
     tickets_topic: str
     surveys_topic: str
     scoring_url: str
@@ -503,7 +505,9 @@ class Producer:
         from shared.kafka import create_producer
 
         self.target = target
-        self._producer = create_producer(target.bootstrap, client_id="kpi-demo", linger_ms=20)
+        self._producer = create_producer(
+            target.bootstrap, client_id="kpi-demo", security=target.security, linger_ms=20
+        )
 
     async def __aenter__(self) -> Producer:
         await self._producer.start()

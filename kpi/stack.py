@@ -24,6 +24,7 @@ from shared.embedded import (
     stop_process,
 )
 from shared.kafka import ensure_topics
+from shared.kafka_settings import PLAINTEXT, KafkaSecurity, KafkaSecuritySettings
 from shared.topics import Topics
 
 SERVICES = ("ingest", "scoring", "notify")
@@ -80,6 +81,7 @@ class LocalStack:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     database_url: str = ""
     bootstrap: str = ""
+    security: KafkaSecurity = PLAINTEXT
     admin_token: str = ""
     demo: subprocess.Popen[bytes] | None = None
 
@@ -89,6 +91,10 @@ class LocalStack:
         port = free_port()
         self.say(f"port {preferred} for {what} is busy; using {port} instead")
         return port
+
+    def _plaintext_env(self) -> dict[str, str]:
+        # The embedded broker speaks plaintext whatever security the shell's variables ask for.
+        return {} if self.broker is None else {"KPI_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
 
     def start_infrastructure(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -111,6 +117,8 @@ class LocalStack:
         external_kafka = os.environ.get("KPI_KAFKA_BOOTSTRAP")
         if external_kafka:
             self.bootstrap = external_kafka
+            # The KPI_KAFKA_* security variables describe that cluster (errors name them).
+            self.security = KafkaSecuritySettings().kafka_security
             self.say(f"broker: using KPI_KAFKA_BOOTSTRAP={external_kafka}")
         else:
             self.broker = EmbeddedBroker(
@@ -127,6 +135,7 @@ class LocalStack:
                 self.bootstrap,
                 self.partitions,
                 names,
+                security=self.security,
                 replication_factor=int(factor) if factor.isdigit() and int(factor) else None,
             )
         )
@@ -159,6 +168,7 @@ class LocalStack:
             "KPI_KAFKA_BOOTSTRAP": self.bootstrap,
             "KPI_BOOTSTRAP_ADMIN_TOKEN": self.admin_token,
             "KPI_TOPIC_PARTITIONS": str(self.partitions),
+            **self._plaintext_env(),
         }
         # A local stack is where people try channels against a receiver on this machine
         # (`kpi demo --webhook http://127.0.0.1:…`); an explicit setting still wins.
@@ -229,6 +239,7 @@ class LocalStack:
             **os.environ,
             "KPI_KAFKA_BOOTSTRAP": self.bootstrap,
             "KPI_BOOTSTRAP_ADMIN_TOKEN": self.admin_token,
+            **self._plaintext_env(),
             "KPI_SCORING_URL": self.services["scoring"].url,
             "KPI_NOTIFY_URL": self.services["notify"].url,
         }

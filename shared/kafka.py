@@ -7,19 +7,24 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 
 from shared import health, topics
 from shared.db import utcnow
 from shared.deadletter import Source, unprocessable_value
 from shared.health import HealthReporter
+
+# Re-exported: shared.kafka stays the import for every producer and consumer.
+from shared.kafka_clients import create_admin, create_client
+from shared.kafka_clients import create_consumer as create_consumer
+from shared.kafka_clients import create_producer as create_producer
+from shared.kafka_settings import KafkaSecurity
 from shared.logwatch import AnchorCheck, LogReset, LogWatch
 from shared.metrics import ASSIGNED_PARTITIONS, POISON_RECORDS
 from shared.offsets import Changed, LogCheck
@@ -32,61 +37,20 @@ Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 BatchHandler = Callable[[list[Record]], Awaitable[None]]
 
 
-def create_producer(bootstrap: str, *, client_id: str, **overrides: Any) -> AIOKafkaProducer:
-    """Producer tuned for batching; acks=all, no idempotence (the embedded broker lacks it)."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
-        "client_id": client_id,
-        "acks": "all",
-        "enable_idempotence": False,
-        "linger_ms": 5,
-        "max_batch_size": 256 * 1024,
-        "max_request_size": 4 * 1024 * 1024,
-        "request_timeout_ms": 15000,
-        "retry_backoff_ms": 200,
-    }
-    options.update(overrides)
-    return AIOKafkaProducer(**options)
-
-
-def create_consumer(
-    bootstrap: str,
-    *,
-    group_id: str,
-    client_id: str,
-    topics_: Sequence[str] = (),
-    **overrides: Any,
-) -> AIOKafkaConsumer:
-    """Consumer with manual commits: offsets only move after the batch's effects are durable."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
-        "group_id": group_id,
-        "client_id": client_id,
-        "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
-        "isolation_level": "read_uncommitted",
-        "max_partition_fetch_bytes": 4 * 1024 * 1024,
-        "session_timeout_ms": 10000,
-        "heartbeat_interval_ms": 2000,
-        "max_poll_interval_ms": 300000,
-    }
-    options.update(overrides)
-    return AIOKafkaConsumer(*topics_, **options)
-
-
 async def ensure_topics(
     bootstrap: str,
     partitions: int,
     names: Iterable[str] = topics.ALL_TOPICS,
     *,
     replication_factor: int | None = None,
+    security: KafkaSecurity | None = None,
 ) -> list[str]:
     """Create missing topics; returns the names that were created.
 
     ``replication_factor`` None means the broker's ``default.replication.factor`` (read
     with DescribeConfigs; 1, Kafka's own default, when the broker does not say).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="kpi-admin")
+    admin = create_admin(bootstrap, client_id="kpi-admin", security=security)
     await admin.start()
     created: list[str] = []
     try:
@@ -130,9 +94,11 @@ async def _default_replication_factor(admin: AIOKafkaAdminClient) -> int:
     return 1
 
 
-async def broker_ping(bootstrap: str, timeout: float = 3.0) -> None:
+async def broker_ping(
+    bootstrap: str, timeout: float = 3.0, *, security: KafkaSecurity | None = None
+) -> None:
     """Fetch cluster metadata on a fresh connection; raises when the broker cannot answer."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, client_id="kpi-readyz")
+    client = create_client(bootstrap, client_id="kpi-readyz", security=security)
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
     except TimeoutError:
@@ -257,6 +223,7 @@ class BatchLoop:
         reporter: HealthReporter | None = None,
         group_id: str = "",
         bootstrap: str | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._consumer = consumer
         self._handler = handler
@@ -272,7 +239,11 @@ class BatchLoop:
         self.logs = LogWatch()
         self.check = self.logs.check
         # Without the bootstrap (tools, benchmarks) the anchor re-reads are off.
-        self.anchors = AnchorCheck(bootstrap, client_id=f"kpi-{name}-anchor") if bootstrap else None
+        self.anchors = (
+            AnchorCheck(bootstrap, client_id=f"kpi-{name}-anchor", security=security)
+            if bootstrap
+            else None
+        )
         self._stopping = asyncio.Event()
         self.healthy = True
         self.last_error: str | None = None

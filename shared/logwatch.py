@@ -16,6 +16,8 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from shared import health
 from shared.db import utcnow
+from shared.kafka_clients import create_consumer
+from shared.kafka_settings import KafkaSecurity
 from shared.metrics import LOG_RESETS
 from shared.offsets import BEYOND_LOG_END, RECORD_MISMATCH, Changed, LogCheck, fingerprint
 
@@ -97,9 +99,15 @@ class AnchorCheck:
     """
 
     def __init__(
-        self, bootstrap: str, *, interval: float = ANCHOR_INTERVAL_SECONDS, client_id: str = ""
+        self,
+        bootstrap: str,
+        *,
+        interval: float = ANCHOR_INTERVAL_SECONDS,
+        client_id: str = "",
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._bootstrap = bootstrap
+        self._security = security
         self._interval = interval
         self._client_id = client_id or f"kpi-anchor-{uuid.uuid4().hex[:6]}"
         self._latest: dict[TopicPartition, tuple[int, str]] = {}
@@ -237,11 +245,11 @@ class AnchorCheck:
 
     async def _reader_for(self, partitions: set[TopicPartition]) -> AIOKafkaConsumer:
         if self._reader is None:
-            self._reader = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
+            self._reader = create_consumer(
+                self._bootstrap,
                 group_id=None,
                 client_id=self._client_id,
-                enable_auto_commit=False,
+                security=self._security,
                 auto_offset_reset="none",
             )
             await self._reader.start()

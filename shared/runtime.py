@@ -124,7 +124,12 @@ class Runtime:
         results = dict(
             await asyncio.gather(
                 check("database", ping(self.engine)),
-                check("broker", broker_ping(self.settings.bootstrap_servers)),
+                check(
+                    "broker",
+                    broker_ping(
+                        self.settings.bootstrap_servers, security=self.settings.kafka_security
+                    ),
+                ),
             )
         )
         for name, probe_fn in self.extra_checks.items():

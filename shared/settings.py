@@ -15,8 +15,9 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
+from shared.kafka_settings import KafkaSecuritySettings
 from shared.topics import Topics
 
 _WINDOW_RE = re.compile(r"^(?:[1-9][0-9]{0,2}d|qtd)$")
@@ -65,7 +66,7 @@ class SettingsError(RuntimeError):
     """Raised with a readable, multi-line explanation of invalid settings."""
 
 
-class Settings(BaseSettings):
+class Settings(KafkaSecuritySettings):
     """Every ``KPI_*`` variable the services understand; see README 'Configuration'."""
 
     model_config = SettingsConfigDict(env_prefix="KPI_", extra="ignore", frozen=True)

@@ -140,7 +140,9 @@ async def on_start(runtime: Runtime, app: FastAPI) -> None:
         pipeline.health,
         publish_timeout=settings.ingest_publish_timeout,
         producer=lambda: pipeline.producer,
-        ping=lambda: broker_ping(settings.bootstrap_servers, timeout=2.0),
+        ping=lambda: broker_ping(
+            settings.bootstrap_servers, timeout=2.0, security=settings.kafka_security
+        ),
     )
     app.state.webhook_intake = WebhookIntake(app.state.http_intake, runtime.sessionmaker)
     runtime.spawn(pipeline.run(), "ingest-consumer")

@@ -77,7 +77,10 @@ class IngestPipeline:
         attempt = 0
         while not self._stopping.is_set() and self.producer is None:
             producer = create_producer(
-                self.settings.bootstrap_servers, client_id="kpi-ingest", linger_ms=10
+                self.settings.bootstrap_servers,
+                client_id="kpi-ingest",
+                security=self.settings.kafka_security,
+                linger_ms=10,
             )
             try:
                 await producer.start()
@@ -92,6 +95,7 @@ class IngestPipeline:
                 self.settings.bootstrap_servers,
                 group_id=self.group_id,
                 client_id="kpi-ingest",
+                security=self.settings.kafka_security,
                 session_timeout_ms=self.settings.ingest_session_timeout_ms,
                 heartbeat_interval_ms=max(300, self.settings.ingest_session_timeout_ms // 5),
             )
@@ -141,6 +145,7 @@ class IngestPipeline:
             reporter=self.reporter,
             group_id=self.group_id,
             bootstrap=self.settings.bootstrap_servers,
+            security=self.settings.kafka_security,
         )
         self._listener.on_revoked = self.loop.assignment_changed
         logger.info(

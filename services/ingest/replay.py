@@ -16,7 +16,8 @@ from services.ingest.intake import Outgoing, replay_outgoing
 from services.ingest.publisher import count_metrics, publish
 from shared.db import utcnow
 from shared.events import loads_with_surrogates
-from shared.kafka import Record, create_producer
+from shared.kafka import Record, create_consumer, create_producer
+from shared.kafka_settings import KafkaSecurity
 from shared.topics import Topics
 
 
@@ -49,6 +50,7 @@ async def replay_deadletter(
     bootstrap: str,
     topics: Topics,
     *,
+    security: KafkaSecurity | None = None,
     reason: str | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
@@ -62,14 +64,12 @@ async def replay_deadletter(
     """
     summary = ReplaySummary()
     # No group: the replay reads by explicit assignment and commits nothing.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        client_id=f"kpi-replay-{uuid.uuid4().hex[:6]}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+    consumer = create_consumer(
+        bootstrap, group_id=None, client_id=f"kpi-replay-{uuid.uuid4().hex[:6]}", security=security
     )
-    producer = None if dry_run else create_producer(bootstrap, client_id="kpi-replay")
+    producer = (
+        None if dry_run else create_producer(bootstrap, client_id="kpi-replay", security=security)
+    )
     await consumer.start()
     try:
         if producer is not None:

@@ -77,7 +77,9 @@ class ScoresConsumer:
 
     async def start(self) -> None:
         self._producer = create_producer(
-            self._settings.bootstrap_servers, client_id="kpi-notify-dlq"
+            self._settings.bootstrap_servers,
+            client_id="kpi-notify-dlq",
+            security=self._settings.kafka_security,
         )
         await self._producer.start()
         self.quarantine = Quarantine(
@@ -87,6 +89,7 @@ class ScoresConsumer:
             self._settings.bootstrap_servers,
             group_id=group_id(self._settings),
             client_id="kpi-notify",
+            security=self._settings.kafka_security,
             session_timeout_ms=self._settings.notify_session_timeout_ms,
             heartbeat_interval_ms=max(500, self._settings.notify_session_timeout_ms // 5),
         )
@@ -103,6 +106,7 @@ class ScoresConsumer:
             reporter=self.reporter,
             group_id=group_id(self._settings),
             bootstrap=self._settings.bootstrap_servers,
+            security=self._settings.kafka_security,
         )
         listener.on_revoked = self.loop.assignment_changed
 

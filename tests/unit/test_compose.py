@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from kpi.cli import app as cli_app
+from shared.kafka_settings import PLAINTEXT, KafkaSecuritySettings
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,3 +86,57 @@ def test_kafka_keeps_its_log_on_the_volume() -> None:
 def test_blank_replication_factor_means_the_broker_default() -> None:
     assert Settings(topic_replication_factor="").topic_replication_factor is None  # type: ignore[arg-type]
     assert Settings(topic_replication_factor="3").topic_replication_factor == 3  # type: ignore[arg-type]
+
+
+_SECURITY = [f"KPI_{name.upper()}" for name in KafkaSecuritySettings.model_fields]
+
+
+def test_every_kafka_security_variable_reaches_every_service() -> None:
+    services = _compose()["services"]
+    assert isinstance(services, dict)
+    for name in ("migrate", "ingest", "scoring", "notify", "scoring-replica", "notify-replica"):
+        env = services[name]["environment"]
+        assert set(_SECURITY) <= set(env), f"{name} lacks Kafka security variables"
+        # Blank compose defaults must load as plaintext without SASL or TLS files.
+        values = {
+            key[4:].lower(): re.sub(r"^\$\{\w+:-(.*)\}$", r"\1", str(env[key])) for key in _SECURITY
+        }
+        assert Settings(**values).kafka_security == PLAINTEXT
+
+
+def test_env_example_names_only_real_settings_and_the_required_ones() -> None:
+    text = (ROOT / ".env.example").read_text()
+    names = set(re.findall(r"^#? ?(KPI_\w+)=", text, re.MULTILINE))
+    known = {f"KPI_{name.upper()}" for name in Settings.model_fields}
+    assert names <= known, names - known
+    assert set(_SECURITY) <= names
+    compose = (ROOT / "docker-compose.yml").read_text()
+    for required in re.findall(r"\$\{(\w+):\?", compose):
+        assert re.search(rf"^{required}=", text, re.MULTILINE), f"{required} not in .env.example"
+
+
+def test_postgres_is_the_major_the_tests_run() -> None:
+    postgres = _compose()["services"]["postgres"]  # type: ignore[index]
+    assert postgres["image"] == "postgres:18"
+    # The 18 image refuses a volume at /var/lib/postgresql/data (its data is versioned below).
+    assert postgres["volumes"] == ["pgdata:/var/lib/postgresql"]
+
+
+def test_kafka_advertises_an_external_listener_on_its_published_port() -> None:
+    kafka = _compose()["services"]["kafka"]  # type: ignore[index]
+    env = kafka["environment"]
+    assert "EXTERNAL://:9094" in env["KAFKA_LISTENERS"]
+    assert "EXTERNAL:" in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+    advertised = dict(item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    assert advertised["INTERNAL"] == "kafka:9092"
+    assert advertised["EXTERNAL"].endswith(":${KAFKA_EXTERNAL_PORT:-9094}")
+    assert kafka["ports"] == ["${KAFKA_EXTERNAL_BIND:-127.0.0.1}:${KAFKA_EXTERNAL_PORT:-9094}:9094"]
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    ignored = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert {".env", ".git", ".venv", ".kpi"} <= set(ignored)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for copied in re.findall(r"^COPY (.+) \S+$", dockerfile, re.MULTILINE):
+        assert not set(copied.split()) & set(ignored), copied

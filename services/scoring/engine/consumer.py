@@ -127,7 +127,8 @@ class ScoringConsumer:
     async def start(self) -> None:
         tune_gc_for_batches()
         bootstrap = self.settings.bootstrap_servers
-        self.producer = create_producer(bootstrap, client_id="kpi-scoring-dlq")
+        security = self.settings.kafka_security
+        self.producer = create_producer(bootstrap, client_id="kpi-scoring-dlq", security=security)
         await self.producer.start()
         self.quarantine = Quarantine(
             self.producer, self.settings.topics, service="scoring", reporter=self.reporter
@@ -137,7 +138,11 @@ class ScoringConsumer:
         # below the position we expect, which LogCheck reports as a log change, and a
         # log start above the stored offset is the retention gap of after_gaps.
         self.consumer = create_consumer(
-            bootstrap, group_id=self.group_id, client_id="kpi-scoring", **self._options
+            bootstrap,
+            group_id=self.group_id,
+            client_id="kpi-scoring",
+            security=security,
+            **self._options,
         )
         self.positions.consumer = self.consumer
         self.consumer.subscribe([self.topic], listener=self.positions.listener())

@@ -54,7 +54,11 @@ class StoredPositions:
         self.reporter = reporter
         self.consumer: AIOKafkaConsumer | None = None
         self.logs = LogWatch()
-        self.anchors = AnchorCheck(settings.bootstrap_servers, client_id="kpi-scoring-anchor")
+        self.anchors = AnchorCheck(
+            settings.bootstrap_servers,
+            client_id="kpi-scoring-anchor",
+            security=settings.kafka_security,
+        )
         self.accepted_gaps: set[Partition] = set()
         # Partitions whose log changed and that wait (paused) for their stored offset to
         # be rewound; partitions assigned while their stored offset could not be read.

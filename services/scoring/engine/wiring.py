@@ -38,7 +38,9 @@ async def start_engine(
         config=config,
     )
     await consumer.start()
-    relay_producer = create_producer(settings.bootstrap_servers, client_id="kpi-scoring-relay")
+    relay_producer = create_producer(
+        settings.bootstrap_servers, client_id="kpi-scoring-relay", security=settings.kafka_security
+    )
     await relay_producer.start()
     relay = ScoreRelay(
         settings, runtime.sessionmaker, relay_producer, clock=clock or utcnow, config=config
