@@ -2,9 +2,10 @@
 
 The id rule allows ``/`` in ids (helpdesks use it: ``support/tier-1``), but the server decodes
 ``%2F`` before routing, so such an id used to split into two path segments and answer 404.
-The HTTP guard rewrites the routed path from the raw one, keeping each encoded slash as
-U+0000 (which no id can hold: the id rule refuses it), and the ``str`` path convertor turns
-it back into ``/`` in the route's parameter.
+The HTTP guard rewrites the routed path from the raw one, keeping each encoded slash as a lone
+surrogate (which no id can hold, and which decoding a client's UTF-8 path never yields), and
+the ``str`` path convertor turns it back into ``/`` in the route's parameter. Everything else
+decodes exactly as the server does (an encoded NUL stays a NUL: a 422 naming the field).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from urllib.parse import unquote_to_bytes
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.types import Scope
 
-SLASH: Final = "\x00"
+SLASH: Final = "\udfff"
 
 
 class _IdConvertor(StringConvertor):
@@ -31,14 +32,10 @@ def install() -> None:
 def keep_encoded_slashes(scope: Scope) -> None:
     """Rewrite ``scope["path"]`` so that an encoded slash stays inside its segment."""
     raw: bytes | None = scope.get("raw_path")
-    if not raw or scope.get("root_path"):
-        return
-    lowered = raw.lower()
-    if b"%2f" not in lowered and b"%00" not in lowered:
+    if not raw or b"%2f" not in raw.lower() or scope.get("root_path"):
         return
     segments = []
     for segment in raw.split(b"?", 1)[0].split(b"/"):
         text = unquote_to_bytes(segment).decode("utf-8", "replace")
-        # A NUL sent by the client stays unmistakable (and matches no id).
-        segments.append(text.replace(SLASH, "\ufffd").replace("/", SLASH))
+        segments.append(text.replace("/", SLASH))
     scope["path"] = "/".join(segments)
