@@ -32,6 +32,15 @@ from services.scoring.appraisal.domain import (
     next_quarter,
     proposed_goals,
 )
+from services.scoring.appraisal.schemas import (
+    Appraisal,
+    FinalizeResult,
+    Meeting,
+    MeetingList,
+    Plan,
+    PlanList,
+    TeamAppraisals,
+)
 from services.scoring.kpi.windows import WindowError, parse_quarter, parse_window
 from shared.spreadsheet import attachment
 from shared.text import TEXT_RULE
@@ -40,6 +49,8 @@ QuarterPath = Annotated[str, Path(min_length=6, max_length=7, description="YYYYQ
 TeamQuery = Annotated[LookupId | None, Query(description="Only this team (default: all visible).")]
 # Free text kept in PostgreSQL: storable (no NUL, no unpaired surrogate), newlines allowed.
 Notes = Annotated[str, StringConstraints(max_length=20000), TEXT_RULE]
+CSV = "text/csv; charset=utf-8"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 # ---------------------------------------------------------------------------
@@ -86,6 +97,7 @@ def appraisal_router() -> APIRouter:
     @router.get(
         "/specialists/{specialist_id}/appraisals/{quarter}",
         summary="A specialist's quarterly appraisal (frozen when finalised, live beside it)",
+        responses={200: {"model": Appraisal}},
     )
     async def specialist_appraisal(
         specialist_id: SpecialistId, quarter: QuarterPath, principal: Reader, appr: Appr
@@ -102,6 +114,7 @@ def appraisal_router() -> APIRouter:
     @router.get(
         "/appraisals/{quarter}",
         summary="A quarter's appraisals of a team (or every visible specialist); JSON, CSV, XLSX",
+        responses={200: {"model": TeamAppraisals, "content": {"text/csv": {}, XLSX: {}}}},
     )
     async def team_appraisals(
         quarter: QuarterPath,
@@ -121,7 +134,7 @@ def appraisal_router() -> APIRouter:
         if fmt == "csv":
             return StreamingResponse(
                 exports.csv_stream(appr.stream(appr.ctx.db, q, teams), lang),
-                media_type="text/csv; charset=utf-8",
+                media_type=CSV,
                 headers={"Content-Disposition": _attachment(q, scope, "csv")},
             )
         if fmt == "xlsx":
@@ -129,7 +142,7 @@ def appraisal_router() -> APIRouter:
             out = await exports.xlsx_file(appr.stream(appr.ctx.db, q, teams), lang, meta)
             return StreamingResponse(
                 exports.file_chunks(out),
-                media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                media_type=XLSX,
                 headers={"Content-Disposition": _attachment(q, scope, "xlsx")},
             )
         items = [a async for a in appr.stream(appr.ctx.db, q, teams)]
@@ -152,6 +165,7 @@ def appraisal_router() -> APIRouter:
     @router.post(
         "/appraisals/{quarter}/finalize",
         summary="Freeze a quarter's appraisals (admin); drafts plans for unqualified specialists",
+        responses={200: {"model": FinalizeResult}},
     )
     async def finalize(
         quarter: QuarterPath, principal: Admin, appr: Appr, team: TeamQuery = None
@@ -207,7 +221,11 @@ def appraisal_router() -> APIRouter:
 
     # -- feedback meetings ------------------------------------------------------------
 
-    @router.get("/specialists/{specialist_id}/meetings", summary="A specialist's feedback meetings")
+    @router.get(
+        "/specialists/{specialist_id}/meetings",
+        summary="A specialist's feedback meetings",
+        responses={200: {"model": MeetingList}},
+    )
     async def get_meetings(
         specialist_id: SpecialistId,
         principal: Reader,
@@ -223,6 +241,7 @@ def appraisal_router() -> APIRouter:
         "/specialists/{specialist_id}/meetings",
         status_code=201,
         summary="Record a feedback meeting",
+        responses={201: {"model": Meeting}},
     )
     async def post_meeting(
         specialist_id: SpecialistId, body: MeetingIn, principal: Reader, appr: Appr
@@ -242,6 +261,7 @@ def appraisal_router() -> APIRouter:
     @router.get(
         "/specialists/{specialist_id}/plans/{quarter}",
         summary="A specialist's improvement plan with progress from live KPIs",
+        responses={200: {"model": Plan}},
     )
     async def get_plan(
         specialist_id: SpecialistId, quarter: QuarterPath, principal: Reader, appr: Appr
@@ -257,6 +277,7 @@ def appraisal_router() -> APIRouter:
     @router.put(
         "/specialists/{specialist_id}/plans/{quarter}",
         summary="Create or replace an improvement plan's goals and notes (status optional)",
+        responses={200: {"model": Plan}},
     )
     async def put_plan(
         specialist_id: SpecialistId,
@@ -298,6 +319,7 @@ def appraisal_router() -> APIRouter:
     @router.post(
         "/specialists/{specialist_id}/plans/{quarter}/status",
         summary="Move a plan through its lifecycle (draft → open → on_track → achieved/missed)",
+        responses={200: {"model": Plan}},
     )
     async def post_plan_status(
         specialist_id: SpecialistId,
@@ -319,7 +341,11 @@ def appraisal_router() -> APIRouter:
         (out,) = await plans_out(appr, [plan])
         return json_response(out)
 
-    @router.get("/plans", summary="Improvement plans of visible teams, with progress")
+    @router.get(
+        "/plans",
+        summary="Improvement plans of visible teams, with progress",
+        responses={200: {"model": PlanList}},
+    )
     async def list_plans(
         principal: Reader,
         appr: Appr,
