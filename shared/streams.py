@@ -106,6 +106,9 @@ class EventStreamResponse(StreamingResponse):
     """An SSE response that gives its slot back when it ends, even if its body never started
     (a client gone before the first byte: the generator's own `finally` would never run)."""
 
+    # Declared on the class too, so a route naming it as response_class documents the type.
+    media_type = "text/event-stream"
+
     def __init__(self, content: AsyncIterable[bytes], release: Release) -> None:
         super().__init__(content, media_type="text/event-stream", headers=SSE_HEADERS)
         self._release = release

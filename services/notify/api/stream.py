@@ -58,13 +58,19 @@ stream's last block is `event: revoked` (data `{{"reason": "token_revoked"|"forb
 """
 
 _LIMITED = {"description": "Too many open streams", "content": {"application/json": {}}}
+_EVENTS = {
+    "description": "An endless `text/event-stream` (see above); never JSON.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
 
 
 @router.get(
     "/alerts/stream",
     summary="Server-sent events of alert transitions",
     description=_STREAM_DESCRIPTION,
-    responses={429: _LIMITED, 503: _LIMITED},
+    status_code=200,
+    response_class=EventStreamResponse,
+    responses={200: _EVENTS, 429: _LIMITED, 503: _LIMITED},
 )
 async def alert_stream(
     request: Request,

@@ -16,6 +16,7 @@ from services.scoring.api.deps import Ctx, Reader
 from services.scoring.api.notify_proxy import notify_proxy_router
 from services.scoring.api.params import DEFAULT_WINDOW, AsOfParam, TeamFilter, WindowParam
 from services.scoring.api.render import json_response, kpi_cell, pooled
+from services.scoring.api.schemas import DashboardConfig, Overview
 from services.scoring.api.scope import known_teams
 from services.scoring.kpi.grading import evaluate_all
 from services.scoring.kpi.lines import KpiLine
@@ -58,7 +59,11 @@ def _route_paths(app: FastAPI) -> set[str]:
 def dashboard_router() -> APIRouter:
     router = APIRouter(prefix="/v1/dashboard", tags=["dashboard"])
 
-    @router.get("/config", summary="What the dashboard needs to start: KPIs, lines, features")
+    @router.get(
+        "/config",
+        summary="What the dashboard needs to start: KPIs, lines, features",
+        responses={200: {"model": DashboardConfig}},
+    )
     async def config(request: Request, principal: Reader, ctx: Ctx) -> Response:
         runtime: Runtime = request.app.state.runtime
         paths = _route_paths(request.app)
@@ -85,7 +90,11 @@ def dashboard_router() -> APIRouter:
             }
         )
 
-    @router.get("/overview", summary="Every visible specialist's KPIs, per-team and total pooled")
+    @router.get(
+        "/overview",
+        summary="Every visible specialist's KPIs, per-team and total pooled",
+        responses={200: {"model": Overview}},
+    )
     async def overview(
         principal: Reader,
         ctx: Ctx,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import httpx
@@ -39,6 +40,22 @@ _REQUEST_TIMEOUT = httpx.Timeout(5.0, read=10.0)
 _STREAM_TIMEOUT = httpx.Timeout(5.0, read=None, pool=1.0)
 # Upstream headers a caller needs: a 429/503 from notify says when to come back.
 _PASS_HEADERS = ("retry-after",)
+# notify's routes declare no shared response models: the relayed bodies are documented there
+# (path for path, below /v1/), and here as what they are.
+_RELAYED_BODY = {
+    "schema": {"type": "object", "description": "The body of notify's route at /v1/{path}."}
+}
+_RELAYED: dict[str, Any] = {
+    "description": "notify's answer as is: status, JSON body, Retry-After.",
+    "content": {"application/json": _RELAYED_BODY},
+}
+_RELAYED_GET: dict[str, Any] = {
+    "description": "notify's answer as is; for alerts/stream, its server-sent events.",
+    "content": {
+        "application/json": _RELAYED_BODY,
+        "text/event-stream": {"schema": {"type": "string"}},
+    },
+}
 
 
 class _Upstream:
@@ -188,15 +205,20 @@ def notify_proxy_router() -> APIRouter:
         "resend), same origin"
     )
 
-    @router.get("/notify/{path:path}", summary=summary)
+    @router.get("/notify/{path:path}", summary=summary, responses={200: _RELAYED_GET})
     async def notify_get(path: str, request: Request, principal: Reader) -> Response:
         return await notify_proxy(path, request)
 
-    @router.post("/notify/{path:path}", summary=summary)
+    @router.post("/notify/{path:path}", summary=summary, responses={200: _RELAYED, 201: _RELAYED})
     async def notify_post(path: str, request: Request, principal: Reader) -> Response:
         return await notify_proxy(path, request)
 
-    @router.delete("/notify/{path:path}", summary=summary)
+    @router.delete(
+        "/notify/{path:path}",
+        summary=summary,
+        status_code=204,
+        responses={204: {"description": "notify's answer as is (no body)."}},
+    )
     async def notify_delete(path: str, request: Request, principal: Reader) -> Response:
         return await notify_proxy(path, request)
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from services.scoring.api.deps import Admin, Pool, Reader
 from services.scoring.api.errors import ERRORS
 from services.scoring.api.render import json_response
+from services.scoring.api.schemas import IncidentList, IncidentOut, PlatformHealth
 from shared import health
 from shared.auth import Principal
 
@@ -36,6 +37,7 @@ def platform_router() -> APIRouter:
         summary="Is the KPI pipeline moving? Open platform incidents, newest first",
         description="`status` is `stalled` while a `stall` incident is open, `degraded` while "
         "any other incident is open, else `ok`. Supervisors get the incidents without `detail`.",
+        responses={200: {"model": PlatformHealth}},
     )
     async def platform_health(principal: Reader, db: Pool) -> Response:
         async with db.transaction() as conn:
@@ -47,7 +49,11 @@ def platform_router() -> APIRouter:
             }
         )
 
-    @router.get("/incidents", summary="Incident history (admin), newest first")
+    @router.get(
+        "/incidents",
+        summary="Incident history (admin), newest first",
+        responses={200: {"model": IncidentList}},
+    )
     async def incidents(
         principal: Admin,
         db: Pool,
@@ -63,6 +69,7 @@ def platform_router() -> APIRouter:
         summary="Close an open event incident (admin)",
         description="404 for an unknown id; 409 when it is not open, or for a condition "
         "(`stall`), which resolves by itself when it clears.",
+        responses={200: {"model": IncidentOut}},
     )
     async def dismiss(incident_id: IncidentId, principal: Admin, db: Pool) -> Response:
         async with db.transaction() as conn:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Annotated, Literal, TypeAlias, get_args
+from typing import Annotated, Any, Literal, TypeAlias, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -195,3 +195,107 @@ class SpecialistDetail(SpecialistOut):
 
 class SpecialistList(_Out):
     specialists: list[SpecialistOut]
+
+
+# -- platform health ------------------------------------------------------------------
+
+
+class IncidentOut(_Out):
+    id: int
+    kind: str
+    service: str
+    status: Literal["open", "resolved"]
+    summary: str
+    detail: dict[str, Any] | None = Field(
+        default=None, description="Admins only: topics, partitions, offsets, record keys."
+    )
+    occurrences: int
+    opened_at: dt.datetime
+    updated_at: dt.datetime
+    resolved_at: dt.datetime | None
+    resolved_by: str | None
+    condition: bool = Field(description="Resolves by itself when it clears (not dismissible).")
+
+
+class PlatformHealth(_Out):
+    status: Literal["ok", "degraded", "stalled"]
+    incidents: list[IncidentOut] = Field(description="Open incidents, newest first.")
+
+
+class IncidentList(_Out):
+    incidents: list[IncidentOut]
+
+
+# -- dashboard --------------------------------------------------------------------------
+
+
+class KpiNames(_Out):
+    name: str
+    label: str
+    short: str
+
+
+class CatalogueEntry(_Out):
+    unit: str
+    higher_is_better: bool
+    graded: bool
+    names: dict[str, KpiNames] = Field(description="By language (en, zh-CN).")
+
+
+class LineOut(_Out):
+    qualified: float | None
+    excellent: float | None
+    min_samples: int | None
+
+
+class ConfigLine(LineOut):
+    higher_is_better: bool
+
+
+class Features(_Out):
+    appraisals: bool
+    specialist_appraisals: bool
+    improvement_plans: bool
+
+
+class DashboardConfig(_Out):
+    role: str
+    subject: str
+    team_ids: list[str]
+    kpis: list[KpiKey]
+    catalogue: dict[str, CatalogueEntry]
+    lines: dict[str, ConfigLine] = Field(description="Effective lines (overrides applied).")
+    timezone: str
+    today: dt.date
+    alert_window: str
+    features: Features
+
+
+class KpiCell(_Out):
+    value: Number | None
+    numerator: Number | None
+    denominator: int | None
+    grade: Grade | None
+
+
+class OverviewTeam(_Out):
+    team_id: str
+    name: str
+    supervisor: str | None
+    members: int
+    kpis: dict[str, KpiCell] = Field(description="Pooled over the team's members.")
+
+
+class OverviewMember(_Out):
+    specialist_id: str
+    name: str | None
+    team_id: str | None
+    kpis: dict[str, KpiCell]
+
+
+class Overview(_Out):
+    window: WindowOut
+    lines: dict[str, LineOut]
+    pooled: dict[str, KpiCell] = Field(description="Pooled over every visible specialist.")
+    teams: list[OverviewTeam]
+    members: list[OverviewMember]
