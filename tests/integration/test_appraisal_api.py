@@ -16,6 +16,15 @@ from httpx import ASGITransport, AsyncClient
 from openpyxl import load_workbook
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from services.scoring.appraisal.schemas import (
+    Appraisal,
+    FinalizeResult,
+    Meeting,
+    MeetingList,
+    Plan,
+    PlanList,
+    TeamAppraisals,
+)
 from services.scoring.engine.handlers import process_batch
 from services.scoring.kpi.measure import Measure
 from shared.auth import Role
@@ -110,6 +119,7 @@ async def test_specialist_appraisal_grades_incentive_and_calendar(
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["specialist_id"] == "s1" and body["quarter"] == "2026Q3"
+    Appraisal.model_validate(body)  # the documented shape, field for field (extra=forbid)
     assert body["window"] == {"name": "2026Q3", "from": "2026-07-01", "to": "2026-09-30",
                               "timezone": TZ}  # fmt: skip
     assert list(body["kpis"]) == list(KPI_KEYS)
@@ -206,6 +216,7 @@ async def test_finalise_freezes_and_a_late_event_shows_beside_it(
     r = await client.post("/v1/appraisals/2026Q3/finalize?team=south", headers=ADMIN)
     assert r.status_code == 200, r.text
     done = r.json()
+    FinalizeResult.model_validate(done)
     assert done["frozen"] == 1 and done["already_finalized"] == 0
     assert done["finalized_by"] == "bootstrap-admin"
     assert done["plans_proposed"] == ["s3"] and done["plan_quarter"] == "2026Q4"  # no training
@@ -223,6 +234,7 @@ async def test_finalise_freezes_and_a_late_event_shows_beside_it(
     assert after["live"]["kpis"]["resolution_rate"]["denominator"] == 12
     assert after["live"]["kpis"]["resolution_rate"]["grade"] == "unqualified"
     assert after["differs"] is True
+    assert Appraisal.model_validate(after).live is not None
     changed = {d["field"]: (d["frozen"], d["live"]) for d in after["differences"]}
     assert changed["kpis.resolution_rate.denominator"] == (10, 12)
     assert changed["kpis.resolution_rate.grade"] == ("excellent", "unqualified")
@@ -235,10 +247,12 @@ async def test_finalise_freezes_and_a_late_event_shows_beside_it(
     team = (await client.get("/v1/appraisals/2026Q3?team=south", headers=ADMIN)).json()
     assert [f["team_id"] for f in team["finalizations"]] == ["south", None]
     assert team["appraisals"][0]["differs"] is True
+    TeamAppraisals.model_validate(team)
 
     # The unqualified s2 got a draft plan for Q4 at the org-wide finalisation.
     plan = (await client.get("/v1/specialists/s2/plans/2026Q4", headers=ADMIN)).json()
     assert plan["status"] == "draft" and plan["origin"] == "finalization:2026Q3"
+    Plan.model_validate(plan)
     assert [(g["kpi"], g["target"], g["due"], g["baseline"]) for g in plan["goals"]] == [
         ("resolution_rate", 0.9, "2026-12-31", 0.8),
         ("training_sessions", 1.0, "2026-12-31", 0.0),
@@ -304,12 +318,14 @@ async def test_meetings(client: AsyncClient, clean_db: AsyncEngine) -> None:
     assert r.status_code == 201, r.text
     made = r.json()
     assert made["quarter"] == "2026Q3" and made["date"] == "2026-10-04"
+    Meeting.model_validate(made)
     assert made["participants"] == ["ann", "s1"] and made["created_by"] == "bootstrap-admin"
     later = {"date": "2026-11-02", "participants": ["ann"], "notes": "follow-up"}
     await client.post("/v1/specialists/s1/meetings", json=later, headers=ADMIN)
     listed = (await client.get("/v1/specialists/s1/meetings", headers=ADMIN)).json()["meetings"]
     assert [m["date"] for m in listed] == ["2026-10-04", "2026-11-02"]
     q3 = (await client.get("/v1/specialists/s1/meetings?quarter=2026Q3", headers=ADMIN)).json()
+    MeetingList.model_validate(q3)
     assert [m["notes"] for m in q3["meetings"]] == ["反馈面谈：表现优秀"]
     bad = await client.post(
         "/v1/specialists/s1/meetings", json={**body, "quarter": "Q3"}, headers=ADMIN
@@ -383,6 +399,7 @@ async def test_plan_lifecycle_and_progress(client: AsyncClient, clean_db: AsyncE
     assert "goals[0].target" in r.json()["detail"][0]["msg"]
     listed = (await client.get("/v1/plans?quarter=2026Q4&status=open", headers=ADMIN)).json()
     assert [p["specialist_id"] for p in listed["plans"]] == ["s2"]
+    PlanList.model_validate(listed)
     none = (await client.get("/v1/plans?quarter=2026Q4&status=missed", headers=ADMIN)).json()
     assert none["plans"] == []
 

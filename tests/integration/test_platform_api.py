@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from services.scoring.api.schemas import IncidentList, IncidentOut, PlatformHealth
 from services.scoring.app import build_app
 from shared import health
 from shared.auth import Role, issue_token
@@ -82,11 +83,13 @@ async def test_health_status_follows_open_incidents(
     stall = await _open(sessionmaker, "stall:scoring", health.STALL, {"lag": 10})
     admin = (await client.get("/v1/platform/health", headers=ADMIN)).json()
     assert admin["status"] == "stalled"
+    PlatformHealth.model_validate(admin)  # the documented shape (extra=forbid)
     assert [i["id"] for i in admin["incidents"]] == [stall.id, poison.id]  # newest first
     assert admin["incidents"][0]["detail"] == {"lag": 10} and admin["incidents"][0]["condition"]
     # Supervisors see the same status and summaries, without the operators' detail.
     supervisor = (await client.get("/v1/platform/health", headers=sup)).json()
     assert supervisor["status"] == "stalled"
+    assert PlatformHealth.model_validate(supervisor).incidents[0].detail is None
     assert [i["summary"] for i in supervisor["incidents"]] == ["stall happened", "poison happened"]
     assert all("detail" not in i for i in supervisor["incidents"])
 
@@ -107,6 +110,7 @@ async def test_history_and_dismissal(
     assert r.status_code == 409 and "resolves by itself" in r.json()["detail"]
     r = await client.post(url, headers=ADMIN)
     assert r.status_code == 200
+    IncidentOut.model_validate(r.json())
     assert (r.json()["id"], r.json()["status"], r.json()["resolved_by"]) == (
         reset.id,
         "resolved",
@@ -120,6 +124,7 @@ async def test_history_and_dismissal(
 
     r = await client.get("/v1/platform/incidents", headers=ADMIN)
     assert [i["id"] for i in r.json()["incidents"]] == [reset.id, stall.id]
+    IncidentList.model_validate(r.json())
     r = await client.get("/v1/platform/incidents?status=resolved", headers=ADMIN)
     assert [i["id"] for i in r.json()["incidents"]] == [reset.id]
     r = await client.get("/v1/platform/incidents?status=open&limit=1", headers=ADMIN)

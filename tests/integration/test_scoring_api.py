@@ -211,6 +211,7 @@ async def test_unknown_and_no_data_specialists(client: AsyncClient, clean_db: As
 
 async def test_dashboard_config_carries_the_catalogue(client: AsyncClient) -> None:
     body = (await client.get("/v1/dashboard/config", headers=ADMIN)).json()
+    schemas.DashboardConfig.model_validate(body)  # the documented shape (extra=forbid)
     assert list(body["catalogue"]) == body["kpis"] == list(KPI_KEYS)
     hours = body["catalogue"]["avg_response_time_hours"]
     assert (hours["unit"], hours["higher_is_better"], hours["graded"]) == ("hours", False, True)

@@ -10,6 +10,7 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.scoring.api.schemas import Overview
 from services.scoring.app import GZIP_MIN_BYTES
 from tests.integration import test_scoring_api as scoring_api
 from tests.integration.test_scoring_api import ADMIN, TODAY, seed_daily, seed_directory
@@ -50,6 +51,7 @@ async def test_overview_is_gzipped_when_accepted_and_plain_otherwise(client: Asy
     assert int(headers["content-length"]) == len(plain) > GZIP_MIN_BYTES
     expected = json.loads(plain)
     assert len(expected["members"]) == 40
+    Overview.model_validate(expected)  # the documented shape (extra=forbid)
 
     status, headers, packed = await _raw(client, OVERVIEW, "gzip, deflate")
     assert status == 200
