@@ -140,7 +140,7 @@ def deadletter_value(
     replays: int = 0,
     exception: str | None = None,
 ) -> bytes:
-    """The dead-letter record (README 'Dead-letter format') as JSON bytes.
+    """The dead-letter record (docs/ingest.md, dead-letter record) as JSON bytes.
 
     ``exception`` names the exception class when processing (not validation) failed.
     """

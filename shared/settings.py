@@ -67,7 +67,7 @@ class SettingsError(RuntimeError):
 
 
 class Settings(KafkaSecuritySettings):
-    """Every ``KPI_*`` variable the services understand; see README 'Configuration'."""
+    """Every ``KPI_*`` variable the services understand; see docs/configuration.md."""
 
     model_config = SettingsConfigDict(env_prefix="KPI_", extra="ignore", frozen=True)
 
