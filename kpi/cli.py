@@ -479,8 +479,10 @@ def _check_option(
 
 @token_app.command("create")
 def token_create(
-    role: Annotated[str, typer.Option(help="admin, supervisor or service")],
-    subject: Annotated[str, typer.Option(help="Who holds it (supervisor id, system name).")] = "",
+    role: Annotated[str, typer.Option(help="admin, supervisor, specialist or service")],
+    subject: Annotated[
+        str, typer.Option(help="Who holds it (supervisor id, specialist id, system name).")
+    ] = "",
     team: Annotated[
         list[str] | None, typer.Option(help="Team a supervisor may see (repeat).")
     ] = None,
@@ -496,7 +498,9 @@ def token_create(
     try:
         role_ = Role(role)
     except ValueError:
-        console.print(f"[red]--role:[/] must be one of admin, supervisor, service (got '{role}')")
+        console.print(
+            f"[red]--role:[/] must be one of admin, supervisor, specialist, service (got '{role}')"
+        )
         raise typer.Exit(2) from None
     # Subjects and team ids are ids (shared.text, as the directory's): the subject is logged
     # and recorded as who acknowledged, silenced or resent; they are matched against teams.
@@ -507,6 +511,11 @@ def token_create(
         _check_option("--description", description, text_problem, 200)
     if role_ is Role.SUPERVISOR and not team and not subject:
         console.print("[red]--team or --subject:[/] a supervisor token needs teams or a subject")
+        raise typer.Exit(2)
+    if role_ is Role.SPECIALIST and (not subject or team):
+        console.print(
+            "[red]--subject:[/] a specialist token needs --subject <specialist_id> (and no --team)"
+        )
         raise typer.Exit(2)
 
     async def create() -> str:

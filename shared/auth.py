@@ -33,6 +33,7 @@ TOKEN_PREFIX = "kpi_"
 class Role(StrEnum):
     ADMIN = "admin"
     SUPERVISOR = "supervisor"
+    SPECIALIST = "specialist"
     SERVICE = "service"
 
 
@@ -60,7 +61,8 @@ def new_token() -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: role, a subject name, and for supervisors the teams they own."""
+    """Who is calling: role, a subject name, for supervisors the teams they own, and for a
+    specialist the specialist id they are bound to (their subject)."""
 
     role: Role
     subject: str
@@ -69,6 +71,11 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
+
+    @property
+    def specialist_id(self) -> str | None:
+        """The one specialist a specialist-role caller may see; None for every other role."""
+        return self.subject if self.role is Role.SPECIALIST else None
 
     def can_see_team(self, team_id: str | None) -> bool:
         return self.is_admin or (team_id is not None and team_id in self.team_ids)

@@ -162,6 +162,7 @@ class WhoAmI(BaseModel):
     role: str
     subject: str
     team_ids: list[str]
+    specialist_id: str | None = None
 
 
 def health_router(service: str) -> APIRouter:
@@ -190,6 +191,7 @@ def health_router(service: str) -> APIRouter:
             "role": principal.role.value,
             "subject": principal.subject,
             "team_ids": sorted(principal.team_ids),
+            "specialist_id": principal.specialist_id,
         }
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
