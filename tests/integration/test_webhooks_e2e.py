@@ -118,22 +118,8 @@ async def test_a_zendesk_ticket_life_through_event_subscriptions_shows_in_the_kp
 async def test_each_helpdesks_ticket_life_shows_in_the_specialists_kpis(
     database_url: str, bootstrap: str, created_topics: Topics, clean_db: Any
 ) -> None:
-    scoring_settings = load_settings(
-        database_url=database_url,
-        kafka_bootstrap=bootstrap,
-        topic_prefix=created_topics.prefix,
-        bootstrap_admin_token=ADMIN_TOKEN,
-        scoring_session_timeout_ms=6000,
-    )
-    scoring_app = build_scoring(scoring_settings)
-    ingest_settings = _settings(database_url, bootstrap, created_topics)
     t0 = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=8)
-    async with (
-        scoring_app.router.lifespan_context(scoring_app),
-        AsyncClient(transport=ASGITransport(app=scoring_app), base_url="http://s") as scoring,
-        running_ingest(ingest_settings) as (ingest_app, ingest),
-    ):
-        await producer_ready(ingest_app)
+    async with _services(database_url, bootstrap, created_topics) as (scoring, ingest):
         r = await scoring.put(
             f"/v1/specialists/{LI_NA}", json={"name": "Li Na", "aliases": ALIASES}, headers=AUTH
         )
