@@ -131,14 +131,27 @@ class DeliveryItem(_Body):
     qualified: Number | None
 
 
+class IncidentDeliveryItem(_Body):
+    """One platform-health incident notice the delivery carries (admins' channels)."""
+
+    type: Literal["platform_incident"] = Field(
+        description="Tells it from an alert item, which has no `type`."
+    )
+    incident_id: int
+    kind: str = Field(description="What it announces: firing (opened) or resolved.")
+    incident_kind: str = Field(description="e.g. log_reset, consumer_stalled.")
+    service: str
+    summary: str
+
+
 class DeliveryOut(_Body):
     id: int
     delivery_key: str = Field(description="X-KPI-Delivery: the same on every attempt.")
     status: DeliveryStatus
     channel: DeliveryChannel
     team_id: str | None
-    alert_ids: list[str]
-    items: list[DeliveryItem]
+    alert_ids: list[str] = Field(description="Empty for a platform-incident notice.")
+    items: list[DeliveryItem | IncidentDeliveryItem]
     attempts: int
     created_at: Timestamp
     last_attempt_at: Timestamp | None
