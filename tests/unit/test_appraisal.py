@@ -133,7 +133,11 @@ def test_promotion_after_two_excellent_quarters_when_configured() -> None:
     setting away, and promotion keeps its place after the pay adjustment."""
     policy = ap.parse_incentives({"promotion_after_consecutive_excellent": 2})
     first = ap.suggest_incentive(E, 1, policy)
-    assert first["actions"] == ["recognition", "pay_adjustment_candidate", "development_opportunity"]
+    assert first["actions"] == [
+        "recognition",
+        "pay_adjustment_candidate",
+        "development_opportunity",
+    ]
     assert ap.suggest_incentive(E, 2, policy)["actions"] == [
         "recognition",
         "pay_adjustment_candidate",

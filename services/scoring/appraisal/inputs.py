@@ -109,9 +109,9 @@ class DecisionIn(_In):
     type: Annotated[str, StringConstraints(min_length=1, max_length=64), TEXT_RULE] = Field(
         description='An incentive action code (e.g. pay_adjustment_candidate) or "none".'
     )
-    amount: float | None = Field(
-        default=None, allow_inf_nan=False, description="E.g. the pay adjustment's amount."
-    )
+    # NaN and infinities are refused by check_decision (naming the field), not by pydantic,
+    # whose error would echo a NaN that a JSON answer cannot carry.
+    amount: float | None = Field(default=None, description="E.g. the pay adjustment's amount.")
     level: Annotated[str, StringConstraints(min_length=1, max_length=200), TEXT_RULE] | None = (
         Field(default=None, description="E.g. the new grade or level, or a percentage.")
     )
