@@ -280,6 +280,9 @@ async def _finalize_teams(
     teams = visible_teams(principal, team)
     if team is not None and not await team_exists(appr.ctx.db, team):
         raise not_found("team", team)
+    if team is None and teams is not None:
+        # A token may list teams the directory does not have: nothing of theirs to record.
+        teams = [t.id for t in await queries.list_teams(appr.ctx.db, teams)]
     return teams
 
 
