@@ -5,19 +5,25 @@ view, exports, and odd text in every free-text field."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+import asyncpg
 import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from migrations import alembic_config, upgrade
 from services.scoring.api.schemas import DashboardConfig
 from services.scoring.appraisal.domain import parse_incentives
 from services.scoring.appraisal.schemas import (
@@ -34,7 +40,9 @@ from services.scoring.appraisal.schemas import (
     ProgressNote,
     TeamCycle,
 )
+from services.scoring.db import asyncpg_dsn
 from shared.auth import Role
+from shared.embedded import EmbeddedPostgres
 from tests.integration.test_appraisal_api import ADMIN, NOW, app, seed_org
 from tests.integration.test_scoring_api import token
 
@@ -616,3 +624,60 @@ async def test_odd_text_is_kept_or_refused_naming_the_field(
     assert body["comment"]["text"] == ODD_KEPT[-1] and body["decision"]["level"] == ODD_KEPT[-1]
     export = await client.get(f"/v1/appraisals/{Q3}?team=north&format=xlsx", headers=ADMIN)
     assert export.status_code == 200
+
+
+# ---------------------------------------------------------------------------
+# Migration 0013 with data
+# ---------------------------------------------------------------------------
+
+
+def test_migration_0013_keeps_meetings_and_admits_specialist_tokens(
+    pg_server: EmbeddedPostgres,
+) -> None:
+    """Meetings recorded before are held on their date; specialist tokens become storable;
+    a downgrade goes back to the revision before (removing what it cannot hold)."""
+    url = pg_server.create_database(f"kpi_m13_{uuid.uuid4().hex[:8]}")
+    dsn = asyncpg_dsn(url)
+    before = ScriptDirectory.from_config(alembic_config(url)).get_revision("0013").down_revision
+    assert isinstance(before, str)
+    upgrade(url, before)
+
+    async def run(*statements: str) -> list[Any]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [await conn.fetch(q) for q in statements]
+        finally:
+            await conn.close()
+
+    token = (
+        "INSERT INTO api_tokens (id, token_hash, role, subject, team_ids) VALUES "
+        "(gen_random_uuid(), md5(random()::text), 'specialist', 's1', '{}')"
+    )
+    with pytest.raises(asyncpg.CheckViolationError):
+        asyncio.run(run(token))
+    asyncio.run(
+        run(
+            "INSERT INTO feedback_meetings (specialist_id, quarter, met_on, participants, notes,"
+            " created_by) VALUES ('s1', '2026Q3', '2026-10-04', '[\"ann\"]', '旧记录', 'ann')"
+        )
+    )
+    upgrade(url, "0013")
+    (meetings, _) = asyncio.run(
+        run(
+            "SELECT status, held_on, met_on, agreed_actions::text AS a, acknowledged_at"
+            " FROM feedback_meetings",
+            token,
+        )
+    )
+    assert [dict(m) for m in meetings] == [
+        {"status": "held", "held_on": dt.date(2026, 10, 4), "met_on": dt.date(2026, 10, 4),
+         "a": "[]", "acknowledged_at": None}
+    ]  # fmt: skip
+    with pytest.raises(asyncpg.CheckViolationError):  # a held meeting needs its date
+        asyncio.run(run("UPDATE feedback_meetings SET held_on = NULL"))
+    command.downgrade(alembic_config(url), before)
+    (tokens, meetings) = asyncio.run(
+        run("SELECT role FROM api_tokens", "SELECT notes FROM feedback_meetings")
+    )
+    assert tokens == [] and [m["notes"] for m in meetings] == ["旧记录"]
+    upgrade(url)
