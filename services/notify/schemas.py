@@ -240,6 +240,30 @@ class ChannelOut(BaseModel):
     updated_at: dt.datetime
 
 
+class ChannelTestOut(BaseModel):
+    """Answer of POST /v1/channels/{id}/test: the one attempt, as a delivery would log it."""
+
+    channel_id: str
+    kind: str
+    status: Literal["sent", "failed"]
+    http_status: int | None = Field(
+        description="The target's HTTP status; null for email and when nothing answered."
+    )
+    error: str | None = Field(
+        description="Fixed reason as in a delivery's last_error (never the target's answer)."
+    )
+    permanent: bool = Field(description="True when resending as is cannot succeed.")
+    test_id: str
+    delivery_key: str = Field(description="Sent as X-KPI-Delivery: test-<test_id>.")
+    sent_at: dt.datetime
+    duration_ms: float
+    recorded: Literal[False] = Field(
+        default=False,
+        description="A test is not a delivery: no outbox row, no retries, not in "
+        "GET /v1/deliveries; it is logged and counted in kpi_notify_channel_tests_total.",
+    )
+
+
 class SilenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
