@@ -30,6 +30,13 @@ _PROXY_ALLOWED: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("GET", re.compile(r"deliveries")),
     ("GET", re.compile(r"deliveries/[0-9]{1,19}")),
     ("POST", re.compile(r"deliveries/[0-9]{1,19}/resend")),
+    # The admin screen of alert channels (notify answers 403 to anyone but an admin).
+    ("GET", re.compile(r"channels")),
+    ("POST", re.compile(r"channels")),
+    ("GET", re.compile(r"channels/[A-Za-z0-9_.:-]{1,128}")),
+    ("PUT", re.compile(r"channels/[A-Za-z0-9_.:-]{1,128}")),
+    ("DELETE", re.compile(r"channels/[A-Za-z0-9_.:-]{1,128}")),
+    ("POST", re.compile(r"channels/[A-Za-z0-9_.:-]{1,128}/test")),
 )
 _FORWARD_QUERY = frozenset(
     {"state", "status", "team", "specialist", "kpi", "limit", "active", "cursor"}
@@ -202,7 +209,7 @@ def notify_proxy_router() -> APIRouter:
 
     summary = (
         "The dashboard's calls to notify (alerts, ack, silences, SSE, failed deliveries and "
-        "resend), same origin"
+        "resend, channels and their test), same origin"
     )
 
     @router.get("/notify/{path:path}", summary=summary, responses={200: _RELAYED_GET})
@@ -211,6 +218,10 @@ def notify_proxy_router() -> APIRouter:
 
     @router.post("/notify/{path:path}", summary=summary, responses={200: _RELAYED, 201: _RELAYED})
     async def notify_post(path: str, request: Request, principal: Reader) -> Response:
+        return await notify_proxy(path, request)
+
+    @router.put("/notify/{path:path}", summary=summary, responses={200: _RELAYED})
+    async def notify_put(path: str, request: Request, principal: Reader) -> Response:
         return await notify_proxy(path, request)
 
     @router.delete(
