@@ -28,7 +28,11 @@ pytestmark = pytest.mark.integration
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SECRET = "browser-hook-secret-7d2"
 # A file with one bad row (unknown team), then the same file fixed.
-BAD_CSV = "id,name,team_id,aliases.email\nwang.fang,王芳 Wang Fang,bt-north,WANG@example.com\nzhao,Zhao,nowhere,\n"
+BAD_CSV = (
+    "id,name,team_id,aliases.email\n"
+    "wang.fang,王芳 Wang Fang,bt-north,WANG@example.com\n"
+    "zhao,Zhao,nowhere,\n"
+)
 GOOD_CSV = BAD_CSV.replace("nowhere", "bt-north")
 
 

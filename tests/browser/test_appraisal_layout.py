@@ -78,7 +78,7 @@ def journey(executable: str, shots: Path, procs: dict[str, ServiceProcess]) -> N
                         viewport={"width": width, "height": height}, locale=locale
                     ).new_page()
                     errors: list[str] = []
-                    page.on("pageerror", lambda exc: errors.append(str(exc)))
+                    page.on("pageerror", lambda exc, seen=errors: seen.append(str(exc)))
                     csp = watch_csp(page)
                     page.set_default_timeout(20_000)
                     page.goto(scoring + "/")

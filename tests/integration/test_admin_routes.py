@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import email
-import email.policy
 import uuid
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ from shared.embedded import free_port
 from shared.topics import Topics
 from shared.webhooks import verify_webhook_signature
 from tests.integration.notify_support import Receiver, Switch
+from tests.integration.test_notify_receivers import _Inbox
 from tests.integration.test_scoring_api import token
 from tests.service_helpers import ADMIN_TOKEN, service_env, start_service, wait_status
 
@@ -33,17 +31,6 @@ pytestmark = pytest.mark.integration
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SECRET = "admin-test-secret-5c1e"
-
-
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(msg, EmailMessage)
-        self.messages.append(msg)
-        return "250 OK"
 
 
 @pytest.fixture

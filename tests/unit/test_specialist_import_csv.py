@@ -24,7 +24,8 @@ _CELL = (
         max_size=40,
     )
     .map(lambda s: s.strip(" \t"))
-    .filter(lambda s: bool(s) and id_problem(s) is None)
+    # (a cell of Unicode spaces alone is an empty alias: refused, tested below)
+    .filter(lambda s: bool(s.strip()) and id_problem(s) is None)
 )
 
 
@@ -85,6 +86,7 @@ def test_absent_columns_are_not_stated_and_blank_lines_are_skipped() -> None:
         (b"id,aliases.email\nx," + b"a" * 321 + b"\n", 2, "aliases.email", "at most 320"),
         (b"id\nx\ny\nx\n", 4, "id", "already on row 2"),
         (b"id,aliases.email\nx,A@b.c\ny,a@B.c\n", 3, "aliases.email", "already on row 2"),
+        ("id,aliases.zendesk\nx,\u3000\n".encode(), 2, "aliases.zendesk", "at least 1 character"),
     ],
 )
 def test_bad_input_names_the_row_and_column(
