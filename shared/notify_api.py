@@ -8,7 +8,8 @@ route's own response validation (and the tests), instead of reaching clients und
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+import datetime as dt
+from typing import Any, Literal, TypeAlias
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -173,3 +174,44 @@ class DeliveryDetail(DeliveryOut):
 class DeliveryPage(_Body):
     items: list[DeliveryOut] = Field(description="Newest first.")
     next_cursor: str | None = Field(description="`cursor` of the next page; null: the last.")
+
+
+# -- channels ----------------------------------------------------------------------------
+
+
+class ChannelOut(_Body):
+    """One alert channel as the channel routes show it."""
+
+    id: str
+    name: str
+    kind: str
+    team_id: str | None
+    lang: str | None
+    enabled: bool
+    config: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ChannelTestOut(_Body):
+    """Answer of POST /v1/channels/{id}/test: the one attempt, as a delivery would log it."""
+
+    channel_id: str
+    kind: str
+    status: Literal["sent", "failed"]
+    http_status: int | None = Field(
+        description="The target's HTTP status; null for email and when nothing answered."
+    )
+    error: str | None = Field(
+        description="Fixed reason as in a delivery's last_error (never the target's answer)."
+    )
+    permanent: bool = Field(description="True when resending as is cannot succeed.")
+    test_id: str
+    delivery_key: str = Field(description="Sent as X-KPI-Delivery: test-<test_id>.")
+    sent_at: dt.datetime
+    duration_ms: float
+    recorded: Literal[False] = Field(
+        default=False,
+        description="A test is not a delivery: no outbox row, no retries, not in "
+        "GET /v1/deliveries; it is logged and counted in kpi_notify_channel_tests_total.",
+    )

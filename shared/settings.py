@@ -288,7 +288,8 @@ class Settings(KafkaSecuritySettings):
     notify_denied_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated further host names of the platform that channels may "
-        "never reach (the database, broker, KPI_NOTIFY_URL and KPI_PUBLIC_URL hosts always are).",
+        "never reach (the database, broker, KPI_NOTIFY_URL, KPI_INGEST_URL and KPI_PUBLIC_URL "
+        "hosts always are).",
     )
     notify_smtp_ca_file: str | None = Field(
         default=None,
@@ -311,6 +312,13 @@ class Settings(KafkaSecuritySettings):
         pattern=r"^(https?://[^\s/]+(/[^\s]*)?)?$",
         description="Base URL of the notify service as scoring reaches it "
         "(default http://127.0.0.1:KPI_NOTIFY_PORT).",
+    )
+    # Dashboard: scoring relays the admin's list of unmapped helpdesk agents from ingest.
+    ingest_url: str = Field(
+        default="",
+        pattern=r"^(https?://[^\s/]+(/[^\s]*)?)?$",
+        description="Base URL of the ingest service as scoring reaches it "
+        "(default http://127.0.0.1:KPI_INGEST_PORT).",
     )
     kpi_lines: Annotated[dict[str, dict[str, float | int | None]], NoDecode] = Field(
         default_factory=dict,
@@ -439,6 +447,10 @@ class Settings(KafkaSecuritySettings):
     @property
     def notify_base_url(self) -> str:
         return (self.notify_url or f"http://127.0.0.1:{self.notify_port}").rstrip("/")
+
+    @property
+    def ingest_base_url(self) -> str:
+        return (self.ingest_url or f"http://127.0.0.1:{self.ingest_port}").rstrip("/")
 
 
 def describe_errors(exc: ValidationError) -> str:

@@ -15,6 +15,8 @@ SIGNATURE_HEADER: Final = "X-KPI-Signature"
 DELIVERY_HEADER: Final = "X-KPI-Delivery"
 # `type` of a platform-health incident body: what tells it apart from an alert body.
 INCIDENT_TYPE: Final = "platform_incident"
+# `type` of a channel test body (POST /v1/channels/{id}/test): about no alert at all.
+CHANNEL_TEST_TYPE: Final = "channel_test"
 
 # What a body announces: an alert or incident that opened, or one that cleared.
 Announced: TypeAlias = Literal["firing", "resolved"]
@@ -72,6 +74,32 @@ class IncidentPayload(BaseModel):
     def to_json_dict(self) -> dict[str, Any]:
         """Field dict with datetimes normalized to UTC (serialized as RFC 3339 "...Z")."""
         return _in_utc(self.model_dump(mode="python"), "opened_at", "resolved_at")
+
+    def to_json(self) -> bytes:
+        """Compact JSON bytes, the exact bytes that get signed."""
+        return dumps(self.to_json_dict())
+
+
+class ChannelTestPayload(BaseModel):
+    """Generic webhook body of a channel test: an admin checking that the channel works.
+
+    `type` is always "channel_test"; it reports no alert and no incident, and a receiver
+    should only acknowledge it (2xx).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    type: Literal["channel_test"] = CHANNEL_TEST_TYPE
+    test_id: str
+    channel_id: str
+    channel_name: str
+    requested_by: str
+    sent_at: AwareDatetime
+    message: str
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Field dict with the time normalized to UTC (serialized as RFC 3339 "...Z")."""
+        return _in_utc(self.model_dump(mode="python"), "sent_at")
 
     def to_json(self) -> bytes:
         """Compact JSON bytes, the exact bytes that get signed."""

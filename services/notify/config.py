@@ -30,7 +30,7 @@ def platform_endpoints(settings: Settings) -> list[tuple[str, int]]:
     # libpq/asyncpg take "host1:port1,host2:port2" for several servers.
     hosts = [host_port(p, 5432) for p in netloc.rpartition("@")[2].split(",") if p]
     hosts += [host_port(item, 9092) for item in settings.kafka_bootstrap]
-    for url in (settings.notify_base_url, settings.public_url):
+    for url in (settings.notify_base_url, settings.ingest_base_url, settings.public_url):
         if url:
             hosts.append(host_port(url, 443 if url.startswith("https:") else 80))
     out.extend(h for h in hosts if h is not None)

@@ -20,11 +20,12 @@ from services.notify.channels.content import Content, alert_content, incident_co
 from services.notify.channels.dingtalk import dingtalk_request
 from services.notify.channels.feishu import feishu_request
 from services.notify.channels.mail import email_message
+from services.notify.channels.probe import probe_content
 from services.notify.channels.slack import slack_request
 from services.notify.channels.webhook import signed_post
 from services.notify.channels.wecom import wecom_request
 from services.notify.rules import NotifyKind
-from shared.webhooks import Alerts, IncidentPayload
+from shared.webhooks import Alerts, ChannelTestPayload, IncidentPayload
 
 
 def build_request(
@@ -54,6 +55,33 @@ def build_incident_delivery(
 ) -> OutgoingRequest | EmailMessage:
     """The request (or email) that tells a channel's admins about an incident notice."""
     content = incident_content(incident, lang)
+    return build_content_delivery(channel, content, lang, link, now, delivery_key)
+
+
+def build_probe_delivery(
+    channel: Channel,
+    probe: ChannelTestPayload,
+    *,
+    lang: str,
+    link: str | None,
+    now: datetime,
+    delivery_key: str,
+) -> OutgoingRequest | EmailMessage:
+    """The request (or email) of a channel test, built like any notice of that channel."""
+    return build_content_delivery(
+        channel, probe_content(probe, lang), lang, link, now, delivery_key
+    )
+
+
+def build_content_delivery(
+    channel: Channel,
+    content: Content,
+    lang: str,
+    link: str | None,
+    now: datetime,
+    delivery_key: str,
+) -> OutgoingRequest | EmailMessage:
+    """A rendered notice packaged for any channel kind: an HTTP request, or an email."""
     if isinstance(channel, EmailChannel):
         return email_message(
             content, lang, link, channel.sender, channel.recipients, now, delivery_key

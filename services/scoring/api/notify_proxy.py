@@ -17,6 +17,8 @@ from shared.auth import bearer_token
 from shared.notify_api import (
     AlertList,
     AlertOut,
+    ChannelOut,
+    ChannelTestOut,
     DeliveryDetail,
     DeliveryOut,
     DeliveryPage,
@@ -39,6 +41,13 @@ _PROXY_ALLOWED: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("GET", re.compile(r"deliveries")),
     ("GET", re.compile(r"deliveries/[0-9]{1,19}")),
     ("POST", re.compile(r"deliveries/[0-9]{1,19}/resend")),
+    # The admin screen of alert channels (notify answers 403 to anyone but an admin).
+    ("GET", re.compile(r"channels")),
+    ("POST", re.compile(r"channels")),
+    ("GET", re.compile(r"channels/[A-Za-z0-9_.:-]{1,128}")),
+    ("PUT", re.compile(r"channels/[A-Za-z0-9_.:-]{1,128}")),
+    ("DELETE", re.compile(r"channels/[A-Za-z0-9_.:-]{1,128}")),
+    ("POST", re.compile(r"channels/[A-Za-z0-9_.:-]{1,128}/test")),
 )
 _FORWARD_QUERY = frozenset(
     {"state", "status", "team", "specialist", "kpi", "limit", "active", "cursor"}
@@ -52,20 +61,31 @@ _PASS_HEADERS = ("retry-after",)
 # notify's bodies, relayed byte for byte: their models are defined once in shared.notify_api
 # (notify's routes declare them as response models) and documented here path by path.
 _RELAYED_GET: dict[str, Any] = {
-    "model": AlertList | SilenceList | DeliveryPage | DeliveryDetail,
+    "model": AlertList
+    | SilenceList
+    | DeliveryPage
+    | DeliveryDetail
+    | list[ChannelOut]
+    | ChannelOut,
     "description": "notify's answer as is (status, JSON body, Retry-After): `alerts` an "
     "AlertList, `silences` a SilenceList, `deliveries` a DeliveryPage, `deliveries/{id}` a "
-    "DeliveryDetail; `alerts/stream` its server-sent events.",
+    "DeliveryDetail, `channels` a list of ChannelOut, `channels/{id}` a ChannelOut; "
+    "`alerts/stream` its server-sent events.",
     "content": {"text/event-stream": {"schema": {"type": "string"}}},
 }
 _RELAYED_POST: dict[str, Any] = {
-    "model": AlertOut | DeliveryOut,
+    "model": AlertOut | DeliveryOut | ChannelTestOut,
     "description": "notify's answer as is: `alerts/{id}/ack` the AlertOut, "
-    "`deliveries/{id}/resend` the DeliveryOut.",
+    "`deliveries/{id}/resend` the DeliveryOut, `channels/{id}/test` the ChannelTestOut.",
 }
 _RELAYED_CREATED: dict[str, Any] = {
-    "model": SilenceOut,
-    "description": "notify's answer as is: `silences` the SilenceOut it created.",
+    "model": SilenceOut | ChannelOut,
+    "description": "notify's answer as is: `silences` the SilenceOut, `channels` the "
+    "ChannelOut it created.",
+}
+_RELAYED_PUT: dict[str, Any] = {
+    "model": ChannelOut,
+    "description": "notify's answer as is: `channels/{id}` the ChannelOut it updated.",
 }
 
 
@@ -213,7 +233,7 @@ def notify_proxy_router() -> APIRouter:
 
     summary = (
         "The dashboard's calls to notify (alerts, ack, silences, SSE, failed deliveries and "
-        "resend), same origin"
+        "resend, channels and their test), same origin"
     )
 
     @router.get("/notify/{path:path}", summary=summary, responses={200: _RELAYED_GET})
@@ -226,6 +246,10 @@ def notify_proxy_router() -> APIRouter:
         responses={200: _RELAYED_POST, 201: _RELAYED_CREATED},
     )
     async def notify_post(path: str, request: Request, principal: Reader) -> Response:
+        return await notify_proxy(path, request)
+
+    @router.put("/notify/{path:path}", summary=summary, responses={200: _RELAYED_PUT})
+    async def notify_put(path: str, request: Request, principal: Reader) -> Response:
         return await notify_proxy(path, request)
 
     @router.delete(

@@ -2,10 +2,16 @@
 const TOKEN_KEY = "kpi.token";
 
 export class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, body = null) {
     super(typeof detail === "string" ? detail : JSON.stringify(detail));
     this.status = status;
     this.detail = detail;
+    this.body = body;
+  }
+  // Per-field errors ({loc, msg}): FastAPI's detail list, or a problem+json `errors` list.
+  get fieldErrors() {
+    if (Array.isArray(this.detail)) return this.detail;
+    return Array.isArray(this.body?.errors) ? this.body.errors : [];
   }
   // A route that does not exist (yet): FastAPI answers {"detail": "Not Found"}.
   get routeMissing() {
@@ -37,15 +43,17 @@ export function qs(params) {
   return s ? `?${s}` : "";
 }
 
-export async function api(path, { method = "GET", body, signal } = {}) {
+// `body` is sent as JSON, unless `contentType` is given: then it is sent as it is (a CSV file).
+export async function api(path, { method = "GET", body, signal, contentType } = {}) {
   const used = token();
+  const type = contentType ?? (body !== undefined ? "application/json" : null);
   let res;
   try {
     res = await fetch(path, {
       method,
       signal,
-      headers: headers(body !== undefined ? { "Content-Type": "application/json" } : {}),
-      body: body !== undefined ? JSON.stringify(body) : undefined,
+      headers: headers(type ? { "Content-Type": type } : {}),
+      body: body === undefined || contentType ? body : JSON.stringify(body),
     });
   } catch (err) {
     if (err.name === "AbortError") throw err;
@@ -63,7 +71,7 @@ export async function api(path, { method = "GET", body, signal } = {}) {
   } catch {
     data = text;
   }
-  if (!res.ok) throw new ApiError(res.status, data && data.detail !== undefined ? data.detail : data);
+  if (!res.ok) throw new ApiError(res.status, data && data.detail !== undefined ? data.detail : data, data);
   return data;
 }
 

@@ -9,6 +9,8 @@ import { renderSpecialist } from "./views/specialist.js";
 import { renderLeaderboard } from "./views/leaderboard.js";
 import { renderAppraisal } from "./views/appraisal.js";
 import { renderAlerts } from "./views/alerts.js";
+import { renderDirectory } from "./views/admin_directory.js";
+import { renderChannels } from "./views/admin_channels.js";
 
 const $ = (sel) => document.querySelector(sel);
 const VIEWS = {
@@ -17,6 +19,8 @@ const VIEWS = {
   leaderboard: renderLeaderboard,
   appraisal: renderAppraisal,
   alerts: renderAlerts,
+  directory: renderDirectory,
+  channels: renderChannels,
 };
 let cleanup = null;
 
@@ -57,6 +61,8 @@ function renderChrome() {
   $("#lang-select").value = getLang();
   $("#login-lang-select").value = getLang();
   const c = state.config;
+  // The admin screens are in the menu for admins only (their routes say so to others).
+  for (const a of document.querySelectorAll("[data-admin]")) a.hidden = c?.role !== "admin";
   if (c) {
     const role = t(`role.${c.role}`);
     $("#whoami").textContent = c.team_ids.length

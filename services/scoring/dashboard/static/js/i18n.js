@@ -115,6 +115,8 @@ const DICT = {
     "ap.fallback": "The appraisal export is not available yet; “Export CSV” exports the team overview of the quarter instead.",
     "ap.overall": "Overall",
     "ap.incentive": "Suggested incentive",
+    "ap.provisional": "Provisional",
+    "ap.provisional_hint": "quarter in progress: grades may still change until it ends and is finalised",
     "alerts.title": "Alerts",
     "alerts.sub": "Live feed: new and resolved alerts appear as they happen.",
     "alerts.open": "Open",
@@ -301,6 +303,8 @@ const DICT = {
     "ap.fallback": "考核导出暂不可用；“导出 CSV”将导出该季度的团队总览。",
     "ap.overall": "综合等级",
     "ap.incentive": "激励建议",
+    "ap.provisional": "暂定",
+    "ap.provisional_hint": "本季度尚未结束：在季度结束并定稿前，等级仍可能变化",
     "alerts.title": "告警",
     "alerts.sub": "实时推送：新告警与已恢复告警即时显示。",
     "alerts.open": "未恢复",
@@ -391,6 +395,11 @@ export function setLang(next) {
 export function t(key, params = {}) {
   const s = DICT[lang][key] ?? DICT.en[key] ?? key;
   return s.replace(/\{(\w+)\}/g, (_, k) => (params[k] !== undefined ? String(params[k]) : `{${k}}`));
+}
+
+// Views that keep their strings in a module of their own (the admin screens) add them here.
+export function addStrings(byLang) {
+  for (const [code, entries] of Object.entries(byLang)) if (DICT[code]) Object.assign(DICT[code], entries);
 }
 
 // The catalogue's labels become "kpi.<key>" and its short labels "kpishort.<key>".
