@@ -128,6 +128,14 @@ def up(
             console.print(f"  {name:<8} {svc.url}   (docs {svc.url}/docs, log {svc.log_path})")
         console.print(f"  dashboard {stack.services['scoring'].url}/")
         console.print(f"  broker   {stack.bootstrap}")
+        where = (
+            "KPI_BOOTSTRAP_ADMIN_PASSWORD"
+            if os.environ.get("KPI_BOOTSTRAP_ADMIN_PASSWORD")
+            else stack.home / "admin-password"
+        )
+        console.print(
+            f"  sign in  admin / [bold]{stack.admin_password}[/]   (first password, from {where})"
+        )
         console.print(f"  admin token: [bold]{stack.admin_token}[/]")
         console.print(
             f"  try: curl -H 'Authorization: Bearer {stack.admin_token}' "

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.accounts import SessionPolicy, session_digest
 from shared.auth import Principal, Role
 from shared.db import Base
+from shared.directory import Team
 from shared.users import User
 
 
@@ -41,6 +42,16 @@ def principal_of(
         return Principal(Role.SPECIALIST, specialist_id or "")
     teams = frozenset(team_ids or ()) if role == Role.SUPERVISOR else frozenset()
     return Principal(Role(role), username, teams)
+
+
+async def principal_for(session: AsyncSession, user: User) -> Principal:
+    """The principal of ``user`` as the guard resolves it: a supervisor also owns the teams
+    that name them as supervisor."""
+    teams = list(user.team_ids or ())
+    if user.role == Role.SUPERVISOR:
+        owned = await session.execute(select(Team.id).where(Team.supervisor == user.username))
+        teams.extend(owned.scalars())
+    return principal_of(user.role, user.username, teams, user.specialist_id)
 
 
 async def start_session(
@@ -108,7 +119,7 @@ _LOOKUP = text(
         UPDATE user_sessions s SET last_seen_at = now()
         FROM users u
         WHERE s.id_hash = :digest AND u.id = s.user_id AND u.disabled_at IS NULL
-          AND s.expires_at > now() AND s.last_seen_at > now() - :idle
+          AND s.expires_at > now() AND s.last_seen_at > now() - CAST(:idle AS interval)
         RETURNING u.role, u.username, u.team_ids, u.specialist_id
     )
     SELECT role, username, specialist_id,

@@ -17,7 +17,6 @@ from sqlalchemy import (
     func,
     select,
     text,
-    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
@@ -201,4 +200,5 @@ async def clear_failures(session: AsyncSession, key: str) -> None:
 
 
 async def touch_login(session: AsyncSession, user: User) -> None:
-    await session.execute(update(User).where(User.id == user.id).values(last_login_at=func.now()))
+    user.last_login_at = await _now(session)
+    await session.flush()

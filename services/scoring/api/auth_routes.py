@@ -163,7 +163,7 @@ async def _start(
         runtime_of(request).authenticator.forget(old.key)
     session_id, row = await sessions.start_session(session, user, settings.session_policy)
     _set_cookie(response, request, session_id, int(settings.session_policy.max_age.total_seconds()))
-    principal = sessions.principal_of(user.role, user.username, user.team_ids, user.specialist_id)
+    principal = await sessions.principal_for(session, user)
     return _session_out(principal, sessions.SignedIn(user, row), session_id, settings)
 
 
