@@ -40,7 +40,7 @@ MALFORMED = "Bearer kpi_!!not*a*token!!"
 # Resources a supervisor of another team must not be able to tell from unknown ids.
 OWNED = ("team", "specialist", "alert", "delivery", "channel", "silence")
 # Made once per (row, caller) because a successful call uses them up (delete, resend, dismiss).
-FRESH = ("silence", "delivery", "channel", "incident")
+FRESH = ("silence", "delivery", "channel", "incident", "token")
 
 
 def quarter_of(day: dt.date) -> str:
@@ -239,6 +239,17 @@ def matrix_world(
         plan = {"goals": [{"kpi": "resolution_rate", "target": 0.9, "due": today.isoformat()}]}
         plan_url = f"{urls['scoring']}/v1/specialists/{specialist}/plans/{quarter}"
         _check(setup.http.put(plan_url, json=plan), 200)
+        user = {"username": f"mx-user-{tag}", "password": "matrix password 2026", "role": "admin"}
+        _check(setup.http.post(urls["scoring"] + "/v1/users", json=user), 201)
+        fresh_tokens = [
+            _check(
+                setup.http.post(
+                    urls["scoring"] + "/v1/tokens", json={"role": "service", "subject": "mx"}
+                ),
+                201,
+            )["id"]
+            for _ in range(fresh["token"])
+        ]
         world = World(
             urls,
             tokens,
@@ -256,6 +267,7 @@ def matrix_world(
                 "now": utcnow().isoformat(),
                 "tomorrow": (utcnow() + dt.timedelta(days=1)).isoformat(),
                 "receiver": receiver.url,
+                "user": user["username"],
             },
             ghosts={
                 "team": f"mx-ghost-team-{tag}",
@@ -270,6 +282,7 @@ def matrix_world(
                 "delivery": deliveries[1:],
                 "silence": [setup.silence(specialist) for _ in range(fresh["silence"])],
                 "incident": asyncio.run(_incidents(url, tag, fresh["incident"])),
+                "token": fresh_tokens,
             },
         )
         setup.http.close()
