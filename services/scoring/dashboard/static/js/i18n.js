@@ -391,6 +391,11 @@ export function t(key, params = {}) {
   return s.replace(/\{(\w+)\}/g, (_, k) => (params[k] !== undefined ? String(params[k]) : `{${k}}`));
 }
 
+// More keys from another module (per language); a key given again replaces the first.
+export function extend(entries) {
+  for (const [code, keys] of Object.entries(entries)) if (DICT[code]) Object.assign(DICT[code], keys);
+}
+
 // The catalogue's labels become "kpi.<key>" and its short labels "kpishort.<key>".
 export function setKpiNames(catalogue) {
   for (const [key, kpi] of Object.entries(catalogue)) {
