@@ -440,3 +440,25 @@ async def test_bootstrap_admin_is_created_once(
     async with again.router.lifespan_context(again), _client(again) as c:
         assert (await login(c, "admin", "second bootstrap pw")).status_code == 401
         assert (await login(c, "admin", "first bootstrap pw")).status_code == 200
+
+
+async def test_a_login_replaces_the_session_it_came_with_and_needs_json(one: AsyncClient) -> None:
+    await create_user(one, "nia")
+    planted = await signed_in(one, "nia")
+    r = await one.post(
+        "/v1/auth/login",
+        json={"username": "nia", "password": PASSWORD},
+        headers=planted.headers(csrf=False),
+    )
+    one.cookies.clear()
+    fresh = Session(r)
+    assert fresh.id != planted.id
+    assert (await one.get("/v1/teams", headers=planted.headers())).status_code == 401
+    assert (await one.get("/v1/teams", headers=fresh.headers())).status_code == 200
+    # A form of another site can post text/plain, never JSON: such a sign-in is refused.
+    r = await one.post(
+        "/v1/auth/login",
+        content=b'{"username": "nia", "password": "correct horse battery staple"}',
+        headers={"Content-Type": "text/plain"},
+    )
+    assert r.status_code == 422 and "set-cookie" not in r.headers, r.text
