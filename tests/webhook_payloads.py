@@ -9,6 +9,16 @@ shaped as their source builds them:
   updated_by/organization/priority/group (ticket) and created_by/updated_by (article)
   replaced by the associated record's attributes, users without USER_ATTRIBUTE_BLACKLIST;
   an article also carries ``attachments`` and ``accounted_time``; no article is ``{}``.
+- Zendesk event subscriptions (``zen:event-type:ticket.*``): developer.zendesk.com
+  /api-reference/webhooks/event-types/webhook-event-types/ (the envelope: account_id, detail,
+  event, id, subject, time, type, zendesk_event_version) and …/event-types/ticket-events/
+  (the ``detail`` properties, in the order listed there, ids as strings, statuses in capitals;
+  the ``event`` of each type). The per-type examples of that page are not in the stored copy
+  read here; ``event`` follows them as transcribed with their example ids in dust-tt/dust
+  front/lib/triggers/built-in-webhooks/zendesk/schemas/{ticket_created,
+  ticket_agent_assignment_changed,ticket_comment_added,ticket_status_changed}.ts and, for the
+  ticket snapshot of a just-created ticket, hatappo/copy-zendesk-attachments-to-google-drive-by-gas
+  README.md (a verbatim copy of the page's attachment_linked_to_comment example).
 - Chatwoot: app/listeners/webhook_listener.rb (``webhook_data.merge(event:)``, plus
   ``changed_attributes`` from base_listener.rb), Conversations::EventDataPresenter#push_data
   (conversation), Message#webhook_data, User#webhook_data / #push_event_data.
@@ -17,7 +27,9 @@ shaped as their source builds them:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +136,83 @@ def zulu(moment: dt.datetime) -> str:
 def iso_minute(moment: dt.datetime) -> str:
     """Zendesk's ``*_at_with_timestamp`` rendering (ISO 8601 UTC, seconds)."""
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ------------------------------------------------------- Zendesk event subscriptions
+
+
+def zendesk_detail(
+    ticket_id: str,
+    *,
+    status: str,
+    created_at: dt.datetime,
+    updated_at: dt.datetime,
+    assignee_id: str | None,
+    actor_id: str,
+    channel: str = "web_service",
+) -> dict[str, Any]:
+    """The ticket snapshot of a ticket event (``detail``): every documented property."""
+    return {
+        "actor_id": actor_id,
+        "assignee_id": assignee_id,
+        "brand_id": "8447346621310",
+        "created_at": iso_minute(created_at),
+        "custom_status": "8447320465790",
+        "description": "The printer is on fire",
+        "external_id": None,
+        "form_id": "8646151517822",
+        "group_id": "8447320466430",
+        "id": ticket_id,
+        "is_public": True,
+        "organization_id": None,
+        "priority": None,
+        "requester_id": "8447388090494",
+        "status": status,
+        "subject": "Printer on fire",
+        "submitter_id": "8447388090494",
+        "tags": None,
+        "type": None,
+        "updated_at": iso_minute(updated_at),
+        "via": {"channel": channel},
+    }
+
+
+def zendesk_event(
+    kind: str, detail: dict[str, Any], event: dict[str, Any], at: dt.datetime
+) -> bytes:
+    """A Zendesk event-subscription request body (``kind`` after ``zen:event-type:``).
+
+    ``id`` is the event's own uuid (a redelivery repeats the body); ``time`` has Zendesk's
+    nanoseconds.
+    """
+    seed = f"{kind}/{detail['id']}/{at.isoformat()}".encode()
+    event_uuid = str(uuid.UUID(bytes=hashlib.sha256(seed).digest()[:16], version=4))
+    return orjson.dumps(
+        {
+            "account_id": 22129848,
+            "detail": detail,
+            "event": event,
+            "id": event_uuid,
+            "subject": f"zen:ticket:{detail['id']}",
+            "time": at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + "672717030Z",
+            "type": f"zen:event-type:{kind}",
+            "zendesk_event_version": "2022-11-06",
+        }
+    )
+
+
+def zendesk_comment(
+    comment_id: str, *, author_id: str, name: str, staff: bool, public: bool
+) -> dict[str, Any]:
+    """``event`` of ticket.comment_added."""
+    return {
+        "comment": {
+            "author": {"id": author_id, "is_staff": staff, "name": name},
+            "body": "Thanks, we are on it." if staff else "It is still on fire.",
+            "id": comment_id,
+            "is_public": public,
+        }
+    }
 
 
 # ---------------------------------------------------------------------------- Zammad

@@ -28,6 +28,9 @@ from tests.webhook_payloads import (
     zammad_body,
     zammad_ticket,
     zammad_user,
+    zendesk_comment,
+    zendesk_detail,
+    zendesk_event,
 )
 
 LI_NA = "li.na"
@@ -107,6 +110,72 @@ def zendesk(t0: dt.datetime) -> Scenario:
                resolved=False),
     ]  # fmt: skip
     return Scenario("zendesk", bodies, expected, "zendesk:35436", "zendesk:4711")
+
+
+def zendesk_events(t0: dt.datetime) -> Scenario:
+    """The same life through a webhook subscribed to Zendesk's ticket events (no CSAT event).
+
+    Bodies Zendesk also sends that count for nothing are in it: the customer's opening comment,
+    a private note, a customer's reply, new → open, solved → closed, a priority change.
+    """
+    li, bo, customer = AGENT_IDS["zendesk"], BO_CHEN["zendesk"], "8447388090494"
+
+    def h(hours: float) -> dt.datetime:
+        return t0 + dt.timedelta(hours=hours)
+
+    def detail(ticket: str, status: str, hours: float, assignee: str | None, **kw: Any) -> Any:
+        actor = kw.pop("actor", assignee or customer)
+        return zendesk_detail(ticket, status=status, created_at=t0, updated_at=h(hours),
+                              assignee_id=assignee, actor_id=actor, **kw)  # fmt: skip
+
+    def status(ticket: str, before: str, after: str, hours: float, assignee: str | None) -> bytes:
+        return zendesk_event("ticket.status_changed", detail(ticket, after, hours, assignee),
+                             {"current": after, "previous": before}, h(hours))  # fmt: skip
+
+    def comment(number: str, hours: float, *, staff: bool, public: bool = True) -> bytes:
+        author = (li, "Li Na") if staff else (customer, "Nicole Braun")
+        state = "OPEN" if hours else "NEW"
+        return zendesk_event(
+            "ticket.comment_added",
+            detail("5158", state, hours, li if hours else None, actor=author[0]),
+            zendesk_comment(number, author_id=author[0], name=author[1], staff=staff,
+                            public=public),
+            h(hours),
+        )  # fmt: skip
+
+    bodies = [
+        zendesk_event("ticket.created", detail("5158", "NEW", 0, None), {}, t0),
+        comment("9001", 0, staff=False),
+        zendesk_event("ticket.agent_assignment_changed", detail("5158", "NEW", 0.25, li),
+                      {"current": int(li), "previous": None}, h(0.25)),
+        comment("9002", 1.5, staff=True, public=False),
+        comment("9003", 2, staff=True),
+        status("5158", "NEW", "OPEN", 2, li),
+        status("5158", "OPEN", "SOLVED", 3, li),
+        comment("9004", 5, staff=False),
+        status("5158", "SOLVED", "OPEN", 5, li),
+        comment("9005", 5.5, staff=True),
+        status("5158", "OPEN", "SOLVED", 6, li),
+        zendesk_event("ticket.priority_changed", detail("5158", "SOLVED", 6.5, li),
+                      {"current": "HIGH", "previous": "NORMAL"}, h(6.5)),
+        status("5158", "SOLVED", "CLOSED", 7, li),
+        zendesk_event("ticket.created", detail("5159", "OPEN", 0, bo, channel="mail"), {}, t0),
+        # Bo opened it for a caller: the ticket's first comment is his, and answers nobody.
+        zendesk_event("ticket.comment_added", detail("5159", "OPEN", 0, bo, channel="mail"),
+                      zendesk_comment("9101", author_id=bo, name="Bo Chen", staff=True,
+                                      public=True), t0),
+        status("5159", "OPEN", "SOLVED", 1, bo),
+    ]  # fmt: skip
+    ticket = "zendesk:5158"
+    expected = _life(ticket, t0, csat=False)
+    expected.insert(5, _event("ticket.first_response", ticket, h(5.5), specialist_id=LI_NA))
+    expected[0]["channel"] = "web_service"
+    expected += [
+        _event("ticket.created", "zendesk:5159", t0, specialist_id="zendesk:4711", channel="mail"),
+        _event("ticket.closed", "zendesk:5159", h(1), specialist_id="zendesk:4711",
+               resolved=True),
+    ]  # fmt: skip
+    return Scenario("zendesk", bodies, expected, ticket, "zendesk:4711")
 
 
 def freshdesk(t0: dt.datetime) -> Scenario:
@@ -237,3 +306,6 @@ def chatwoot(t0: dt.datetime) -> Scenario:
 
 
 SCENARIOS = {"zendesk": zendesk, "freshdesk": freshdesk, "zammad": zammad, "chatwoot": chatwoot}
+# Every way a helpdesk reports a ticket's life: the vendors' own, and Zendesk's event
+# subscriptions (``Scenario.vendor`` names the route).
+LIVES = {**SCENARIOS, "zendesk-events": zendesk_events}

@@ -11,6 +11,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     Float,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -180,10 +181,18 @@ class AppraisalFinalization(Base):
 
 
 class FeedbackMeeting(Base):
-    """A feedback meeting with a specialist (date, participants, notes)."""
+    """A feedback meeting with a specialist: scheduled, then held (or cancelled) (0005, 0013).
+
+    ``met_on`` is the meeting's date (held_on once held, else the scheduled local day).
+    """
 
     __tablename__ = "feedback_meetings"
-    __table_args__ = (Index("ix_feedback_meetings_specialist", "specialist_id", "met_on"),)
+    __table_args__ = (
+        Index("ix_feedback_meetings_specialist", "specialist_id", "met_on"),
+        Index("ix_feedback_meetings_quarter", "quarter", "specialist_id"),
+        CheckConstraint("status IN ('scheduled', 'held', 'cancelled')", name="status"),
+        CheckConstraint("(status = 'held') = (held_on IS NOT NULL)", name="held_on"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH))
@@ -193,6 +202,13 @@ class FeedbackMeeting(Base):
     notes: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(ID_LENGTH))
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    status: Mapped[str] = mapped_column(String(16), server_default="held")
+    scheduled_for: Mapped[dt.datetime | None]
+    held_on: Mapped[dt.date | None] = mapped_column(Date)
+    agreed_actions: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    updated_by: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    updated_at: Mapped[dt.datetime | None]
+    acknowledged_at: Mapped[dt.datetime | None]
 
 
 class ImprovementPlan(Base):
@@ -217,3 +233,70 @@ class ImprovementPlan(Base):
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     updated_by: Mapped[str] = mapped_column(String(ID_LENGTH))
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+# -- the appraisal cycle (migration 0013) ------------------------------------------------
+
+
+def _snapshot_fk() -> ForeignKeyConstraint:
+    return ForeignKeyConstraint(
+        ["quarter", "specialist_id"],
+        ["appraisal_snapshots.quarter", "appraisal_snapshots.specialist_id"],
+        ondelete="CASCADE",
+    )
+
+
+class AppraisalResponse(Base):
+    """The specialist's side of a finalised appraisal: when acknowledged, their one comment."""
+
+    __tablename__ = "appraisal_responses"
+    __table_args__ = (_snapshot_fk(),)
+
+    quarter: Mapped[str] = mapped_column(String(QUARTER_LENGTH), primary_key=True)
+    specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    acknowledged_at: Mapped[dt.datetime | None]
+    comment: Mapped[str | None] = mapped_column(Text)
+    commented_at: Mapped[dt.datetime | None]
+    comment_updated_at: Mapped[dt.datetime | None]
+
+
+class AppraisalDecision(Base):
+    """An incentive decision taken on a finalised appraisal; the latest row is the current one."""
+
+    __tablename__ = "appraisal_decisions"
+    __table_args__ = (
+        _snapshot_fk(),
+        Index("ix_appraisal_decisions_quarter_specialist", "quarter", "specialist_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    quarter: Mapped[str] = mapped_column(String(QUARTER_LENGTH))
+    specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    type: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[float | None] = mapped_column(Float)
+    level: Mapped[str | None] = mapped_column(String(200))
+    note: Mapped[str] = mapped_column(Text)
+    decided_by: Mapped[str] = mapped_column(String(ID_LENGTH))
+    decided_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class PlanProgressNote(Base):
+    """One entry of an improvement plan's progress log (never edited: a correction is a new one)."""
+
+    __tablename__ = "plan_progress_notes"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["specialist_id", "quarter"],
+            ["improvement_plans.specialist_id", "improvement_plans.quarter"],
+            ondelete="CASCADE",
+        ),
+        Index("ix_plan_progress_notes_plan", "specialist_id", "quarter", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    quarter: Mapped[str] = mapped_column(String(QUARTER_LENGTH))
+    text: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(ID_LENGTH))
+    author_role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())

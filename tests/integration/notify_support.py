@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -187,3 +188,12 @@ async def seed_two_teams(sm: async_sessionmaker[AsyncSession]) -> dict[str, str]
         bo, _ = await issue_token(s, Role.SUPERVISOR, "bo")
         service, _ = await issue_token(s, Role.SERVICE, "zendesk")
     return {"ann": ann, "bo": bo, "service": service}
+
+
+def conforms(model: type[BaseModel], body: Any) -> Any:
+    """``body`` as served is exactly the documented model: no undeclared field (extra=forbid),
+    none missing, and it serializes back to the same JSON (times and numbers as served)."""
+    parsed = model.model_validate(body)
+    again = parsed.model_dump(mode="json")
+    assert again == body, f"served {body!r}\nmodel   {again!r}"
+    return parsed

@@ -140,18 +140,21 @@ async def test_specialist_appraisal_grades_incentive_and_calendar(
         "avg_response_time_hours",
         "record_accuracy",
     ]
-    # Q2 was excellent too: promotion candidate after two consecutive excellent quarters.
+    # The scheme's rewards for an excellent quarter (Q2 was excellent too: a streak of 2).
     assert body["incentive"]["actions"] == [
         "recognition",
         "pay_adjustment_candidate",
         "promotion_candidate",
+        "development_opportunity",
     ]
     assert body["incentive"]["consecutive_excellent"] == 2
     assert body["calendar"] == "cn-2026"
     assert body["finalized"] is False and body["live"] is None and body["differs"] is False
 
     q2 = (await client.get("/v1/specialists/s1/appraisals/2026Q2", headers=ADMIN)).json()
-    assert q2["incentive"]["actions"] == ["recognition", "pay_adjustment_candidate"]
+    assert q2["incentive"]["consecutive_excellent"] == 1
+    assert q2["provisional"] is False  # over, though not finalised
+    assert body["meeting_status"] == "none" and body["decision"] is None
 
     s2 = (await client.get("/v1/specialists/s2/appraisals/2026Q3", headers=ADMIN)).json()
     assert s2["overall_grade"] == "unqualified"
@@ -159,7 +162,9 @@ async def test_specialist_appraisal_grades_incentive_and_calendar(
     assert s2["basis"]["training_delivered"] is False
     assert "record_accuracy" in s2["insufficient_data"]
     assert s2["kpis"]["record_accuracy"]["grade"] == "insufficient_data"
-    assert s2["incentive"]["actions"] == ["improvement_plan", "training"]
+    assert s2["incentive"]["actions"] == ["improvement_plan", "coaching"]
+    q4 = (await client.get("/v1/specialists/s2/appraisals/2026Q4", headers=ADMIN)).json()
+    assert q4["provisional"] is True and q4["finalized"] is False
 
 
 async def test_bad_parameters(client: AsyncClient, clean_db: AsyncEngine) -> None:
@@ -205,9 +210,9 @@ async def test_finalise_freezes_and_a_late_event_shows_beside_it(
 ) -> None:
     await seed_org(clean_db)
     await apply(sessionmaker, closures("s3", 10, True, "a", "2026-08-03"))
-    ann = await token(sessionmaker, Role.SUPERVISOR, "ann", ["south"])
-    r = await client.post("/v1/appraisals/2026Q3/finalize?team=south", headers=ann)
-    assert r.status_code == 403
+    zoe = await token(sessionmaker, Role.SUPERVISOR, "zoe", ["south"])
+    r = await client.post("/v1/appraisals/2026Q3/finalize?team=north", headers=zoe)
+    assert r.status_code == 404  # not her team: like an unknown one
     r = await client.post("/v1/appraisals/2026Q4/finalize?team=south", headers=ADMIN)
     assert r.status_code == 409 and "not over" in r.json()["detail"]
     r = await client.post("/v1/appraisals/2026Q3/finalize?team=nowhere", headers=ADMIN)
@@ -417,7 +422,8 @@ EN_HEADERS = [
     "Training sessions value", "Training sessions grade",
     "NPS value",
     "Overall grade", "Suggested incentive", "Finalised", "Finalised at", "Live differs",
-    "Calendar",
+    "Calendar", "Provisional", "Feedback meeting", "Decision taken", "Decision amount",
+    "Decision level", "Decided by", "Decided at", "Acknowledged at",
 ]  # fmt: skip
 
 
@@ -442,8 +448,10 @@ async def test_csv_export_read_back(client: AsyncClient, clean_db: AsyncEngine) 
     assert s1["NPS value"] == ""
     assert s1["Overall grade"] == "excellent"
     assert s1["Suggested incentive"] == (
-        "recognition; pay-adjustment candidate; promotion candidate"
+        "recognition; pay adjustment; promotion consideration; training / development opportunity"
     )
+    assert s1["Provisional"] == "no" and s1["Feedback meeting"] == "none"
+    assert s1["Decision taken"] == "" and s1["Acknowledged at"] == ""
     assert s1["Finalised"] == "no" and s1["Finalised at"] == "" and s1["Live differs"] == "no"
     assert s1["Calendar"] == "cn-2026"
     s2 = dict(zip(EN_HEADERS, table[2], strict=True))
@@ -460,11 +468,13 @@ async def test_csv_export_read_back(client: AsyncClient, clean_db: AsyncEngine) 
         "客户满意度数值",
         "客户满意度等级",
     ]
-    assert zh_table[0][-6:] == ["综合等级", "建议激励", "已定稿", "定稿时间", "与实时数据不一致",
-                                "工作日历"]  # fmt: skip
-    assert zh_table[2][1] == "王芳" and zh_table[2][-6] == "不合格"
-    assert zh_table[2][-5] == "需制定改进计划; 建议参加培训"
-    assert zh_table[1][-4] == "否"
+    zh_s2 = dict(zip(zh_table[0], zh_table[2], strict=True))
+    assert zh_table[0][19:] == ["综合等级", "建议激励", "已定稿", "定稿时间", "与实时数据不一致",
+                                "工作日历", "暂定", "反馈面谈", "激励决定", "决定金额", "决定级别",
+                                "决定人", "决定时间", "专员确认时间"]  # fmt: skip
+    assert zh_s2["姓名"] == "王芳" and zh_s2["综合等级"] == "不合格"
+    assert zh_s2["建议激励"] == "制定改进计划; 辅导"
+    assert zh_s2["已定稿"] == "否" and zh_s2["反馈面谈"] == "未安排"
 
 
 async def test_xlsx_export_read_back_cell_by_cell(

@@ -15,12 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from services.notify.handlers.deliveries import DeliveryResult, resend_delivery
 from services.notify.retry import RetryPolicy
 from shared.db import create_sessionmaker, session_scope, utcnow
+from shared.notify_api import DeliveryDetail, DeliveryOut, DeliveryPage
 from tests.integration.notify_support import (
     ProduceSnaps,
     Received,
     Receiver,
     Start,
     Switch,
+    conforms,
     seed_two_teams,
     snapshot,
 )
@@ -166,6 +168,7 @@ async def test_failed_deliveries_are_listed_per_team_and_resent_with_the_same_ke
             async def failed(h: dict[str, str], **q: str) -> list[dict[str, Any]]:
                 r = await c.get("/v1/deliveries", params={"status": "failed", **q}, headers=h)
                 assert r.status_code == 200, r.text
+                conforms(DeliveryPage, r.json())  # the documented shape (extra=forbid)
                 items: list[dict[str, Any]] = r.json()["items"]
                 return items
 
@@ -213,6 +216,7 @@ async def test_failed_deliveries_are_listed_per_team_and_resent_with_the_same_ke
             r = await c.post(f"/v1/deliveries/{north['id']}/resend", headers=ann_h)
             assert r.status_code == 200, r.text
             resent = r.json()
+            conforms(DeliveryOut, resent)  # no attempt_log here: that is the one-delivery view
             assert resent["status"] == "pending" and resent["resent_by"] == "ann"
             assert resent["delivery_key"] == north["delivery_key"] and resent["resends"] == 1
             until = dt.datetime.fromisoformat
@@ -223,6 +227,8 @@ async def test_failed_deliveries_are_listed_per_team_and_resent_with_the_same_ke
                 return bool(r.json()["status"] == "sent")
 
             await wait_for(lambda: sent(north["id"]), 15)
+            one = (await c.get(f"/v1/deliveries/{north['id']}", headers=ADMIN)).json()
+            assert conforms(DeliveryDetail, one).attempt_log[-1].outcome == "sent"
             key = north["delivery_key"]
             same_key = [r for r in rec.snapshot() if r.headers["X-KPI-Delivery"] == key]
             assert key in refused_keys and len(same_key) == north["attempts"] + 1

@@ -12,10 +12,12 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.notify.handlers.deliveries import get_delivery, list_deliveries
 from services.notify.health_relay import incident_delivery_key, relay_incidents
 from shared import health
 from shared.db import raw_connection, session_scope
 from shared.embedded import free_port
+from shared.notify_api import DeliveryDetail, DeliveryPage, IncidentDeliveryItem
 from shared.webhooks import verify_webhook_signature
 from tests.integration.notify_support import Receiver, Start
 from tests.integration.test_notify_pipeline import RunningSender, add_channel, cfg
@@ -225,5 +227,20 @@ async def test_chat_robots_and_email_get_incident_notices(
         assert msg["Subject"] == title and msg["To"] == "ops@example.com"
         assert msg["X-KPI-Delivery"] == incident_delivery_key(incident.id, "firing", "mail")
         assert all(r.headers.get("X-KPI-Delivery") for r in rec.snapshot())
+        # The admin's delivery log shows the incident notices (it answered 500 on them before).
+        async with session_scope(sessionmaker) as session:
+            items, _ = await list_deliveries(
+                session, c, status=None, team_ids=None, cursor=None, limit=100
+            )
+            _, one = await get_delivery(session, c, items[0]["id"], lambda _team: True)
+        page = DeliveryPage.model_validate({"items": items, "next_cursor": None})
+        assert {d.channel.id for d in page.items} == {"ding", "slack", "mail"}
+        for delivery in page.items:
+            assert delivery.alert_ids == []
+            (item,) = delivery.items
+            assert isinstance(item, IncidentDeliveryItem)
+            assert (item.incident_id, item.kind) == (incident.id, "firing")
+            assert (item.incident_kind, item.summary) == (health.OFFSET_GAP, "lost 5")
+        assert DeliveryDetail.model_validate(one).items == page.items[0].items
     finally:
         controller.stop()

@@ -19,11 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kpi.stack import ServiceProcess
 from shared.db import create_sessionmaker
+from shared.notify_api import (
+    AlertDeliveries,
+    AlertList,
+    AlertOut,
+    SilenceList,
+    SilenceOut,
+)
 from tests.integration.notify_support import (
     ProduceSnaps,
     Received,
     Receiver,
     Start,
+    conforms,
     seed_two_teams,
     snapshot,
 )
@@ -291,7 +299,9 @@ def _alerts_phase(
 ) -> None:
     with httpx.Client(base_url=svc.url, timeout=10) as c:
         # Alerts list is scoped; a team filter outside your teams is 404, as for an unknown team.
-        all_open = c.get("/v1/alerts?state=open", headers=ADMIN).json()["items"]
+        # Every body is exactly its documented model (shared.notify_api, extra=forbid).
+        all_open = conforms(AlertList, c.get("/v1/alerts?state=open", headers=ADMIN).json())
+        all_open = [a.model_dump(mode="json") for a in all_open.items]
         assert {a["specialist_id"] for a in all_open} == {"n1", "s1"}
         mine = c.get("/v1/alerts", headers=ann_h).json()["items"]
         assert [a["specialist_id"] for a in mine] == ["n1"]
@@ -306,6 +316,10 @@ def _alerts_phase(
         assert c.post(f"/v1/alerts/{s1}/ack", headers=ann_h).status_code == 404
         acked = c.post(f"/v1/alerts/{n1}/ack", headers=ann_h)
         assert acked.status_code == 200 and acked.json()["acked_by"] == "ann"
+        assert conforms(AlertOut, acked.json()).acked_at is not None
+        one = c.get(f"/v1/alerts/{n1}", headers=ann_h)
+        assert one.status_code == 200 and conforms(AlertOut, one.json()).alert_id == n1
+        assert one.json() == acked.json()
         assert c.post("/v1/alerts/nope/ack", headers=ADMIN).status_code == 404
         # Delivery log with every attempt.
         deadline = time.monotonic() + 10
@@ -316,6 +330,7 @@ def _alerts_phase(
             time.sleep(0.1)
         assert {d["channel_kind"] for d in log} == {"webhook", "dingtalk"}
         assert all(d["status"] == "sent" and len(d["attempt_log"]) >= 1 for d in log)
+        conforms(AlertDeliveries, c.get(f"/v1/alerts/{n1}/deliveries", headers=ann_h).json())
         assert c.get(f"/v1/alerts/{s1}/deliveries", headers=ann_h).status_code == 404
         # Silences.
         until = (now + dt.timedelta(hours=1)).isoformat()
@@ -330,8 +345,9 @@ def _alerts_phase(
             json={"specialist_id": "n1", "until": until, "comment": "on leave"},
         )
         assert sil.status_code == 201, sil.text
-        sid = sil.json()["id"]
-        assert [x["id"] for x in c.get("/v1/silences", headers=ann_h).json()["items"]] == [sid]
+        sid = conforms(SilenceOut, sil.json()).id
+        listed = conforms(SilenceList, c.get("/v1/silences", headers=ann_h).json())
+        assert [x.id for x in listed.items] == [sid] and listed.items[0].comment == "on leave"
         assert c.get("/v1/silences", headers=bo_h).json()["items"] == []
         assert c.delete(f"/v1/silences/{sid}", headers=bo_h).status_code == 404
         assert c.delete(f"/v1/silences/{sid}", headers=ann_h).status_code == 204

@@ -1,5 +1,6 @@
 """The authorization matrix's own platform: a fresh database, the three services as processes,
-and real resources of one team (alert, failed deliveries, channels, silences, plan, incidents).
+and real resources of one team (alert, failed deliveries, channels, silences, plan, a finalised
+quarter, a held meeting, incidents).
 
 Its own database and topics keep what the matrix does (finalising a quarter, dismissing
 incidents, deleting channels) away from the other tests, and let notify send to a local
@@ -34,11 +35,14 @@ from tests.security.conftest import start_services
 from tests.service_helpers import ADMIN_TOKEN, service_env
 
 # Who calls: the Authorization header each caller sends is built in `World.headers`.
-CALLERS = ("none", "malformed", "revoked", "service", "admin", "own", "other")
+# own / other: the supervisor of the team / of another team; spec_own: the specialist whose
+# resources the rows name; spec_other: a colleague in the same team (as blind as a stranger).
+CALLERS = ("none", "malformed", "revoked", "service", "admin", "own", "other", "spec_own",
+           "spec_other")  # fmt: skip
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MALFORMED = "Bearer kpi_!!not*a*token!!"
 # Resources a supervisor of another team must not be able to tell from unknown ids.
-OWNED = ("team", "specialist", "alert", "delivery", "channel", "silence")
+OWNED = ("team", "specialist", "alert", "delivery", "channel", "silence", "meeting")
 # Made once per (row, caller) because a successful call uses them up (delete, resend, dismiss).
 FRESH = ("silence", "delivery", "channel", "incident", "token")
 
@@ -91,12 +95,16 @@ async def _session(url: str) -> AsyncIterator[AsyncSession]:
         await engine.dispose()
 
 
-async def _tokens(url: str, team: str, other: str) -> dict[str, str]:
+async def _tokens(
+    url: str, team: str, other: str, specialist: str, colleague: str
+) -> dict[str, str]:
     """Each caller's Authorization header (none: no header)."""
     holders = {
         "service": (Role.SERVICE, "mx-zendesk", []),
         "own": (Role.SUPERVISOR, "mx-ann", [team]),
         "other": (Role.SUPERVISOR, "mx-bob", [other]),
+        "spec_own": (Role.SPECIALIST, specialist, []),
+        "spec_other": (Role.SPECIALIST, colleague, []),
         # An admin token that was revoked: nothing of its former role may remain.
         "revoked": (Role.ADMIN, "mx-gone", []),
     }
@@ -195,7 +203,8 @@ def matrix_world(
     topics = Topics(f"mx{tag}.")
     asyncio.run(ensure_topics(bootstrap, 2, topics.all))
     team, other, specialist = f"mx-a-{tag}", f"mx-b-{tag}", f"mx-s-{tag}"
-    tokens = asyncio.run(_tokens(url, team, other))
+    colleague = f"mx-c-{tag}"
+    tokens = asyncio.run(_tokens(url, team, other, specialist, colleague))
     env = service_env(
         url,
         bootstrap,
@@ -214,7 +223,8 @@ def matrix_world(
             body = {"name": t, "supervisor": None}
             _check(setup.http.put(f"{urls['scoring']}/v1/teams/{t}", json=body), 200)
         body = {"name": "Matrix", "team_id": team}
-        _check(setup.http.put(f"{urls['scoring']}/v1/specialists/{specialist}", json=body), 200)
+        for person in (specialist, colleague):
+            _check(setup.http.put(f"{urls['scoring']}/v1/specialists/{person}", json=body), 200)
         channel = setup.channel("mx scoped", enabled=False)
         channels = [setup.channel(f"mx fresh {i}", False) for i in range(fresh["channel"])]
         # One enabled channel per delivery needed: the alert goes to each, each refuses it.
@@ -239,6 +249,17 @@ def matrix_world(
         plan = {"goals": [{"kpi": "resolution_rate", "target": 0.9, "due": today.isoformat()}]}
         plan_url = f"{urls['scoring']}/v1/specialists/{specialist}/plans/{quarter}"
         _check(setup.http.put(plan_url, json=plan), 200)
+        # A finalised quarter (acknowledgement, comment, decisions) and a held meeting of it.
+        past_quarter = f"{today.year - 1}Q4"
+        finalize = f"{urls['scoring']}/v1/appraisals/{past_quarter}/finalize"
+        _check(setup.http.post(finalize, params={"team": team}), 200)
+        meeting = {
+            "quarter": past_quarter,
+            "held_on": today.isoformat(),
+            "participants": ["mx-ann"],
+        }
+        meetings_url = f"{urls['scoring']}/v1/specialists/{specialist}/meetings"
+        meeting_id = str(_check(setup.http.post(meetings_url, json=meeting), 201)["id"])
         user = {"username": f"mx-user-{tag}", "password": "matrix password 2026", "role": "admin"}
         _check(setup.http.post(urls["scoring"] + "/v1/users", json=user), 201)
         fresh_tokens = [
@@ -262,7 +283,8 @@ def matrix_world(
                 "channel": channel,
                 "silence": setup.silence(specialist),
                 "quarter": quarter,
-                "past_quarter": f"{today.year - 1}Q4",
+                "past_quarter": past_quarter,
+                "meeting": meeting_id,
                 "today": today.isoformat(),
                 "now": utcnow().isoformat(),
                 "tomorrow": (utcnow() + dt.timedelta(days=1)).isoformat(),
@@ -276,6 +298,7 @@ def matrix_world(
                 "delivery": "987654321987",
                 "channel": str(uuid.uuid4()),
                 "silence": str(uuid.uuid4()),
+                "meeting": "987654321987",
             },
             pools={
                 "channel": channels,

@@ -6,7 +6,10 @@ naming the row to add. Each row fills its parameters with real resources of one 
 supervisor of that team gets the success status, the supervisor of another team a 404 with
 the same body as an id that does not exist (no probing of other teams' ids), and every other
 caller its exact status: no token, a malformed one and a revoked admin token 401, a service
-token 403 outside intake, a supervisor 403 on admin-only routes.
+token 403 outside intake, a supervisor 403 on admin-only routes. A specialist token is bound to
+one specialist: on the routes about one specialist it gets its own records (spec_own) and, for
+anyone else's id, even a colleague's in the same team (spec_other), the unknown-id 404; every
+team-level, listing, platform, directory-write and notify route is a 403 for it.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ Key = tuple[str, str, str]  # (service, METHOD, path as in the OpenAPI document)
 
 def _statuses(ok: int, **by_caller: int) -> dict[str, int]:
     unauthenticated = {"none": 401, "malformed": 401, "revoked": 401}
-    return {**unauthenticated, "service": 403, "admin": ok, "own": ok, "other": ok, **by_caller}
+    people = {"admin": ok, "own": ok, "other": ok}
+    # A specialist reaches only the routes about themself (mine, self_only below).
+    specialists = {"spec_own": 403, "spec_other": 403}
+    return {**unauthenticated, "service": 403, **people, **specialists, **by_caller}
 
 
 def public(ok: int) -> dict[str, int]:
@@ -42,7 +48,12 @@ def public(ok: int) -> dict[str, int]:
 
 def anyone(ok: int) -> dict[str, int]:
     """Any valid token."""
-    return _statuses(ok, service=ok)
+    return _statuses(ok, service=ok, spec_own=ok, spec_other=ok)
+
+
+def people(ok: int) -> dict[str, int]:
+    """Any person's token (not a service's): each sees what concerns them."""
+    return _statuses(ok, spec_own=ok, spec_other=ok)
 
 
 def intake(ok: int) -> dict[str, int]:
@@ -63,6 +74,17 @@ def scoped(ok: int) -> dict[str, int]:
     return _statuses(ok, other=404)
 
 
+def mine(ok: int) -> dict[str, int]:
+    """A specialist's own record: also theirs to read; a colleague gets the unknown-id 404."""
+    return _statuses(ok, other=404, spec_own=ok, spec_other=404)
+
+
+def self_only(ok: int) -> dict[str, int]:
+    """What only the specialist does for themself (acknowledge, comment): 403 for every other
+    role, whatever the id; another specialist naming this one gets the unknown-id 404."""
+    return _statuses(ok, admin=403, own=403, other=403, spec_own=ok, spec_other=404)
+
+
 @dataclass(frozen=True)
 class Row:
     """One request shape of a route. Strings in ``path``, ``query`` and ``body`` are templates:
@@ -79,6 +101,10 @@ class Row:
 SPECIALIST = {"specialist_id": "{specialist}"}
 HISTORY = {**SPECIALIST, "kpi": "resolution_rate"}
 PLAN = {**SPECIALIST, "quarter": "{quarter}"}
+PAST = {**SPECIALIST, "quarter": "{past_quarter}"}
+MEETING = {**SPECIALIST, "meeting_id": "{meeting}"}
+HELD = {"quarter": "{past_quarter}", "held_on": "{today}", "participants": ["mx-ann"],
+        "notes": "matrix"}  # fmt: skip
 TEAM_FILTER = {"team": "{team}"}
 SILENCE_BODY = {"specialist_id": "{specialist}", "kpi": "nps", "until": "{tomorrow}"}
 EVENT = {
@@ -108,17 +134,17 @@ ROWS: dict[Key, list[Row] | str] = {
     ("scoring", "GET", "/"): [Row(public(307))],
     ("scoring", "GET", "/ui/{file}"): STATIC,
     ("scoring", "GET", "/v1/whoami"): [Row(anyone(200))],
-    ("scoring", "GET", "/v1/specialists/{specialist_id}/kpis"): [Row(scoped(200), SPECIALIST)],
+    ("scoring", "GET", "/v1/specialists/{specialist_id}/kpis"): [Row(mine(200), SPECIALIST)],
     ("scoring", "GET", "/v1/teams/{team_id}/kpis"): [Row(scoped(200), {"team_id": "{team}"})],
     ("scoring", "GET", "/v1/leaderboard"): [
         Row(listing(200), query={"kpi": "nps"}),
         Row(scoped(200), query={"kpi": "nps", **TEAM_FILTER}),
     ],
     ("scoring", "GET", "/v1/specialists/{specialist_id}/kpis/{kpi}/history"): [
-        Row(scoped(200), HISTORY)
+        Row(mine(200), HISTORY)
     ],
     ("scoring", "GET", "/v1/specialists/{specialist_id}/kpis/{kpi}/events"): [
-        Row(scoped(200), HISTORY)
+        Row(mine(200), HISTORY)
     ],
     ("scoring", "GET", "/v1/teams"): [Row(listing(200))],
     ("scoring", "GET", "/v1/teams/{team_id}"): [Row(scoped(200), {"team_id": "{team}"})],
@@ -129,12 +155,24 @@ ROWS: dict[Key, list[Row] | str] = {
         Row(listing(200)),
         Row(scoped(200), query=TEAM_FILTER),
     ],
-    ("scoring", "GET", "/v1/specialists/{specialist_id}"): [Row(scoped(200), SPECIALIST)],
+    ("scoring", "GET", "/v1/specialists/{specialist_id}"): [Row(mine(200), SPECIALIST)],
     ("scoring", "PUT", "/v1/specialists/{specialist_id}"): [
         Row(admin_only(200), SPECIALIST, body={"name": "Matrix", "team_id": "{team}"})
     ],
     ("scoring", "GET", "/v1/specialists/{specialist_id}/appraisals/{quarter}"): [
-        Row(scoped(200), PLAN)
+        Row(mine(200), PLAN)
+    ],
+    ("scoring", "POST", "/v1/specialists/{specialist_id}/appraisals/{quarter}/acknowledge"): [
+        Row(self_only(200), PAST)
+    ],
+    ("scoring", "PUT", "/v1/specialists/{specialist_id}/appraisals/{quarter}/comment"): [
+        Row(self_only(200), PAST, body={"text": "matrix"})
+    ],
+    ("scoring", "PUT", "/v1/specialists/{specialist_id}/appraisals/{quarter}/decision"): [
+        Row(scoped(200), PAST, body={"type": "recognition", "note": "matrix"})
+    ],
+    ("scoring", "GET", "/v1/specialists/{specialist_id}/appraisals/{quarter}/decisions"): [
+        Row(mine(200), PAST)
     ],
     ("scoring", "GET", "/v1/appraisals/{quarter}"): [
         Row(listing(200), {"quarter": "{quarter}"}),
@@ -142,10 +180,20 @@ ROWS: dict[Key, list[Row] | str] = {
         Row(scoped(200), {"quarter": "{quarter}"}, query={**TEAM_FILTER, "format": "csv"}),
         Row(scoped(200), {"quarter": "{quarter}"}, query={**TEAM_FILTER, "format": "xlsx"}),
     ],
+    # Finalising again freezes nothing new: every caller that may finalise gets its 200.
     ("scoring", "POST", "/v1/appraisals/{quarter}/finalize"): [
-        Row(admin_only(200), {"quarter": "{past_quarter}"}, query=TEAM_FILTER)
+        Row(scoped(200), {"quarter": "{past_quarter}"}, query=TEAM_FILTER),
+        Row(listing(200), {"quarter": "{past_quarter}"}),
     ],
-    ("scoring", "GET", "/v1/specialists/{specialist_id}/meetings"): [Row(scoped(200), SPECIALIST)],
+    ("scoring", "GET", "/v1/appraisals/{quarter}/finalize/preview"): [
+        Row(scoped(200), {"quarter": "{past_quarter}"}, query=TEAM_FILTER),
+        Row(listing(200), {"quarter": "{quarter}"}),
+    ],
+    ("scoring", "GET", "/v1/appraisals/{quarter}/cycle"): [
+        Row(scoped(200), {"quarter": "{past_quarter}"}, query=TEAM_FILTER),
+        Row(listing(200), {"quarter": "{past_quarter}"}),
+    ],
+    ("scoring", "GET", "/v1/specialists/{specialist_id}/meetings"): [Row(mine(200), SPECIALIST)],
     ("scoring", "POST", "/v1/specialists/{specialist_id}/meetings"): [
         Row(
             scoped(201),
@@ -153,7 +201,19 @@ ROWS: dict[Key, list[Row] | str] = {
             body={"date": "{today}", "participants": ["mx-ann"], "notes": "matrix"},
         )
     ],
-    ("scoring", "GET", "/v1/specialists/{specialist_id}/plans/{quarter}"): [Row(scoped(200), PLAN)],
+    ("scoring", "PUT", "/v1/specialists/{specialist_id}/meetings/{meeting_id}"): [
+        Row(scoped(200), MEETING, body=HELD)
+    ],
+    ("scoring", "PATCH", "/v1/specialists/{specialist_id}/meetings/{meeting_id}"): [
+        Row(scoped(200), MEETING, body={"notes": "matrix"})
+    ],
+    ("scoring", "POST", "/v1/specialists/{specialist_id}/meetings/{meeting_id}/acknowledge"): [
+        Row(self_only(200), MEETING)
+    ],
+    ("scoring", "GET", "/v1/specialists/{specialist_id}/plans/{quarter}"): [Row(mine(200), PLAN)],
+    ("scoring", "POST", "/v1/specialists/{specialist_id}/plans/{quarter}/notes"): [
+        Row(mine(201), PLAN, body={"text": "matrix"})
+    ],
     ("scoring", "PUT", "/v1/specialists/{specialist_id}/plans/{quarter}"): [
         Row(
             scoped(200),
@@ -204,7 +264,7 @@ ROWS: dict[Key, list[Row] | str] = {
     ("scoring", "POST", "/v1/platform/incidents/{incident_id}/dismiss"): [
         Row(admin_only(200), {"incident_id": "{fresh_incident}"})
     ],
-    ("scoring", "GET", "/v1/dashboard/config"): [Row(listing(200))],
+    ("scoring", "GET", "/v1/dashboard/config"): [Row(people(200))],
     ("scoring", "GET", "/v1/dashboard/overview"): [
         Row(listing(200)),
         Row(scoped(200), query=TEAM_FILTER),
@@ -417,11 +477,13 @@ async def _run(world: World, plan: list[tuple[Key, int, Row]]) -> list[Result]:
             for key, index, row in plan
             for caller in CALLERS
         ]
-        # The other team's supervisor again, with unknown ids in place of the team's own.
+        # The other team's supervisor and the colleague again, with unknown ids in place of
+        # the team's own.
         calls += [
-            _send(client, world, key, index, row, "other", True, gate)
+            _send(client, world, key, index, row, caller, True, gate)
             for key, index, row in plan
-            if row.expect["other"] == 404
+            for caller in ("other", "spec_other")
+            if row.expect[caller] == 404
         ]
         return list(await asyncio.gather(*calls))
 
@@ -467,12 +529,16 @@ def test_every_route_answers_every_caller_exactly(matrix: tuple[World, list[Resu
 
 def test_another_teams_ids_answer_like_unknown_ones(matrix: tuple[World, list[Result]]) -> None:
     _, results = matrix
-    by_call = {(r.key, r.index, r.ghost): r for r in results if r.caller == "other"}
+    by_call = {
+        (r.caller, r.key, r.index, r.ghost): r
+        for r in results
+        if r.caller in ("other", "spec_other")
+    }
     compared, differ = 0, []
-    for (key, index, ghost), unknown in by_call.items():
+    for (caller, key, index, ghost), unknown in by_call.items():
         if not ghost:
             continue
-        real = by_call[(key, index, False)]
+        real = by_call[(caller, key, index, False)]
         if not real.owned:
             continue  # the row names nothing of the team (e.g. a route off the allow-list)
         compared += 1
@@ -481,7 +547,8 @@ def test_another_teams_ids_answer_like_unknown_ones(matrix: tuple[World, list[Re
                 f"{_line(real)} {real.text!r}\n    unknown ids: {unknown.status} {unknown.text!r}"
             )
     assert not differ, "another team's ids are told apart from unknown ones:\n" + "\n".join(differ)
-    assert compared >= 30, compared  # every scoped row, notify's and the dashboard proxy's
+    # Every scoped row (notify's and the dashboard proxy's too), and every specialist's own.
+    assert compared >= 50, compared
 
 
 def test_listings_show_another_supervisor_nothing_of_the_team(
@@ -492,7 +559,9 @@ def test_listings_show_another_supervisor_nothing_of_the_team(
     leaks = [
         f"{_line(r)} shows {[s for s in secrets if s in r.text]}"
         for r in results
-        if r.caller == "other" and r.status < 300 and any(s in r.text for s in secrets)
+        if r.caller in ("other", "spec_other")
+        and r.status < 300
+        and any(s in r.text for s in secrets)
     ]
     assert not leaks, "\n".join(leaks)
     # And the own team's supervisor does see them (the check above is not vacuous).

@@ -96,20 +96,57 @@ def test_bad_incentives_name_the_field(raw: dict[str, Any], message: str) -> Non
         ap.parse_incentives(raw)
 
 
-def test_default_incentives_and_promotion_after_two_excellent_quarters() -> None:
+def test_default_incentives_follow_the_scheme() -> None:
+    """Excellent: recognition, pay adjustment, promotion consideration and a development
+    opportunity, from the first excellent quarter; unqualified: improvement plan and coaching
+    (no longer "training", which read as a remedy only the unqualified get)."""
     policy = ap.IncentivePolicy()
-    first = ap.suggest_incentive(E, ap.consecutive_excellent(E, [Q, E]), policy)
-    assert first["actions"] == ["recognition", "pay_adjustment_candidate"]
-    assert first["consecutive_excellent"] == 1
-    second = ap.suggest_incentive(E, ap.consecutive_excellent(E, [E, Q]), policy)
-    assert second["actions"] == ["recognition", "pay_adjustment_candidate", "promotion_candidate"]
-    assert second["labels"]["zh-CN"] == ["表彰", "调薪候选", "晋升候选"]
-    assert ap.suggest_incentive(Q, 0, policy)["actions"] == []
-    assert ap.suggest_incentive(U, 0, policy)["actions"] == ["improvement_plan", "training"]
-    assert ap.suggest_incentive(U, 0, policy)["labels"]["en"] == [
-        "improvement plan required",
-        "training suggested",
+    reward = [
+        "recognition",
+        "pay_adjustment_candidate",
+        "promotion_candidate",
+        "development_opportunity",
     ]
+    first = ap.suggest_incentive(E, ap.consecutive_excellent(E, [Q, E]), policy)
+    assert first["actions"] == reward
+    assert first["consecutive_excellent"] == 1
+    assert first["labels"]["zh-CN"] == ["表彰", "调薪", "纳入晋升考虑", "培训与发展机会"]
+    assert first["labels"]["en"] == [
+        "recognition",
+        "pay adjustment",
+        "promotion consideration",
+        "training / development opportunity",
+    ]
+    second = ap.suggest_incentive(E, ap.consecutive_excellent(E, [E, Q]), policy)
+    assert second["actions"] == reward and second["consecutive_excellent"] == 2
+    assert ap.suggest_incentive(Q, 0, policy)["actions"] == []
+    assert ap.suggest_incentive(N, 0, policy)["actions"] == []
+    unqualified = ap.suggest_incentive(U, 0, policy)
+    assert unqualified["actions"] == ["improvement_plan", "coaching"]
+    assert unqualified["labels"]["en"] == ["improvement plan", "coaching"]
+    assert unqualified["labels"]["zh-CN"] == ["制定改进计划", "辅导"]
+    assert "training" not in unqualified["actions"]
+
+
+def test_promotion_after_two_excellent_quarters_when_configured() -> None:
+    """The older default (promotion only after two excellent quarters in a row) is one
+    setting away, and promotion keeps its place after the pay adjustment."""
+    policy = ap.parse_incentives({"promotion_after_consecutive_excellent": 2})
+    first = ap.suggest_incentive(E, 1, policy)
+    assert first["actions"] == [
+        "recognition",
+        "pay_adjustment_candidate",
+        "development_opportunity",
+    ]
+    assert ap.suggest_incentive(E, 2, policy)["actions"] == [
+        "recognition",
+        "pay_adjustment_candidate",
+        "promotion_candidate",
+        "development_opportunity",
+    ]
+    custom = ap.parse_incentives({"excellent": ["bonus"], "unqualified": ["training"]})
+    assert ap.suggest_incentive(E, 1, custom)["actions"] == ["bonus", "promotion_candidate"]
+    assert ap.suggest_incentive(U, 0, custom)["labels"]["en"] == ["training suggested"]
 
 
 def test_incentive_mapping_is_configurable() -> None:
@@ -164,7 +201,7 @@ def test_build_and_diff_frozen_vs_live() -> None:
     assert fields["kpis.resolution_rate.denominator"] == (20, 24)
     assert fields["kpis.resolution_rate.grade"] == (E, U)
     assert fields["overall_grade"] == (E, U)
-    assert fields["incentive.actions"][1] == ["improvement_plan", "training"]
+    assert fields["incentive.actions"][1] == ["improvement_plan", "coaching"]
     assert "kpis.customer_satisfaction.value" not in fields
 
 

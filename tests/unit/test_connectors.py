@@ -32,14 +32,31 @@ from services.ingest.connectors.signatures import (
     zammad_signature,
     zendesk_signature,
 )
+from services.ingest.connectors.zendesk_events import (
+    ASSIGNED,
+    COMMENT_ADDED,
+    CREATED,
+    STATUS_CHANGED,
+)
 from shared.events import validate_event_obj
 from shared.settings import SettingsError, load_settings
-from tests.webhook_payloads import SECRETS, placeholders, sign
-from tests.webhook_scenarios import SCENARIOS
+from tests.webhook_payloads import (
+    SECRETS,
+    iso_minute,
+    placeholders,
+    render,
+    sign,
+    zendesk_comment,
+    zendesk_detail,
+    zendesk_event,
+)
+from tests.webhook_scenarios import AGENT_IDS, LI_NA, LI_NA_EMAIL, LIVES, SCENARIOS
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 BODY = b'{"event":"conversation_created","id":42}'
 VENDORS = sorted(SCENARIOS)
+# One ticket's life per way a helpdesk reports it (Zendesk: triggers and event subscriptions).
+WAYS = sorted(LIVES)
 
 
 # ----------------------------------------------------------------- signature schemes
@@ -155,10 +172,12 @@ def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(vendor=st.sampled_from(VENDORS), data=st.data())
-def test_a_vendor_payload_with_any_field_changed_never_crashes(vendor: str, data: Any) -> None:
+@given(way=st.sampled_from(WAYS), data=st.data())
+def test_a_vendor_payload_with_any_field_changed_never_crashes(way: str, data: Any) -> None:
     """Real shapes with one value replaced by anything: translated, or a 422 naming a field."""
-    body = data.draw(st.sampled_from(SCENARIOS[vendor](NOW).bodies))
+    scenario = LIVES[way](NOW)
+    vendor = scenario.vendor
+    body = data.draw(st.sampled_from(scenario.bodies))
     payload = orjson.loads(body)
     path = data.draw(st.sampled_from(_leaves(payload)))
     mutated = _replace(payload, path, data.draw(json_values))
@@ -170,13 +189,15 @@ def test_a_vendor_payload_with_any_field_changed_never_crashes(vendor: str, data
         canonical(vendor, change, "s1")  # never raises either
 
 
-@given(vendor=st.sampled_from(VENDORS), hours=st.integers(min_value=-24 * 365, max_value=24 * 365))
+@given(way=st.sampled_from(WAYS), hours=st.integers(min_value=-24 * 365, max_value=24 * 365))
 def test_every_vendor_event_is_a_valid_canonical_event_with_a_stable_id(
-    vendor: str, hours: int
+    way: str, hours: int
 ) -> None:
     t0 = NOW + dt.timedelta(hours=hours)
     seen: dict[str, dict[str, object]] = {}
-    for body in SCENARIOS[vendor](t0).bodies:
+    scenario = LIVES[way](t0)
+    vendor = scenario.vendor
+    for body in scenario.bodies:
         for change in translate(vendor, orjson.loads(body), NOW).changes:
             found = resolve(change.agent, {})
             event = canonical(vendor, change, found.specialist_id)
@@ -264,6 +285,158 @@ def test_templates_use_only_the_vendors_documented_placeholders() -> None:
     }  # fmt: skip
     assert placeholders("freshdesk") == {"ticket.id", "ticket.source", "ticket.agent.email"}
     assert set(TRANSLATORS) == set(VENDORS)
+
+
+# ---------------------------------------------------- Zendesk event subscriptions
+
+EVENT_TYPES = [CREATED, ASSIGNED, COMMENT_ADDED, STATUS_CHANGED]
+STATUSES = ["NEW", "OPEN", "PENDING", "HOLD", "SOLVED", "CLOSED"]
+ALIAS_MAP = {**{(v, i): LI_NA for v, i in AGENT_IDS.items()}, ("email", LI_NA_EMAIL): LI_NA}
+
+
+def _canonical_events(vendor: str, bodies: list[bytes]) -> list[dict[str, Any]]:
+    """What the bodies become on kpi.events, one per event id, as the scenarios write them."""
+    found: dict[str, dict[str, Any]] = {}
+    for body in bodies:
+        for change in translate(vendor, orjson.loads(body), NOW).changes:
+            event = canonical(vendor, change, resolve(change.agent, ALIAS_MAP).specialist_id)
+            found.setdefault(str(event.pop("event_id")), event)
+    for event in found.values():
+        del event["source"]
+        event["occurred_at"] = dt.datetime.fromisoformat(str(event["occurred_at"]))
+    return sorted(found.values(), key=_sort_key)
+
+
+def _sort_key(event: dict[str, Any]) -> str:
+    return json.dumps(event, sort_keys=True, default=str)
+
+
+@pytest.mark.parametrize("way", [w for w in WAYS if w != "freshdesk"])  # Freshdesk: receipts
+def test_a_tickets_life_translates_to_exactly_its_events(way: str) -> None:
+    scenario = LIVES[way](NOW)
+    expected = sorted(scenario.expected, key=_sort_key)
+    assert _canonical_events(scenario.vendor, scenario.bodies) == expected
+
+
+def _detail(status: str, hours: float, assignee: str | None = "3612") -> dict[str, Any]:
+    return zendesk_detail("5158", status=status, created_at=NOW, assignee_id=assignee,
+                          updated_at=NOW + dt.timedelta(hours=hours), actor_id="3612")  # fmt: skip
+
+
+def _zendesk(body: bytes) -> tuple[list[Change], tuple[str, ...]]:
+    result = translate("zendesk", orjson.loads(body), NOW)
+    return list(result.changes), result.ignored
+
+
+@given(before=st.sampled_from(STATUSES), after=st.sampled_from(STATUSES), lower=st.booleans())
+def test_status_changes_count_as_the_solved_and_reopened_triggers_do(
+    before: str, after: str, lower: bool
+) -> None:
+    """Reference: closed when it becomes solved, reopened when it leaves solved but not for
+    closed (the triggers' conditions); any other move counts for nothing."""
+    event = {"current": after.lower() if lower else after, "previous": before}
+    at = NOW + dt.timedelta(hours=3)
+    changes, ignored = _zendesk(
+        zendesk_event("ticket.status_changed", _detail(after, 3), event, at)
+    )
+    if after == "SOLVED" and before != "SOLVED":
+        assert [(c.type, c.resolved, c.agent and c.agent.id) for c in changes] == [
+            ("ticket.closed", True, "3612")
+        ]
+    elif before == "SOLVED" and after not in ("SOLVED", "CLOSED"):
+        assert [(c.type, c.agent) for c in changes] == [("ticket.reopened", None)]
+    else:
+        assert changes == [] and ignored == ("status_not_counted",)
+
+
+@given(public=st.booleans(), staff=st.booleans(), hours=st.sampled_from([0, 0.001, 2]))
+def test_only_a_public_staff_comment_after_the_tickets_creation_is_a_reply(
+    public: bool, staff: bool, hours: float
+) -> None:
+    at = NOW + dt.timedelta(hours=hours)
+    comment = zendesk_comment("9003", author_id="3612", name="Li Na", staff=staff, public=public)
+    changes, ignored = _zendesk(zendesk_event("ticket.comment_added", _detail("OPEN", hours),
+                                              comment, at))  # fmt: skip
+    if not public:
+        assert ignored == ("private_message",)
+    elif not staff:
+        assert ignored == ("customer_message",)
+    elif iso_minute(at) == iso_minute(NOW):  # the comment the ticket was created with
+        assert ignored == ("opening_comment",)
+    else:
+        (reply,) = changes
+        assert reply.type == "ticket.first_response" and reply.agent == Agent(
+            "zendesk", "3612", None, "Li Na"
+        )
+        assert reply.occurred_at == dt.datetime.fromisoformat(iso_minute(at))
+
+
+@settings(max_examples=200)
+@given(
+    hours=st.floats(min_value=0.01, max_value=24 * 400, allow_nan=False),
+    agent=st.integers(min_value=1, max_value=2**53),
+)
+def test_a_trigger_and_an_event_subscription_reporting_one_change_count_once(
+    hours: float, agent: int
+) -> None:
+    """Same ticket, same update time, same assignee: the same event id and the same event."""
+    at = NOW + dt.timedelta(hours=hours)
+    user = str(agent)
+    values = {"ticket.id": "5158", "ticket.created_at_with_timestamp": iso_minute(NOW),
+              "ticket.updated_at_with_timestamp": iso_minute(at), "ticket.assignee.id": user,
+              "current_user.id": user}  # fmt: skip
+    detail = _detail("OPEN", hours, user)
+    comment = zendesk_comment("9003", author_id=user, name="Li Na", staff=True, public=True)
+    pairs = {
+        "assignee_changed": ("ticket.agent_assignment_changed", {"current": agent}),
+        "agent_replied": ("ticket.comment_added", comment),
+        "solved": ("ticket.status_changed", {"current": "SOLVED", "previous": "OPEN"}),
+        "reopened": ("ticket.status_changed", {"current": "OPEN", "previous": "SOLVED"}),
+    }
+    for kpi_event, (kind, event) in pairs.items():
+        (trigger,) = _zendesk(render("zendesk", kpi_event, values))[0]
+        (subscribed,) = _zendesk(zendesk_event(kind, detail, event, at))[0]
+        assert event_id("zendesk", trigger) == event_id("zendesk", subscribed), kpi_event
+        specialist = resolve(trigger.agent, {}).specialist_id
+        assert canonical("zendesk", trigger, specialist) == canonical(
+            "zendesk", subscribed, specialist
+        ), kpi_event
+    # Created counts once per ticket either way (the channel is worded differently).
+    (trigger,) = _zendesk(render("zendesk", "ticket_created", values))[0]
+    (subscribed,) = _zendesk(zendesk_event("ticket.created", detail, {}, at))[0]
+    assert event_id("zendesk", trigger) == event_id("zendesk", subscribed)
+
+
+def test_event_types_without_a_kpi_are_acknowledged_and_foreign_types_not_understood() -> None:
+    for kind in ("ticket.priority_changed", "ticket.csat_received", "user.created"):
+        assert _zendesk(zendesk_event(kind, _detail("OPEN", 1), {}, NOW)) == (
+            [], ("event_not_used",)
+        )  # fmt: skip
+    with pytest.raises(NotUnderstood) as err:
+        translate("zendesk", {"type": "conversation_created", "id": 1}, NOW)
+    assert err.value.field == "type" and err.value.code == "unknown_type"
+    unassigned = {"current": None, "previous": 3612}
+    body = zendesk_event("ticket.agent_assignment_changed", _detail("OPEN", 1, None), unassigned,
+                         NOW)  # fmt: skip
+    assert _zendesk(body) == ([], ("no_agent",))
+    with pytest.raises(NotUnderstood) as err:
+        translate("zendesk", {"type": STATUS_CHANGED, "detail": {"id": "1"}, "event": {}}, NOW)
+    assert err.value.field == "event.current" and err.value.code == "missing_field"
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(EVENT_TYPES), detail=json_values, event=json_values, time=json_values)
+def test_any_event_subscription_body_is_translated_or_not_understood(
+    kind: str, detail: Any, event: Any, time: Any
+) -> None:
+    payload = {"type": kind, "detail": detail, "event": event, "time": time}
+    try:
+        result = translate("zendesk", payload, NOW)
+    except NotUnderstood as exc:
+        assert exc.field and exc.reason
+        return
+    for change in result.changes:
+        validate_event_obj(canonical("zendesk", change, "s1"))
 
 
 # -------------------------------------------------------------------------- settings

@@ -95,3 +95,36 @@ def test_post_events_publishes_its_request_body(documents: dict[str, dict[str, A
     for model in ("TicketCreated", "SurveyCsat", "SurveyTraining"):
         assert f"#/components/schemas/{model}" in refs
         assert model in doc["components"]["schemas"]
+
+
+# notify's routes that scoring's dashboard proxy relays (method, notify path).
+RELAYED = {
+    ("GET", "/v1/alerts"),
+    ("POST", "/v1/alerts/{alert_id}/ack"),
+    ("GET", "/v1/silences"),
+    ("POST", "/v1/silences"),
+    ("GET", "/v1/deliveries"),
+    ("GET", "/v1/deliveries/{delivery_id}"),
+    ("POST", "/v1/deliveries/{delivery_id}/resend"),
+}
+
+
+def _refs(schema: dict[str, Any]) -> set[str]:
+    found = {schema["$ref"]} if "$ref" in schema else set()
+    return found | {r for s in schema.get("anyOf", []) for r in _refs(s)}
+
+
+def test_the_dashboard_proxy_documents_notifys_own_bodies(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    """The bodies the proxy relays are documented with the very models notify's routes answer."""
+    notify, scoring = documents["notify"], documents["scoring"]
+    proxy = scoring["paths"]["/v1/dashboard/notify/{path}"]
+    for method, path in sorted(RELAYED):
+        answers = notify["paths"][path][method.lower()]["responses"]
+        code, answer = next((c, r) for c, r in answers.items() if c.startswith("2"))
+        (ref,) = _refs(answer["content"]["application/json"]["schema"])
+        relayed = proxy[method.lower()]["responses"][code]["content"]["application/json"]
+        assert ref in _refs(relayed["schema"]), (method, path, ref)
+        name = ref.rsplit("/", 1)[1]
+        assert scoring["components"]["schemas"][name] == notify["components"]["schemas"][name]

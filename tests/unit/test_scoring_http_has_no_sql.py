@@ -12,7 +12,8 @@ SCORING = Path(__file__).resolve().parents[2] / "services" / "scoring"
 HTTP_MODULES = sorted(
     [
         *(SCORING / "api").glob("*.py"),
-        SCORING / "appraisal" / "routes.py",
+        *(SCORING / "appraisal").glob("*routes.py"),
+        SCORING / "appraisal" / "inputs.py",
         SCORING / "appraisal" / "appraiser.py",
         SCORING / "app.py",
     ]

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from services.ingest.connectors import chatwoot, zammad
+from services.ingest.connectors import chatwoot, zammad, zendesk_events
 from services.ingest.connectors.base import Translation
 from services.ingest.connectors.templates import REDELIVERY_WINDOW, freshdesk_receipt_key
 from services.ingest.connectors.templates import TRANSLATORS as TEMPLATE_TRANSLATORS
@@ -20,6 +20,7 @@ Translator = Callable[[Mapping[str, Any], dt.datetime], Translation]
 
 TRANSLATORS: Final[dict[str, Translator]] = {
     **TEMPLATE_TRANSLATORS,
+    "zendesk": zendesk_events.translate,  # trigger bodies and event subscriptions
     "zammad": zammad.translate,
     "chatwoot": chatwoot.translate,
 }

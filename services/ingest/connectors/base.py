@@ -32,6 +32,7 @@ NOT_FIRST_REPLY: Final = "not_first_reply"
 NO_AGENT: Final = "no_agent"
 STATUS_NOT_COUNTED: Final = "status_not_counted"
 NOT_A_RATING: Final = "not_a_rating"
+OPENING_COMMENT: Final = "opening_comment"
 IGNORED_REASONS: Final[frozenset[str]] = frozenset(
     {
         EVENT_NOT_USED,
@@ -41,6 +42,7 @@ IGNORED_REASONS: Final[frozenset[str]] = frozenset(
         NO_AGENT,
         STATUS_NOT_COUNTED,
         NOT_A_RATING,
+        OPENING_COMMENT,
     }
 )
 

@@ -13,6 +13,7 @@ from services.notify.handlers.ack import AckResult, ack_alert
 from services.notify.schemas import AckIn
 from shared.auth import Principal
 from shared.db import session_scope
+from shared.notify_api import AlertDeliveries, AlertList, AlertOut
 from shared.text import StorableText
 
 router = APIRouter(prefix="/v1", tags=["notify"])
@@ -26,7 +27,7 @@ async def _visible_alert(request: Request, alert_id: str, principal: Principal) 
     return row
 
 
-@router.get("/alerts")
+@router.get("/alerts", response_model=AlertList)
 async def list_alerts(
     request: Request,
     state: Literal["open", "resolved"] | None = Query(default=None),
@@ -51,14 +52,14 @@ async def list_alerts(
     return {"items": items}
 
 
-@router.get("/alerts/{alert_id}")
+@router.get("/alerts/{alert_id}", response_model=AlertOut)
 async def get_alert(
     alert_id: StorableText, request: Request, principal: Principal = Depends(reader)
 ) -> dict[str, Any]:
     return await _visible_alert(request, alert_id, principal)
 
 
-@router.post("/alerts/{alert_id}/ack")
+@router.post("/alerts/{alert_id}/ack", response_model=AlertOut)
 async def ack(
     alert_id: StorableText,
     request: Request,
@@ -77,7 +78,7 @@ async def ack(
     return await _visible_alert(request, alert_id, principal)
 
 
-@router.get("/alerts/{alert_id}/deliveries")
+@router.get("/alerts/{alert_id}/deliveries", response_model=AlertDeliveries)
 async def alert_deliveries(
     alert_id: StorableText, request: Request, principal: Principal = Depends(reader)
 ) -> dict[str, Any]:

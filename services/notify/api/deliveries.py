@@ -16,6 +16,7 @@ from services.notify.handlers.deliveries import (
 )
 from shared.auth import Principal
 from shared.db import session_scope
+from shared.notify_api import DeliveryDetail, DeliveryOut, DeliveryPage
 from shared.text import StorableText
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,11 @@ def _delivery_error(result: DeliveryResult, delivery_id: int) -> HTTPException:
     )
 
 
-@router.get("/deliveries", summary="Deliveries (failed ones to resend), newest first")
+@router.get(
+    "/deliveries",
+    summary="Deliveries (failed ones to resend), newest first",
+    response_model=DeliveryPage,
+)
 async def deliveries(
     request: Request,
     status: Literal["pending", "sending", "sent", "failed"] | None = Query(
@@ -68,7 +73,11 @@ async def deliveries(
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.get("/deliveries/{delivery_id}", summary="One delivery with every attempt")
+@router.get(
+    "/deliveries/{delivery_id}",
+    summary="One delivery with every attempt",
+    response_model=DeliveryDetail,
+)
 async def delivery(
     request: Request,
     delivery_id: DeliveryId,
@@ -85,6 +94,7 @@ async def delivery(
 @router.post(
     "/deliveries/{delivery_id}/resend",
     summary="Send a failed delivery again (same delivery key, fresh retry budget)",
+    response_model=DeliveryOut,
 )
 async def resend(
     request: Request,

@@ -14,7 +14,9 @@ from shared.streams import StreamSlots
 
 admin_only = require()
 
-# Who may read alerts (and their stream, whose re-checks use the same roles).
+# Who may read alerts (and their stream, whose re-checks use the same roles). Not a
+# specialist: alerts, channels, silences and deliveries are their supervisors' tools, so a
+# specialist token gets 403 on every notify route but whoami (docs/security.md).
 READER_ROLES = (Role.SUPERVISOR,)
 reader = require(*READER_ROLES)
 

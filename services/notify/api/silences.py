@@ -25,12 +25,13 @@ from services.notify.api.deps import (
 from services.notify.schemas import SilenceIn
 from shared.auth import Principal
 from shared.db import session_scope
+from shared.notify_api import SilenceList, SilenceOut
 from shared.text import StorableText
 
 router = APIRouter(prefix="/v1", tags=["notify"])
 
 
-@router.post("/silences", status_code=201)
+@router.post("/silences", status_code=201, response_model=SilenceOut)
 async def create_silence(
     body: SilenceIn, request: Request, principal: Principal = Depends(reader)
 ) -> dict[str, Any]:
@@ -76,7 +77,7 @@ async def create_silence(
     return {**row, "applies": True}
 
 
-@router.get("/silences")
+@router.get("/silences", response_model=SilenceList)
 async def list_silences(
     request: Request,
     active: bool = Query(default=True, description="only silences not yet expired"),

@@ -13,6 +13,7 @@ from services.notify import outbox, queries
 from services.notify import repository as repo
 from services.notify.config import NotifyConfig
 from services.notify.retry import RetryPolicy
+from shared.webhooks import INCIDENT_TYPE
 
 
 class DeliveryResult(Enum):
@@ -21,24 +22,34 @@ class DeliveryResult(Enum):
     NOT_FAILED = "not_failed"
 
 
+def _item_out(item: Mapping[str, Any]) -> dict[str, Any]:
+    """One line per notice: an alert's, or a platform incident's (whose payload has a type)."""
+    payload = item["payload"]
+    if payload.get("type") == INCIDENT_TYPE:
+        return {
+            "type": INCIDENT_TYPE,
+            "incident_id": payload["incident_id"],
+            "kind": item["kind"],
+            "incident_kind": payload["kind"],
+            "service": payload["service"],
+            "summary": payload["summary"],
+        }
+    return {
+        "alert_id": payload["alert_id"],
+        "kind": item["kind"],
+        "specialist_id": payload["specialist_id"],
+        "name": item.get("name"),
+        "kpi": payload["kpi"],
+        "value": payload["value"],
+        "qualified": payload["qualified"],
+    }
+
+
 def delivery_out(row: Mapping[str, Any], retry: RetryPolicy) -> dict[str, Any]:
     """API view of a delivery: the channel by name and kind (never its config), one line per
     alert it carries, and when its retry budget ends while it can still be retried."""
     status = row["status"]
-    items = []
-    for item in row["items"]:
-        payload = item["payload"]
-        items.append(
-            {
-                "alert_id": payload["alert_id"],
-                "kind": item["kind"],
-                "specialist_id": payload["specialist_id"],
-                "name": item.get("name"),
-                "kpi": payload["kpi"],
-                "value": payload["value"],
-                "qualified": payload["qualified"],
-            }
-        )
+    items = [_item_out(item) for item in row["items"]]
     return {
         "id": row["id"],
         "delivery_key": row["delivery_key"],

@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from services.scoring import queries
-from services.scoring.api.deps import Ctx, Reader
+from services.scoring.api.deps import Ctx, Reader, Viewer
 from services.scoring.api.notify_proxy import notify_proxy_router
 from services.scoring.api.params import DEFAULT_WINDOW, AsOfParam, TeamFilter, WindowParam
 from services.scoring.api.render import json_response, kpi_cell, pooled
@@ -64,7 +64,7 @@ def dashboard_router() -> APIRouter:
         summary="What the dashboard needs to start: KPIs, lines, features",
         responses={200: {"model": DashboardConfig}},
     )
-    async def config(request: Request, principal: Reader, ctx: Ctx) -> Response:
+    async def config(request: Request, principal: Viewer, ctx: Ctx) -> Response:
         runtime: Runtime = request.app.state.runtime
         paths = _route_paths(request.app)
         return json_response(
@@ -72,6 +72,8 @@ def dashboard_router() -> APIRouter:
                 "role": principal.role.value,
                 "subject": principal.subject,
                 "team_ids": sorted(principal.team_ids),
+                # A specialist's dashboard is their own page: /v1/specialists/{this}/...
+                "specialist_id": principal.specialist_id,
                 "kpis": list(KPI_KEYS),
                 "catalogue": _CATALOGUE_OUT,
                 "lines": {
@@ -86,6 +88,7 @@ def dashboard_router() -> APIRouter:
                     "specialist_appraisals": "/v1/specialists/{specialist_id}/appraisals/{quarter}"
                     in paths,
                     "improvement_plans": "/v1/specialists/{specialist_id}/plans/{quarter}" in paths,
+                    "appraisal_cycle": "/v1/appraisals/{quarter}/cycle" in paths,
                 },
             }
         )

@@ -69,7 +69,11 @@ async def read_context(request: Request) -> ReadContext:
     return ReadContext(read_db(request), tz, config.lines, config.measure.today(now(request)))
 
 
+# Team-level routes (listings, team KPIs, finalisation, exports): admins and supervisors.
 Reader = Annotated[Principal, Depends(require(Role.SUPERVISOR))]
+# Routes about one specialist named in the path: also a specialist, for their own id only
+# (scope.py answers another id like an unknown one).
+Viewer = Annotated[Principal, Depends(require(Role.SUPERVISOR, Role.SPECIALIST))]
 Admin = Annotated[Principal, Depends(require())]
 Ctx = Annotated[ReadContext, Depends(read_context)]
 Pool = Annotated[ReadDb, Depends(read_db)]

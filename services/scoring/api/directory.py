@@ -6,7 +6,7 @@ import asyncpg
 from fastapi import APIRouter, HTTPException
 
 from services.scoring import directory_writes, queries
-from services.scoring.api.deps import Admin, Ctx, Reader
+from services.scoring.api.deps import Admin, Ctx, Reader, Viewer
 from services.scoring.api.errors import ERRORS, bad_param, or_404
 from services.scoring.api.params import NewId, SpecialistId, TeamFilter, TeamId
 from services.scoring.api.schemas import (
@@ -85,7 +85,7 @@ def directory_router() -> APIRouter:
         summary="One specialist, with its helpdesk aliases",
     )
     async def get_specialist(
-        specialist_id: SpecialistId, principal: Reader, ctx: Ctx
+        specialist_id: SpecialistId, principal: Viewer, ctx: Ctx
     ) -> SpecialistDetail:
         found = await visible_specialist(principal, ctx.db, specialist_id)
         return specialist_detail(found, await queries.aliases_of(ctx.db, specialist_id))

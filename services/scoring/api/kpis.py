@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from services.scoring import queries
-from services.scoring.api.deps import Ctx, Reader
+from services.scoring.api.deps import Ctx, Reader, Viewer
 from services.scoring.api.errors import ERRORS, bad_param, or_404
 from services.scoring.api.params import (
     DEFAULT_WINDOW,
@@ -31,6 +31,7 @@ from services.scoring.api.schemas import (
     TeamKpis,
 )
 from services.scoring.api.scope import (
+    check_own_id,
     check_specialist_visible,
     check_team_visible,
     listing_teams,
@@ -83,12 +84,13 @@ def kpi_router() -> APIRouter:
     )
     async def specialist_kpis(
         specialist_id: SpecialistId,
-        principal: Reader,
+        principal: Viewer,
         ctx: Ctx,
         window: WindowParam = DEFAULT_WINDOW,
         as_of: AsOfParam = None,
     ) -> Response:
         win = ctx.window(window, as_of)
+        check_own_id(principal, specialist_id)
         found = or_404(
             await queries.specialist_sums(ctx.db, specialist_id, win.start, win.end),
             "specialist",
@@ -189,7 +191,7 @@ def kpi_router() -> APIRouter:
     async def history(
         specialist_id: SpecialistId,
         kpi: KpiKey,
-        principal: Reader,
+        principal: Viewer,
         ctx: Ctx,
         from_: Annotated[
             dt.date | None,
@@ -218,6 +220,7 @@ def kpi_router() -> APIRouter:
             )
         key = kpi.value
         line = ctx.lines[key]
+        check_own_id(principal, specialist_id)
         specialist, buckets = or_404(
             await queries.daily_series(ctx.db, specialist_id, key, start, end),
             "specialist",
@@ -255,7 +258,7 @@ def kpi_router() -> APIRouter:
     async def kpi_events(
         specialist_id: SpecialistId,
         kpi: KpiKey,
-        principal: Reader,
+        principal: Viewer,
         ctx: Ctx,
         window: WindowParam = DEFAULT_WINDOW,
         as_of: AsOfParam = None,

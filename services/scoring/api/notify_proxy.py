@@ -15,6 +15,15 @@ from fastapi.responses import JSONResponse
 from services.scoring.api.deps import Reader
 from shared.accounts import CSRF_HEADER, SESSION_COOKIE
 from shared.auth import Credential, credential_of
+from shared.notify_api import (
+    AlertList,
+    AlertOut,
+    DeliveryDetail,
+    DeliveryOut,
+    DeliveryPage,
+    SilenceList,
+    SilenceOut,
+)
 from shared.runtime import Runtime
 from shared.streams import EventStreamResponse, StreamRefused, StreamSlots
 
@@ -41,21 +50,23 @@ _REQUEST_TIMEOUT = httpx.Timeout(5.0, read=10.0)
 _STREAM_TIMEOUT = httpx.Timeout(5.0, read=None, pool=1.0)
 # Upstream headers a caller needs: a 429/503 from notify says when to come back.
 _PASS_HEADERS = ("retry-after",)
-# notify's routes declare no shared response models: the relayed bodies are documented there
-# (path for path, below /v1/), and here as what they are.
-_RELAYED_BODY = {
-    "schema": {"type": "object", "description": "The body of notify's route at /v1/{path}."}
-}
-_RELAYED: dict[str, Any] = {
-    "description": "notify's answer as is: status, JSON body, Retry-After.",
-    "content": {"application/json": _RELAYED_BODY},
-}
+# notify's bodies, relayed byte for byte: their models are defined once in shared.notify_api
+# (notify's routes declare them as response models) and documented here path by path.
 _RELAYED_GET: dict[str, Any] = {
-    "description": "notify's answer as is; for alerts/stream, its server-sent events.",
-    "content": {
-        "application/json": _RELAYED_BODY,
-        "text/event-stream": {"schema": {"type": "string"}},
-    },
+    "model": AlertList | SilenceList | DeliveryPage | DeliveryDetail,
+    "description": "notify's answer as is (status, JSON body, Retry-After): `alerts` an "
+    "AlertList, `silences` a SilenceList, `deliveries` a DeliveryPage, `deliveries/{id}` a "
+    "DeliveryDetail; `alerts/stream` its server-sent events.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+_RELAYED_POST: dict[str, Any] = {
+    "model": AlertOut | DeliveryOut,
+    "description": "notify's answer as is: `alerts/{id}/ack` the AlertOut, "
+    "`deliveries/{id}/resend` the DeliveryOut.",
+}
+_RELAYED_CREATED: dict[str, Any] = {
+    "model": SilenceOut,
+    "description": "notify's answer as is: `silences` the SilenceOut it created.",
 }
 
 
@@ -224,7 +235,11 @@ def notify_proxy_router() -> APIRouter:
     async def notify_get(path: str, request: Request, principal: Reader) -> Response:
         return await notify_proxy(path, request)
 
-    @router.post("/notify/{path:path}", summary=summary, responses={200: _RELAYED, 201: _RELAYED})
+    @router.post(
+        "/notify/{path:path}",
+        summary=summary,
+        responses={200: _RELAYED_POST, 201: _RELAYED_CREATED},
+    )
     async def notify_post(path: str, request: Request, principal: Reader) -> Response:
         return await notify_proxy(path, request)
 

@@ -256,12 +256,14 @@ class Features(_Out):
     appraisals: bool
     specialist_appraisals: bool
     improvement_plans: bool
+    appraisal_cycle: bool
 
 
 class DashboardConfig(_Out):
     role: str
     subject: str
     team_ids: list[str]
+    specialist_id: str | None = Field(description="A specialist caller's own id, else null.")
     kpis: list[KpiKey]
     catalogue: dict[str, CatalogueEntry]
     lines: dict[str, ConfigLine] = Field(description="Effective lines (overrides applied).")

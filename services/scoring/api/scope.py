@@ -1,27 +1,63 @@
-"""Team scoping: which specialists and teams a caller may read, and which exist.
+"""Scoping: which specialists and teams a caller may read or act on, and which exist.
 
-A specialist or team outside a supervisor's teams is answered exactly like an unknown id
-(the same 404 and body), so a supervisor cannot probe which ids exist in other teams; 403 is
-left to a role that may not call the route at all.
+A specialist or team outside a supervisor's teams, and any specialist other than a
+specialist caller's own, is answered exactly like an unknown id (the same 404 and body), so
+nobody can probe which ids exist; 403 is left to a role that may not call the route (or do
+the action) at all, which depends on the role alone. The rules are in access.py.
 """
 
 from __future__ import annotations
 
+from fastapi import HTTPException, status
+
 from services.scoring import queries
+from services.scoring.access import ROLES_FOR, Action, Relation, relation
 from services.scoring.api.errors import not_found, or_404
 from services.scoring.db import Db
-from shared.auth import Principal
+from shared.auth import Principal, Role
+
+_DOING = {
+    Action.READ: "read a specialist's records",
+    Action.RECORD_MEETING: "record feedback meetings",
+    Action.EDIT_PLAN: "change an improvement plan's goals or status",
+    Action.ADD_PROGRESS_NOTE: "add progress notes",
+    Action.RECORD_DECISION: "record incentive decisions",
+    Action.ACKNOWLEDGE: "acknowledge for a specialist (only the specialist themself does)",
+    Action.COMMENT: "comment for a specialist (only the specialist themself does)",
+}
+
+
+def relation_to(principal: Principal, specialist_id: str, team_id: str | None) -> Relation:
+    return relation(principal.role, principal.subject, principal.team_ids, specialist_id, team_id)
+
+
+def check_action(principal: Principal, action: Action) -> None:
+    """403 when the caller's role may not do ``action`` to anyone."""
+    if principal.role not in ROLES_FOR[action]:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"role '{principal.role}' may not {_DOING[action]}",
+        )
+
+
+def check_own_id(principal: Principal, specialist_id: str) -> None:
+    """A specialist caller naming anyone but themself: the unknown-id 404, before any lookup."""
+    if principal.role is Role.SPECIALIST and specialist_id != principal.specialist_id:
+        raise not_found("specialist", specialist_id)
 
 
 def check_specialist_visible(principal: Principal, specialist: queries.SpecialistRow) -> None:
-    if not principal.can_see_team(specialist.team_id):
+    if relation_to(principal, specialist.id, specialist.team_id) is Relation.OTHER:
         raise not_found("specialist", specialist.id)
 
 
 async def visible_specialist(
-    principal: Principal, db: Db, specialist_id: str
+    principal: Principal, db: Db, specialist_id: str, action: Action = Action.READ
 ) -> queries.SpecialistRow:
-    """The specialist's directory row; 404 when unknown or not in the caller's teams."""
+    """The specialist's directory row when the caller may do ``action`` to them: 403 for a
+    role that may not do it at all, else 404 when unknown or not the caller's."""
+    check_action(principal, action)
+    check_own_id(principal, specialist_id)
     specialist = or_404(
         await queries.get_specialist(db, specialist_id), "specialist", specialist_id
     )

@@ -12,7 +12,9 @@ from fastapi import Depends, Request
 from services.scoring import queries
 from services.scoring.api.deps import Ctx, ReadContext, now, scoring_config
 from services.scoring.api.errors import bad_param
+from services.scoring.appraisal import cycle_repository as cycle_repo
 from services.scoring.appraisal import repository as repo
+from services.scoring.appraisal.cycle import cycle_fields, is_provisional
 from services.scoring.appraisal.domain import (
     AppraisalRule,
     Goal,
@@ -52,12 +54,14 @@ class Appraiser:
         return f"{year:04d}Q{q}"
 
     async def appraise(
-        self, db: Db, quarter: str, members: Sequence[SpecialistSums]
+        self, db: Db, quarter: str, members: Sequence[SpecialistSums], *, cycle: bool = True
     ) -> list[dict[str, Any]]:
-        """Appraisals of ``members`` (sums over ``quarter``): frozen where finalised, plus live."""
+        """Appraisals of ``members`` (sums over ``quarter``): frozen where finalised, plus live;
+        with ``cycle``, also the cycle's state (meeting, decision, acknowledgement, comment)."""
         window = parse_window(quarter, self.ctx.today)
         ids = [m.specialist.id for m in members]
-        lookback = max(0, self.policy.promotion_after_consecutive_excellent - 1)
+        # At least one quarter back, so consecutive_excellent tells 1 from 2 and more.
+        lookback = max(1, self.policy.promotion_after_consecutive_excellent - 1)
         earlier = previous_quarters(quarter, lookback)
         frozen = await repo.snapshots(db, [quarter, *earlier], ids)
         values = {m.specialist.id: evaluate_all(m.sums, window, self.ctx.lines) for m in members}
@@ -125,7 +129,38 @@ class Appraiser:
                     "differences": differences,
                 }
             )
+        if cycle:
+            await self._add_cycle(db, quarter, window.end, out)
         return out
+
+    async def _add_cycle(
+        self, db: Db, quarter: str, end: dt.date, appraisals: list[dict[str, Any]]
+    ) -> None:
+        ids = [a["specialist_id"] for a in appraisals]
+        meetings = await cycle_repo.quarter_meetings(db, quarter, ids)
+        decisions = await cycle_repo.current_decisions(db, quarter, ids)
+        responses = await cycle_repo.responses(db, quarter, ids)
+        for a in appraisals:
+            sid = a["specialist_id"]
+            response = responses.get(sid)
+            a.update(
+                cycle_fields(
+                    is_provisional(a["finalized"], self.ctx.today, end),
+                    meetings.get(sid, ()),
+                    decisions.get(sid),
+                    None if response is None else response.acknowledged_at,
+                    None if response is None else response.comment_json(),
+                )
+            )
+
+    async def of(self, specialist_id: str, quarter: str) -> dict[str, Any] | None:
+        """One specialist's appraisal (None when the directory does not have them)."""
+        window = parse_window(quarter, self.ctx.today)
+        found = await queries.specialist_sums(self.ctx.db, specialist_id, window.start, window.end)
+        if found is None:
+            return None
+        (body,) = await self.appraise(self.ctx.db, quarter, [found])
+        return body
 
     async def stream(
         self, db: Db, quarter: str, teams: Collection[str] | None
@@ -157,6 +192,9 @@ async def plans_out(appr: Appraiser, plans: Sequence[repo.PlanRow]) -> list[dict
     sums = await queries.many_window_sums(
         appr.ctx.db, {(sid, lo, hi) for (sid, _), (lo, hi) in windows.items()}
     )
+    notes = await cycle_repo.progress_notes(
+        appr.ctx.db, [(p.specialist_id, p.quarter) for p in plans]
+    )
     out: list[dict[str, Any]] = []
     for plan, goals in parsed:
         progress = []
@@ -178,6 +216,7 @@ async def plans_out(appr: Appraiser, plans: Sequence[repo.PlanRow]) -> list[dict
                 "created_at": plan.created_at,
                 "updated_by": plan.updated_by,
                 "updated_at": plan.updated_at,
+                "progress_notes": notes.get((plan.specialist_id, plan.quarter), []),
             }
         )
     return out

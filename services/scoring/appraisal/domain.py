@@ -67,15 +67,23 @@ def parse_rule(raw: Mapping[str, Any] | None) -> AppraisalRule:
 RECOGNITION: Final = "recognition"
 PAY_ADJUSTMENT: Final = "pay_adjustment_candidate"
 PROMOTION: Final = "promotion_candidate"
+DEVELOPMENT: Final = "development_opportunity"
 IMPROVEMENT_PLAN: Final = "improvement_plan"
+COACHING: Final = "coaching"
 TRAINING: Final = "training"
 
+# Labels of the action codes the platform knows; a code KPI_INCENTIVES adds is shown as is.
 ACTION_LABELS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
     {
         RECOGNITION: {"en": "recognition", "zh-CN": "表彰"},
-        PAY_ADJUSTMENT: {"en": "pay-adjustment candidate", "zh-CN": "调薪候选"},
-        PROMOTION: {"en": "promotion candidate", "zh-CN": "晋升候选"},
-        IMPROVEMENT_PLAN: {"en": "improvement plan required", "zh-CN": "需制定改进计划"},
+        PAY_ADJUSTMENT: {"en": "pay adjustment", "zh-CN": "调薪"},
+        PROMOTION: {"en": "promotion consideration", "zh-CN": "纳入晋升考虑"},
+        DEVELOPMENT: {
+            "en": "training / development opportunity",
+            "zh-CN": "培训与发展机会",
+        },
+        IMPROVEMENT_PLAN: {"en": "improvement plan", "zh-CN": "制定改进计划"},
+        COACHING: {"en": "coaching", "zh-CN": "辅导"},
         TRAINING: {"en": "training suggested", "zh-CN": "建议参加培训"},
     }
 )
@@ -84,20 +92,31 @@ _ACTION_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 @dataclass(frozen=True)
 class IncentivePolicy:
-    """Suggested actions per overall grade, plus promotion after consecutive excellent quarters."""
+    """Suggested actions per overall grade, plus promotion after consecutive excellent quarters.
+
+    The defaults follow the appraisal scheme: an excellent quarter is rewarded with
+    recognition, a pay adjustment, promotion consideration and a training / development
+    opportunity; an unqualified one gets an improvement plan with coaching.
+    """
 
     by_grade: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: MappingProxyType(
             {
-                "excellent": (RECOGNITION, PAY_ADJUSTMENT),
+                "excellent": (RECOGNITION, PAY_ADJUSTMENT, DEVELOPMENT),
                 "qualified": (),
-                "unqualified": (IMPROVEMENT_PLAN, TRAINING),
+                "unqualified": (IMPROVEMENT_PLAN, COACHING),
                 "insufficient_data": (),
             }
         )
     )
-    # 0 disables promotion suggestions.
-    promotion_after_consecutive_excellent: int = 2
+    # Excellent quarters in a row that add promotion consideration (1: every excellent
+    # quarter; 0: never).
+    promotion_after_consecutive_excellent: int = 1
+
+    def action_codes(self) -> frozenset[str]:
+        """Every action code this policy or the platform knows (what a decision may record)."""
+        configured = {a for actions in self.by_grade.values() for a in actions}
+        return frozenset({*ACTION_LABELS, *configured})
 
 
 def parse_incentives(raw: Mapping[str, Any] | None) -> IncentivePolicy:
@@ -121,7 +140,7 @@ def parse_incentives(raw: Mapping[str, Any] | None) -> IncentivePolicy:
             if not isinstance(action, str) or not _ACTION_RE.match(action):
                 raise ValueError(f"{name}[{i}] must be a snake_case action code, got {action!r}")
         by_grade[name] = tuple(dict.fromkeys(value))
-    promo = _int_field(raw, promo_key, 2, 0, 8)
+    promo = _int_field(raw, promo_key, default.promotion_after_consecutive_excellent, 0, 8)
     return IncentivePolicy(MappingProxyType(by_grade), promo)
 
 
@@ -187,7 +206,9 @@ def suggest_incentive(grade: str, streak: int, policy: IncentivePolicy) -> dict[
     actions = list(policy.by_grade.get(grade, ()))
     promo = policy.promotion_after_consecutive_excellent
     if grade == "excellent" and promo > 0 and streak >= promo and PROMOTION not in actions:
-        actions.append(PROMOTION)
+        # In the scheme's order: recognition, pay adjustment, promotion, development.
+        at = actions.index(PAY_ADJUSTMENT) + 1 if PAY_ADJUSTMENT in actions else len(actions)
+        actions.insert(at, PROMOTION)
     return {
         "actions": actions,
         "consecutive_excellent": streak,

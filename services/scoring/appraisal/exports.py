@@ -1,4 +1,4 @@
-"""CSV and XLSX exports of a quarter's appraisals, with zh-CN / en column headers."""
+"""CSV and XLSX exports of a quarter's appraisals and their cycle, zh-CN / en headers."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font, PatternFill
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
+from services.scoring.appraisal.cycle import action_labels
 from services.scoring.appraisal.domain import ACTION_LABELS, OVERALL_GRADES
 from shared.catalogue import CATALOGUE, GRADED_KEYS, KPI_KEYS
 from shared.spreadsheet import csv_line, xlsx_value
@@ -53,6 +54,14 @@ _WORDS: Final[Mapping[str, Mapping[str, str]]] = {
     "finalized_at": {"en": "Finalised at", "zh-CN": "定稿时间"},
     "differs": {"en": "Live differs", "zh-CN": "与实时数据不一致"},
     "calendar": {"en": "Calendar", "zh-CN": "工作日历"},
+    "provisional": {"en": "Provisional", "zh-CN": "暂定"},
+    "meeting_status": {"en": "Feedback meeting", "zh-CN": "反馈面谈"},
+    "decision": {"en": "Decision taken", "zh-CN": "激励决定"},
+    "decision_amount": {"en": "Decision amount", "zh-CN": "决定金额"},
+    "decision_level": {"en": "Decision level", "zh-CN": "决定级别"},
+    "decided_by": {"en": "Decided by", "zh-CN": "决定人"},
+    "decided_at": {"en": "Decided at", "zh-CN": "决定时间"},
+    "acknowledged_at": {"en": "Acknowledged at", "zh-CN": "专员确认时间"},
     "yes": {"en": "yes", "zh-CN": "是"},
     "no": {"en": "no", "zh-CN": "否"},
     "sheet": {"en": "Appraisal", "zh-CN": "季度考核"},
@@ -62,6 +71,25 @@ _WORDS: Final[Mapping[str, Mapping[str, str]]] = {
     "all": {"en": "all", "zh-CN": "全部"},
     "kpi": {"en": "KPI", "zh-CN": "指标"},
 }
+
+
+MEETING_LABELS: Final[Mapping[str, Mapping[str, str]]] = {
+    "none": {"en": "none", "zh-CN": "未安排"},
+    "scheduled": {"en": "scheduled", "zh-CN": "已安排"},
+    "held": {"en": "held", "zh-CN": "已面谈"},
+    "cancelled": {"en": "cancelled", "zh-CN": "已取消"},
+}
+# The cycle's columns, after the appraisal's own.
+CYCLE_COLUMNS: Final = (
+    "provisional",
+    "meeting_status",
+    "decision",
+    "decision_amount",
+    "decision_level",
+    "decided_by",
+    "decided_at",
+    "acknowledged_at",
+)
 
 
 def word(key: str, lang: str) -> str:
@@ -91,7 +119,30 @@ def headers(lang: str) -> list[str]:
         word(k, lang)
         for k in ("overall_grade", "incentive", "finalized", "finalized_at", "differs", "calendar")
     ]
+    out += [word(k, lang) for k in CYCLE_COLUMNS]
     return out
+
+
+def _when(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def cycle_cells(appraisal: Mapping[str, Any], lang: str) -> list[Any]:
+    """The cycle's columns of a row: provisional, meeting status, the decision taken (type,
+    amount, level, by, at) and when the specialist acknowledged."""
+    decision = appraisal.get("decision") or {}
+    meeting = str(appraisal.get("meeting_status") or "none")
+    kind = decision.get("type")
+    return [
+        word("yes" if appraisal.get("provisional") else "no", lang),
+        MEETING_LABELS.get(meeting, {}).get(lang, meeting),
+        "" if kind is None else action_labels(str(kind))[lang],
+        decision.get("amount"),
+        decision.get("level") or "",
+        decision.get("decided_by") or "",
+        _when(decision.get("decided_at")),
+        _when(appraisal.get("acknowledged_at")),
+    ]
 
 
 def row(appraisal: Mapping[str, Any], lang: str) -> list[Any]:
@@ -117,6 +168,7 @@ def row(appraisal: Mapping[str, Any], lang: str) -> list[Any]:
         "" if finalized_at is None else str(finalized_at),
         word("yes" if appraisal.get("differs") else "no", lang),
         appraisal.get("calendar") or "",
+        *cycle_cells(appraisal, lang),
     ]
     return out
 

@@ -1,7 +1,8 @@
-"""SQL of the appraisal tables: frozen snapshots, finalisations, meetings, improvement plans.
+"""SQL of the appraisal tables: frozen snapshots, finalisations, improvement plans.
 
 Reads take a ``Db`` (the read pool or a connection); writes take the ``Conn`` of the
-route's ``ReadDb.transaction()``, which commits them in one place. Window sums are in queries.
+route's ``ReadDb.transaction()``, which commits them in one place. Window sums are in queries;
+meetings and the rest of the cycle in cycle_repository.
 """
 
 from __future__ import annotations
@@ -128,65 +129,6 @@ async def list_finalizations(
         }
         for r in rows
     ]
-
-
-# ---------------------------------------------------------------------------
-# Feedback meetings
-# ---------------------------------------------------------------------------
-
-_MEETING_COLUMNS = "id, specialist_id, quarter, met_on, participants::text AS participants, notes, created_by, created_at"  # noqa: E501
-
-
-def _meeting(r: Record) -> dict[str, Any]:
-    return {
-        "id": r["id"],
-        "specialist_id": r["specialist_id"],
-        "quarter": r["quarter"],
-        "date": r["met_on"],
-        "participants": orjson.loads(r["participants"]),
-        "notes": r["notes"],
-        "created_by": r["created_by"],
-        "created_at": r["created_at"],
-    }
-
-
-async def insert_meeting(
-    conn: Conn,
-    specialist_id: str,
-    quarter: str | None,
-    met_on: dt.date,
-    participants: Sequence[str],
-    notes: str,
-    by: str,
-) -> dict[str, Any]:
-    row = await conn.fetchrow(
-        f"""
-        INSERT INTO feedback_meetings
-            (specialist_id, quarter, met_on, participants, notes, created_by)
-        VALUES ($1, $2, $3, $4::jsonb, $5, $6)
-        RETURNING {_MEETING_COLUMNS}
-        """,
-        specialist_id,
-        quarter,
-        met_on,
-        orjson.dumps(list(participants)).decode(),
-        notes,
-        by,
-    )
-    return _meeting(row)
-
-
-async def list_meetings(db: Db, specialist_id: str, quarter: str | None) -> list[dict[str, Any]]:
-    rows = await db.fetch(
-        f"""
-        SELECT {_MEETING_COLUMNS} FROM feedback_meetings
-        WHERE specialist_id = $1 AND ($2::text IS NULL OR quarter = $2)
-        ORDER BY met_on, id
-        """,
-        specialist_id,
-        quarter,
-    )
-    return [_meeting(r) for r in rows]
 
 
 # ---------------------------------------------------------------------------
@@ -340,3 +282,18 @@ async def list_plans(
         status,
     )
     return [_plan(r) for r in rows]
+
+
+async def plan_statuses(db: Db, quarter: str, ids: Collection[str]) -> dict[str, str]:
+    """The status of each specialist's plan for ``quarter`` (absent: no plan)."""
+    if not ids:
+        return {}
+    rows = await db.fetch(
+        """
+        SELECT specialist_id, status FROM improvement_plans
+        WHERE quarter = $1 AND specialist_id = ANY($2::text[])
+        """,
+        quarter,
+        sorted(set(ids)),
+    )
+    return {r["specialist_id"]: r["status"] for r in rows}

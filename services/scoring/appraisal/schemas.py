@@ -11,6 +11,9 @@ from services.scoring.api.schemas import KpiOut, WindowOut, _Out
 
 OverallGrade: TypeAlias = Literal["excellent", "qualified", "unqualified", "insufficient_data"]
 PlanStatus: TypeAlias = Literal["draft", "open", "on_track", "achieved", "missed"]
+MeetingStatus: TypeAlias = Literal["scheduled", "held", "cancelled"]
+QuarterMeetingStatus: TypeAlias = Literal["none", "scheduled", "held", "cancelled"]
+CycleStep: TypeAlias = Literal["finalized", "meeting_held", "decision", "acknowledged"]
 
 
 class AppraisalBasis(_Out):
@@ -43,6 +46,25 @@ class Difference(_Out):
     live: Any
 
 
+class Decision(_Out):
+    """An incentive decision actually taken (the suggestion is ``incentive``)."""
+
+    id: int
+    type: str = Field(description='An incentive action code, or "none".')
+    labels: dict[str, str] = Field(description="The type's label by language (en, zh-CN).")
+    amount: float | None
+    level: str | None
+    note: str
+    decided_by: str
+    decided_at: dt.datetime
+
+
+class AppraisalComment(_Out):
+    text: str
+    commented_at: dt.datetime = Field(description="When the comment was first written.")
+    updated_at: dt.datetime = Field(description="When it was last changed.")
+
+
 class Appraisal(AppraisalComputed):
     specialist_id: str
     name: str | None
@@ -55,6 +77,17 @@ class Appraisal(AppraisalComputed):
     live: AppraisalComputed | None = Field(description="The live recomputation when finalised.")
     differs: bool
     differences: list[Difference]
+    provisional: bool = Field(
+        description="The quarter is still running and not finalised: grades may still move."
+    )
+    meeting_status: QuarterMeetingStatus = Field(
+        description="The quarter's feedback meeting: held over scheduled over cancelled."
+    )
+    decision: Decision | None = Field(description="The current incentive decision taken.")
+    acknowledged_at: dt.datetime | None = Field(
+        description="When the specialist acknowledged the finalised appraisal."
+    )
+    comment: AppraisalComment | None = Field(description="The specialist's comment.")
 
 
 class Finalization(_Out):
@@ -88,12 +121,21 @@ class FinalizeResult(_Out):
 class Meeting(_Out):
     id: int
     specialist_id: str
-    quarter: str | None
-    date: dt.date
+    quarter: str | None = Field(description="The appraisal quarter the meeting discusses.")
+    status: MeetingStatus
+    date: dt.date = Field(description="held_on once held, else the scheduled local day.")
+    scheduled_for: dt.datetime | None
+    held_on: dt.date | None
     participants: list[str]
     notes: str
+    agreed_actions: list[str]
     created_by: str
     created_at: dt.datetime
+    updated_by: str | None
+    updated_at: dt.datetime | None
+    acknowledged_at: dt.datetime | None = Field(
+        description="When the specialist acknowledged the held record (cleared when it changes)."
+    )
 
 
 class MeetingList(_Out):
@@ -122,6 +164,14 @@ class PlanProgress(_Out):
     as_of: dt.date
 
 
+class ProgressNote(_Out):
+    id: int
+    text: str
+    author: str
+    author_role: str = Field(description="admin, supervisor or specialist.")
+    created_at: dt.datetime
+
+
 class Plan(_Out):
     specialist_id: str
     quarter: str
@@ -134,7 +184,89 @@ class Plan(_Out):
     created_at: dt.datetime
     updated_by: str
     updated_at: dt.datetime
+    progress_notes: list[ProgressNote] = Field(description="The progress log, oldest first.")
 
 
 class PlanList(_Out):
     plans: list[Plan]
+
+
+# -- the cycle --------------------------------------------------------------------------
+
+
+class Acknowledgement(_Out):
+    specialist_id: str
+    quarter: str
+    acknowledged_at: dt.datetime = Field(description="The first acknowledgement (kept).")
+
+
+class CommentOut(_Out):
+    specialist_id: str
+    quarter: str
+    comment: AppraisalComment
+
+
+class DecisionHistory(_Out):
+    specialist_id: str
+    quarter: str
+    suggested: list[str] = Field(description="The suggested incentive actions (frozen).")
+    current: Decision | None
+    history: list[Decision] = Field(description="Every decision recorded, latest first.")
+
+
+class PreviewEntry(_Out):
+    specialist_id: str
+    name: str | None
+    team_id: str | None
+    overall_grade: OverallGrade
+    incentive: list[str] = Field(description="The suggested actions that would freeze.")
+    plan_proposed: bool = Field(description="A draft plan would be made for plan_quarter.")
+
+
+class FinalizePreview(_Out):
+    quarter: str
+    team: str | None
+    can_finalize: bool
+    reason: str | None = Field(description="Why it cannot be finalised now.")
+    plan_quarter: str
+    freeze: list[PreviewEntry] = Field(description="Appraisals that would be frozen now.")
+    already_finalized: list[str]
+    plans_proposed: list[str]
+
+
+class CycleEntry(_Out):
+    specialist_id: str
+    name: str | None
+    team_id: str | None
+    overall_grade: OverallGrade
+    finalized: bool
+    finalized_at: dt.datetime | None
+    provisional: bool
+    suggested: list[str]
+    meeting_status: QuarterMeetingStatus
+    meeting_id: int | None
+    meeting_date: dt.date | None
+    plan_quarter: str
+    plan_status: PlanStatus | None
+    decision: Decision | None
+    acknowledged_at: dt.datetime | None
+    commented: bool
+    missing: list[CycleStep] = Field(description="Steps not done yet, in cycle order.")
+
+
+class CycleSummary(_Out):
+    specialists: int
+    finalized: int
+    meetings_held: int
+    decisions: int
+    acknowledged: int
+
+
+class TeamCycle(_Out):
+    quarter: str
+    team: str | None
+    plan_quarter: str
+    summary: CycleSummary
+    missing_meeting: list[str] = Field(description="Specialists without a held meeting.")
+    missing_decision: list[str] = Field(description="Specialists without a decision.")
+    entries: list[CycleEntry]

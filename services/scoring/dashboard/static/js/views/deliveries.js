@@ -15,6 +15,10 @@ const FOLLOW_FOR_MS = 6 * 60 * 1000;
 
 function itemsText(d) {
   const parts = d.items.slice(0, SHOWN_ITEMS).map((i) => {
+    // A platform-health notice (admins' channels) names the service, not a specialist.
+    if (i.type === "platform_incident") {
+      return `${t("deliveries.platform")} · ${i.service}: ${i.summary} (${t(`deliveries.kind.${i.kind}`)})`;
+    }
     const name = i.name || state.names.get(i.specialist_id) || i.specialist_id;
     return `${name} · ${kpiName(i.kpi)} (${t(`deliveries.kind.${i.kind}`)})`;
   });
