@@ -17,6 +17,7 @@ from pydantic import (
 )
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from shared.account_settings import AccountSettings
 from shared.kafka_settings import KafkaSecuritySettings
 from shared.topics import Topics
 
@@ -66,7 +67,7 @@ class SettingsError(RuntimeError):
     """Raised with a readable, multi-line explanation of invalid settings."""
 
 
-class Settings(KafkaSecuritySettings):
+class Settings(AccountSettings, KafkaSecuritySettings):
     """Every ``KPI_*`` variable the services understand; see docs/configuration.md."""
 
     model_config = SettingsConfigDict(env_prefix="KPI_", extra="ignore", frozen=True)

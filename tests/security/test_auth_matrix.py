@@ -230,6 +230,39 @@ ROWS: dict[Key, list[Row] | str] = {
         Row(scoped(200), PLAN, body={"status": "open"})
     ],
     ("scoring", "GET", "/v1/plans"): [Row(listing(200)), Row(scoped(200), query=TEAM_FILTER)],
+    # Signing in needs no credentials; a wrong password is the same 401 for every caller.
+    ("scoring", "POST", "/v1/auth/login"): [
+        Row(public(401), body={"username": "mx-nobody-{uuid}", "password": "not the password"})
+    ],
+    ("scoring", "POST", "/v1/auth/logout"): [Row(anyone(204))],
+    ("scoring", "GET", "/v1/auth/session"): [Row(anyone(200))],
+    # Only a signed-in user has a password to change: every token is refused.
+    ("scoring", "POST", "/v1/auth/password"): [
+        Row(
+            _statuses(403, service=403),
+            body={"current_password": "matrix password 2026", "new_password": "x" * 12},
+        )
+    ],
+    ("scoring", "GET", "/v1/users"): [Row(admin_only(200))],
+    ("scoring", "POST", "/v1/users"): [
+        Row(
+            admin_only(201),
+            body={"username": "mx-{uuid}", "password": "matrix password", "role": "admin"},
+        )
+    ],
+    ("scoring", "PUT", "/v1/users/{username}"): [
+        Row(admin_only(200), {"username": "{user}"}, body={"display_name": "Matrix"})
+    ],
+    ("scoring", "POST", "/v1/users/{username}/password"): [
+        Row(admin_only(204), {"username": "{user}"}, body={"password": "matrix password 2026"})
+    ],
+    ("scoring", "GET", "/v1/tokens"): [Row(admin_only(200))],
+    ("scoring", "POST", "/v1/tokens"): [
+        Row(admin_only(201), body={"role": "service", "subject": "mx", "expires_in": "1d"})
+    ],
+    ("scoring", "DELETE", "/v1/tokens/{token_id}"): [
+        Row(admin_only(204), {"token_id": "{fresh_token}"})
+    ],
     ("scoring", "GET", "/v1/platform/health"): [Row(listing(200))],
     ("scoring", "GET", "/v1/platform/incidents"): [Row(admin_only(200))],
     ("scoring", "POST", "/v1/platform/incidents/{incident_id}/dismiss"): [

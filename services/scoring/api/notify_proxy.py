@@ -13,7 +13,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.scoring.api.deps import Reader
-from shared.auth import bearer_token
+from shared.accounts import CSRF_HEADER, SESSION_COOKIE
+from shared.auth import Credential, credential_of
 from shared.notify_api import (
     AlertList,
     AlertOut,
@@ -170,9 +171,22 @@ async def _send(
     return upstream
 
 
+def _credentials(request: Request) -> dict[str, str]:
+    """What notify authenticates the caller by, as the caller sent it to scoring's guard: the
+    bearer token, or the session cookie with its CSRF token (notify checks both alike)."""
+    credential = credential_of(request.headers)
+    if credential is None or credential.kind == "bearer":
+        return {"authorization": request.headers.get("authorization", "")}
+    headers = {"cookie": f"{SESSION_COOKIE}={credential.secret}"}
+    csrf = request.headers.get(CSRF_HEADER)
+    if csrf is not None:
+        headers[CSRF_HEADER.lower()] = csrf
+    return headers
+
+
 async def _forward(request: Request, path: str) -> Response:
     client = _upstream(request).calls
-    headers = {"authorization": request.headers.get("authorization", "")}
+    headers = _credentials(request)
     upstream = await _send(client, request, path, headers, stream=False)
     return upstream if isinstance(upstream, Response) else _relayed(upstream)
 
@@ -180,10 +194,11 @@ async def _forward(request: Request, path: str) -> Response:
 async def _forward_stream(request: Request) -> Response:
     upstreams = _upstream(request)
     try:
-        release = upstreams.slots.acquire(bearer_token(request.headers.get("authorization")) or "")
+        credential = credential_of(request.headers) or Credential("bearer", "")
+        release = upstreams.slots.acquire(credential.secret)
     except StreamRefused as refused:
         return refused.response()
-    headers = {"authorization": request.headers.get("authorization", "")}
+    headers = _credentials(request)
     # The resume point of a reconnecting dashboard: notify replays what it missed.
     last_id = request.headers.get("last-event-id")
     if last_id is not None:

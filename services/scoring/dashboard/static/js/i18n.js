@@ -397,9 +397,9 @@ export function t(key, params = {}) {
   return s.replace(/\{(\w+)\}/g, (_, k) => (params[k] !== undefined ? String(params[k]) : `{${k}}`));
 }
 
-// Views that keep their strings in a module of their own (the admin screens) add them here.
-export function addStrings(byLang) {
-  for (const [code, entries] of Object.entries(byLang)) if (DICT[code]) Object.assign(DICT[code], entries);
+// More keys from another module (per language); a key given again replaces the first.
+export function extend(entries) {
+  for (const [code, keys] of Object.entries(entries)) if (DICT[code]) Object.assign(DICT[code], keys);
 }
 
 // The catalogue's labels become "kpi.<key>" and its short labels "kpishort.<key>".

@@ -1,7 +1,7 @@
 // Strings of the admin screens (teams and specialists, alert channels), en and zh-CN.
-import { addStrings } from "../i18n.js";
+import { extend } from "../i18n.js";
 
-addStrings({
+extend({
   en: {
     "nav.directory": "People",
     "nav.channels": "Channels",
