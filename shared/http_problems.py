@@ -151,10 +151,7 @@ def _phrase(status: int) -> str:
 async def http_error(request: Request, exc: Exception) -> Response:
     """Any HTTPException (a route's, a dependency's, Starlette's 404 and 405) as a problem."""
     assert isinstance(exc, StarletteHTTPException)  # FastAPI's HTTPException is one
-    found = _of_http_exception(request, exc)
-    if exc.status_code in (204, 304):  # pragma: no cover - no route raises these
-        return Response(status_code=exc.status_code, headers=exc.headers)
-    return ProblemResponse(found, exc.headers)
+    return ProblemResponse(_of_http_exception(request, exc), exc.headers)
 
 
 def validation_errors(raw: Sequence[Any]) -> list[FieldError]:
