@@ -467,6 +467,11 @@ class Result:
 
     def normalized(self) -> str:
         text = self.text
+        if self.content_type == MEDIA_TYPE and text:
+            # A problem's instance is the request's own path: it tells the caller nothing new.
+            problem = orjson.loads(text)
+            problem.pop("instance", None)
+            text = orjson.dumps(problem).decode()
         for value in sorted(self.owned, key=len, reverse=True):
             text = text.replace(value, "{id}")
         return text
