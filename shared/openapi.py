@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
 from starlette.routing import BaseRoute
 
+from shared.accounts import UNSAFE_METHODS
 from shared.auth import Role, required_roles
 from shared.http_guard import GuardPolicy
 from shared.problems import MEDIA_TYPE, Problem
@@ -53,7 +54,8 @@ _WITH_BODY: Final = frozenset({"post", "put", "patch"})
 # What every route of a sort may answer besides its own errors (docs/errors.md).
 _IMPLIED: Final = {
     "401": "Missing, invalid or revoked bearer token (`WWW-Authenticate: Bearer`).",
-    "403": "The token's role may not use this route.",
+    "403": "The caller's role may not use this route, or a request that changes something "
+    "with the session cookie lacks its CSRF token.",
     "404": "Unknown id, or one outside a supervisor's teams (answered alike).",
     "413": "Request body larger than the route's limit (`limit_bytes`).",
     "422": "Invalid parameter or body; `errors[].field` names each offending field.",
@@ -130,8 +132,9 @@ def _error_responses(
     implied = {"500", "503"}
     if not public:
         implied.add("401")
-    if roles is not None and roles != frozenset(Role):
-        implied.add("403")
+    restricted = roles is not None and roles != frozenset(Role)
+    if not public and (restricted or method.upper() in UNSAFE_METHODS):
+        implied.add("403")  # a role refused, or the CSRF check of a session's unsafe request
     if "{" in path:
         implied.add("404")
     if operation.get("parameters") or operation.get("requestBody"):

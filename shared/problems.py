@@ -60,6 +60,7 @@ NOT_FOUND: Final = Kind("not-found", 404, "Not found")
 METHOD_NOT_ALLOWED: Final = Kind("method-not-allowed", 405, "Method not allowed")
 CONFLICT: Final = Kind("conflict", 409, "Conflict with the current state")
 BODY_TOO_LARGE: Final = Kind("body-too-large", 413, "Request body too large")
+UNSUPPORTED_MEDIA_TYPE: Final = Kind("unsupported-media-type", 415, "Unsupported media type")
 INVALID_REQUEST: Final = Kind("invalid-request", 422, "Invalid request")
 RATE_LIMITED: Final = Kind("rate-limited", 429, "Too many requests")
 INTERNAL: Final = Kind("internal", 500, "Internal server error")
@@ -72,6 +73,7 @@ KINDS: Final = (
     METHOD_NOT_ALLOWED,
     CONFLICT,
     BODY_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
     INVALID_REQUEST,
     RATE_LIMITED,
     INTERNAL,

@@ -47,7 +47,7 @@ def _common(service: str, guarded: str, role_refused: tuple[str, str, str]) -> l
     return [
         Bad("unknown route", "GET", "/v1/no-such-route", "admin", 404, "route_not_found"),
         Bad("wrong method", "DELETE", "/v1/whoami", "admin", 405, "method_not_allowed"),
-        Bad("missing token", "GET", guarded, None, 401, "missing_token"),
+        Bad("missing token", "GET", guarded, None, 401, "missing_credentials"),
         Bad("bad token", "GET", guarded, "bogus", 401, "invalid_token"),
         Bad("wrong role", method, path, who, 403, "role_not_allowed"),
     ]

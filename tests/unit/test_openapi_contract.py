@@ -132,8 +132,9 @@ def test_the_dashboard_proxy_documents_notifys_own_bodies(
         assert scoring["components"]["schemas"][name] == notify["components"]["schemas"][name]
 
 
-# Routes any valid token may call: no 403 to declare.
-ANY_ROLE = {("GET", "/v1/whoami")}
+# Reads any valid token or session may make: no 403 to declare (a write can always be one: a
+# session's request without its CSRF token).
+ANY_ROLE = {("GET", "/v1/whoami"), ("GET", "/v1/auth/session")}
 # Its 503 is the readiness report (which dependency is down), not an error of the request.
 OWN_ERROR_BODIES = {("GET", "/readyz", "503")}
 
