@@ -79,7 +79,7 @@ CASES: dict[str, list[Bad]] = {
         Bad("oversized body", "PUT", "/v1/teams/pd-team", "admin", 413, "body_too_large",
             body=_oversized(MB)),
         Bad("unknown id", "GET", "/v1/teams/pd-nope", "admin", 404, "not_found"),
-        Bad("off the proxy's list", "GET", "/v1/dashboard/notify/channels", "admin", 404,
+        Bad("off the proxy's list", "GET", "/v1/dashboard/notify/whoami", "admin", 404,
             "not_found"),
         # notify's own problem, relayed by the dashboard's proxy with its content type.
         Bad("unknown id through the proxy", "POST", "/v1/dashboard/notify/alerts/pd-nope/ack",
