@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from fastapi import HTTPException, Request, status
+from fastapi import Request, status
 from sqlalchemy import String, func, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,6 +32,7 @@ from starlette.requests import cookie_parser
 from shared.accounts import CSRF_HEADER, SESSION_COOKIE, UNSAFE_METHODS, csrf_token_for
 from shared.db import Base
 from shared.directory import Team
+from shared.http_problems import ProblemError
 from shared.poison import is_transient
 
 logger = logging.getLogger(__name__)
@@ -181,16 +182,29 @@ AUTH_RETRY_SECONDS = 1.0
 PRINCIPAL_STATE_KEY = "kpi_principal"
 INVALID_TOKEN = "invalid, revoked or expired token"
 AUTH_RETRY_AFTER = "5"
+# Problem codes (docs/errors.md): what a client does next differs for each.
+MISSING_CREDENTIALS_CODE = "missing_credentials"
+INVALID_TOKEN_CODE = "invalid_token"
+INVALID_SESSION_CODE = "invalid_session"
+CSRF_CODE = "csrf_token_missing"
+AUTH_UNAVAILABLE_CODE = "auth_unavailable"
+ROLE_NOT_ALLOWED_CODE = "role_not_allowed"
 
 
 class AuthError(Exception):
-    """Why a request is not authenticated: the HTTP status, a reason and response headers."""
+    """Why a request is not authenticated: the HTTP status, a reason, its problem code
+    (docs/errors.md) and response headers."""
 
-    def __init__(self, status_code: int, detail: str, headers: dict[str, str]) -> None:
+    def __init__(self, status_code: int, detail: str, code: str, headers: dict[str, str]) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
+        self.code = code
         self.headers = headers
+
+    def problem(self) -> ProblemError:
+        """The same refusal raised inside a route (``require`` without the guard's verdict)."""
+        return ProblemError(self.status_code, self.detail, code=self.code, headers=self.headers)
 
 
 class AuthUnavailable(Exception):
@@ -380,21 +394,32 @@ async def authenticate(
     """
     credential = credential_of(headers)
     if credential is None:
-        raise AuthError(401, MISSING_CREDENTIALS, {"WWW-Authenticate": "Bearer"})
+        raise AuthError(
+            401, MISSING_CREDENTIALS, MISSING_CREDENTIALS_CODE, {"WWW-Authenticate": "Bearer"}
+        )
     try:
         principal = await authenticator.resolve_credential(credential)
     except AuthUnavailable as exc:
         raise AuthError(
-            503, f"cannot verify the credentials now: {exc}", {"Retry-After": AUTH_RETRY_AFTER}
+            503,
+            f"cannot verify the credentials now: {exc}; retry later",
+            AUTH_UNAVAILABLE_CODE,
+            {"Retry-After": AUTH_RETRY_AFTER},
         ) from None
     if principal is None:
-        reason = INVALID_TOKEN if credential.kind == "bearer" else INVALID_SESSION
-        raise AuthError(401, reason, {"WWW-Authenticate": "Bearer"})
+        raise _invalid(credential)
     if credential.kind == "session" and method.upper() in UNSAFE_METHODS:
         sent = headers.get(CSRF_HEADER.lower()) or ""
         if not hmac.compare_digest(sent.encode(), csrf_token_for(credential.secret).encode()):
-            raise AuthError(403, CSRF_MISSING, {})
+            raise AuthError(403, CSRF_MISSING, CSRF_CODE, {})
     return principal
+
+
+def _invalid(credential: Credential) -> AuthError:
+    """The 401 of an unknown, revoked or expired token or session."""
+    if credential.kind == "bearer":
+        return AuthError(401, INVALID_TOKEN, INVALID_TOKEN_CODE, {"WWW-Authenticate": "Bearer"})
+    return AuthError(401, INVALID_SESSION, INVALID_SESSION_CODE, {"WWW-Authenticate": "Bearer"})
 
 
 async def authorise(
@@ -410,11 +435,7 @@ async def authorise(
         credential = Credential("bearer", credential)
     principal = await authenticator.resolve_credential(credential, max_age)
     if principal is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail=INVALID_TOKEN if credential.kind == "bearer" else INVALID_SESSION,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise _invalid(credential).problem()
     _check_role(principal, roles)
     return principal
 
@@ -422,11 +443,30 @@ async def authorise(
 def _check_role(principal: Principal, roles: Iterable[Role]) -> None:
     allowed = {Role.ADMIN, *roles}
     if principal.role not in allowed:
-        raise HTTPException(
+        raise ProblemError(
             status.HTTP_403_FORBIDDEN,
-            detail=f"role '{principal.role}' may not call this route "
+            f"role '{principal.role}' may not call this route "
             f"(needs {' or '.join(sorted(r.value for r in allowed))})",
+            code=ROLE_NOT_ALLOWED_CODE,
         )
+
+
+class _Require:
+    """The dependency ``require`` returns; ``roles`` tells the OpenAPI document (403 or not)."""
+
+    def __init__(self, roles: Iterable[Role]) -> None:
+        self.roles = frozenset({Role.ADMIN, *roles})
+
+    async def __call__(self, request: Request) -> Principal:
+        principal = request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+        if not isinstance(principal, Principal):
+            authenticator: Authenticator = request.app.state.authenticator
+            try:
+                principal = await authenticate(authenticator, request.headers, request.method)
+            except AuthError as exc:
+                raise exc.problem() from None
+        _check_role(principal, self.roles)
+        return principal
 
 
 def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
@@ -435,16 +475,9 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     The HTTP guard (shared/http_guard.py) has normally authenticated the request before its
     body was read and left the principal in the request's state: one lookup, not two.
     """
+    return _Require(roles)
 
-    async def dependency(request: Request) -> Principal:
-        principal = request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
-        if not isinstance(principal, Principal):
-            authenticator: Authenticator = request.app.state.authenticator
-            try:
-                principal = await authenticate(authenticator, request.headers, request.method)
-            except AuthError as exc:
-                raise HTTPException(exc.status_code, exc.detail, exc.headers) from None
-        _check_role(principal, roles)
-        return principal
 
-    return dependency
+def required_roles(dependency: object) -> frozenset[Role] | None:
+    """The roles a dependency made by ``require`` admits; None for any other callable."""
+    return dependency.roles if isinstance(dependency, _Require) else None

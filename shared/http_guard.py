@@ -7,6 +7,8 @@ One ASGI middleware for the three apps (installed by ``shared.runtime.create_app
   before anything reads the body (401, or 503 with Retry-After when the store cannot be
   asked); a session's unsafe method also needs its CSRF token (403). The principal is left
   in the request's state, where ``shared.auth.require`` takes it: one lookup per request.
+- Its own answers are problems (``shared.http_problems``), like the app's; an exception the
+  app did not handle is logged here and answered as a 500 problem that names nothing of it.
 - A declared ``Content-Length`` above the route's limit is answered 413 without reading a
   byte; a streamed (chunked) body is counted as it arrives and answered 413 as soon as it
   crosses the limit, so at most the limit is ever buffered.
@@ -17,19 +19,20 @@ One ASGI middleware for the three apps (installed by ``shared.runtime.create_app
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
-import orjson
-from fastapi import HTTPException, Request
-from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import path_ids
+from shared import http_problems, path_ids
 from shared.auth import PRINCIPAL_STATE_KEY, AuthError, authenticate
+from shared.http_problems import ProblemError, send_problem
 from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 # Always public: liveness/readiness probes, Prometheus, the OpenAPI document and its viewers.
 PUBLIC_PATHS: Final = frozenset(
@@ -73,28 +76,17 @@ class BodyLimit:
 DEFAULT_LIMIT: Final = BodyLimit("KPI_HTTP_MAX_BODY_BYTES", lambda s: s.http_max_body_bytes)
 
 
-class BodyTooLarge(HTTPException):
+class BodyTooLarge(ProblemError):
     """Raised into whoever reads a body past its limit; answered 413 naming the limit."""
 
     def __init__(self, limit: int, env: str) -> None:
         self.limit = limit
         self.env = env
-        super().__init__(413, f"request body is larger than {limit} bytes ({env})")
+        super().__init__(413, too_large_detail(limit, env), code=BODY_TOO_LARGE, limit_bytes=limit)
 
 
-def too_large_body(limit: int, env: str) -> dict[str, Any]:
-    return {
-        "detail": f"request body is larger than {limit} bytes ({env}); "
-        "split it into smaller requests",
-        "code": BODY_TOO_LARGE,
-        "limit_bytes": limit,
-    }
-
-
-async def body_too_large_handler(request: Request, exc: Exception) -> JSONResponse:
-    """The app's answer when a route was reading the body that crossed the limit."""
-    assert isinstance(exc, BodyTooLarge)
-    return JSONResponse(too_large_body(exc.limit, exc.env), status_code=413)
+def too_large_detail(limit: int, env: str) -> str:
+    return f"request body is larger than {limit} bytes ({env}); split it into smaller requests"
 
 
 @dataclass(frozen=True)
@@ -143,17 +135,10 @@ class GuardPolicy:
         return self.body_limits.get(path, DEFAULT_LIMIT)
 
 
-async def _answer(
-    send: Send, status: int, body: dict[str, Any], headers: Mapping[str, str] = {}
-) -> None:
-    payload = orjson.dumps(body)
-    raw = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-        *((k.lower().encode(), v.encode()) for k, v in headers.items()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": payload})
+async def _too_large(send: Send, scope: Scope, limit: int, env: str) -> None:
+    await send_problem(
+        send, scope, 413, too_large_detail(limit, env), code=BODY_TOO_LARGE, limit_bytes=limit
+    )
 
 
 def _declared_length(headers: Headers) -> int | None:
@@ -192,22 +177,27 @@ class HttpGuard:
 
         runtime = getattr(scope["app"].state, "runtime", None)
         if runtime is None:  # only before the lifespan has started
-            starting = {"detail": "service is starting"}
-            await _answer(send_secured, 503, starting, {"Retry-After": "1"})
+            await send_problem(
+                send_secured, scope, 503, "service is starting", code="starting",
+                headers={"Retry-After": "1"},
+            )  # fmt: skip
             return
         headers = Headers(scope=scope)
         if not self.policy.is_public(path, scope["method"]):
             try:
                 principal = await authenticate(runtime.authenticator, headers, scope["method"])
             except AuthError as exc:
-                await _answer(send_secured, exc.status_code, {"detail": exc.detail}, exc.headers)
+                await send_problem(
+                    send_secured, scope, exc.status_code, exc.detail, code=exc.code,
+                    headers=exc.headers,
+                )  # fmt: skip
                 return
             scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = principal
         rule = self.policy.body_limit(path)
         limit = rule.of(runtime.settings)
         declared = _declared_length(headers)
         if declared is not None and declared > limit:
-            await _answer(send_secured, 413, too_large_body(limit, rule.env))
+            await _too_large(send_secured, scope, limit, rule.env)
             return
         received = 0
 
@@ -223,8 +213,15 @@ class HttpGuard:
         try:
             await self.app(scope, limited_receive, send_secured)
         except BodyTooLarge as exc:
-            # Normally answered inside the app (body_too_large_handler); this is the fallback
+            # Normally answered inside the app (shared.http_problems); this is the fallback
             # for a reader outside it.
             if started:
                 raise
-            await _answer(send_secured, 413, too_large_body(exc.limit, exc.env))
+            await _too_large(send_secured, scope, exc.limit, exc.env)
+        except Exception:
+            # Unhandled in the app: logged here with its traceback, answered as a problem
+            # that names nothing of it (and still carries the security headers).
+            logger.exception("%s %s failed", scope["method"], http_problems.instance_of(scope))
+            if started:
+                raise
+            await http_problems.send_internal(send_secured, scope)

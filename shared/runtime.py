@@ -15,23 +15,20 @@ from typing import Any
 import asyncpg
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared import metrics, openapi, path_ids
+from shared import http_problems, metrics, openapi, path_ids
 from shared.auth import AUTH_RETRY_AFTER, Authenticator, Principal, Role, require
 from shared.db import create_engine, create_sessionmaker, ping
-from shared.http_guard import BodyTooLarge, GuardPolicy, HttpGuard, body_too_large_handler
+from shared.http_guard import GuardPolicy, HttpGuard
 from shared.kafka import broker_ping
 from shared.logging import configure_logging, redact
 from shared.poison import is_transient
 from shared.sessions import session_lookup
 from shared.settings import Settings, SettingsError, load_settings
-from shared.text import INVALID_TEXT, PYDANTIC_UNICODE_ERROR, scrub, unicode_error_reason
 
 logger = logging.getLogger(__name__)
 
@@ -204,29 +201,6 @@ def health_router(service: str) -> APIRouter:
     return router
 
 
-def _scrubbed(value: Any) -> Any:
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, list):
-        return [_scrubbed(v) for v in value]
-    if isinstance(value, dict):
-        return {scrub(str(k)): _scrubbed(v) for k, v in value.items()}
-    return value
-
-
-async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 answer, for any input: request bodies are parsed by the standard library,
-    whose strings can hold unpaired surrogates that the default answer echoes and cannot
-    encode (a 500 instead of a 422); those are reported as INVALID_TEXT and scrubbed."""
-    assert isinstance(exc, RequestValidationError)
-    errors = []
-    for err in exc.errors():
-        if err.get("type") == PYDANTIC_UNICODE_ERROR:
-            err = {**err, "type": INVALID_TEXT, "msg": unicode_error_reason(err.get("input"))}
-        errors.append(err)
-    return JSONResponse({"detail": _scrubbed(jsonable_encoder(errors))}, status_code=422)
-
-
 # Failures of what a route stands on rather than of the request: answered 503 when transient.
 _INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
     SQLAlchemyError,
@@ -237,7 +211,7 @@ _INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-async def _infrastructure_down(request: Request, exc: Exception) -> JSONResponse:
+async def _infrastructure_down(request: Request, exc: Exception) -> Response:
     """PostgreSQL (or another dependency) unreachable mid-request: 503 with Retry-After, not
     500; anything that is not an outage stays a server error."""
     if not is_transient(exc):
@@ -245,12 +219,12 @@ async def _infrastructure_down(request: Request, exc: Exception) -> JSONResponse
     logger.warning(
         "%s %s: dependency unavailable: %s", request.method, request.url.path, type(exc).__name__
     )
-    return JSONResponse(
-        {"detail": "temporarily unavailable: a dependency (database) cannot be reached; "
-         "retry later", "code": "unavailable"},
-        status_code=503,
+    return http_problems.problem_response(
+        request,
+        503,
+        "temporarily unavailable: a dependency (database) cannot be reached; retry later",
         headers={"Retry-After": AUTH_RETRY_AFTER},
-    )  # fmt: skip
+    )
 
 
 def create_app(
@@ -296,8 +270,7 @@ def create_app(
         generate_unique_id_function=openapi.operation_id,
     )
     openapi.install(app, policy, openapi_schemas)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(BodyTooLarge, body_too_large_handler)
+    http_problems.install(app)
     for error in _INFRASTRUCTURE_ERRORS:
         app.add_exception_handler(error, _infrastructure_down)
     path_ids.install()  # before the routes are created: they capture the convertor

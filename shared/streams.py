@@ -6,11 +6,13 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Final, Literal
 
 import anyio
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from shared import metrics
 from shared.auth import hash_token
+from shared.http_problems import problem_response
 
 # A refused client waits this long before trying again (EventSource's own retry is 3 s).
 RETRY_AFTER_SECONDS: Final = 5
@@ -33,11 +35,20 @@ class StreamRefused(Exception):
     def status_code(self) -> int:
         return 429 if self.reason == "per_token" else 503
 
-    def response(self) -> JSONResponse:
-        return JSONResponse(
-            {"detail": self.detail, "reason": self.reason, "limit": self.limit},
-            status_code=self.status_code,
+    @property
+    def code(self) -> str:
+        """The problem's code (docs/errors.md)."""
+        return "too_many_streams" if self.reason == "per_token" else "stream_capacity"
+
+    def response(self, request: Request) -> Response:
+        """The problem answer, with Retry-After and the ``limit`` that was reached."""
+        return problem_response(
+            request,
+            self.status_code,
+            self.detail,
+            code=self.code,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            limit=self.limit,
         )
 
 

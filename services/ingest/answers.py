@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel
+
+from shared.events import WHOLE_MESSAGE
+from shared.problems import FieldError, field_error, summary
 
 
 class FieldProblem(BaseModel):
@@ -59,3 +63,36 @@ class UnmappedAgents(BaseModel):
 
     agents: list[UnmappedAgentOut]
     note: str
+
+
+def field_problems(
+    problems: Sequence[Mapping[str, Any]], at: Sequence[str | int]
+) -> list[FieldError]:
+    """FieldProblem dicts as a problem's field errors below ``at`` (``$``: ``at`` itself)."""
+    return [
+        field_error(
+            [*at, *([] if p["field"] == WHOLE_MESSAGE else p["field"].split("."))],
+            p["reason"],
+            p["code"],
+        )
+        for p in problems
+    ]
+
+
+def rejected_errors(
+    results: Sequence[Mapping[str, Any]], at: Sequence[str], indexed: bool
+) -> list[FieldError]:
+    """The field errors of every rejected event, each below its index when ``indexed``
+    (``[2].score`` in a posted array; ``score`` for a single posted event)."""
+    return [
+        error
+        for result in results
+        if result["status"] == "rejected"
+        for error in field_problems(result["errors"], [*at, result["index"]] if indexed else at)
+    ]
+
+
+def rejected_detail(rejected: int, errors: Sequence[FieldError]) -> str:
+    """The detail of an answer in which every event was rejected."""
+    what = "the event was" if rejected == 1 else f"all {rejected} events were"
+    return f"{what} rejected (see results); {summary(errors)}"

@@ -5,22 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.ingest import repository
-from services.ingest.answers import IntakeAnswer
+from services.ingest.answers import IntakeAnswer, rejected_detail, rejected_errors
 from services.ingest.consumer import IngestPipeline
-from services.ingest.handlers import HttpIntake
+from services.ingest.handlers import HttpIntake, HttpResult
 from services.ingest.intake import OUTCOME_DEADLETTERED, OUTCOME_PUBLISHED
 from services.ingest.publisher import BrokerUnavailable
 from services.ingest.webhook_api import webhook_router
 from services.ingest.webhooks import WebhookIntake
 from shared.auth import Principal, Role, require
-from shared.events import Event, loads_with_surrogates
+from shared.events import NOT_JSON, Event, loads_with_surrogates
 from shared.http_guard import BodyLimit, GuardPolicy
+from shared.http_problems import problem_response
 from shared.kafka import broker_ping
-from shared.openapi import request_body
+from shared.openapi import problem_content, request_body
+from shared.problems import field_error
 from shared.runtime import Runtime, create_app
 from shared.settings import WEBHOOK_VENDORS, Settings
 
@@ -30,23 +32,30 @@ RETRY_AFTER_SECONDS = "5"
 # Vendors sign their webhooks; the route checks the signature over the exact body.
 WEBHOOKS = tuple(f"/v1/webhooks/{vendor}" for vendor in WEBHOOK_VENDORS)
 EVENTS_BODY_LIMIT = BodyLimit("KPI_INGEST_MAX_BODY_BYTES", lambda s: s.ingest_max_body_bytes)
+# The code of a 422 in which every event was rejected (docs/errors.md).
+EVENTS_REJECTED = "events_rejected"
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
 
-def _error(status: int, code: str, reason: str, **headers: str) -> JSONResponse:
-    return JSONResponse(
-        {"detail": reason, "code": code}, status_code=status, headers=headers or None
-    )
-
-
-def _unavailable(exc: BrokerUnavailable) -> JSONResponse:
-    return _error(
+def _unavailable(request: Request, exc: BrokerUnavailable) -> Response:
+    return problem_response(
+        request,
         503,
-        "broker_unavailable",
         f"events not accepted, the broker cannot store them now: {exc}",
-        **{"Retry-After": RETRY_AFTER_SECONDS},
+        code="broker_unavailable",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
     )
+
+
+def _all_rejected(request: Request, result: HttpResult, batch: bool) -> Response:
+    """422: every event was rejected; the per-event results stay as members of the problem."""
+    body = result.body()
+    errors = rejected_errors(body["results"], ["body"], indexed=batch)
+    return problem_response(
+        request, 422, rejected_detail(result.rejected, errors), code=EVENTS_REJECTED,
+        errors=errors, **body,
+    )  # fmt: skip
 
 
 EVENT_BATCH = "EventBatch"
@@ -58,9 +67,13 @@ EVENT_BATCH = "EventBatch"
     status_code=202,
     responses={
         202: {"model": IntakeAnswer, "description": "per-event results; some were accepted"},
-        400: {"description": "body is not JSON"},
-        413: {"description": "too many events or body too large"},
-        422: {"model": IntakeAnswer, "description": "every event was rejected (per-event results)"},
+        400: {"description": "body is not JSON (`code` `not_json`)"},
+        413: {"description": "too many events (`too_many_events`) or body too large"},
+        422: {
+            "description": "every event was rejected (`events_rejected`): `errors` names each "
+            "field (`[2].score`), `results` has the per-event verdicts",
+            "content": problem_content("IntakeAnswer"),
+        },
         503: {"description": "broker unavailable; retry after Retry-After seconds"},
     },
     # The route reads the body itself (one parse, per-event verdicts); this publishes its schema.
@@ -70,7 +83,7 @@ EVENT_BATCH = "EventBatch"
 )
 async def post_events(
     request: Request, principal: Principal = Depends(require(Role.SERVICE))
-) -> JSONResponse:
+) -> Response:
     runtime: Runtime = request.app.state.runtime
     intake: HttpIntake = request.app.state.http_intake
     settings = runtime.settings
@@ -88,20 +101,25 @@ async def post_events(
             try:
                 await intake.reject_body(body, reason)
             except BrokerUnavailable as unavailable:
-                return _unavailable(unavailable)
-            return _error(400, "not_json", reason)
+                return _unavailable(request, unavailable)
+            errors = [field_error(["body"], reason, NOT_JSON)]
+            return problem_response(request, 400, reason, code=NOT_JSON, errors=errors)
     items: list[object] = parsed if isinstance(parsed, list) else [parsed]
     if len(items) > settings.ingest_max_batch:
-        return _error(
+        return problem_response(
+            request,
             413,
-            "too_many_events",
             f"{len(items)} events in one request; at most {settings.ingest_max_batch} "
-            "(KPI_INGEST_MAX_BATCH)",
+            "(KPI_INGEST_MAX_BATCH); split it into smaller requests",
+            code="too_many_events",
+            limit_events=settings.ingest_max_batch,
         )
     try:
         result = await intake.submit(items)
     except BrokerUnavailable as exc:
-        return _unavailable(exc)
+        return _unavailable(request, exc)
+    if result.status >= 400:
+        return _all_rejected(request, result, batch=isinstance(parsed, list))
     return JSONResponse(result.body(), status_code=result.status)
 
 

@@ -4,24 +4,32 @@ Answers, so each vendor stops or retries as it should (docs/connectors.md):
 202 taken (events published, or nothing in it counts for a KPI); 401 not the vendor's
 (signature, timestamp or secret); 404 unknown vendor; 413 body too large; 422 not
 understood, dead-lettered (permanent: do not retry); 503 the broker cannot store it now
-(retry, ``Retry-After``).
+(retry, ``Retry-After``). Every refusal is a problem (docs/errors.md) with the ``code``
+given here.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeAlias, get_args
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.ingest import webhook_repository
-from services.ingest.answers import UnmappedAgents, WebhookAnswer
+from services.ingest.answers import (
+    UnmappedAgents,
+    WebhookAnswer,
+    field_problems,
+    rejected_detail,
+    rejected_errors,
+)
 from services.ingest.connectors import signatures
 from services.ingest.publisher import BrokerUnavailable
-from services.ingest.webhooks import StorageUnavailable, WebhookIntake
+from services.ingest.webhooks import StorageUnavailable, WebhookIntake, WebhookResult
 from shared import metrics
 from shared.auth import Authenticator, Principal, Role, require
 from shared.db import utcnow
+from shared.http_problems import problem_response
 from shared.settings import WEBHOOK_VENDORS, Settings
 
 RETRY_AFTER_SECONDS = "5"
@@ -68,10 +76,25 @@ async def _authenticate(vendor: str, request: Request, body: bytes, settings: Se
         signatures.verify_secret_header(secrets, headers)
 
 
-def _refusal(vendor: str, exc: _Refused, outcome: str) -> JSONResponse:
+def _refusal(request: Request, vendor: str, exc: _Refused, outcome: str) -> Response:
     metrics.WEBHOOK_REQUESTS.labels(vendor, outcome).inc()
     headers = {"Retry-After": RETRY_AFTER_SECONDS} if exc.status == 503 else None
-    return JSONResponse({"detail": exc.reason, "code": exc.code}, exc.status, headers=headers)
+    return problem_response(request, exc.status, exc.reason, code=exc.code, headers=headers)
+
+
+def _not_taken(request: Request, result: WebhookResult) -> Response:
+    """A 4xx of the intake as a problem: the payload not understood (its field), or every
+    event it became rejected (``events[0].score``; the per-event results stay members)."""
+    body = dict(result.body)
+    if "results" in body:
+        errors = rejected_errors(body["results"], ["events"], indexed=True)
+        detail = rejected_detail(body["rejected"], errors)
+        return problem_response(
+            request, result.status, detail, code="events_rejected", errors=errors, **body
+        )
+    errors = field_problems(body.pop("errors", []), ["body"])
+    detail, code = body.pop("detail"), body.pop("code")
+    return problem_response(request, result.status, detail, code=code, errors=errors, **body)
 
 
 @webhook_router.post(
@@ -80,18 +103,24 @@ def _refusal(vendor: str, exc: _Refused, outcome: str) -> JSONResponse:
     status_code=202,
     responses={
         202: {"model": WebhookAnswer, "description": "the events it became, per-event results"},
-        401: {"description": "signature, timestamp or secret wrong or missing"},
+        401: {"description": "signature, timestamp or secret wrong or missing (`unauthorized`)"},
         404: {"description": "unknown vendor"},
         413: {"description": "body too large"},
-        422: {"description": "payload not understood; dead-lettered (do not retry)"},
-        503: {"description": "broker unavailable; retry after Retry-After seconds"},
+        422: {
+            "description": "payload not understood, dead-lettered (`errors[].field` names the "
+            "vendor's field), or every event it became rejected (`events_rejected`); do not "
+            "retry"
+        },
+        503: {
+            "description": "broker (`broker_unavailable`) or database (`database_unavailable`) "
+            "unavailable; retry after Retry-After seconds"
+        },
     },
 )
-async def post_webhook(vendor: str, request: Request) -> JSONResponse:
+async def post_webhook(vendor: str, request: Request) -> Response:
     if vendor not in WEBHOOK_VENDORS:
-        return JSONResponse(
-            {"detail": f"unknown vendor; one of {', '.join(WEBHOOK_VENDORS)}", "code": "not_found"},
-            404,
+        return problem_response(
+            request, 404, f"unknown vendor; one of {', '.join(WEBHOOK_VENDORS)}"
         )
     settings: Settings = request.app.state.settings
     intake: WebhookIntake = request.app.state.webhook_intake
@@ -115,7 +144,9 @@ async def post_webhook(vendor: str, request: Request) -> JSONResponse:
             ) from None
     except _Refused as exc:
         outcome = {401: "unauthorized", 503: "unavailable"}.get(exc.status, "refused")
-        return _refusal(vendor, exc, outcome)
+        return _refusal(request, vendor, exc, outcome)
+    if result.status >= 400:
+        return _not_taken(request, result)
     return JSONResponse(result.body, result.status)
 
 

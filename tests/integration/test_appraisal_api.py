@@ -170,13 +170,13 @@ async def test_specialist_appraisal_grades_incentive_and_calendar(
 async def test_bad_parameters(client: AsyncClient, clean_db: AsyncEngine) -> None:
     await seed_org(clean_db)
     r = await client.get("/v1/specialists/s1/appraisals/2026Q5", headers=ADMIN)
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "quarter"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["path", "quarter"]
     r = await client.get("/v1/specialists/s1/appraisals/30d", headers=ADMIN)
     assert r.status_code == 422
     r = await client.get("/v1/appraisals/2026Q3?team=north&format=pdf", headers=ADMIN)
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "format"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "format"]
     r = await client.get("/v1/appraisals/2026Q3?team=north&lang=fr", headers=ADMIN)
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "lang"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "lang"]
     assert (
         await client.get("/v1/specialists/ghost/appraisals/2026Q3", headers=ADMIN)
     ).status_code == 404
@@ -335,11 +335,11 @@ async def test_meetings(client: AsyncClient, clean_db: AsyncEngine) -> None:
     bad = await client.post(
         "/v1/specialists/s1/meetings", json={**body, "quarter": "Q3"}, headers=ADMIN
     )
-    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "quarter"]
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["body", "quarter"]
     bad = await client.post(
         "/v1/specialists/s1/meetings", json={**body, "participants": []}, headers=ADMIN
     )
-    assert bad.status_code == 422 and "participants" in bad.json()["detail"][0]["loc"]
+    assert bad.status_code == 422 and "participants" in bad.json()["errors"][0]["loc"]
     ghost = await client.post("/v1/specialists/ghost/meetings", json=body, headers=ADMIN)
     assert ghost.status_code == 404
 
@@ -400,8 +400,8 @@ async def test_plan_lifecycle_and_progress(client: AsyncClient, clean_db: AsyncE
         headers=ADMIN,
     )
     assert r.status_code == 422
-    assert r.json()["detail"][0]["loc"] == ["body", "goals[0]"]
-    assert "goals[0].target" in r.json()["detail"][0]["msg"]
+    assert r.json()["errors"][0]["loc"] == ["body", "goals[0]"]
+    assert "goals[0].target" in r.json()["errors"][0]["msg"]
     listed = (await client.get("/v1/plans?quarter=2026Q4&status=open", headers=ADMIN)).json()
     assert [p["specialist_id"] for p in listed["plans"]] == ["s2"]
     PlanList.model_validate(listed)

@@ -72,6 +72,9 @@ def _signal_postgres(pid: int, sig: signal.Signals) -> None:
 def _unavailable(r: httpx.Response) -> None:
     assert r.status_code == 503, r.text
     assert r.headers["retry-after"].isdigit(), r.headers
+    # A problem (docs/errors.md) like every error answer: the token store's or the route's.
+    assert r.headers["content-type"] == "application/problem+json", r.headers
+    assert r.json()["type"] == "urn:kpi:problem:unavailable", r.text
 
 
 async def test_cached_service_token_keeps_intake_going_while_postgres_is_down(

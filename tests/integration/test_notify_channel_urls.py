@@ -50,10 +50,10 @@ def _body(url: str, kind: str = "dingtalk") -> dict[str, Any]:
 
 def _url_error(resp: httpx.Response) -> dict[str, Any]:
     assert resp.status_code == 422, resp.text
-    detail = resp.json()["detail"]
-    assert [d["loc"] for d in detail] == [["body", "config", "url"]], detail
-    assert detail[0]["type"] == "value_error"
-    return dict(detail[0])
+    errors = resp.json()["errors"]
+    assert [(e["loc"], e["field"]) for e in errors] == [(["body", "config", "url"], "config.url")]
+    assert errors[0]["type"] == "value_error", errors
+    return dict(errors[0])
 
 
 async def test_bad_channel_url_is_422_and_a_stored_one_still_lists(
@@ -88,7 +88,7 @@ def _api_phase(svc: ServiceProcess) -> None:
         # Other fields follow shared/text.py: the process answers 422 naming them, never 500.
         named = c.post("/v1/channels", json={**_body(GOOD), "name": "robot\x00"})
         assert named.status_code == 422, named.text
-        assert [(d["loc"], d["type"]) for d in named.json()["detail"]] == [
+        assert [(d["loc"], d["type"]) for d in named.json()["errors"]] == [
             (["body", "name"], "invalid_text")
         ]
         assert c.get("/v1/channels/a%00b").status_code == 422

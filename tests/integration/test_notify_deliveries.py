@@ -197,7 +197,7 @@ async def test_failed_deliveries_are_listed_per_team_and_resent_with_the_same_ke
             assert page2.json()["next_cursor"] is None
             bad = await c.get("/v1/deliveries", params={"cursor": "x"}, headers=ADMIN)
             assert bad.status_code == 422
-            assert bad.json()["detail"][0]["loc"] == ["query", "cursor"]
+            assert bad.json()["errors"][0]["loc"] == ["query", "cursor"]
 
             # Scoping: ann (north) sees and resends north's only.
             assert [d["id"] for d in await failed(ann_h)] == [north["id"]]

@@ -45,8 +45,13 @@ def _post(url: str, config: dict[str, Any], kind: str = "webhook") -> httpx.Resp
 
 def _refused(resp: httpx.Response, field: str, reason: str) -> None:
     assert resp.status_code == 422, resp.text
-    assert resp.json()["detail"] == [
-        {"loc": ["body", "config", field], "msg": reason, "type": "value_error"}
+    assert resp.json()["errors"] == [
+        {
+            "loc": ["body", "config", field],
+            "field": f"config.{field}",
+            "msg": reason,
+            "type": "value_error",
+        }
     ]
 
 
@@ -98,7 +103,7 @@ async def test_loopback_link_local_and_platform_targets_are_refused_when_configu
     # A login without TLS is refused at configuration time too.
     login = {**mail, "host": "smtp.example.com", "username": "u", "password": "p"}
     resp = await asyncio.to_thread(_post, allowed.url, login, "email")
-    assert resp.status_code == 422 and resp.json()["detail"][0]["loc"] == [
+    assert resp.status_code == 422 and resp.json()["errors"][0]["loc"] == [
         "body",
         "config",
         "starttls",

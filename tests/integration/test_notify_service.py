@@ -232,7 +232,7 @@ def _channels_phase(
             json={"name": "x", "kind": "webhook", "config": {"url": "ftp://x"}},
         )
         assert bad.status_code == 422
-        locs = [tuple(d["loc"]) for d in bad.json()["detail"]]
+        locs = [tuple(d["loc"]) for d in bad.json()["errors"]]
         assert ("body", "config", "url") in locs and ("body", "config", "secret") in locs
         unknown = c.post(
             "/v1/channels",

@@ -95,9 +95,10 @@ async def test_silences_are_capped_listed_and_deleted_by_the_current_team(
         _call, "POST", url, ann, json={"specialist_id": "n1", "until": until(49)}
     )
     assert too_long.status_code == 422
-    assert too_long.json()["detail"] == [
+    assert too_long.json()["errors"] == [
         {
             "loc": ["body", "until"],
+            "field": "until",
             "msg": "must be at most 48 hours from now (KPI_NOTIFY_SILENCE_MAX_HOURS)",
             "type": "value_error",
         }

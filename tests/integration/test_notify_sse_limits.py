@@ -96,7 +96,7 @@ def _peak_mb(svc: ServiceProcess) -> int:
 
 def _refusal(stream: Stream) -> tuple[int | None, str]:
     assert stream.ended and stream.task is not None and stream.task.exception() is None
-    return stream.status, orjson.loads(stream.body)["reason"]
+    return stream.status, orjson.loads(stream.body)["code"]
 
 
 async def _first_open_alert(base: str, specialist: str) -> str:
@@ -191,11 +191,11 @@ async def test_proxy_stream_pool_full_is_503_and_a_tokens_extra_stream_429(
     ann = await _open(url, _h(tokens["ann"]))
     assert ann.status == 200 and not ann.ended
     second = await _open(url, _h(tokens["ann"]))
-    assert _refusal(second) == (429, "per_token")
+    assert _refusal(second) == (429, "too_many_streams")
     others = [await _open(url, _h(tokens[n])) for n in ("bo", "v0")]
     assert [s.status for s in others] == [200, 200]  # the stream pool (3) is now full
     full = await _open(url, _h(tokens["v1"]))
-    assert _refusal(full) == (503, "capacity")
+    assert _refusal(full) == (503, "stream_capacity")
     async with httpx.AsyncClient(base_url=scoring.url, headers=ADMIN, timeout=10) as c:
         refused = await c.get(PROXIED, headers=_h(tokens["v1"]))
         assert refused.status_code == 503 and refused.headers["retry-after"].isdigit()
@@ -230,19 +230,24 @@ async def test_notify_limits_streams_per_token_and_per_server(
     scoring = start_scoring(_proxying(notify_env, notify))
     url = notify.url + STREAM
     anns = [await _open(url, _h(tokens["ann"])) for _ in range(2)]
-    assert _refusal(await _open(url, _h(tokens["ann"]))) == (429, "per_token")
+    assert _refusal(await _open(url, _h(tokens["ann"]))) == (429, "too_many_streams")
     bos = [await _open(url, _h(tokens["bo"])) for _ in range(2)]
     assert all(s.status == 200 and not s.ended for s in [*anns, *bos])
-    assert _refusal(await _open(url, _h(tokens["v0"]))) == (503, "capacity")
+    assert _refusal(await _open(url, _h(tokens["v0"]))) == (503, "stream_capacity")
     async with httpx.AsyncClient(timeout=10) as c:
         direct = await c.get(url, headers=_h(tokens["ann"]))
         assert direct.status_code == 429 and direct.headers["retry-after"].isdigit()
         assert direct.json()["limit"] == 2
         # notify's refusals reach the dashboard as they are, Retry-After included.
-        for name, status, reason in (("ann", 429, "per_token"), ("v0", 503, "capacity")):
+        for name, status, code in (
+            ("ann", 429, "too_many_streams"),
+            ("v0", 503, "stream_capacity"),
+        ):
             proxied = await c.get(scoring.url + PROXIED, headers=_h(tokens[name]))
             assert proxied.status_code == status, proxied.text
-            assert proxied.json()["reason"] == reason and "retry-after" in proxied.headers
+            assert proxied.json()["code"] == code and "retry-after" in proxied.headers
+            # relayed with notify's problem content type
+            assert proxied.headers["content-type"] == "application/problem+json"
     await anns[0].close()
     retried = await _once_a_slot_frees(url, _h(tokens["v0"]))
     for stream in [anns[1], *bos, retried]:

@@ -154,7 +154,7 @@ async def test_unstorable_text_is_422_naming_the_field(
 ) -> None:
     r = await _request(client, method, url, body)
     assert r.status_code == 422, r.text
-    (err,) = r.json()["detail"]
+    (err,) = r.json()["errors"]
     assert (err["loc"], err["type"]) == (list(loc), "invalid_text")
     assert err["msg"].startswith("must not contain"), err
     # Nothing JSON or PostgreSQL cannot carry is echoed back, nor a secret.
@@ -166,7 +166,7 @@ async def test_last_event_id_header_with_a_nul_is_422(client: AsyncClient) -> No
     headers = {**ADMIN, "Last-Event-ID": "7\x00"}
     r = await asyncio.wait_for(client.get("/v1/alerts/stream", headers=headers), 20)
     assert r.status_code == 422, r.text
-    (err,) = r.json()["detail"]
+    (err,) = r.json()["errors"]
     assert (err["loc"], err["type"]) == (["header", "last-event-id"], "invalid_text")
 
 
@@ -186,7 +186,7 @@ async def test_typed_parameters_refuse_a_nul(
 ) -> None:
     r = await _request(client, method, url, None)
     assert r.status_code == 422, r.text
-    assert [e["loc"] for e in r.json()["detail"]] == [list(loc)]
+    assert [e["loc"] for e in r.json()["errors"]] == [list(loc)]
 
 
 async def test_config_key_with_a_lone_surrogate_and_url_with_a_nul_are_422(
@@ -197,14 +197,14 @@ async def test_config_key_with_a_lone_surrogate_and_url_with_a_nul_are_422(
     body = _json(name="ops", kind="slack", config={"url": URL, "\ud800": 1})
     r = await client.post(CH, content=body, headers=ADMIN)
     assert r.status_code == 422, r.text
-    (err,) = r.json()["detail"]
+    (err,) = r.json()["errors"]
     assert (err["loc"], err["type"]) == (["body", "config"], "invalid_text")
     assert err["msg"] == "must be valid Unicode text"
     # A NUL in a URL is refused by the URL rule, which never echoes the URL.
     body = _channel(kind="wecom", config={"url": "https://h/robot\x00?key=TOKEN"})
     r = await client.post(CH, content=body, headers=ADMIN)
     assert r.status_code == 422 and "TOKEN" not in r.text
-    (err,) = r.json()["detail"]
+    (err,) = r.json()["errors"]
     assert (err["loc"], err["type"]) == (["body", "config", "url"], "value_error")
 
 

@@ -252,7 +252,7 @@ async def test_bad_parameters_are_422_naming_them(
     await seed_directory(clean_db, [("north", "North", None)], [("s1", None, "north")])
     r = await client.get(url, headers=ADMIN)
     assert r.status_code == 422, r.text
-    assert any(err["loc"] == loc for err in r.json()["detail"]), r.json()
+    assert any(err["loc"] == loc for err in r.json()["errors"]), r.json()
 
 
 async def test_auth_and_supervisor_scoping(
@@ -518,7 +518,7 @@ async def test_directory_writes(
     r = await client.put(
         "/v1/specialists/s1", json={"name": "Sam", "team_id": "nowhere"}, headers=ADMIN
     )
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "team_id"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "team_id"]
     r = await client.put(
         "/v1/specialists/s1", json={"name": "Sam", "team_id": "north"}, headers=ADMIN
     )
@@ -531,9 +531,9 @@ async def test_directory_writes(
     r = await client.put("/v1/specialists/s1", json={"team_id": None}, headers=ADMIN)
     assert r.json() == {"id": "s1", "name": None, "team_id": None, "aliases": {}}
     r = await client.put("/v1/teams/north", json={"name": ""}, headers=ADMIN)
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "name"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "name"]
     r = await client.put("/v1/teams/north", json={"name": "N", "colour": "red"}, headers=ADMIN)
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "colour"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "colour"]
     r = await client.put("/v1/specialists/" + "x" * 129, json={}, headers=ADMIN)
     assert r.status_code == 422
     await client.put("/v1/specialists/s1", json={"team_id": "north"}, headers=ADMIN)
@@ -558,8 +558,8 @@ async def test_specialist_aliases_map_one_agent_to_one_specialist(
     assert kept["aliases"] == shown["aliases"] and "notice" not in kept
     taken = await client.put(url.format("s2"), json={"aliases": {"zendesk": "3612"}}, headers=ADMIN)
     assert taken.status_code == 409
-    assert taken.json()["detail"][0]["loc"] == ["body", "aliases", "zendesk"]
-    assert "'s1'" in taken.json()["detail"][0]["msg"]
+    assert taken.json()["errors"][0]["loc"] == ["body", "aliases", "zendesk"]
+    assert "'s1'" in taken.json()["errors"][0]["msg"]
     assert (await client.get(url.format("s2"), headers=ADMIN)).status_code == 404  # rolled back
     cleared = await client.put(url.format("s1"), json={"aliases": {}}, headers=ADMIN)
     assert cleared.json()["aliases"] == {}
@@ -567,7 +567,7 @@ async def test_specialist_aliases_map_one_agent_to_one_specialist(
     assert moved.status_code == 200 and moved.json()["aliases"] == {"zendesk": "3612"}
     for bad in ({"intercom": "1"}, {"zendesk": ""}, {"zendesk": "36\x0012"}, {"email": 5}):
         r = await client.put(url.format("s3"), json={"aliases": bad}, headers=ADMIN)
-        assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "aliases"]
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"][:2] == ["body", "aliases"]
 
 
 # A NUL (PostgreSQL refuses it as text) or a lone surrogate (JSON bodies are parsed by the
@@ -625,7 +625,7 @@ async def test_unstorable_text_is_422_naming_it(
         headers={**ADMIN, "Content-Type": "application/json"},
     )
     assert r.status_code == 422, r.text
-    (err,) = r.json()["detail"]
+    (err,) = r.json()["errors"]
     assert (err["loc"], err["type"]) == (loc, "invalid_text")
     assert err["msg"].startswith("must not contain")
 

@@ -81,4 +81,6 @@ async def test_small_and_error_responses_stay_plain(client: AsyncClient) -> None
     status, headers, body = await _raw(client, "/v1/teams/nope", "gzip")
     assert status == 404
     assert "content-encoding" not in headers
-    assert json.loads(body) == {"detail": "unknown team 'nope'"}
+    problem = json.loads(body)
+    assert headers["content-type"] == "application/problem+json"
+    assert (problem["status"], problem["detail"]) == (404, "unknown team 'nope'")

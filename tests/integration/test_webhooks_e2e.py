@@ -128,7 +128,7 @@ async def test_each_helpdesks_ticket_life_shows_in_the_specialists_kpis(
         r = await scoring.put(
             "/v1/specialists/impostor", json={"aliases": {"zendesk": "3612"}}, headers=AUTH
         )
-        assert r.status_code == 409 and r.json()["detail"][0]["loc"] == [
+        assert r.status_code == 409 and r.json()["errors"][0]["loc"] == [
             "body", "aliases", "zendesk"
         ], r.text  # fmt: skip
 

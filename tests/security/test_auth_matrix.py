@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from starlette.routing import BaseRoute, Mount
 
 from shared.embedded import EmbeddedPostgres
+from shared.problems import MEDIA_TYPE
 from tests.security.matrix_world import CALLERS, FRESH, OWNED, World, channel_body, matrix_world
 
 SERVICES = ("ingest", "scoring", "notify")
@@ -461,9 +463,15 @@ class Result:
     text: str
     owned: list[str]
     expected: int
+    content_type: str = ""
 
     def normalized(self) -> str:
         text = self.text
+        if self.content_type == MEDIA_TYPE and text:
+            # A problem's instance is the request's own path: it tells the caller nothing new.
+            problem = orjson.loads(text)
+            problem.pop("instance", None)
+            text = orjson.dumps(problem).decode()
         for value in sorted(self.owned, key=len, reverse=True):
             text = text.replace(value, "{id}")
         return text
@@ -493,7 +501,7 @@ async def _send(
             await response.aclose()
     return Result(
         key, index, caller, ghost, str(response.url), response.status_code, text,
-        values.owned, row.expect[caller],
+        values.owned, row.expect[caller], response.headers.get("content-type", ""),
     )  # fmt: skip
 
 
@@ -553,6 +561,16 @@ def test_every_route_answers_every_caller_exactly(matrix: tuple[World, list[Resu
     wrong = [_line(r) + f" {r.text[:160]}" for r in results if r.status != r.expected]
     assert not wrong, f"{len(wrong)} of {len(results)} answers differ:\n" + "\n".join(wrong)
     assert {r.caller for r in results} == set(CALLERS)
+    # Every refusal is a problem (RFC 9457) whose status is the answer's.
+    refusals = [r for r in results if r.status in (401, 403, 404)]
+    not_problems = [
+        f"{_line(r)} {r.content_type} {r.text[:160]}"
+        for r in refusals
+        # (a stream's body is not read: its content type is the answer)
+        if r.content_type != MEDIA_TYPE or (r.text and orjson.loads(r.text)["status"] != r.status)
+    ]
+    assert not not_problems, "refusals that are no problem:\n" + "\n".join(not_problems)
+    assert len(refusals) > 100, len(refusals)
 
 
 def test_another_teams_ids_answer_like_unknown_ones(matrix: tuple[World, list[Result]]) -> None:

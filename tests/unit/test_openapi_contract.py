@@ -1,4 +1,5 @@
-"""Every service's OpenAPI document: bearer scheme, security per route, ids, tags, responses."""
+"""Every service's OpenAPI document: bearer scheme, security per route, ids, tags, responses
+(success bodies, and every error answer a Problem)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared.openapi import BEARER, SECURED
+from shared.openapi import BEARER, PROBLEM, SECURED
+from shared.problems import MEDIA_TYPE
 
 SERVICES = ("ingest", "scoring", "notify")
 # What needs no bearer token: probes, and the helpdesk webhooks (signed by the vendor).
@@ -128,3 +130,53 @@ def test_the_dashboard_proxy_documents_notifys_own_bodies(
         assert ref in _refs(relayed["schema"]), (method, path, ref)
         name = ref.rsplit("/", 1)[1]
         assert scoring["components"]["schemas"][name] == notify["components"]["schemas"][name]
+
+
+# Reads any valid token or session may make: no 403 to declare (a write can always be one: a
+# session's request without its CSRF token).
+ANY_ROLE = {("GET", "/v1/whoami"), ("GET", "/v1/auth/session")}
+# Its 503 is the readiness report (which dependency is down), not an error of the request.
+OWN_ERROR_BODIES = {("GET", "/readyz", "503")}
+
+
+def _is_problem(schema: dict[str, Any]) -> bool:
+    refs = [schema, *schema.get("allOf", [])]
+    return any(s.get("$ref") == f"#/components/schemas/{PROBLEM}" for s in refs)
+
+
+def test_the_problem_is_a_component_with_the_rfc_9457_members(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    for doc in documents.values():
+        schemas = doc["components"]["schemas"]
+        problem = schemas[PROBLEM]
+        assert set(problem["required"]) == {"type", "title", "status", "detail", "instance", "code"}
+        assert problem["properties"]["errors"]["items"]["$ref"].endswith("/FieldError")
+        assert {"loc", "field", "msg", "type"} <= set(schemas["FieldError"]["required"])
+        # FastAPI's own 422 body is gone: no answer has that shape any more.
+        assert "HTTPValidationError" not in schemas and "HTTPValidationError" not in str(doc)
+
+
+def test_every_route_declares_its_error_answers_as_problems(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    wrong = []
+    for service, doc in documents.items():
+        for method, path, op in _operations(doc):
+            responses = op["responses"]
+            expected = {"500", "503"}
+            if (method, path) not in PUBLIC:
+                expected |= {"401"} | ({"403"} if (method, path) not in ANY_ROLE else set())
+            if "{" in path:
+                expected.add("404")
+            if op.get("parameters") or op.get("requestBody"):
+                expected.add("422")
+            if missing := expected - set(responses):
+                wrong.append(f"{service} {method} {path}: no {sorted(missing)}")
+            for status, answer in responses.items():
+                if status[0] not in "45" or (method, path, status) in OWN_ERROR_BODIES:
+                    continue
+                content = answer.get("content", {})
+                if set(content) != {MEDIA_TYPE} or not _is_problem(content[MEDIA_TYPE]["schema"]):
+                    wrong.append(f"{service} {method} {path} {status}: {content}")
+    assert not wrong, "\n".join(wrong)

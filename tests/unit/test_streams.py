@@ -9,7 +9,7 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
 
 from services.notify import sse
@@ -56,15 +56,19 @@ def test_slots_refuse_exactly_beyond_either_limit(
         assert slots.open == len(held)
 
 
-def test_refusal_answer_is_json_with_retry_after() -> None:
+def test_refusal_answer_is_a_problem_with_retry_after() -> None:
     slots = StreamSlots("test", 1, 10, "alert streams")
     slots.acquire("kpi_a")
     with pytest.raises(StreamRefused) as caught:
         slots.acquire("kpi_a")
-    answer = caught.value.response()
+    request = Request({"type": "http", "method": "GET", "path": "/v1/alerts/stream"})
+    answer = caught.value.response(request)
     assert answer.status_code == 429 and answer.headers["retry-after"] == "5"
+    assert answer.headers["content-type"] == "application/problem+json"
     body = orjson.loads(answer.body)
-    assert body["reason"] == "per_token" and body["limit"] == 1
+    assert body["status"] == 429 and body["type"].endswith(":rate-limited")
+    assert body["code"] == "too_many_streams" and body["limit"] == 1
+    assert body["instance"] == "/v1/alerts/stream"
     assert "at most 1 per token" in body["detail"]
     assert "kpi_a" not in body["detail"]
 

@@ -9,6 +9,8 @@ from pydantic import ValidationError
 from services.notify.config import NotifyConfig
 from services.notify.service import NotifyService
 from shared.auth import Role, require
+from shared.http_problems import ProblemError
+from shared.problems import field_error
 from shared.runtime import Runtime
 from shared.streams import StreamSlots
 
@@ -31,17 +33,21 @@ def runtime_of(request: Request) -> Runtime:
     return runtime
 
 
+def _starting() -> ProblemError:
+    return ProblemError(503, "notify is starting", code="starting", headers={"Retry-After": "1"})
+
+
 def stream_slots_of(request: Request) -> StreamSlots:
     slots = service_of(request).stream_slots
     if slots is None:  # only before the lifespan started the service
-        raise HTTPException(503, detail="notify is starting")
+        raise _starting()
     return slots
 
 
 def config_of(request: Request) -> NotifyConfig:
     cfg = service_of(request).cfg
     if cfg is None:  # only before the lifespan started the service
-        raise HTTPException(503, detail="notify is starting")
+        raise _starting()
     return cfg
 
 
@@ -68,6 +74,6 @@ def not_found(what: str, ident: str | int) -> HTTPException:
 
 
 def unprocessable(*loc: str, msg: str) -> HTTPException:
-    """422 for the body field at `loc` (e.g. "config", "url"), FastAPI's error shape."""
-    # "type" too: the OpenAPI documents FastAPI's ValidationError shape for every 422.
-    return HTTPException(422, detail=[{"loc": ["body", *loc], "msg": msg, "type": "value_error"}])
+    """422 for the body field at `loc` (e.g. "config", "url"): a problem naming it in
+    `errors`, like FastAPI's own validation errors."""
+    return ProblemError(422, errors=[field_error(["body", *loc], msg)])

@@ -50,14 +50,15 @@ should refetch `GET /v1/alerts`. Without an id the stream starts live. A block w
 
 Streams are bounded: a token holds at most `KPI_STREAM_MAX_PER_TOKEN` open streams (429
 beyond) and a notify process serves at most `KPI_NOTIFY_STREAM_MAX_SUBSCRIBERS` (503 beyond),
-both answered with `Retry-After` and a JSON `{{"detail", "reason", "limit"}}`. Every
+both answered with `Retry-After` and a problem (`code` `too_many_streams` or
+`stream_capacity`, and the `limit` reached; docs/errors.md). Every
 `KPI_STREAM_RECHECK_SECONDS` the token is looked up again: revoked (or no longer allowed), the
 stream's last block is `event: revoked` (data `{{"reason": "token_revoked"|"forbidden",
 "status", "detail"}}`, no id) and it closes; a supervisor whose teams changed gets
 `event: scope` (data `{{"team_ids"}}`) and from then on only those teams' alerts.
 """
 
-_LIMITED = {"description": "Too many open streams", "content": {"application/json": {}}}
+_LIMITED = {"description": "Too many open streams (per token: 429; this server: 503)"}
 _EVENTS = {
     "description": "An endless `text/event-stream` (see above); never JSON.",
     "content": {"text/event-stream": {"schema": {"type": "string"}}},
@@ -95,7 +96,7 @@ async def alert_stream(
         free_slot = stream_slots_of(request).acquire(credential.secret)
     except StreamRefused as refused:
         logger.info("alert stream for %s refused: %s", principal.subject, refused.reason)
-        return refused.response()
+        return refused.response(request)
     # Subscribe before reading the database: an event committed in between is then either
     # in the replay or in the queue (or both: the cursor drops the second copy).
     sub = svc.broadcaster.subscribe()

@@ -26,6 +26,7 @@ from shared.accounts import (
 )
 from shared.auth import Credential, Principal, Role, credential_of, require
 from shared.db import session_scope
+from shared.http_problems import ProblemError
 from shared.passwords import PasswordGate, Passwords
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -137,9 +138,10 @@ def _session_credential(request: Request) -> Credential | None:
 
 
 def _too_many(wait: int) -> HTTPException:
-    return HTTPException(
+    return ProblemError(
         status.HTTP_429_TOO_MANY_REQUESTS,
-        detail=f"too many failed sign-ins: try again in {wait} seconds",
+        f"too many failed sign-ins: try again in {wait} seconds",
+        code="too_many_sign_ins",
         headers={"Retry-After": str(wait)},
     )
 

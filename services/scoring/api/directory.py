@@ -68,7 +68,7 @@ def specialist_detail(s: queries.SpecialistRow, aliases: dict[str, str]) -> Spec
 
 
 def alias_taken(exc: directory_writes.AliasTaken | None) -> HTTPException:
-    """409 in the validation-error shape, naming the alias and who has it."""
+    """409 naming the alias in the problem's `errors` (like a 422), and who has it."""
     where = ["body", "aliases", exc.kind] if exc else ["body", "aliases"]
     msg = str(exc) if exc else "an alias was just given to another specialist; retry"
     return HTTPException(409, detail=[{"loc": where, "msg": msg, "type": "conflict"}])

@@ -1,4 +1,4 @@
-"""HTTP errors of the scoring API: one shape per status, and their OpenAPI descriptions."""
+"""HTTP errors of the scoring API and their OpenAPI descriptions (answered as problems)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Unknown specialist or team, or one outside the supervisor's teams "
         "(answered alike, so ids of other teams cannot be probed)."
     },
-    422: {"description": "Bad parameter; `detail[].loc` names it."},
+    422: {"description": "Bad parameter or body; `errors[].field` names it."},
 }
 
 
 def bad_param(where: str, name: str, msg: str) -> HTTPException:
-    """422 in FastAPI's own validation-error shape so clients parse one format."""
+    """422 naming the parameter in `errors`, as FastAPI's own validation errors are."""
     return HTTPException(
         422,
         detail=[{"loc": [where, name], "msg": msg, "type": "value_error"}],

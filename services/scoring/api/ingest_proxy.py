@@ -1,4 +1,5 @@
-"""The admin screen's one read from ingest: unmapped helpdesk agents, relayed as ingest answers."""
+"""The admin screen's one read from ingest: unmapped helpdesk agents, relayed as ingest answers
+(its problems too, with their content type)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import Annotated, Any, Literal, get_args
 
 import httpx
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from services.scoring.api.deps import Admin
+from shared.http_problems import problem_response
 from shared.runtime import Runtime
 from shared.settings import WEBHOOK_VENDORS
 
@@ -38,10 +39,12 @@ def _client(request: Request) -> httpx.AsyncClient:
     return client
 
 
-def _unavailable(reason: str) -> JSONResponse:
-    return JSONResponse(
-        {"detail": f"unmapped agents unavailable: {reason}", "unavailable": "ingest"},
-        status_code=503,
+def _unavailable(request: Request, reason: str) -> Response:
+    return problem_response(
+        request,
+        503,
+        f"unmapped agents unavailable: {reason}",
+        code="ingest_unavailable",
         headers={"Retry-After": "5"},
     )
 
@@ -68,9 +71,9 @@ def ingest_proxy_router() -> APIRouter:
             )
         except httpx.HTTPError as exc:
             logger.warning("ingest proxy: %s", type(exc).__name__)
-            return _unavailable(f"ingest service unreachable ({type(exc).__name__})")
+            return _unavailable(request, f"ingest service unreachable ({type(exc).__name__})")
         if upstream.status_code >= 500:
-            return _unavailable(f"ingest answered {upstream.status_code}")
+            return _unavailable(request, f"ingest answered {upstream.status_code}")
         return Response(
             upstream.content,
             status_code=upstream.status_code,

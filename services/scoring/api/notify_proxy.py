@@ -10,11 +10,11 @@ from typing import Any
 import anyio
 import httpx
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from services.scoring.api.deps import Reader
 from shared.accounts import CSRF_HEADER, SESSION_COOKIE
 from shared.auth import Credential, credential_of
+from shared.http_problems import problem_response
 from shared.notify_api import (
     AlertList,
     AlertOut,
@@ -127,16 +127,19 @@ def _upstream(request: Request) -> _Upstream:
     return upstream
 
 
-def _unavailable(reason: str) -> JSONResponse:
-    return JSONResponse(
-        {"detail": f"alerts unavailable: {reason}", "unavailable": "notify"},
-        status_code=503,
+def _unavailable(request: Request, reason: str) -> Response:
+    return problem_response(
+        request,
+        503,
+        f"alerts unavailable: {reason}",
+        code="notify_unavailable",
         headers={"Retry-After": "5"},
     )
 
 
 def _relayed(upstream: httpx.Response) -> Response:
-    """notify's answer as it is: status, body, content type and the headers a client needs."""
+    """notify's answer as it is: status, body, content type (a problem stays
+    ``application/problem+json``) and the headers a client needs."""
     return Response(
         upstream.content,
         status_code=upstream.status_code,
@@ -147,7 +150,7 @@ def _relayed(upstream: httpx.Response) -> Response:
 
 async def _send(
     client: httpx.AsyncClient, request: Request, path: str, headers: dict[str, str], stream: bool
-) -> httpx.Response | JSONResponse:
+) -> httpx.Response | Response:
     params = {k: v for k, v in request.query_params.items() if k in _FORWARD_QUERY}
     body = await request.body()
     if body:
@@ -161,13 +164,13 @@ async def _send(
         )
     except httpx.HTTPError as exc:
         logger.warning("notify proxy %s %s: %s", request.method, path, type(exc).__name__)
-        return _unavailable(f"notify service unreachable ({type(exc).__name__})")
+        return _unavailable(request, f"notify service unreachable ({type(exc).__name__})")
     # A 503 with Retry-After is notify's deliberate "come back later" (its stream capacity):
     # relayed with its reason. Any other 5xx is notify failing.
     deliberate = upstream.status_code == 503 and "retry-after" in upstream.headers
     if upstream.status_code >= 500 and not deliberate:
         await upstream.aclose()
-        return _unavailable(f"notify answered {upstream.status_code}")
+        return _unavailable(request, f"notify answered {upstream.status_code}")
     return upstream
 
 
@@ -197,7 +200,7 @@ async def _forward_stream(request: Request) -> Response:
         credential = credential_of(request.headers) or Credential("bearer", "")
         release = upstreams.slots.acquire(credential.secret)
     except StreamRefused as refused:
-        return refused.response()
+        return refused.response(request)
     headers = _credentials(request)
     # The resume point of a reconnecting dashboard: notify replays what it missed.
     last_id = request.headers.get("last-event-id")
@@ -239,8 +242,8 @@ def notify_proxy_router() -> APIRouter:
     async def notify_proxy(path: str, request: Request) -> Response:
         method = request.method
         if not any(m == method and rx.fullmatch(path) for m, rx in _PROXY_ALLOWED):
-            return JSONResponse(
-                {"detail": f"{method} {path} is not available through the dashboard"}, 404
+            return problem_response(
+                request, 404, f"{method} {path} is not available through the dashboard"
             )
         if path == "alerts/stream":
             return await _forward_stream(request)

@@ -8,13 +8,14 @@ the action) at all, which depends on the role alone. The rules are in access.py.
 
 from __future__ import annotations
 
-from fastapi import HTTPException, status
+from fastapi import status
 
 from services.scoring import queries
 from services.scoring.access import ROLES_FOR, Action, Relation, relation
 from services.scoring.api.errors import not_found, or_404
 from services.scoring.db import Db
-from shared.auth import Principal, Role
+from shared.auth import ROLE_NOT_ALLOWED_CODE, Principal, Role
+from shared.http_problems import ProblemError
 
 _DOING = {
     Action.READ: "read a specialist's records",
@@ -34,9 +35,10 @@ def relation_to(principal: Principal, specialist_id: str, team_id: str | None) -
 def check_action(principal: Principal, action: Action) -> None:
     """403 when the caller's role may not do ``action`` to anyone."""
     if principal.role not in ROLES_FOR[action]:
-        raise HTTPException(
+        raise ProblemError(
             status.HTTP_403_FORBIDDEN,
-            detail=f"role '{principal.role}' may not {_DOING[action]}",
+            f"role '{principal.role}' may not {_DOING[action]}",
+            code=ROLE_NOT_ALLOWED_CODE,
         )
 
 

@@ -1,24 +1,30 @@
 // HTTP helpers: the session cookie (with its CSRF token) or a bearer token from
-// sessionStorage, JSON errors, downloads, SSE over fetch.
+// sessionStorage, problem errors, downloads, SSE over fetch.
 const TOKEN_KEY = "kpi.token";
 const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
+// An error answer. Every service answers errors as RFC 9457 problems (docs/errors.md):
+// `body` is the problem ({type, title, status, detail, code, errors: [{loc, field, msg}]}),
+// `detail` its text; a form's own check may pass a list of field errors as `detail`.
 export class ApiError extends Error {
   constructor(status, detail, retryAfter = null, body = null) {
-    super(typeof detail === "string" ? detail : JSON.stringify(detail));
+    const problem = body && typeof body === "object" && !Array.isArray(body) ? body : {};
+    const text = typeof detail === "string" ? detail : problem.title;
+    super(text || (detail ? JSON.stringify(detail) : `HTTP ${status}`));
     this.status = status;
     this.detail = detail;
     this.retryAfter = retryAfter; // seconds, from a 429's Retry-After
     this.body = body; // the whole error answer
+    this.code = typeof problem.code === "string" ? problem.code : ""; // e.g. not_found
   }
-  // Per-field errors ({loc, msg}): FastAPI's detail list, or a problem+json `errors` list.
+  // Per-field errors ({loc, field, msg}): the problem's `errors`, or a form's own list.
   get fieldErrors() {
     if (Array.isArray(this.detail)) return this.detail;
     return Array.isArray(this.body?.errors) ? this.body.errors : [];
   }
-  // A route that does not exist (yet): FastAPI answers {"detail": "Not Found"}.
+  // A route that does not exist (yet), as opposed to an unknown id on a route that does.
   get routeMissing() {
-    return this.status === 404 && this.detail === "Not Found";
+    return this.status === 404 && this.code === "route_not_found";
   }
   get unavailable() {
     return this.status === 503 || this.status === 502 || this.status === 0;
@@ -105,11 +111,11 @@ export async function api(path, { method = "GET", body, signal, contentType, qui
 export async function download(path, fallbackName) {
   const res = await fetch(path, { headers: headers(), credentials: "same-origin" });
   if (!res.ok) {
-    let detail = res.statusText;
+    let problem = null;
     try {
-      detail = (await res.json()).detail;
+      problem = await res.json();
     } catch {}
-    throw new ApiError(res.status, detail);
+    throw new ApiError(res.status, problem?.detail ?? res.statusText, null, problem);
   }
   const blob = await res.blob();
   saveBlob(blob, attachmentName(res.headers.get("content-disposition") || "", fallbackName));

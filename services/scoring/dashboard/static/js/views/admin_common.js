@@ -3,7 +3,7 @@ import { ApiError } from "../api.js";
 import { esc } from "../format.js";
 import { t } from "../i18n.js";
 import { state } from "../state.js";
-import { errorMessage } from "./common.js";
+import { errorMessage, fieldName } from "./common.js";
 import "./admin_i18n.js";
 
 export const isAdmin = () => state.config?.role === "admin";
@@ -40,7 +40,7 @@ export function showFieldErrors(form, err) {
     const loc = (e.loc || []).map(String);
     const input = loc.length ? form.querySelector(`[data-field="${CSS.escape(loc[loc.length - 1])}"]`) : null;
     if (input) input.setAttribute("aria-invalid", "true");
-    lines.push(`${loc.slice(1).join(".") || "body"}: ${e.msg}`);
+    lines.push(`${fieldName(e)}: ${e.msg}`);
   }
   const text = lines.length ? lines.join("; ") : errorMessage(err);
   form.querySelector(".form-error").textContent = text;

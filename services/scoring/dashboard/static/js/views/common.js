@@ -32,12 +32,17 @@ export function teamPicker(id, team, { allowAll = true } = {}) {
     </select></div>`;
 }
 
+// A field error's name: the problem's dotted `field` (`aliases.zendesk`), else its `loc` less
+// the location (a form's own check).
+export const fieldName = (e) => e.field ?? ((e.loc || []).slice(1).join(".") || "$");
+
 export function errorMessage(err) {
   if (err instanceof ApiError) {
     if (err.status === 403) return t("error.forbidden");
     if (err.status === 404) return t("error.notfound");
-    const d = Array.isArray(err.detail) ? err.detail.map((x) => `${(x.loc || []).slice(-1)[0]}: ${x.msg}`).join("; ") : err.detail;
-    return t("error.load", { msg: d || err.status });
+    // Input errors name each field; any other problem says what went wrong in `detail`.
+    const fields = err.fieldErrors.map((e) => `${fieldName(e)}: ${e.msg}`).join("; ");
+    return t("error.load", { msg: fields || err.message || err.status });
   }
   return t("error.load", { msg: err.message });
 }

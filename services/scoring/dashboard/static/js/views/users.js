@@ -2,7 +2,7 @@
 import { ApiError, api } from "../api.js";
 import { esc, fmtTime } from "../format.js";
 import { t } from "../i18n.js";
-import { errorBox, errorMessage } from "./common.js";
+import { errorBox, errorMessage, fieldName } from "./common.js";
 
 const USER_ROLES = ["supervisor", "specialist", "admin"];
 const TOKEN_ROLES = ["service", "supervisor", "specialist", "admin"];
@@ -13,9 +13,9 @@ const options = (values, label) => values.map((v) => `<option value="${esc(v)}">
 
 // A refused form: each field named with its reason (422/409), else the usual message.
 function formError(err) {
-  const list = err instanceof ApiError && (err.body?.errors || (Array.isArray(err.detail) ? err.detail : null));
-  if (!list) return errorMessage(err);
-  return list.map((e) => `${(e.loc || []).slice(-1)[0] ?? ""}: ${e.msg}`).join("; ");
+  const list = err instanceof ApiError ? err.fieldErrors : [];
+  if (!list.length) return errorMessage(err);
+  return list.map((e) => `${fieldName(e)}: ${e.msg}`).join("; ");
 }
 
 function userRow(u) {
