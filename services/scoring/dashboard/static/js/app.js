@@ -9,6 +9,8 @@ import { renderSpecialist } from "./views/specialist.js";
 import { renderLeaderboard } from "./views/leaderboard.js";
 import { renderAppraisal } from "./views/appraisal.js";
 import { renderAlerts } from "./views/alerts.js";
+import { renderCycle } from "./views/cycle.js";
+import { renderMyPage, renderMyPageFor } from "./views/my_page.js";
 
 const $ = (sel) => document.querySelector(sel);
 const VIEWS = {
@@ -17,7 +19,12 @@ const VIEWS = {
   leaderboard: renderLeaderboard,
   appraisal: renderAppraisal,
   alerts: renderAlerts,
+  cycle: renderCycle,
 };
+// A specialist sees only their own page; every other route of theirs lands there too.
+const SPECIALIST_VIEWS = { me: renderMyPage, specialist: renderMyPageFor };
+const NAV_OF = { specialist: "overview", cycle: "appraisal" };
+const isSpecialist = () => state.config?.role === "specialist";
 let cleanup = null;
 
 export function parseHash() {
@@ -38,10 +45,15 @@ export function setParams(params) {
 
 function route() {
   if (!state.config) return;
-  const { view, args, params } = parseHash();
-  const render = VIEWS[view] || renderOverview;
+  let { view, args, params } = parseHash();
+  if (isSpecialist() && !SPECIALIST_VIEWS[view]) {
+    history.replaceState(null, "", "#/me");
+    ({ view, args, params } = parseHash());
+  }
+  const render = isSpecialist() ? SPECIALIST_VIEWS[view] : VIEWS[view] || renderOverview;
+  const nav = isSpecialist() ? "me" : NAV_OF[view] || view;
   for (const a of document.querySelectorAll("[data-nav]")) {
-    if (a.dataset.nav === (view === "specialist" ? "overview" : view)) a.setAttribute("aria-current", "page");
+    if (a.dataset.nav === nav) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
   if (cleanup) cleanup();
@@ -57,6 +69,8 @@ function renderChrome() {
   $("#lang-select").value = getLang();
   $("#login-lang-select").value = getLang();
   const c = state.config;
+  // The menu offers a specialist their own page only (cycle.css hides the rest by role).
+  document.body.dataset.role = c?.role || "";
   if (c) {
     const role = t(`role.${c.role}`);
     $("#whoami").textContent = c.team_ids.length
@@ -98,11 +112,12 @@ alerts.subscribe((d) => {
 });
 
 async function enter() {
-  const [config, teams, people] = await Promise.all([
-    api("/v1/dashboard/config"),
-    api("/v1/teams"),
-    api("/v1/specialists"),
-  ]);
+  // A specialist may read only their own records: no team listings, alerts or platform health.
+  const config = await api("/v1/dashboard/config");
+  const staff = config.role !== "specialist";
+  const [teams, people] = staff
+    ? await Promise.all([api("/v1/teams"), api("/v1/specialists")])
+    : [{ teams: [] }, { specialists: [] }];
   useCatalogue(config.catalogue);
   state.config = config;
   state.teams = teams.teams;
@@ -110,8 +125,10 @@ async function enter() {
   $("#login").hidden = true;
   $("#shell").hidden = false;
   renderChrome();
-  startAlerts();
-  startHealth();
+  if (staff) {
+    startAlerts();
+    startHealth();
+  }
   route();
 }
 

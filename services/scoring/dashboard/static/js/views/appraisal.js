@@ -6,6 +6,7 @@ import { getLang, t } from "../i18n.js";
 import { state } from "../state.js";
 import { errorBox, errorMessage, teamName, teamPicker } from "./common.js";
 import { incentiveText } from "./specialist.js";
+import { mountCyclePanel } from "./cycle.js";
 
 const ROW_KEYS = ["specialists", "items", "members", "appraisals", "rows"];
 
@@ -33,7 +34,8 @@ export function renderAppraisal(main, _args, params) {
       <button type="button" class="btn" id="ap-csv">${esc(t("export.csv"))}</button>
       <button type="button" class="btn" id="ap-xlsx" ${available ? "" : "hidden"}>${esc(t("export.xlsx"))}</button>
       <span class="form-error" id="ap-err" role="alert"></span></form>
-    <div id="ap-body"></div>`;
+    <div id="ap-body"></div>
+    <div id="ap-cycle"></div>`;
   const $ = (s) => main.querySelector(s);
   let fallback = !available;
   $("#ap-tools").addEventListener("change", (ev) => {
@@ -117,4 +119,5 @@ export function renderAppraisal(main, _args, params) {
       }).join("")}</tbody></table></div>` : `<div class="panel empty">${esc(t("overview.empty"))}</div>`;
   }
   load();
+  mountCyclePanel($("#ap-cycle"), ui);
 }
