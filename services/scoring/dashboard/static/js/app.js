@@ -4,22 +4,22 @@ import { getLang, setLang, t, translateStatic } from "./i18n.js";
 import { kpiName, useCatalogue } from "./format.js";
 import { alerts, startAlerts, state, stopAlerts } from "./state.js";
 import { refreshHealth, renderHealth, startHealth, stopHealth } from "./health.js";
+import { renderCycle } from "./views/cycle.js";
+import { renderMyPage, renderMyPageFor } from "./views/my_page.js";
 import { renderOverview } from "./views/overview.js";
 import { renderSpecialist } from "./views/specialist.js";
 import { renderLeaderboard } from "./views/leaderboard.js";
 import { renderAppraisal } from "./views/appraisal.js";
 import { renderAlerts } from "./views/alerts.js";
-import { renderCycle } from "./views/cycle.js";
-import { renderMyPage, renderMyPageFor } from "./views/my_page.js";
 
 const $ = (sel) => document.querySelector(sel);
 const VIEWS = {
   overview: renderOverview,
+  cycle: renderCycle,
   specialist: renderSpecialist,
   leaderboard: renderLeaderboard,
   appraisal: renderAppraisal,
   alerts: renderAlerts,
-  cycle: renderCycle,
 };
 // A specialist sees only their own page; every other route of theirs lands there too.
 const SPECIALIST_VIEWS = { me: renderMyPage, specialist: renderMyPageFor };
@@ -69,8 +69,6 @@ function renderChrome() {
   $("#lang-select").value = getLang();
   $("#login-lang-select").value = getLang();
   const c = state.config;
-  // The menu offers a specialist their own page only (cycle.css hides the rest by role).
-  document.body.dataset.role = c?.role || "";
   if (c) {
     const role = t(`role.${c.role}`);
     $("#whoami").textContent = c.team_ids.length
@@ -79,6 +77,8 @@ function renderChrome() {
   }
   renderAlertChrome();
   renderHealth();
+  // The menu offers a specialist their own page only (cycle.css hides the rest by role).
+  document.body.dataset.role = c?.role || "";
 }
 
 function renderAlertChrome() {
