@@ -191,6 +191,7 @@ export function renderCycle(main, args, params) {
   let meetings = [];
   let decisions = null;
   let plan = null;
+  let stopped = false; // the view was left: a late answer draws nothing
   main.innerHTML = `
     <p><a id="cy-back" href="#/appraisal?quarter=${enc(quarter)}">${esc(ct("cy.back"))}</a></p>
     <div class="page-head"><div><h1 id="cy-name">${esc(ct("cy.page_title", { name: state.names.get(id) || id }))}</h1><div class="sub" id="cy-page-sub"></div></div>
@@ -216,9 +217,10 @@ export function renderCycle(main, args, params) {
         }),
       ]);
     } catch (err) {
-      $("#cy-page").innerHTML = errorBox(err);
+      if (!stopped) $("#cy-page").innerHTML = errorBox(err);
       return;
     }
+    if (stopped) return;
     state.names.set(id, ap.name || id);
     $("#cy-name").textContent = ct("cy.page_title", { name: ap.name || id });
     $("#cy-page-sub").textContent = `${id} · ${ap.team_id ? t("spec.team", { team: teamName(ap.team_id) }) : t("spec.noteam")} · ${quarter}`;
@@ -527,7 +529,9 @@ export function renderCycle(main, args, params) {
   }
 
   load();
-  return null;
+  return () => {
+    stopped = true;
+  };
 }
 
 function fromShown(kpi, raw) {

@@ -23,6 +23,8 @@ export function renderSpecialist(main, args, params, { mine = false } = {}) {
   };
   let data = null;
   let timer = null;
+  // Set when the view is left (or the user signs out): answers arriving later draw nothing.
+  let stopped = false;
   let facts = { items: [], next: null };
 
   const h = mine ? "h3" : "h1";
@@ -92,6 +94,7 @@ export function renderSpecialist(main, args, params, { mine = false } = {}) {
     const box = $("#sp-charts");
     const keys = state.config.kpis;
     const series = await Promise.all(keys.map((k) => api(`/v1/specialists/${encodeURIComponent(id)}/kpis/${k}/history${qs({ from, to })}`).catch(() => null)));
+    if (stopped) return;
     box.innerHTML = keys.map((k, i) => {
       if (!series[i]) return "";
       const line = state.config.lines[k];
@@ -110,9 +113,10 @@ export function renderSpecialist(main, args, params, { mine = false } = {}) {
       facts.items.push(...page.items);
       facts.next = page.next_cursor;
     } catch (err) {
-      $("#sp-drill").innerHTML = errorBox(err);
+      if (!stopped) $("#sp-drill").innerHTML = errorBox(err);
       return;
     }
+    if (stopped) return;
     const c = data.kpis[ui.kpi];
     if (!facts.items.length) {
       $("#sp-drill").innerHTML = `<p class="muted">${esc(t("spec.nofacts"))}</p>`;
@@ -173,23 +177,24 @@ export function renderSpecialist(main, args, params, { mine = false } = {}) {
     try {
       data = await api(`/v1/specialists/${encodeURIComponent(id)}/kpis${qs({ window: win() })}`);
     } catch (err) {
-      $("#sp-tiles").innerHTML = errorBox(err);
+      if (!stopped) $("#sp-tiles").innerHTML = errorBox(err);
       return;
     }
+    if (stopped) return;
     state.names.set(id, data.name || id);
     $("#sp-name").textContent = data.name || id;
     $("#sp-sub").textContent = `${id} · ${data.team_id ? t("spec.team", { team: teamName(data.team_id) }) : t("spec.noteam")} · ${data.window.from} – ${data.window.to}`;
     drawTiles();
     drawAlerts();
     await Promise.all([loadFacts(true), loadCharts()]);
-    timer = setTimeout(refresh, 15000);
+    if (!stopped) timer = setTimeout(refresh, 15000);
   }
   async function refresh() {
     try {
       data = await api(`/v1/specialists/${encodeURIComponent(id)}/kpis${qs({ window: win() })}`);
-      drawTiles();
+      if (!stopped) drawTiles();
     } catch {}
-    timer = setTimeout(refresh, 15000);
+    if (!stopped) timer = setTimeout(refresh, 15000);
   }
 
   const unsub = alerts.subscribe((d) => {
@@ -201,6 +206,7 @@ export function renderSpecialist(main, args, params, { mine = false } = {}) {
     loadAppraisal();
   }
   return () => {
+    stopped = true;
     clearTimeout(timer);
     unsub();
   };
