@@ -44,6 +44,7 @@ export function mountCyclePanel(host, ui) {
   if (!state.config.features?.appraisal_cycle || !host) return null;
   let filter = "all";
   let data = null;
+  let asked = 0; // loads overlap when the quarter changes: only the last one asked draws
   host.innerHTML = `<section class="panel cy-panel" aria-labelledby="cy-h">
       <div class="cy-head"><div><h2 id="cy-h">${esc(ct("cy.panel"))}</h2><div class="sub" id="cy-sub"></div></div>
         <button type="button" class="btn btn-primary" id="cy-finalise">${esc(ct("cy.finalise"))}</button></div>
@@ -69,20 +70,25 @@ export function mountCyclePanel(host, ui) {
     $("#cy-sub").textContent = ct("cy.panel_sub", { quarter: ui.quarter, plan: nextQuarter(ui.quarter) });
     const body = $("#cy-body");
     $("#cy-finalise").hidden = !ui.team;
+    const mine = ++asked;
     if (!ui.team) {
       body.innerHTML = "";
       $("#cy-summary").innerHTML = "";
       return;
     }
+    let answer;
     try {
-      data = await api(`/v1/appraisals/${enc(ui.quarter)}/cycle${qs({ team: ui.team })}`);
+      answer = await api(`/v1/appraisals/${enc(ui.quarter)}/cycle${qs({ team: ui.team })}`);
     } catch (err) {
+      if (mine !== asked) return;
       data = null;
       $("#cy-summary").innerHTML = "";
       $("#cy-filter-options").innerHTML = "";
       body.innerHTML = err instanceof ApiError && err.routeMissing ? `<p class="notice">${esc(ct("cy.unavailable"))}</p>` : errorBox(err);
       return;
     }
+    if (mine !== asked) return;
+    data = answer;
     draw();
   }
 
