@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from kpi.accounts_cli import register as register_account_commands
 from kpi.stack import SERVICES, LocalStack
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="KPI platform for after-sales service specialists.", no_args_is_help=True)
 token_app = typer.Typer(help="Manage API bearer tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+register_account_commands(app, token_app)
 console = Console(stderr=True)
 
 HOME_OPTION = Annotated[
@@ -126,6 +128,14 @@ def up(
             console.print(f"  {name:<8} {svc.url}   (docs {svc.url}/docs, log {svc.log_path})")
         console.print(f"  dashboard {stack.services['scoring'].url}/")
         console.print(f"  broker   {stack.bootstrap}")
+        where = (
+            "KPI_BOOTSTRAP_ADMIN_PASSWORD"
+            if os.environ.get("KPI_BOOTSTRAP_ADMIN_PASSWORD")
+            else stack.home / "admin-password"
+        )
+        console.print(
+            f"  sign in  admin / [bold]{stack.admin_password}[/]   (first password, from {where})"
+        )
         console.print(f"  admin token: [bold]{stack.admin_token}[/]")
         console.print(
             f"  try: curl -H 'Authorization: Bearer {stack.admin_token}' "
@@ -487,11 +497,16 @@ def token_create(
         list[str] | None, typer.Option(help="Team a supervisor may see (repeat).")
     ] = None,
     description: Annotated[str | None, typer.Option(help="Free text note.")] = None,
+    expires: Annotated[
+        str | None,
+        typer.Option(help="Lifetime such as 90d, 12h, 30m or 2w (default: never expires)."),
+    ] = None,
     home: HOME_OPTION = Path(".kpi"),
 ) -> None:
     """Create an API token and print it once (only its hash is stored)."""
+    from shared.accounts import parse_lifetime
     from shared.auth import Role, issue_token
-    from shared.db import create_engine, create_sessionmaker, session_scope
+    from shared.db import create_engine, create_sessionmaker, session_scope, utcnow
     from shared.directory import ID_LENGTH
     from shared.text import id_problem, text_problem
 
@@ -517,13 +532,18 @@ def token_create(
             "[red]--subject:[/] a specialist token needs --subject <specialist_id> (and no --team)"
         )
         raise typer.Exit(2)
+    try:
+        expires_at = None if expires is None else utcnow() + parse_lifetime(expires)
+    except ValueError as exc:
+        console.print(f"[red]--expires:[/] {exc}")
+        raise typer.Exit(2) from None
 
     async def create() -> str:
         engine = create_engine(_database_url(home), pool_size=1, application_name="kpi-cli")
         try:
             async with session_scope(create_sessionmaker(engine)) as session:
                 token, _ = await issue_token(
-                    session, role_, subject or role_.value, team or (), description
+                    session, role_, subject or role_.value, team or (), description, expires_at
                 )
             return token
         finally:

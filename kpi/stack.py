@@ -83,6 +83,7 @@ class LocalStack:
     bootstrap: str = ""
     security: KafkaSecurity = PLAINTEXT
     admin_token: str = ""
+    admin_password: str = ""
     demo: subprocess.Popen[bytes] | None = None
 
     def _pick_port(self, preferred: int, what: str) -> int:
@@ -160,13 +161,30 @@ class LocalStack:
         path.chmod(0o600)
         return token
 
+    def _admin_password(self) -> str:
+        """The first admin's password: KPI_BOOTSTRAP_ADMIN_PASSWORD, else .kpi/admin-password
+        (made on the first start). Scoring creates the user 'admin' with it while no user
+        exists; changed later in the dashboard, the file no longer tells it."""
+        from_env = os.environ.get("KPI_BOOTSTRAP_ADMIN_PASSWORD")
+        if from_env:
+            return from_env
+        path = self.home / "admin-password"
+        if path.exists():
+            return path.read_text().strip()
+        password = secrets.token_urlsafe(15)  # 20 characters, ~120 bits
+        path.write_text(password + "\n")
+        path.chmod(0o600)
+        return password
+
     def start_services(self, names: tuple[str, ...] = SERVICES) -> None:
         self.admin_token = self._admin_token()
+        self.admin_password = self._admin_password()
         base_env = {
             **os.environ,
             "KPI_DATABASE_URL": self.database_url,
             "KPI_KAFKA_BOOTSTRAP": self.bootstrap,
             "KPI_BOOTSTRAP_ADMIN_TOKEN": self.admin_token,
+            "KPI_BOOTSTRAP_ADMIN_PASSWORD": self.admin_password,
             "KPI_TOPIC_PARTITIONS": str(self.partitions),
             **self._plaintext_env(),
         }

@@ -7,6 +7,8 @@ import importlib
 MODEL_MODULES = (
     "shared.directory",
     "shared.auth",
+    "shared.users",
+    "shared.sessions",
     "services.ingest.models",
     "services.scoring.models",
     "services.notify.models",

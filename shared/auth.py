@@ -1,4 +1,10 @@
-"""Bearer-token authentication and role checks; tokens are stored only as SHA-256 hashes."""
+"""Authentication (bearer tokens, dashboard session cookies) and role checks.
+
+Tokens and session ids are stored only as SHA-256 hashes. A request carrying
+``Authorization: Bearer`` is a machine client's; one carrying only the ``kpi_session`` cookie
+is a signed-in person's, and its unsafe methods must also carry the session's CSRF token.
+Both resolve to the same ``Principal``, so every route and role check works alike.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +17,19 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
 
 from fastapi import HTTPException, Request, status
-from sqlalchemy import String, func, select
+from sqlalchemy import String, func, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
+from starlette.requests import cookie_parser
 
+from shared.accounts import CSRF_HEADER, SESSION_COOKIE, UNSAFE_METHODS, csrf_token_for
 from shared.db import Base
 from shared.directory import Team
 from shared.poison import is_transient
@@ -48,6 +57,8 @@ class ApiToken(Base):
     description: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     revoked_at: Mapped[dt.datetime | None]
+    # None: never expires. An expired token is refused like a revoked one.
+    expires_at: Mapped[dt.datetime | None]
 
 
 def hash_token(token: str) -> str:
@@ -87,6 +98,7 @@ async def issue_token(
     subject: str,
     team_ids: Iterable[str] = (),
     description: str | None = None,
+    expires_at: dt.datetime | None = None,
 ) -> tuple[str, ApiToken]:
     """Create a token; the clear text is returned once and never stored."""
     token = new_token()
@@ -96,10 +108,65 @@ async def issue_token(
         subject=subject,
         team_ids=sorted(set(team_ids)),
         description=description,
+        expires_at=expires_at,
     )
     session.add(row)
     await session.flush()
     return token, row
+
+
+async def list_tokens(session: AsyncSession) -> list[ApiToken]:
+    """Every token, newest first (their hashes stay in the database)."""
+    rows = await session.execute(select(ApiToken).order_by(ApiToken.created_at.desc()))
+    return list(rows.scalars())
+
+
+async def revoke_token(session: AsyncSession, token_id: uuid.UUID) -> ApiToken | None:
+    """Revoke a token (once: a second revocation keeps the first moment); None when unknown."""
+    row = await session.get(ApiToken, token_id)
+    if row is not None and row.revoked_at is None:
+        await session.execute(
+            update(ApiToken).where(ApiToken.id == token_id).values(revoked_at=func.now())
+        )
+        await session.refresh(row)
+    return row
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What a request authenticates with: a bearer token, or a dashboard session's id."""
+
+    kind: Literal["bearer", "session"]
+    secret: str = field(repr=False)
+
+    @property
+    def key(self) -> str:
+        """The cache key of its verdict; the two kinds never share one."""
+        digest = hash_token(self.secret)
+        return digest if self.kind == "bearer" else "session:" + digest
+
+
+def session_cookie(cookie_header: str | None) -> str | None:
+    """The ``kpi_session`` value of a Cookie header, None when absent or unreadable."""
+    if not cookie_header or SESSION_COOKIE not in cookie_header:
+        return None
+    return cookie_parser(cookie_header).get(SESSION_COOKIE) or None
+
+
+def credential_of(headers: Mapping[str, str]) -> Credential | None:
+    """The request's credential: its bearer token when it sends one, else its session cookie."""
+    token = bearer_token(headers.get("authorization"))
+    if token is not None:
+        return Credential("bearer", token)
+    if headers.get("authorization"):
+        return None  # another scheme (Basic …): refused, whatever cookie comes with it
+    session_id = session_cookie(headers.get("cookie"))
+    return Credential("session", session_id) if session_id else None
+
+
+# Resolves the SHA-256 of a session id to its user's principal (None: no such live session);
+# shared.sessions provides it, the runtime wires it in.
+SessionLookup = Callable[[str], Awaitable["Principal | None"]]
 
 
 # Verified tokens (and, separately, unknown ones) remembered per process: bounded, so a flood
@@ -112,8 +179,7 @@ AUTH_LOOKUP_TIMEOUT_SECONDS = 3.0
 AUTH_RETRY_SECONDS = 1.0
 # Where the HTTP guard leaves the caller for ``require`` (the request's ``state``).
 PRINCIPAL_STATE_KEY = "kpi_principal"
-MISSING_TOKEN = "missing bearer token: send 'Authorization: Bearer <token>'"
-INVALID_TOKEN = "invalid or revoked token"
+INVALID_TOKEN = "invalid, revoked or expired token"
 AUTH_RETRY_AFTER = "5"
 
 
@@ -149,8 +215,10 @@ class Authenticator:
         *,
         max_entries: int = AUTH_CACHE_MAX_ENTRIES,
         lookup_timeout: float = AUTH_LOOKUP_TIMEOUT_SECONDS,
+        session_lookup: SessionLookup | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._session_lookup = session_lookup
         self._bootstrap_hash = hash_token(bootstrap_admin_token) if bootstrap_admin_token else None
         self._cache_seconds = cache_seconds
         self._stale_seconds = stale_seconds
@@ -163,32 +231,48 @@ class Authenticator:
         self._failing_until = 0.0
 
     async def resolve(self, token: str, max_age: float | None = None) -> Principal | None:
-        """The token's principal, None when it is unknown or revoked; may raise AuthUnavailable.
+        """The token's principal, None when it is unknown, revoked or expired; may raise
+        AuthUnavailable.
 
         A cached verdict is used while younger than ``max_age`` seconds (default: the cache
         time); long-lived streams re-check with ``max_age=0`` so that a revocation or a team
         change is seen at once.
         """
-        digest = hash_token(token)
-        if self._bootstrap_hash and hmac.compare_digest(digest, self._bootstrap_hash):
+        return await self.resolve_credential(Credential("bearer", token), max_age)
+
+    async def resolve_credential(
+        self, credential: Credential, max_age: float | None = None
+    ) -> Principal | None:
+        """Like ``resolve``, for a bearer token or a session id: a session that was signed out,
+        expired or whose user was disabled is None within the cache time."""
+        if credential.kind == "session" and self._session_lookup is None:
+            return None
+        key = credential.key
+        if self._bootstrap_hash and hmac.compare_digest(key, self._bootstrap_hash):
             return Principal(Role.ADMIN, "bootstrap-admin")
         now = time.monotonic()
         limit = self._cache_seconds if max_age is None else min(max_age, self._cache_seconds)
-        known = self._valid.get(digest)
+        known = self._valid.get(key)
         if known is not None and now - known[0] < limit:
-            self._valid.move_to_end(digest)
+            self._valid.move_to_end(key)
             return known[1]
-        refused = self._invalid.get(digest)
+        refused = self._invalid.get(key)
         if refused is not None and now - refused < limit:
             return None
         try:
-            principal = await self._lookup_shared(digest)
+            principal = await self._lookup_shared(key)
         except AuthUnavailable:
             if known is not None and now - known[0] < self._stale_seconds:
                 return known[1]
             raise
-        self._remember(digest, principal)
+        self._remember(key, principal)
         return principal
+
+    def forget(self, key: str) -> None:
+        """Drop the cached verdict of a credential's key (``Credential.key``; a token's is its
+        stored hash): this process sees a sign-out or revocation at once."""
+        self._valid.pop(key, None)
+        self._invalid.pop(key, None)
 
     def cache_sizes(self) -> tuple[int, int]:
         """Entries held: verified tokens, and unknown or revoked ones (each bounded)."""
@@ -242,12 +326,18 @@ class Authenticator:
             )
             raise AuthUnavailable(f"token store unavailable ({reason})") from None
 
-    async def _lookup(self, digest: str) -> Principal | None:
+    async def _lookup(self, key: str) -> Principal | None:
+        session_digest = key.removeprefix("session:")
+        if session_digest != key:
+            assert self._session_lookup is not None
+            return await self._session_lookup(session_digest)
         async with self._sessionmaker() as session:
             row = (
                 await session.execute(
                     select(ApiToken).where(
-                        ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None)
+                        ApiToken.token_hash == key,
+                        ApiToken.revoked_at.is_(None),
+                        or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > func.now()),
                     )
                 )
             ).scalar_one_or_none()
@@ -269,33 +359,60 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
-async def authenticate(authenticator: Authenticator, authorization: str | None) -> Principal:
-    """The caller of a request with this Authorization header, or AuthError (401 or 503)."""
-    challenge = {"WWW-Authenticate": "Bearer"}
-    token = bearer_token(authorization)
-    if token is None:
-        raise AuthError(401, MISSING_TOKEN, challenge)
+MISSING_CREDENTIALS = (
+    "missing credentials: send 'Authorization: Bearer <token>', or sign in to the dashboard"
+)
+INVALID_SESSION = "session expired or signed out: sign in again"
+CSRF_MISSING = (
+    f"missing or wrong {CSRF_HEADER} header: a request that changes something with the "
+    "session cookie must send the CSRF token of GET /v1/auth/session"
+)
+
+
+async def authenticate(
+    authenticator: Authenticator, headers: Mapping[str, str], method: str = "GET"
+) -> Principal:
+    """The caller of a request with these headers, or AuthError (401, 403 or 503).
+
+    A bearer token wins over a session cookie. With the cookie alone, an unsafe method must
+    carry the session's CSRF token (403 otherwise): a page of another site can make the
+    browser send the cookie, never read the token.
+    """
+    credential = credential_of(headers)
+    if credential is None:
+        raise AuthError(401, MISSING_CREDENTIALS, {"WWW-Authenticate": "Bearer"})
     try:
-        principal = await authenticator.resolve(token)
+        principal = await authenticator.resolve_credential(credential)
     except AuthUnavailable as exc:
         raise AuthError(
-            503, f"cannot verify the token now: {exc}", {"Retry-After": AUTH_RETRY_AFTER}
+            503, f"cannot verify the credentials now: {exc}", {"Retry-After": AUTH_RETRY_AFTER}
         ) from None
     if principal is None:
-        raise AuthError(401, INVALID_TOKEN, challenge)
+        reason = INVALID_TOKEN if credential.kind == "bearer" else INVALID_SESSION
+        raise AuthError(401, reason, {"WWW-Authenticate": "Bearer"})
+    if credential.kind == "session" and method.upper() in UNSAFE_METHODS:
+        sent = headers.get(CSRF_HEADER.lower()) or ""
+        if not hmac.compare_digest(sent.encode(), csrf_token_for(credential.secret).encode()):
+            raise AuthError(403, CSRF_MISSING, {})
     return principal
 
 
 async def authorise(
-    authenticator: Authenticator, token: str, roles: Iterable[Role], max_age: float | None = None
+    authenticator: Authenticator,
+    credential: str | Credential,
+    roles: Iterable[Role],
+    max_age: float | None = None,
 ) -> Principal:
-    """The token's principal if it holds one of ``roles`` (admin always passes): 401 for an
-    unknown or revoked token, 403 for another role; AuthUnavailable when it cannot be told."""
-    principal = await authenticator.resolve(token, max_age)
+    """The credential's principal if it holds one of ``roles`` (admin always passes): 401 for
+    an unknown, revoked or expired token or session, 403 for another role; AuthUnavailable
+    when it cannot be told. A plain string is a bearer token."""
+    if isinstance(credential, str):
+        credential = Credential("bearer", credential)
+    principal = await authenticator.resolve_credential(credential, max_age)
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            detail=INVALID_TOKEN,
+            detail=INVALID_TOKEN if credential.kind == "bearer" else INVALID_SESSION,
             headers={"WWW-Authenticate": "Bearer"},
         )
     _check_role(principal, roles)
@@ -324,7 +441,7 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
         if not isinstance(principal, Principal):
             authenticator: Authenticator = request.app.state.authenticator
             try:
-                principal = await authenticate(authenticator, request.headers.get("authorization"))
+                principal = await authenticate(authenticator, request.headers, request.method)
             except AuthError as exc:
                 raise HTTPException(exc.status_code, exc.detail, exc.headers) from None
         _check_role(principal, roles)

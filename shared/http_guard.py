@@ -2,9 +2,10 @@
 
 One ASGI middleware for the three apps (installed by ``shared.runtime.create_app``):
 
-- Every path except the public ones (health, metrics, API docs, the dashboard's static UI)
-  needs a valid bearer token, checked from the headers alone before anything reads the body
-  (401, or 503 with Retry-After when the token store cannot be asked). The principal is left
+- Every path except the public ones (health, metrics, API docs, the dashboard's static UI,
+  signing in) needs a valid bearer token or dashboard session, checked from the headers alone
+  before anything reads the body (401, or 503 with Retry-After when the store cannot be
+  asked); a session's unsafe method also needs its CSRF token (403). The principal is left
   in the request's state, where ``shared.auth.require`` takes it: one lookup per request.
 - A declared ``Content-Length`` above the route's limit is answered 413 without reading a
   byte; a streamed (chunked) body is counted as it arrives and answered 413 as soon as it
@@ -108,6 +109,8 @@ class GuardPolicy:
     # themselves from its body (a helpdesk's signed webhook): no bearer token is asked for
     # here; the body limit applies. Other methods below them need a token as usual.
     self_authenticated: Sequence[str] = ()
+    # (method, path) of routes anyone may call (signing in).
+    public_routes: Sequence[tuple[str, str]] = ()
 
     def is_dashboard(self, path: str) -> bool:
         if path in self.dashboard_paths:
@@ -119,6 +122,7 @@ class GuardPolicy:
     def is_public(self, path: str, method: str = "GET") -> bool:
         return (
             path in PUBLIC_PATHS
+            or (method, path) in self.public_routes
             or (method == "POST" and self._self_authenticated(path))
             or self.is_dashboard(path)
         )
@@ -194,7 +198,7 @@ class HttpGuard:
         headers = Headers(scope=scope)
         if not self.policy.is_public(path, scope["method"]):
             try:
-                principal = await authenticate(runtime.authenticator, headers.get("authorization"))
+                principal = await authenticate(runtime.authenticator, headers, scope["method"])
             except AuthError as exc:
                 await _answer(send_secured, exc.status_code, {"detail": exc.detail}, exc.headers)
                 return

@@ -8,7 +8,9 @@ route's own response validation (and the tests), instead of reaching clients und
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+import datetime as dt
+from datetime import date
+from typing import Any, Literal, TypeAlias
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -144,14 +146,35 @@ class IncidentDeliveryItem(_Body):
     summary: str
 
 
+class ReminderDeliveryItem(_Body):
+    """One appraisal-cycle reminder the delivery carries (the team's channels; the
+    specialist's own copy by email)."""
+
+    type: Literal["cycle_reminder"] = Field(
+        description="Tells it from an alert item, which has no `type`."
+    )
+    reminder_id: int
+    kind: Literal["reminder"] = Field(description="What it announces: always a reminder.")
+    reminder_kind: Literal["meeting_not_held", "goal_due", "plan_overdue"]
+    audience: Literal["supervisor", "specialist"] = Field(
+        description="Who it is written for: the team's supervisor, or the specialist."
+    )
+    specialist_id: str
+    name: str | None = Field(description="The specialist's name, when known.")
+    quarter: str = Field(description="The appraisal quarter (meeting) or the plan's quarter.")
+    due: date | None = Field(description="The local date the step was due by.")
+
+
 class DeliveryOut(_Body):
     id: int
     delivery_key: str = Field(description="X-KPI-Delivery: the same on every attempt.")
     status: DeliveryStatus
     channel: DeliveryChannel
     team_id: str | None
-    alert_ids: list[str] = Field(description="Empty for a platform-incident notice.")
-    items: list[DeliveryItem | IncidentDeliveryItem]
+    alert_ids: list[str] = Field(
+        description="Empty for a platform-incident notice or an appraisal-cycle reminder."
+    )
+    items: list[DeliveryItem | IncidentDeliveryItem | ReminderDeliveryItem]
     attempts: int
     created_at: Timestamp
     last_attempt_at: Timestamp | None
@@ -173,3 +196,44 @@ class DeliveryDetail(DeliveryOut):
 class DeliveryPage(_Body):
     items: list[DeliveryOut] = Field(description="Newest first.")
     next_cursor: str | None = Field(description="`cursor` of the next page; null: the last.")
+
+
+# -- channels ----------------------------------------------------------------------------
+
+
+class ChannelOut(_Body):
+    """One alert channel as the channel routes show it."""
+
+    id: str
+    name: str
+    kind: str
+    team_id: str | None
+    lang: str | None
+    enabled: bool
+    config: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ChannelTestOut(_Body):
+    """Answer of POST /v1/channels/{id}/test: the one attempt, as a delivery would log it."""
+
+    channel_id: str
+    kind: str
+    status: Literal["sent", "failed"]
+    http_status: int | None = Field(
+        description="The target's HTTP status; null for email and when nothing answered."
+    )
+    error: str | None = Field(
+        description="Fixed reason as in a delivery's last_error (never the target's answer)."
+    )
+    permanent: bool = Field(description="True when resending as is cannot succeed.")
+    test_id: str
+    delivery_key: str = Field(description="Sent as X-KPI-Delivery: test-<test_id>.")
+    sent_at: dt.datetime
+    duration_ms: float
+    recorded: Literal[False] = Field(
+        default=False,
+        description="A test is not a delivery: no outbox row, no retries, not in "
+        "GET /v1/deliveries; it is logged and counted in kpi_notify_channel_tests_total.",
+    )

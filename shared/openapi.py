@@ -1,8 +1,9 @@
 """The OpenAPI document of every service: bearer scheme, per-route security, stable ids.
 
 ``shared.runtime.create_app`` installs it, so the three services publish the same shape:
-- a ``bearerAuth`` HTTP scheme (Swagger's Authorize button), required by every operation the
-  HTTP guard does not treat as public, and an explicit empty requirement on the public ones;
+- a ``bearerAuth`` HTTP scheme (Swagger's Authorize button) or, as the alternative, the
+  dashboard's ``sessionCookie``, required by every operation the HTTP guard does not treat as
+  public, and an explicit empty requirement on the public ones;
 - ``operationId`` = the route function's name (stable across path or method changes);
 - extra component schemas for bodies a route reads itself (``POST /v1/events``).
 """
@@ -26,6 +27,15 @@ BEARER_SCHEME: Final = {
     "description": "An API token (KPI_BOOTSTRAP_ADMIN_TOKEN or one from `kpi token create`); "
     "no token is 401, a token without the right 403.",
 }
+SESSION: Final = "sessionCookie"
+SESSION_SCHEME: Final = {
+    "type": "apiKey",
+    "in": "cookie",
+    "name": "kpi_session",
+    "description": "The dashboard's session (POST /v1/auth/login); a request that changes "
+    "something must also send its CSRF token in X-CSRF-Token (403 otherwise).",
+}
+SECURED: Final[tuple[dict[str, list[str]], ...]] = ({BEARER: []}, {SESSION: []})
 HTTP_METHODS: Final = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
 COMPONENT_REF: Final = "#/components/schemas/{model}"
 
@@ -75,7 +85,9 @@ def install(
             routes=app.routes,
         )
         components = spec.setdefault("components", {})
-        components.setdefault("securitySchemes", {})[BEARER] = BEARER_SCHEME
+        schemes = components.setdefault("securitySchemes", {})
+        schemes[BEARER] = BEARER_SCHEME
+        schemes[SESSION] = SESSION_SCHEME
         if extra_schemas:
             components.setdefault("schemas", {}).update(component_schemas(extra_schemas))
         for path, operations in spec.get("paths", {}).items():
@@ -83,7 +95,7 @@ def install(
                 if method not in HTTP_METHODS:
                     continue
                 public = policy.is_public(path, method.upper())
-                operation["security"] = [] if public else [{BEARER: []}]
+                operation["security"] = [] if public else [dict(s) for s in SECURED]
         app.openapi_schema = spec
         return spec
 

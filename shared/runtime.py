@@ -29,6 +29,7 @@ from shared.http_guard import BodyTooLarge, GuardPolicy, HttpGuard, body_too_lar
 from shared.kafka import broker_ping
 from shared.logging import configure_logging, redact
 from shared.poison import is_transient
+from shared.sessions import session_lookup
 from shared.settings import Settings, SettingsError, load_settings
 from shared.text import INVALID_TEXT, PYDANTIC_UNICODE_ERROR, scrub, unicode_error_reason
 
@@ -76,6 +77,7 @@ class Runtime:
             token.get_secret_value() if token else None,
             cache_seconds=settings.auth_cache_seconds,
             stale_seconds=settings.auth_stale_seconds,
+            session_lookup=session_lookup(self.sessionmaker, settings.session_policy),
         )
         self.tasks: list[asyncio.Task[Any]] = []
         self.stoppers: list[Callable[[], Awaitable[None] | None]] = []

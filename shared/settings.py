@@ -17,6 +17,7 @@ from pydantic import (
 )
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from shared.account_settings import AccountSettings
 from shared.kafka_settings import KafkaSecuritySettings
 from shared.topics import Topics
 
@@ -66,7 +67,7 @@ class SettingsError(RuntimeError):
     """Raised with a readable, multi-line explanation of invalid settings."""
 
 
-class Settings(KafkaSecuritySettings):
+class Settings(AccountSettings, KafkaSecuritySettings):
     """Every ``KPI_*`` variable the services understand; see docs/configuration.md."""
 
     model_config = SettingsConfigDict(env_prefix="KPI_", extra="ignore", frozen=True)
@@ -288,7 +289,8 @@ class Settings(KafkaSecuritySettings):
     notify_denied_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated further host names of the platform that channels may "
-        "never reach (the database, broker, KPI_NOTIFY_URL and KPI_PUBLIC_URL hosts always are).",
+        "never reach (the database, broker, KPI_NOTIFY_URL, KPI_INGEST_URL and KPI_PUBLIC_URL "
+        "hosts always are).",
     )
     notify_smtp_ca_file: str | None = Field(
         default=None,
@@ -312,6 +314,13 @@ class Settings(KafkaSecuritySettings):
         description="Base URL of the notify service as scoring reaches it "
         "(default http://127.0.0.1:KPI_NOTIFY_PORT).",
     )
+    # Dashboard: scoring relays the admin's list of unmapped helpdesk agents from ingest.
+    ingest_url: str = Field(
+        default="",
+        pattern=r"^(https?://[^\s/]+(/[^\s]*)?)?$",
+        description="Base URL of the ingest service as scoring reaches it "
+        "(default http://127.0.0.1:KPI_INGEST_PORT).",
+    )
     kpi_lines: Annotated[dict[str, dict[str, float | int | None]], NoDecode] = Field(
         default_factory=dict,
         description='JSON overrides of KPI lines, e.g. {"resolution_rate": {"qualified": 0.88}}.',
@@ -332,6 +341,21 @@ class Settings(KafkaSecuritySettings):
         default_factory=dict,
         description='JSON incentive mapping per overall grade, e.g. {"excellent": '
         '["recognition"], "promotion_after_consecutive_excellent": 2}.',
+    )
+
+    # Appraisal-cycle reminders (scoring scans, notify relays; docs/appraisal.md#reminders).
+    reminders_enabled: bool = Field(default=True, description="Send appraisal-cycle reminders.")
+    reminder_meeting_days: int = Field(
+        default=14, ge=0, le=366, description="Days after finalisation to hold the meeting."
+    )
+    reminder_goal_due_days: int = Field(
+        default=7, ge=0, le=366, description="Days before a plan goal's due date to remind."
+    )
+    reminder_repeat_days: int = Field(
+        default=7, ge=1, le=366, description="Days between repeats while still due."
+    )
+    reminder_scan_seconds: Annotated[float, BeforeValidator(parse_duration)] = Field(
+        default=3600.0, ge=1, le=86400, description="Period of scoring's reminder scan."
     )
 
     @field_validator("business_calendar")
@@ -439,6 +463,10 @@ class Settings(KafkaSecuritySettings):
     @property
     def notify_base_url(self) -> str:
         return (self.notify_url or f"http://127.0.0.1:{self.notify_port}").rstrip("/")
+
+    @property
+    def ingest_base_url(self) -> str:
+        return (self.ingest_url or f"http://127.0.0.1:{self.ingest_port}").rstrip("/")
 
 
 def describe_errors(exc: ValidationError) -> str:

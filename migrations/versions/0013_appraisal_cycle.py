@@ -1,9 +1,9 @@
 """Appraisal cycle: meeting states, the specialist's acknowledgement and comment, incentive
-decisions (with their history), progress notes on improvement plans; api_tokens accept the
-specialist role.
+decisions (with their history), progress notes on improvement plans. (The specialist token
+role is admitted by 0012.)
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-10
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0013"
-down_revision: str | None = "0011"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -38,21 +38,7 @@ def _snapshot_fk(table: str) -> sa.ForeignKeyConstraint:
     )
 
 
-_ROLES_BEFORE = "role IN ('admin', 'supervisor', 'service')"
-_ROLES = "role IN ('admin', 'supervisor', 'specialist', 'service')"
-
-
-def _token_roles(check: str) -> None:
-    # IF EXISTS: another revision may have replaced the constraint already; the result is the
-    # same either way.
-    op.execute("ALTER TABLE api_tokens DROP CONSTRAINT IF EXISTS ck_api_tokens_role")
-    op.create_check_constraint(op.f("ck_api_tokens_role"), "api_tokens", check)
-
-
 def upgrade() -> None:
-    # `kpi token create --role specialist` needs the role to be storable.
-    _token_roles(_ROLES)
-
     # Meetings recorded before this revision were held on the date they carry.
     op.add_column(
         "feedback_meetings",
@@ -142,9 +128,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # The older schema has no specialist role: such tokens cannot outlive the downgrade.
-    op.execute("DELETE FROM api_tokens WHERE role = 'specialist'")
-    _token_roles(_ROLES_BEFORE)
     op.drop_table("plan_progress_notes")
     op.drop_table("appraisal_decisions")
     op.drop_table("appraisal_responses")

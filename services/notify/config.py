@@ -30,7 +30,7 @@ def platform_endpoints(settings: Settings) -> list[tuple[str, int]]:
     # libpq/asyncpg take "host1:port1,host2:port2" for several servers.
     hosts = [host_port(p, 5432) for p in netloc.rpartition("@")[2].split(",") if p]
     hosts += [host_port(item, 9092) for item in settings.kafka_bootstrap]
-    for url in (settings.notify_base_url, settings.public_url):
+    for url in (settings.notify_base_url, settings.ingest_base_url, settings.public_url):
         if url:
             hosts.append(host_port(url, 443 if url.startswith("https:") else 80))
     out.extend(h for h in hosts if h is not None)
@@ -95,6 +95,12 @@ class NotifyConfig:
     def dashboard_link(self) -> str | None:
         """The dashboard, where the platform-health banner and its incidents are shown."""
         return f"{self.link_base}/ui/" if self.link_base else None
+
+    def cycle_link(self, specialist_id: str) -> str | None:
+        """The specialist's page in the dashboard (appraisals, meetings, plans)."""
+        if not self.link_base:
+            return None
+        return f"{self.link_base}/ui/#/specialist/{urllib.parse.quote(specialist_id, safe='')}"
 
     def group_link(self, team_id: str | None) -> str | None:
         if not self.link_base:

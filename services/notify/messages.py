@@ -262,10 +262,12 @@ def render_text(
     lg = normalize_lang(lang)
     k: NotifyKind = kind or kind_of(alert)
     title = render_title(alert, lg, kind=k, names=names)
-    return _card(title, _rows(alert, lg, k, _who(alert, names)), link, lg, fmt)
+    return render_card(title, _rows(alert, lg, k, _who(alert, names)), link, lg, fmt)
 
 
-def _card(title: str, rows: list[tuple[str, str]], link: str | None, lg: Lang, fmt: Fmt) -> str:
+def render_card(
+    title: str, rows: list[tuple[str, str]], link: str | None, lg: Lang, fmt: Fmt
+) -> str:
     """Title, one labelled field per row and the link, with user data escaped for `fmt`."""
     esc = _ESCAPERS[fmt]
     fields = [_field(label, esc(val), lg, fmt) for label, val in rows]
@@ -490,4 +492,4 @@ def render_incident_text(
     rows.append((ilab["impact"], ilab["impact_resolved" if resolved else "impact_open"]))
     if incident.detail:
         rows.append((ilab["detail"], _detail_text(incident.detail)))
-    return _card(render_incident_title(incident, lg), rows, link, lg, fmt)
+    return render_card(render_incident_title(incident, lg), rows, link, lg, fmt)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import re
 import unicodedata
@@ -226,18 +225,6 @@ class ChannelIn(BaseModel):
     lang: Literal["zh-CN", "en"] | None = None
     enabled: bool = True
     config: dict[str, Any]
-
-
-class ChannelOut(BaseModel):
-    id: str
-    name: str
-    kind: str
-    team_id: str | None
-    lang: str | None
-    enabled: bool
-    config: dict[str, Any]
-    created_at: dt.datetime
-    updated_at: dt.datetime
 
 
 class SilenceIn(BaseModel):

@@ -7,8 +7,10 @@ import contextlib
 import logging
 import random
 import socket
+import ssl
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -26,7 +28,10 @@ from services.notify.channels import (
     OutgoingRequest,
     build_email,
     build_incident_delivery,
+    build_probe_delivery,
+    build_reminder_delivery,
     build_request,
+    make_probe_payload,
 )
 from services.notify.config import NotifyConfig
 from services.notify.retry import next_attempt
@@ -34,7 +39,13 @@ from services.notify.rules import NotifyKind
 from services.notify.schemas import build_channel
 from services.notify.transport import describe_failure, http_client, send_mail, smtp_tls_context
 from shared.db import session_scope
-from shared.webhooks import AlertPayload, IncidentPayload, is_incident
+from shared.webhooks import (
+    AlertPayload,
+    IncidentPayload,
+    ReminderPayload,
+    is_incident,
+    is_reminder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +60,17 @@ DELIVERY_SECONDS = Histogram(
     ["kind"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+CHANNEL_TESTS = Counter(
+    "kpi_notify_channel_tests_total",
+    "Channel tests (send test) by channel kind and outcome (sent, failed); not deliveries",
+    ["kind", "outcome"],
+)
 DELIVERY_STATUS = Gauge(
     "kpi_notify_outbox_deliveries", "Deliveries in the outbox by status", ["status"]
 )
 
+# A channel test answers within this, below the dashboard proxy's 10 s read timeout.
+PROBE_MAX_SECONDS = 8.0
 # 4xx answers that a later retry can cure; any other 4xx means the request itself is wrong.
 _RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 
@@ -83,6 +101,38 @@ def classify_response(status: int, body: bytes) -> SendResult:
         return SendResult(True, False, status, None)
     permanent = 400 <= status < 500 and status not in _RETRYABLE_4XX
     return SendResult(False, permanent, status, f"HTTP {status}")
+
+
+async def _attempt(send: Awaitable[SendResult], timeout: float) -> SendResult:
+    """The result of one send, a failure (fixed reason) when it raised or took too long."""
+    try:
+        return await asyncio.wait_for(send, timeout + 1)
+    except asyncio.CancelledError:
+        raise
+    except TimeoutError:
+        return SendResult(False, False, None, "timed out")
+    except Exception as exc:
+        reason, permanent = describe_failure(exc)
+        return SendResult(False, permanent, None, reason)
+
+
+async def transmit(
+    http: httpx.AsyncClient,
+    cfg: NotifyConfig,
+    tls: ssl.SSLContext,
+    timeout: float,
+    target: Channel,
+    out: OutgoingRequest | EmailMessage,
+) -> SendResult:
+    """Send one built notice on the wire: mail over checked SMTP, the rest over ``http``."""
+    if isinstance(out, EmailMessage):
+        assert isinstance(target, EmailChannel)
+        await asyncio.to_thread(
+            send_mail, target, out, timeout=timeout, egress=cfg.egress, smtp=cfg.smtp, tls=tls
+        )
+        return SendResult(True, False, None, None)
+    resp = await http.request(out.method, out.url, headers=out.headers, content=out.body)
+    return classify_response(resp.status_code, resp.content)
 
 
 class Sender:
@@ -195,15 +245,7 @@ class Sender:
         if channel is None or not channel.enabled:
             result = SendResult(False, True, None, "channel deleted or disabled")
         else:
-            try:
-                result = await asyncio.wait_for(self._send(item, channel), self._timeout + 1)
-            except asyncio.CancelledError:
-                raise
-            except TimeoutError:
-                result = SendResult(False, False, None, "timed out")
-            except Exception as exc:
-                reason, permanent = describe_failure(exc)
-                result = SendResult(False, permanent, None, reason)
+            result = await _attempt(self._send(item, channel), self._timeout)
         duration = time.perf_counter() - started
         DELIVERY_SECONDS.labels(kind).observe(duration)
         await self._record(item, channel, result, duration)
@@ -219,6 +261,20 @@ class Sender:
                 link=item.items[0].get("link"),
                 now=self._clock(),
                 delivery_key=item.delivery_key,
+            )
+            return await self._transmit(target, out)
+        if item.items and is_reminder(item.items[0]["payload"]):
+            # An appraisal-cycle reminder (reminder_relay): one, never grouped; a specialist's
+            # copy names its own recipients.
+            first = item.items[0]
+            out = build_reminder_delivery(
+                target,
+                ReminderPayload.model_validate(first["payload"]),
+                lang=channel.lang or self._cfg.lang,
+                link=first.get("link"),
+                now=self._clock(),
+                delivery_key=item.delivery_key,
+                recipients=first.get("to"),
             )
             return await self._transmit(target, out)
         payloads = [AlertPayload.model_validate(i["payload"]) for i in item.items]
@@ -258,21 +314,8 @@ class Sender:
         return await self._transmit(target, req)
 
     async def _transmit(self, target: Channel, out: OutgoingRequest | EmailMessage) -> SendResult:
-        if isinstance(out, EmailMessage):
-            assert isinstance(target, EmailChannel)
-            await asyncio.to_thread(
-                send_mail,
-                target,
-                out,
-                timeout=self._timeout,
-                egress=self._cfg.egress,
-                smtp=self._cfg.smtp,
-                tls=self._tls,
-            )
-            return SendResult(True, False, None, None)
         assert self._http is not None
-        resp = await self._http.request(out.method, out.url, headers=out.headers, content=out.body)
-        return classify_response(resp.status_code, resp.content)
+        return await transmit(self._http, self._cfg, self._tls, self._timeout, target, out)
 
     async def _record(
         self,
@@ -370,3 +413,53 @@ async def refresh_status_gauge(sessionmaker: async_sessionmaker[AsyncSession]) -
         counts = await queries.delivery_counts(await repo.raw_connection(session))
     for status in ("pending", "sending", "sent", "failed"):
         DELIVERY_STATUS.labels(status).set(counts.get(status, 0))
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One channel test: what the single attempt gave, and the key it was sent under."""
+
+    result: SendResult
+    test_id: str
+    delivery_key: str
+    sent_at: datetime
+    duration_ms: float
+
+
+async def send_probe(
+    channel: repo.ChannelRecord,
+    cfg: NotifyConfig,
+    *,
+    requested_by: str,
+    now: datetime,
+    timeout: float,
+) -> ProbeResult:
+    """Send a channel test through the channel's own builder and the checked transport.
+
+    One attempt, no retries and no outbox row: the answer is the record (the caller logs it).
+    """
+    test_id = str(uuid.uuid4())
+    key = f"test-{test_id}"
+    timeout = min(timeout, PROBE_MAX_SECONDS)
+    lang = channel.lang or cfg.lang
+
+    async def send() -> SendResult:
+        target = build_channel(channel.id, channel.kind, channel.config)
+        probe = make_probe_payload(
+            test_id=test_id,
+            channel_id=channel.id,
+            channel_name=channel.name,
+            requested_by=requested_by,
+            now=now,
+            lang=lang,
+        )
+        out = build_probe_delivery(
+            target, probe, lang=lang, link=cfg.dashboard_link(), now=now, delivery_key=key
+        )
+        async with http_client(cfg.egress, timeout) as http:
+            return await transmit(http, cfg, smtp_tls_context(cfg.smtp), timeout, target, out)
+
+    started = time.perf_counter()
+    result = await _attempt(send(), timeout)
+    CHANNEL_TESTS.labels(channel.kind, "sent" if result.ok else "failed").inc()
+    return ProbeResult(result, test_id, key, now, (time.perf_counter() - started) * 1000)

@@ -8,11 +8,14 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 
+from services.scoring.api.auth_routes import auth_router
 from services.scoring.api.dashboard import DASHBOARD_PATHS, DASHBOARD_PREFIXES
 from services.scoring.api.dashboard import install as install_dashboard
 from services.scoring.api.directory import directory_router
 from services.scoring.api.kpis import kpi_router
 from services.scoring.api.platform import platform_router
+from services.scoring.api.users import bootstrap_admin, users_router
+from services.scoring.appraisal.reminder_scan import start_reminders
 from services.scoring.appraisal.routes import appraisal_router
 from services.scoring.config import ScoringConfig
 from services.scoring.db import ReadDb
@@ -44,16 +47,30 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         read_db = await ReadDb.create(runtime.settings.database_dsn)
         runtime.stoppers.append(read_db.close)
         app.state.read_db = read_db
+        await bootstrap_admin(runtime)
         await start_engine(runtime, config)
+        # Read through app.state so a clock a test injects reaches the scan too.
+        app.state.reminders = start_reminders(runtime, config, lambda: app.state.clock())
 
     app = create_app(
         SERVICE,
         settings=settings,
-        routers=[kpi_router(), directory_router(), appraisal_router(), platform_router()],
+        routers=[
+            kpi_router(),
+            directory_router(),
+            appraisal_router(),
+            platform_router(),
+            auth_router(),
+            users_router(),
+        ],
         on_start=start,
         title="KPI scoring service",
         description="Exactly-once KPI engine and KPI queries.",
-        guard=GuardPolicy(dashboard_paths=DASHBOARD_PATHS, dashboard_prefixes=DASHBOARD_PREFIXES),
+        guard=GuardPolicy(
+            dashboard_paths=DASHBOARD_PATHS,
+            dashboard_prefixes=DASHBOARD_PREFIXES,
+            public_routes=[("POST", "/v1/auth/login")],
+        ),
     )
     # Injectable clock: "today" for as_of and history defaults; tests replace it.
     app.state.clock = utcnow

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
 
 from services.scoring.db import Conn
 from services.scoring.queries import SpecialistRow, TeamRow, aliases_of
@@ -76,3 +78,155 @@ async def replace_aliases(
         specialist_id,
     )
     return await aliases_of(conn, specialist_id)
+
+
+# -- CSV import (parsed by services.scoring.api.directory_import) -------------------------
+
+
+@dataclass(frozen=True)
+class CellError:
+    """Why one cell (or a whole row when ``column`` is None) cannot be imported."""
+
+    row: int
+    column: str | None
+    msg: str
+
+    def text(self) -> str:
+        where = f"row {self.row}" + (f", column {self.column}" if self.column else "")
+        return f"{where}: {self.msg}"
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    """One specialist as the file states it; fields whose column is absent are not stated."""
+
+    row: int
+    id: str
+    name: str | None
+    team_id: str | None
+    aliases: dict[str, str | None]  # kind -> alias (None: remove it); only kinds with a column
+
+
+@dataclass
+class ImportPlan:
+    """The parsed file: which fields it states, and its rows in file order."""
+
+    has_name: bool
+    has_team: bool
+    alias_kinds: tuple[str, ...]
+    rows: list[ImportRow] = field(default_factory=list)
+
+    def states(self, column: str) -> bool:
+        """Whether the file has ``column`` (``id``, ``name``, ``team_id``, ``aliases.<kind>``)."""
+        if column.startswith("aliases."):
+            return column.removeprefix("aliases.") in self.alias_kinds
+        return {"id": True, "name": self.has_name, "team_id": self.has_team}.get(column, False)
+
+
+Outcome = Literal["created", "updated", "unchanged"]
+
+
+@dataclass(frozen=True)
+class ImportedRow:
+    row: int
+    id: str
+    outcome: Outcome
+
+
+async def import_specialists(
+    conn: Conn, plan: ImportPlan, *, write: bool
+) -> tuple[list[ImportedRow], list[CellError]]:
+    """What importing ``plan`` does to each row, and the rows the directory refuses (unknown
+    team, an alias another specialist has); writes only when ``write`` and nothing is refused.
+
+    Inside the caller's transaction; the specialists named are locked first, so what is
+    compared is what gets written.
+    """
+    ids = [r.id for r in plan.rows]
+    current = {
+        r["id"]: SpecialistRow.of(r)
+        for r in await conn.fetch(
+            "SELECT id, name, team_id FROM specialists WHERE id = ANY($1::text[]) "
+            "ORDER BY id FOR UPDATE",
+            ids,
+        )
+    }
+    held: dict[str, dict[str, str]] = {}
+    for r in await conn.fetch(
+        "SELECT specialist_id, kind, alias FROM specialist_aliases "
+        "WHERE specialist_id = ANY($1::text[])",
+        ids,
+    ):
+        held.setdefault(r["specialist_id"], {})[r["kind"]] = r["alias"]
+    errors = await _refusals(conn, plan, ids)
+    done: list[ImportedRow] = []
+    changed: list[tuple[ImportRow, SpecialistRow, dict[str, str]]] = []
+    for row in plan.rows:
+        old = current.get(row.id)
+        new = SpecialistRow(
+            row.id,
+            row.name if plan.has_name or old is None else old.name,
+            row.team_id if plan.has_team or old is None else old.team_id,
+        )
+        had = held.get(row.id, {})
+        wanted = {k: v for k, v in had.items() if k not in plan.alias_kinds}
+        wanted.update({k: v for k, v in row.aliases.items() if v is not None})
+        outcome: Outcome = (
+            "created" if old is None else "unchanged" if (old, had) == (new, wanted) else "updated"
+        )
+        done.append(ImportedRow(row.row, row.id, outcome))
+        if outcome != "unchanged":
+            changed.append((row, new, wanted))
+    if write and not errors and changed:
+        await _write(conn, changed)
+    return done, errors
+
+
+async def _refusals(conn: Conn, plan: ImportPlan, ids: list[str]) -> list[CellError]:
+    errors: list[CellError] = []
+    teams = sorted({r.team_id for r in plan.rows if r.team_id is not None})
+    known = {r["id"] for r in await conn.fetch("SELECT id FROM teams WHERE id = ANY($1)", teams)}
+    for row in plan.rows:
+        if row.team_id is not None and row.team_id not in known:
+            msg = f"unknown team {row.team_id!r}; create it first (PUT /v1/teams/{{id}})"
+            errors.append(CellError(row.row, "team_id", msg))
+    pairs = [(k, a, r) for r in plan.rows for k, a in r.aliases.items() if a is not None]
+    owners = await conn.fetch(
+        """
+        SELECT kind, alias, specialist_id FROM specialist_aliases
+        WHERE (kind, alias) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+          AND NOT (specialist_id = ANY($3::text[]))
+        """,
+        [k for k, _, _ in pairs],
+        [a for _, a, _ in pairs],
+        ids,
+    )
+    owner_of = {(o["kind"], o["alias"]): o["specialist_id"] for o in owners}
+    for kind, alias, row in pairs:
+        owner = owner_of.get((kind, alias))
+        if owner is not None:
+            msg = f"{kind} alias {alias!r} already belongs to specialist {owner!r}"
+            errors.append(CellError(row.row, f"aliases.{kind}", msg))
+    return sorted(errors, key=lambda e: e.row)
+
+
+async def _write(
+    conn: Conn, changed: list[tuple[ImportRow, SpecialistRow, dict[str, str]]]
+) -> None:
+    for _, new, _ in changed:
+        await conn.execute(_UPSERT_SPECIALIST, new.id, new.name, new.team_id)
+    # Every changed specialist's aliases go before any is added, so two rows may swap one.
+    await conn.execute(
+        "DELETE FROM specialist_aliases WHERE specialist_id = ANY($1::text[])",
+        [new.id for _, new, _ in changed],
+    )
+    rows = [(kind, alias, new.id) for _, new, wanted in changed for kind, alias in wanted.items()]
+    await conn.execute(
+        """
+        INSERT INTO specialist_aliases (kind, alias, specialist_id)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+        """,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+    )

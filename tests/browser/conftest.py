@@ -107,6 +107,8 @@ def start_stack(
                 procs[name] = start_service(name, env, tmp_path)
         if "scoring" in names:
             env["KPI_NOTIFY_URL"] = procs["notify"].url
+            if "ingest" in procs:
+                env["KPI_INGEST_URL"] = procs["ingest"].url
             procs["scoring"] = start_service("scoring", env, tmp_path)
         for svc in procs.values():
             await asyncio.to_thread(wait_status, svc.url + "/readyz", 200, 60)

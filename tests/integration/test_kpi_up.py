@@ -112,6 +112,14 @@ def _wait_counted(services: dict[str, str], token: str, specialist: str, n: int)
     raise AssertionError(f"{specialist}: {n} tickets not counted within 60s (last: {kpis})")
 
 
+def _sign_in(scoring: str, password: str) -> None:
+    login = {"username": "admin", "password": password}
+    r = httpx.post(f"{scoring}/v1/auth/login", json=login, timeout=10)
+    assert r.status_code == 200 and r.json()["user"]["role"] == "admin", r.text
+    cookies = {"kpi_session": r.cookies["kpi_session"]}
+    assert httpx.get(f"{scoring}/v1/teams", cookies=cookies).status_code == 200
+
+
 def test_kpi_up_runs_stops_cleanly_and_reuses_data(tmp_path: Path) -> None:
     home = tmp_path / "home"
     ports = {name: free_port() for name in ("ingest", "scoring", "notify")}
@@ -129,6 +137,10 @@ def test_kpi_up_runs_stops_cleanly_and_reuses_data(tmp_path: Path) -> None:
         assert put.status_code in (200, 201), put.text
         output = log.read_text()
         assert "KPI platform ready" in output and token in output
+        # Two commands still give a person a way in: the first admin's password is printed.
+        password = (home / "admin-password").read_text().strip()
+        assert password in output
+        _sign_in(services["scoring"], password)
         _post_events(services, token, "before-restart", 5)
         _wait_counted(services, token, "before-restart", 5)
     finally:
@@ -146,6 +158,7 @@ def test_kpi_up_runs_stops_cleanly_and_reuses_data(tmp_path: Path) -> None:
     try:
         services = _wait_ready(home, proc, log2)
         assert (home / "admin-token").read_text().strip() == token
+        _sign_in(services["scoring"], password)  # the same account, kept with the data
         team = httpx.get(
             f"{services['scoring']}/v1/teams/persisted",
             headers={"Authorization": f"Bearer {token}"},

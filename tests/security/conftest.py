@@ -51,14 +51,12 @@ async def _tokens(url: str, team: str, other: str) -> dict[str, str]:
 
 
 def start_services(env: dict[str, str], log_dir: Path) -> list[ServiceProcess]:
-    """ingest, scoring and notify as processes, each ready; scoring's dashboard proxy uses this
-    notify. Stopped again when one of them does not become ready."""
+    """ingest, scoring and notify as processes, each ready; scoring's dashboard proxies use this
+    notify and ingest. Stopped again when one of them does not become ready."""
     notify = start_service("notify", env, log_dir)
-    services = [
-        start_service("ingest", env, log_dir),
-        start_service("scoring", {**env, "KPI_NOTIFY_URL": notify.url}, log_dir),
-        notify,
-    ]
+    ingest = start_service("ingest", env, log_dir)
+    upstreams = {"KPI_NOTIFY_URL": notify.url, "KPI_INGEST_URL": ingest.url}
+    services = [ingest, start_service("scoring", {**env, **upstreams}, log_dir), notify]
     try:
         for svc in services:
             try:

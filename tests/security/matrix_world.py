@@ -44,7 +44,7 @@ MALFORMED = "Bearer kpi_!!not*a*token!!"
 # Resources a supervisor of another team must not be able to tell from unknown ids.
 OWNED = ("team", "specialist", "alert", "delivery", "channel", "silence", "meeting")
 # Made once per (row, caller) because a successful call uses them up (delete, resend, dismiss).
-FRESH = ("silence", "delivery", "channel", "incident")
+FRESH = ("silence", "delivery", "channel", "incident", "token")
 
 
 def quarter_of(day: dt.date) -> str:
@@ -260,6 +260,17 @@ def matrix_world(
         }
         meetings_url = f"{urls['scoring']}/v1/specialists/{specialist}/meetings"
         meeting_id = str(_check(setup.http.post(meetings_url, json=meeting), 201)["id"])
+        user = {"username": f"mx-user-{tag}", "password": "matrix password 2026", "role": "admin"}
+        _check(setup.http.post(urls["scoring"] + "/v1/users", json=user), 201)
+        fresh_tokens = [
+            _check(
+                setup.http.post(
+                    urls["scoring"] + "/v1/tokens", json={"role": "service", "subject": "mx"}
+                ),
+                201,
+            )["id"]
+            for _ in range(fresh["token"])
+        ]
         world = World(
             urls,
             tokens,
@@ -278,6 +289,7 @@ def matrix_world(
                 "now": utcnow().isoformat(),
                 "tomorrow": (utcnow() + dt.timedelta(days=1)).isoformat(),
                 "receiver": receiver.url,
+                "user": user["username"],
             },
             ghosts={
                 "team": f"mx-ghost-team-{tag}",
@@ -293,6 +305,7 @@ def matrix_world(
                 "delivery": deliveries[1:],
                 "silence": [setup.silence(specialist) for _ in range(fresh["silence"])],
                 "incident": asyncio.run(_incidents(url, tag, fresh["incident"])),
+                "token": fresh_tokens,
             },
         )
         setup.http.close()

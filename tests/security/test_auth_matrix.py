@@ -159,6 +159,10 @@ ROWS: dict[Key, list[Row] | str] = {
     ("scoring", "PUT", "/v1/specialists/{specialist_id}"): [
         Row(admin_only(200), SPECIALIST, body={"name": "Matrix", "team_id": "{team}"})
     ],
+    # A str body goes as text/csv; importing the same row again is a no-op for every caller.
+    ("scoring", "POST", "/v1/specialists/import"): [
+        Row(admin_only(200), body="id,name,team_id\n{specialist},Matrix,{team}\n")
+    ],
     ("scoring", "GET", "/v1/specialists/{specialist_id}/appraisals/{quarter}"): [
         Row(mine(200), PLAN)
     ],
@@ -226,6 +230,39 @@ ROWS: dict[Key, list[Row] | str] = {
         Row(scoped(200), PLAN, body={"status": "open"})
     ],
     ("scoring", "GET", "/v1/plans"): [Row(listing(200)), Row(scoped(200), query=TEAM_FILTER)],
+    # Signing in needs no credentials; a wrong password is the same 401 for every caller.
+    ("scoring", "POST", "/v1/auth/login"): [
+        Row(public(401), body={"username": "mx-nobody-{uuid}", "password": "not the password"})
+    ],
+    ("scoring", "POST", "/v1/auth/logout"): [Row(anyone(204))],
+    ("scoring", "GET", "/v1/auth/session"): [Row(anyone(200))],
+    # Only a signed-in user has a password to change: every token is refused.
+    ("scoring", "POST", "/v1/auth/password"): [
+        Row(
+            _statuses(403, service=403),
+            body={"current_password": "matrix password 2026", "new_password": "x" * 12},
+        )
+    ],
+    ("scoring", "GET", "/v1/users"): [Row(admin_only(200))],
+    ("scoring", "POST", "/v1/users"): [
+        Row(
+            admin_only(201),
+            body={"username": "mx-{uuid}", "password": "matrix password", "role": "admin"},
+        )
+    ],
+    ("scoring", "PUT", "/v1/users/{username}"): [
+        Row(admin_only(200), {"username": "{user}"}, body={"display_name": "Matrix"})
+    ],
+    ("scoring", "POST", "/v1/users/{username}/password"): [
+        Row(admin_only(204), {"username": "{user}"}, body={"password": "matrix password 2026"})
+    ],
+    ("scoring", "GET", "/v1/tokens"): [Row(admin_only(200))],
+    ("scoring", "POST", "/v1/tokens"): [
+        Row(admin_only(201), body={"role": "service", "subject": "mx", "expires_in": "1d"})
+    ],
+    ("scoring", "DELETE", "/v1/tokens/{token_id}"): [
+        Row(admin_only(204), {"token_id": "{fresh_token}"})
+    ],
     ("scoring", "GET", "/v1/platform/health"): [Row(listing(200))],
     ("scoring", "GET", "/v1/platform/incidents"): [Row(admin_only(200))],
     ("scoring", "POST", "/v1/platform/incidents/{incident_id}/dismiss"): [
@@ -245,16 +282,33 @@ ROWS: dict[Key, list[Row] | str] = {
         proxy("deliveries", listing(200)),
         proxy("deliveries", scoped(200), query=TEAM_FILTER),
         proxy("deliveries/{delivery}", scoped(200)),
-        proxy("channels", listing(404)),  # not on the allow-list
+        proxy("channels", listing(200)),
+        proxy("channels/{channel}", scoped(200)),
+        proxy("stats", listing(404)),  # not on the allow-list
     ],
     ("scoring", "POST", "/v1/dashboard/notify/{path}"): [
         proxy("alerts/{alert}/ack", scoped(200)),
         proxy("silences", scoped(201), body=SILENCE_BODY),
         proxy("deliveries/{fresh_delivery}/resend", scoped(200)),
+        proxy(
+            "channels",
+            admin_only(201),
+            body=channel_body("mx proxied", "{team}", "{receiver}", False),
+        ),
+        proxy("channels/{channel}/test", admin_only(200)),
+    ],
+    ("scoring", "PUT", "/v1/dashboard/notify/{path}"): [
+        proxy(
+            "channels/{channel}",
+            admin_only(200),
+            body=channel_body("mx scoped", "{team}", "{receiver}", False),
+        )
     ],
     ("scoring", "DELETE", "/v1/dashboard/notify/{path}"): [
-        proxy("silences/{fresh_silence}", scoped(204))
+        proxy("silences/{fresh_silence}", scoped(204)),
+        proxy("channels/{fresh_channel}", admin_only(204)),
     ],
+    ("scoring", "GET", "/v1/dashboard/ingest/webhooks/unmapped"): [Row(admin_only(200))],
     ("notify", "GET", "/v1/whoami"): [Row(anyone(200))],
     ("notify", "GET", "/v1/channels"): [Row(listing(200))],
     ("notify", "POST", "/v1/channels"): [
@@ -270,6 +324,10 @@ ROWS: dict[Key, list[Row] | str] = {
     ],
     ("notify", "DELETE", "/v1/channels/{channel_id}"): [
         Row(admin_only(204), {"channel_id": "{fresh_channel}"})
+    ],
+    # The matrix's receiver refuses (400): the test answers 200 with status "failed".
+    ("notify", "POST", "/v1/channels/{channel_id}/test"): [
+        Row(admin_only(200), {"channel_id": "{channel}"})
     ],
     ("notify", "GET", "/v1/alerts/stream"): [Row(listing(200), stream=True)],
     ("notify", "GET", "/v1/alerts"): [Row(listing(200)), Row(scoped(200), query=TEAM_FILTER)],
@@ -418,10 +476,13 @@ async def _send(
     service, method, route = key
     values = _Values(world, ghost)
     url = world.urls[service] + route.format_map({k: values.fill(v) for k, v in row.path.items()})
+    body = values.fill(row.body)
+    csv = {"Content-Type": "text/csv"} if isinstance(body, str) else {}
     request = client.build_request(
         method, url, params=values.fill(dict(row.query)),
-        json=values.fill(row.body) if row.body is not None else None,
-        headers=world.headers(caller),
+        json=body if body is not None and not csv else None,
+        content=body.encode() if csv else None,
+        headers={**world.headers(caller), **csv},
     )  # fmt: skip
     async with gate:
         response = await client.send(request, stream=True)

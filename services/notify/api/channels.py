@@ -17,19 +17,21 @@ from services.notify.api.deps import (
     config_of,
     reader,
     runtime_of,
+    service_of,
     unprocessable,
 )
 from services.notify.config import NotifyConfig
 from services.notify.egress import EgressDenied, config_targets
 from services.notify.schemas import (
     ChannelIn,
-    ChannelOut,
     masked_config,
     merge_secrets,
     validate_config,
 )
+from services.notify.sender import send_probe
 from shared.auth import Principal
 from shared.db import session_scope, utcnow
+from shared.notify_api import ChannelOut, ChannelTestOut
 from shared.text import StorableText
 
 logger = logging.getLogger(__name__)
@@ -173,3 +175,50 @@ async def delete_channel(
         raise HTTPException(404, detail=f"channel '{channel_id}' not found")
     logger.info("channel %s deleted by %s", channel_id, principal.subject)
     return Response(status_code=204)
+
+
+@router.post(
+    "/channels/{channel_id}/test",
+    response_model=ChannelTestOut,
+    summary="Send a test message through the channel now and answer the attempt (admin)",
+    description="One attempt through the channel's own message builder and the egress-checked "
+    "transport, marked as a test ([TEST] title; generic webhook body `type: channel_test`). "
+    "Disabled channels can be tested too. Not a delivery: nothing is queued or retried.",
+)
+async def send_channel_test(
+    channel_id: StorableText, request: Request, principal: Principal = Depends(admin_only)
+) -> ChannelTestOut:
+    cfg = config_of(request)
+    runtime = runtime_of(request)
+    async with session_scope(runtime.sessionmaker) as session:
+        row = await queries.get_channel(await repo.raw_connection(session), channel_id)
+    if row is None:
+        raise HTTPException(404, detail=f"channel '{channel_id}' not found")
+    probe = await send_probe(
+        row,
+        cfg,
+        requested_by=principal.subject,
+        now=service_of(request).clock(),
+        timeout=runtime.settings.notify_send_timeout,
+    )
+    result = probe.result
+    logger.info(
+        "channel %s (%s) test %s by %s: %s",
+        row.id,
+        row.kind,
+        probe.delivery_key,
+        principal.subject,
+        "sent" if result.ok else f"failed: {result.error}",
+    )
+    return ChannelTestOut(
+        channel_id=row.id,
+        kind=row.kind,
+        status="sent" if result.ok else "failed",
+        http_status=result.http_status,
+        error=result.error,
+        permanent=result.permanent,
+        test_id=probe.test_id,
+        delivery_key=probe.delivery_key,
+        sent_at=probe.sent_at,
+        duration_ms=round(probe.duration_ms, 1),
+    )

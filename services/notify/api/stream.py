@@ -20,7 +20,7 @@ from services.notify.api.deps import (
 )
 from services.notify.sse import REPLAY_MAX_EVENTS
 from shared import metrics
-from shared.auth import Authenticator, Principal, authorise, bearer_token
+from shared.auth import Authenticator, Credential, Principal, authorise, credential_of
 from shared.db import session_scope
 from shared.streams import EventStreamResponse, StreamRefused
 from shared.text import StorableText
@@ -89,9 +89,10 @@ async def alert_stream(
     principal: Principal = Depends(reader),
 ) -> Response:
     svc = service_of(request)
-    token = bearer_token(request.headers.get("authorization")) or ""
+    # The guard authenticated this request with it: a token, or a dashboard session.
+    credential = credential_of(request.headers) or Credential("bearer", "")
     try:
-        free_slot = stream_slots_of(request).acquire(token)
+        free_slot = stream_slots_of(request).acquire(credential.secret)
     except StreamRefused as refused:
         logger.info("alert stream for %s refused: %s", principal.subject, refused.reason)
         return refused.response()
@@ -122,7 +123,7 @@ async def alert_stream(
         logger.info(
             "alert stream for %s: %s resume point, sent reset", principal.subject, resume.reset
         )
-    access = _Access(request, token, principal)
+    access = _Access(request, credential, principal)
     recheck_every = runtime_of(request).settings.stream_recheck_seconds
 
     async def events() -> AsyncIterator[bytes]:
@@ -181,9 +182,9 @@ class _Access:
     """What an open stream may carry, re-checked against the token store every
     `KPI_STREAM_RECHECK_SECONDS`: a revoked token ends it, a team change rescopes it."""
 
-    def __init__(self, request: Request, token: str, principal: Principal) -> None:
+    def __init__(self, request: Request, credential: Credential, principal: Principal) -> None:
         self._authenticator: Authenticator = request.app.state.authenticator
-        self._token = token
+        self._credential = credential
         self.principal: Principal | None = principal
 
     def can_see_team(self, team_id: str | None) -> bool:
@@ -196,7 +197,7 @@ class _Access:
         try:
             # max_age=0: the token store itself, not the few-second cache of ordinary routes.
             now = await asyncio.wait_for(
-                authorise(self._authenticator, self._token, READER_ROLES, max_age=0),
+                authorise(self._authenticator, self._credential, READER_ROLES, max_age=0),
                 _RECHECK_TIMEOUT,
             )
         except HTTPException as exc:

@@ -19,11 +19,21 @@ from services.notify.channels.base import (
     WeComChannel,
     mask_url,
 )
-from services.notify.channels.content import make_incident_payload, make_payload
+from services.notify.channels.content import (
+    make_incident_payload,
+    make_payload,
+    make_reminder_payload,
+)
 from services.notify.channels.dingtalk import DINGTALK_MAX_BYTES, build_dingtalk, dingtalk_sign
-from services.notify.channels.dispatch import build_incident_delivery, build_request
+from services.notify.channels.dispatch import (
+    build_incident_delivery,
+    build_probe_delivery,
+    build_reminder_delivery,
+    build_request,
+)
 from services.notify.channels.feishu import build_feishu, feishu_sign
 from services.notify.channels.mail import build_email
+from services.notify.channels.probe import make_probe_payload
 from services.notify.channels.slack import build_slack
 from services.notify.channels.webhook import build_webhook
 from services.notify.channels.wecom import WECOM_MAX_BYTES, build_wecom
@@ -45,6 +55,8 @@ __all__ = [
     "build_email",
     "build_feishu",
     "build_incident_delivery",
+    "build_probe_delivery",
+    "build_reminder_delivery",
     "build_request",
     "build_slack",
     "build_webhook",
@@ -53,5 +65,7 @@ __all__ = [
     "feishu_sign",
     "make_incident_payload",
     "make_payload",
+    "make_probe_payload",
+    "make_reminder_payload",
     "mask_url",
 ]

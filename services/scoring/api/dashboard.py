@@ -13,6 +13,7 @@ from starlette.types import Scope
 
 from services.scoring import queries
 from services.scoring.api.deps import Ctx, Reader, Viewer
+from services.scoring.api.ingest_proxy import ingest_proxy_router
 from services.scoring.api.notify_proxy import notify_proxy_router
 from services.scoring.api.params import DEFAULT_WINDOW, AsOfParam, TeamFilter, WindowParam
 from services.scoring.api.render import json_response, kpi_cell, pooled
@@ -163,9 +164,11 @@ class _StaticFiles(StaticFiles):
 
 
 def install(app: FastAPI) -> None:
-    """Add the dashboard routes, its notify proxy, the static UI under /ui and the / redirect."""
+    """Add the dashboard routes, its notify and ingest proxies, the static UI under /ui and
+    the / redirect."""
     app.include_router(dashboard_router())
     app.include_router(notify_proxy_router())
+    app.include_router(ingest_proxy_router())
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
+from typing import Annotated, Any
+
 import asyncpg
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from services.scoring import directory_writes, queries
 from services.scoring.api.deps import Admin, Ctx, Reader, Viewer
+from services.scoring.api.directory_import import (
+    COLUMNS,
+    MAX_ROWS,
+    ImportRefused,
+    parse_specialists_csv,
+)
 from services.scoring.api.errors import ERRORS, bad_param, or_404
 from services.scoring.api.params import NewId, SpecialistId, TeamFilter, TeamId
 from services.scoring.api.schemas import (
     ALIAS_NOTICE,
+    ImportedRowOut,
     SpecialistDetail,
+    SpecialistImport,
     SpecialistIn,
     SpecialistList,
     SpecialistOut,
@@ -25,6 +37,22 @@ from services.scoring.api.scope import (
     visible_specialist,
     visible_teams,
 )
+
+logger = logging.getLogger(__name__)
+
+# A file with an error on every row still gets a readable answer.
+IMPORT_ERRORS_SHOWN = 200
+_CSV_TYPES = ("text/csv", "text/plain")
+_IMPORT_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "text/csv": {
+            "schema": {"type": "string"},
+            "example": "id,name,team_id,aliases.zendesk,aliases.email\n"
+            "li.na,Li Na 李娜,north,3612,li.na@example.com\n",
+        }
+    },
+}
 
 
 def team_out(team: queries.TeamRow) -> TeamOut:
@@ -44,6 +72,31 @@ def alias_taken(exc: directory_writes.AliasTaken | None) -> HTTPException:
     where = ["body", "aliases", exc.kind] if exc else ["body", "aliases"]
     msg = str(exc) if exc else "an alias was just given to another specialist; retry"
     return HTTPException(409, detail=[{"loc": where, "msg": msg, "type": "conflict"}])
+
+
+def import_refused(refused: ImportRefused) -> HTTPException:
+    """422 naming each bad cell by row and column (loc ["body", row, column]); nothing applied."""
+    errors = refused.errors
+    detail: list[dict[str, Any]] = [
+        {
+            "loc": ["body", e.row, *([e.column] if e.column else [])],
+            "msg": e.text(),
+            "type": "value_error",
+        }
+        for e in errors[:IMPORT_ERRORS_SHOWN]
+    ]
+    if len(errors) > IMPORT_ERRORS_SHOWN:
+        more = len(errors) - IMPORT_ERRORS_SHOWN
+        detail.append({"loc": ["body"], "msg": f"and {more} more errors", "type": "value_error"})
+    return HTTPException(422, detail=detail)
+
+
+def _csv_body_type(request: Request) -> None:
+    """415 unless the body is declared as CSV (or plain text) in UTF-8."""
+    media, _, params = request.headers.get("content-type", "").partition(";")
+    charset = params.strip().lower().removeprefix("charset=").strip('"') if params else "utf-8"
+    if media.strip().lower() not in _CSV_TYPES or charset not in ("utf-8", "utf8"):
+        raise HTTPException(415, detail="send the file as text/csv in UTF-8")
 
 
 def directory_router() -> APIRouter:
@@ -127,5 +180,61 @@ def directory_router() -> APIRouter:
         if body.aliases is not None:
             found.notice = ALIAS_NOTICE
         return found
+
+    @router.post(
+        "/specialists/import",
+        response_model=SpecialistImport,
+        summary="Create or update specialists from a CSV file (admin)",
+        description="Columns `id` (required), `name`, `team_id`, `aliases.<kind>` (kind: "
+        "zendesk, freshdesk, zammad, chatwoot, email). An absent column keeps the stored "
+        "value, an empty cell clears it. All rows are applied in one transaction or none: "
+        "a 422 names every bad cell by row (the header is row 1) and column. Importing the "
+        f"same file again changes nothing (`unchanged`). At most {MAX_ROWS} rows.",
+        openapi_extra={"requestBody": _IMPORT_BODY},
+        responses={
+            409: {"description": "An alias was taken by another write meanwhile; retry."},
+            415: {"description": "The body is not text/csv (UTF-8)."},
+        },
+    )
+    async def import_specialists(
+        request: Request,
+        principal: Admin,
+        ctx: Ctx,
+        dry_run: Annotated[
+            bool, Query(description="Check the file and report each row's outcome; write nothing.")
+        ] = False,
+    ) -> SpecialistImport:
+        _csv_body_type(request)
+        try:
+            plan = parse_specialists_csv(await request.body())
+            async with ctx.db.transaction() as conn:
+                done, refused = await directory_writes.import_specialists(
+                    conn, plan, write=not dry_run
+                )
+                if refused:
+                    raise ImportRefused(refused)
+        except ImportRefused as exc:
+            raise import_refused(exc) from None
+        except asyncpg.exceptions.UniqueViolationError:
+            raise alias_taken(None) from None
+        except asyncpg.exceptions.ForeignKeyViolationError:
+            raise HTTPException(409, detail="a team was deleted during the import; retry") from None
+        counts = Counter(r.outcome for r in done)
+        if not dry_run:
+            logger.info(
+                "specialists imported by %s: %d created, %d updated, %d unchanged",
+                principal.subject,
+                counts["created"],
+                counts["updated"],
+                counts["unchanged"],
+            )
+        return SpecialistImport(
+            dry_run=dry_run,
+            applied=not dry_run,
+            columns=[c for c in COLUMNS if plan.states(c)],
+            counts={k: counts[k] for k in ("created", "updated", "unchanged")},
+            rows=[ImportedRowOut(row=r.row, id=r.id, outcome=r.outcome) for r in done],
+            notice=ALIAS_NOTICE if plan.alias_kinds else None,
+        )
 
     return router

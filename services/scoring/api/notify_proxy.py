@@ -13,10 +13,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.scoring.api.deps import Reader
-from shared.auth import bearer_token
+from shared.accounts import CSRF_HEADER, SESSION_COOKIE
+from shared.auth import Credential, credential_of
 from shared.notify_api import (
     AlertList,
     AlertOut,
+    ChannelOut,
+    ChannelTestOut,
     DeliveryDetail,
     DeliveryOut,
     DeliveryPage,
@@ -39,6 +42,13 @@ _PROXY_ALLOWED: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("GET", re.compile(r"deliveries")),
     ("GET", re.compile(r"deliveries/[0-9]{1,19}")),
     ("POST", re.compile(r"deliveries/[0-9]{1,19}/resend")),
+    # The admin screen of alert channels (notify answers 403 to anyone but an admin).
+    ("GET", re.compile(r"channels")),
+    ("POST", re.compile(r"channels")),
+    ("GET", re.compile(r"channels/[A-Za-z0-9_.:-]{1,128}")),
+    ("PUT", re.compile(r"channels/[A-Za-z0-9_.:-]{1,128}")),
+    ("DELETE", re.compile(r"channels/[A-Za-z0-9_.:-]{1,128}")),
+    ("POST", re.compile(r"channels/[A-Za-z0-9_.:-]{1,128}/test")),
 )
 _FORWARD_QUERY = frozenset(
     {"state", "status", "team", "specialist", "kpi", "limit", "active", "cursor"}
@@ -52,20 +62,31 @@ _PASS_HEADERS = ("retry-after",)
 # notify's bodies, relayed byte for byte: their models are defined once in shared.notify_api
 # (notify's routes declare them as response models) and documented here path by path.
 _RELAYED_GET: dict[str, Any] = {
-    "model": AlertList | SilenceList | DeliveryPage | DeliveryDetail,
+    "model": AlertList
+    | SilenceList
+    | DeliveryPage
+    | DeliveryDetail
+    | list[ChannelOut]
+    | ChannelOut,
     "description": "notify's answer as is (status, JSON body, Retry-After): `alerts` an "
     "AlertList, `silences` a SilenceList, `deliveries` a DeliveryPage, `deliveries/{id}` a "
-    "DeliveryDetail; `alerts/stream` its server-sent events.",
+    "DeliveryDetail, `channels` a list of ChannelOut, `channels/{id}` a ChannelOut; "
+    "`alerts/stream` its server-sent events.",
     "content": {"text/event-stream": {"schema": {"type": "string"}}},
 }
 _RELAYED_POST: dict[str, Any] = {
-    "model": AlertOut | DeliveryOut,
+    "model": AlertOut | DeliveryOut | ChannelTestOut,
     "description": "notify's answer as is: `alerts/{id}/ack` the AlertOut, "
-    "`deliveries/{id}/resend` the DeliveryOut.",
+    "`deliveries/{id}/resend` the DeliveryOut, `channels/{id}/test` the ChannelTestOut.",
 }
 _RELAYED_CREATED: dict[str, Any] = {
-    "model": SilenceOut,
-    "description": "notify's answer as is: `silences` the SilenceOut it created.",
+    "model": SilenceOut | ChannelOut,
+    "description": "notify's answer as is: `silences` the SilenceOut, `channels` the "
+    "ChannelOut it created.",
+}
+_RELAYED_PUT: dict[str, Any] = {
+    "model": ChannelOut,
+    "description": "notify's answer as is: `channels/{id}` the ChannelOut it updated.",
 }
 
 
@@ -150,9 +171,22 @@ async def _send(
     return upstream
 
 
+def _credentials(request: Request) -> dict[str, str]:
+    """What notify authenticates the caller by, as the caller sent it to scoring's guard: the
+    bearer token, or the session cookie with its CSRF token (notify checks both alike)."""
+    credential = credential_of(request.headers)
+    if credential is None or credential.kind == "bearer":
+        return {"authorization": request.headers.get("authorization", "")}
+    headers = {"cookie": f"{SESSION_COOKIE}={credential.secret}"}
+    csrf = request.headers.get(CSRF_HEADER)
+    if csrf is not None:
+        headers[CSRF_HEADER.lower()] = csrf
+    return headers
+
+
 async def _forward(request: Request, path: str) -> Response:
     client = _upstream(request).calls
-    headers = {"authorization": request.headers.get("authorization", "")}
+    headers = _credentials(request)
     upstream = await _send(client, request, path, headers, stream=False)
     return upstream if isinstance(upstream, Response) else _relayed(upstream)
 
@@ -160,10 +194,11 @@ async def _forward(request: Request, path: str) -> Response:
 async def _forward_stream(request: Request) -> Response:
     upstreams = _upstream(request)
     try:
-        release = upstreams.slots.acquire(bearer_token(request.headers.get("authorization")) or "")
+        credential = credential_of(request.headers) or Credential("bearer", "")
+        release = upstreams.slots.acquire(credential.secret)
     except StreamRefused as refused:
         return refused.response()
-    headers = {"authorization": request.headers.get("authorization", "")}
+    headers = _credentials(request)
     # The resume point of a reconnecting dashboard: notify replays what it missed.
     last_id = request.headers.get("last-event-id")
     if last_id is not None:
@@ -213,7 +248,7 @@ def notify_proxy_router() -> APIRouter:
 
     summary = (
         "The dashboard's calls to notify (alerts, ack, silences, SSE, failed deliveries and "
-        "resend), same origin"
+        "resend, channels and their test), same origin"
     )
 
     @router.get("/notify/{path:path}", summary=summary, responses={200: _RELAYED_GET})
@@ -226,6 +261,10 @@ def notify_proxy_router() -> APIRouter:
         responses={200: _RELAYED_POST, 201: _RELAYED_CREATED},
     )
     async def notify_post(path: str, request: Request, principal: Reader) -> Response:
+        return await notify_proxy(path, request)
+
+    @router.put("/notify/{path:path}", summary=summary, responses={200: _RELAYED_PUT})
+    async def notify_put(path: str, request: Request, principal: Reader) -> Response:
         return await notify_proxy(path, request)
 
     @router.delete(

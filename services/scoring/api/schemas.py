@@ -197,6 +197,25 @@ class SpecialistList(_Out):
     specialists: list[SpecialistOut]
 
 
+class ImportedRowOut(_Out):
+    row: int = Field(description="The row as a spreadsheet numbers it (the header is row 1).")
+    id: str
+    outcome: Literal["created", "updated", "unchanged"]
+
+
+class SpecialistImport(_Out):
+    """Answer of POST /v1/specialists/import: every row of the file, all applied (or none)."""
+
+    dry_run: bool
+    applied: bool = Field(description="True when the rows were written (never on a dry run).")
+    columns: list[str] = Field(description="The file's columns, normalised to lower case.")
+    counts: dict[str, int] = Field(description="Rows per outcome: created, updated, unchanged.")
+    rows: list[ImportedRowOut]
+    notice: str | None = Field(
+        default=None, description="With alias columns: what a new mapping does and does not do."
+    )
+
+
 # -- platform health ------------------------------------------------------------------
 
 

@@ -1,11 +1,20 @@
-// HTTP helpers: bearer token from sessionStorage, JSON errors, downloads, SSE over fetch.
+// HTTP helpers: the session cookie (with its CSRF token) or a bearer token from
+// sessionStorage, JSON errors, downloads, SSE over fetch.
 const TOKEN_KEY = "kpi.token";
+const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
 export class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, retryAfter = null, body = null) {
     super(typeof detail === "string" ? detail : JSON.stringify(detail));
     this.status = status;
     this.detail = detail;
+    this.retryAfter = retryAfter; // seconds, from a 429's Retry-After
+    this.body = body; // the whole error answer
+  }
+  // Per-field errors ({loc, msg}): FastAPI's detail list, or a problem+json `errors` list.
+  get fieldErrors() {
+    if (Array.isArray(this.detail)) return this.detail;
+    return Array.isArray(this.body?.errors) ? this.body.errors : [];
   }
   // A route that does not exist (yet): FastAPI answers {"detail": "Not Found"}.
   get routeMissing() {
@@ -16,18 +25,36 @@ export class ApiError extends Error {
   }
 }
 
+// Who a request speaks for changes at every sign-in and sign-out: a late 401 to a request of
+// an earlier one must not sign out the current one.
+let epoch = 0;
 export const token = () => sessionStorage.getItem(TOKEN_KEY);
-export const setToken = (t) => sessionStorage.setItem(TOKEN_KEY, t);
-export const clearToken = () => sessionStorage.removeItem(TOKEN_KEY);
+export const setToken = (t) => {
+  epoch += 1;
+  sessionStorage.setItem(TOKEN_KEY, t);
+};
+export const clearToken = () => {
+  epoch += 1;
+  sessionStorage.removeItem(TOKEN_KEY);
+};
+// The session's CSRF token: in memory only (GET /v1/auth/session gives it again on reload).
+let csrf = null;
+export const setCsrf = (value) => {
+  epoch += 1;
+  csrf = value;
+};
+export const signedInWithSession = () => !token() && csrf !== null;
 
 let onUnauthorized = () => {};
 export function setUnauthorizedHandler(fn) {
   onUnauthorized = fn;
 }
 
-function headers(extra = {}) {
+function headers(extra = {}, method = "GET") {
   const t = token();
-  return { ...(t ? { Authorization: `Bearer ${t}` } : {}), ...extra };
+  const out = { ...(t ? { Authorization: `Bearer ${t}` } : {}), ...extra };
+  if (!t && csrf && UNSAFE.has(method)) out["X-CSRF-Token"] = csrf;
+  return out;
 }
 
 export function qs(params) {
@@ -37,23 +64,27 @@ export function qs(params) {
   return s ? `?${s}` : "";
 }
 
-export async function api(path, { method = "GET", body, signal } = {}) {
-  const used = token();
+// `body` is sent as JSON, unless `contentType` is given: then it is sent as it is (a CSV file).
+// `quiet`: a 401 is the caller's to handle (signing in, asking who is signed in).
+export async function api(path, { method = "GET", body, signal, contentType, quiet = false } = {}) {
+  const used = epoch;
+  const type = contentType ?? (body !== undefined ? "application/json" : null);
   let res;
   try {
     res = await fetch(path, {
       method,
       signal,
-      headers: headers(body !== undefined ? { "Content-Type": "application/json" } : {}),
-      body: body !== undefined ? JSON.stringify(body) : undefined,
+      credentials: "same-origin",
+      headers: headers(type ? { "Content-Type": type } : {}, method),
+      body: body === undefined || contentType ? body : JSON.stringify(body),
     });
   } catch (err) {
     if (err.name === "AbortError") throw err;
     throw new ApiError(0, "network error");
   }
-  if (res.status === 401) {
-    // A late answer to a request made with an older token must not sign out the new one.
-    if (used === token()) onUnauthorized();
+  if (res.status === 401 && !quiet) {
+    // A late answer to a request made as someone earlier must not sign out the current one.
+    if (used === epoch) onUnauthorized();
     throw new ApiError(401, "unauthorized");
   }
   const text = await res.text();
@@ -63,13 +94,16 @@ export async function api(path, { method = "GET", body, signal } = {}) {
   } catch {
     data = text;
   }
-  if (!res.ok) throw new ApiError(res.status, data && data.detail !== undefined ? data.detail : data);
+  if (!res.ok) {
+    const after = Number(res.headers.get("retry-after")) || null;
+    throw new ApiError(res.status, data && data.detail !== undefined ? data.detail : data, after, data);
+  }
   return data;
 }
 
 // Fetch with the token and hand the body to the browser as a file download.
 export async function download(path, fallbackName) {
-  const res = await fetch(path, { headers: headers() });
+  const res = await fetch(path, { headers: headers(), credentials: "same-origin" });
   if (!res.ok) {
     let detail = res.statusText;
     try {
@@ -125,6 +159,7 @@ export function openAlertStream(onEvent, onState) {
               : { Accept: "text/event-stream", "Last-Event-ID": lastId },
           ),
           signal: controller.signal,
+          credentials: "same-origin",
         });
         if (res.status === 401) {
           if (!stopped) onUnauthorized();

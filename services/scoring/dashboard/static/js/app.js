@@ -1,6 +1,16 @@
-// Dashboard entry: login, shell, hash router, language switch, alert banner and toasts.
-import { ApiError, api, clearToken, setToken, setUnauthorizedHandler, token } from "./api.js";
+// Dashboard entry: sign-in, shell, hash router, language switch, alert banner and toasts.
+import {
+  ApiError,
+  api,
+  clearToken,
+  setCsrf,
+  setToken,
+  setUnauthorizedHandler,
+  signedInWithSession,
+  token,
+} from "./api.js";
 import { getLang, setLang, t, translateStatic } from "./i18n.js";
+import "./i18n-accounts.js";
 import { kpiName, useCatalogue } from "./format.js";
 import { alerts, startAlerts, state, stopAlerts } from "./state.js";
 import { refreshHealth, renderHealth, startHealth, stopHealth } from "./health.js";
@@ -11,6 +21,9 @@ import { renderSpecialist } from "./views/specialist.js";
 import { renderLeaderboard } from "./views/leaderboard.js";
 import { renderAppraisal } from "./views/appraisal.js";
 import { renderAlerts } from "./views/alerts.js";
+import { renderDirectory } from "./views/admin_directory.js";
+import { renderChannels } from "./views/admin_channels.js";
+import { renderUsers } from "./views/users.js";
 
 const $ = (sel) => document.querySelector(sel);
 const VIEWS = {
@@ -20,6 +33,9 @@ const VIEWS = {
   leaderboard: renderLeaderboard,
   appraisal: renderAppraisal,
   alerts: renderAlerts,
+  directory: renderDirectory,
+  channels: renderChannels,
+  users: renderUsers,
 };
 // A specialist sees only their own page; every other route of theirs lands there too.
 const SPECIALIST_VIEWS = { me: renderMyPage, specialist: renderMyPageFor };
@@ -69,11 +85,17 @@ function renderChrome() {
   $("#lang-select").value = getLang();
   $("#login-lang-select").value = getLang();
   const c = state.config;
+  // The admin screens are in the menu for admins only (their routes say so to others).
+  for (const a of document.querySelectorAll("[data-admin]")) a.hidden = c?.role !== "admin";
   if (c) {
     const role = t(`role.${c.role}`);
-    $("#whoami").textContent = c.team_ids.length
-      ? t("who.teams", { subject: c.subject, role, teams: c.team_ids.join(", ") })
-      : t("who", { subject: c.subject, role });
+    const user = state.session?.user;
+    $("#whoami").textContent = user
+      ? t("who.user", { name: user.display_name || user.username, role })
+      : c.team_ids.length
+        ? t("who.teams", { subject: c.subject, role, teams: c.team_ids.join(", ") })
+        : t("who", { subject: c.subject, role });
+    $('[data-nav="users"]').hidden = c.role !== "admin";
   }
   renderAlertChrome();
   renderHealth();
@@ -132,23 +154,74 @@ async function enter() {
   route();
 }
 
-function showLogin(message = "") {
+function showLogin(message = "", where = "#signin-error") {
   stopAlerts();
   stopHealth();
   state.config = null;
+  state.session = null;
   if (cleanup) cleanup();
   cleanup = null;
   $("#shell").hidden = true;
   $("#login").hidden = false;
-  $("#login-error").textContent = message;
+  for (const id of ["#signin-error", "#login-error"]) $(id).textContent = id === where ? message : "";
   translateStatic();
   $("#login-lang-select").value = getLang();
-  $("#login-token").focus();
+  $("#login-username").focus();
 }
 
 setUnauthorizedHandler(() => {
+  if (signedInWithSession()) {
+    setCsrf(null);
+    showLogin(t("login.expired"));
+  } else {
+    clearToken();
+    showLogin(t("login.invalid"), "#login-error");
+  }
+});
+
+// A session's first page: on 403 (a role the dashboard does not serve) it is ended again.
+async function enterSession(session) {
+  setCsrf(session.csrf_token);
+  state.session = session;
+  try {
+    await enter();
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 403) {
+      await api("/v1/auth/logout", { method: "POST", quiet: true }).catch(() => {});
+      setCsrf(null);
+      showLogin(t("login.forbidden_user"));
+    } else if (!(e instanceof ApiError && e.status === 401)) {
+      showLogin(t("login.failed", { msg: e.message }));
+    }
+  }
+}
+
+$("#signin-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const username = $("#login-username").value.trim();
+  const password = $("#login-password").value;
+  const err = $("#signin-error");
+  if (!username || !password) {
+    err.textContent = t("login.need");
+    return;
+  }
+  err.textContent = "";
   clearToken();
-  showLogin(t("login.invalid"));
+  let session;
+  try {
+    session = await api("/v1/auth/login", { method: "POST", body: { username, password }, quiet: true });
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) err.textContent = t("login.bad");
+    else if (e instanceof ApiError && e.status === 429)
+      err.textContent = t("login.locked", { n: Math.max(1, Math.ceil((e.retryAfter || 60) / 60)) });
+    else if (e instanceof ApiError && e.status === 422) err.textContent = t("login.bad");
+    else err.textContent = t("login.failed", { msg: e.message });
+    $("#login-password").select();
+    return;
+  }
+  $("#login-password").value = "";
+  await enterSession(session);
+  if (state.config) $("#main").focus();
 });
 
 $("#login-form").addEventListener("submit", async (ev) => {
@@ -159,9 +232,10 @@ $("#login-form").addEventListener("submit", async (ev) => {
     err.textContent = t("login.empty");
     return;
   }
+  setCsrf(null);
   setToken(value);
   try {
-    // /v1/dashboard/config answers role, subject and teams (shared /v1/whoami is admin-only).
+    // /v1/dashboard/config answers role, subject and teams.
     await enter();
     $("#login-token").value = "";
     $("#main").focus();
@@ -176,8 +250,14 @@ $("#login-form").addEventListener("submit", async (ev) => {
   }
 });
 
-$("#logout").addEventListener("click", () => {
-  clearToken();
+$("#logout").addEventListener("click", async () => {
+  if (signedInWithSession()) {
+    // The server ends the session and clears the cookie; signed out here whatever it says.
+    await api("/v1/auth/logout", { method: "POST", quiet: true }).catch(() => {});
+    setCsrf(null);
+  } else {
+    clearToken();
+  }
   showLogin();
 });
 
@@ -200,10 +280,21 @@ window.addEventListener("hashchange", route);
 (async function boot() {
   setLang(getLang());
   translateStatic();
-  if (!token()) return showLogin();
-  try {
-    await enter();
-  } catch (e) {
-    if (!(e instanceof ApiError && e.status === 401)) showLogin(t("login.failed", { msg: e.message }));
+  if (token()) {
+    try {
+      await enter();
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 401)) showLogin(t("login.failed", { msg: e.message }));
+    }
+    return;
   }
+  // A session cookie (HttpOnly: only the server can tell) survives a reload.
+  let session = null;
+  try {
+    session = await api("/v1/auth/session", { quiet: true });
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 401)) return showLogin(t("login.failed", { msg: e.message }));
+  }
+  if (session && session.csrf_token) return enterSession(session);
+  showLogin();
 })();

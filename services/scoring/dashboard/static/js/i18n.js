@@ -117,6 +117,8 @@ const DICT = {
     "ap.fallback": "The appraisal export is not available yet; “Export CSV” exports the team overview of the quarter instead.",
     "ap.overall": "Overall",
     "ap.incentive": "Suggested incentive",
+    "ap.provisional": "Provisional",
+    "ap.provisional_hint": "quarter in progress: grades may still change until it ends and is finalised",
     "alerts.title": "Alerts",
     "alerts.sub": "Live feed: new and resolved alerts appear as they happen.",
     "alerts.open": "Open",
@@ -150,6 +152,10 @@ const DICT = {
     "deliveries.failed_again": "Resent, and failed again",
     "deliveries.more_alerts": "and {n} more",
     "deliveries.platform": "Platform",
+    "deliveries.reminder.meeting_not_held": "feedback meeting not held",
+    "deliveries.reminder.goal_due": "plan goals due",
+    "deliveries.reminder.plan_overdue": "plan overdue",
+    "deliveries.to_specialist": "to the specialist",
     "deliveries.more": "Load more",
     "deliveries.kind.firing": "firing",
     "deliveries.kind.reminder": "reminder",
@@ -305,6 +311,8 @@ const DICT = {
     "ap.fallback": "考核导出暂不可用；“导出 CSV”将导出该季度的团队总览。",
     "ap.overall": "综合等级",
     "ap.incentive": "激励建议",
+    "ap.provisional": "暂定",
+    "ap.provisional_hint": "本季度尚未结束：在季度结束并定稿前，等级仍可能变化",
     "alerts.title": "告警",
     "alerts.sub": "实时推送：新告警与已恢复告警即时显示。",
     "alerts.open": "未恢复",
@@ -338,6 +346,10 @@ const DICT = {
     "deliveries.failed_again": "已重新发送，但再次失败",
     "deliveries.more_alerts": "另有 {n} 条",
     "deliveries.platform": "平台",
+    "deliveries.reminder.meeting_not_held": "反馈面谈尚未进行",
+    "deliveries.reminder.goal_due": "改进目标即将到期",
+    "deliveries.reminder.plan_overdue": "改进计划已逾期",
+    "deliveries.to_specialist": "发给专员本人",
     "deliveries.more": "加载更多",
     "deliveries.kind.firing": "告警",
     "deliveries.kind.reminder": "提醒",
@@ -395,6 +407,11 @@ export function setLang(next) {
 export function t(key, params = {}) {
   const s = DICT[lang][key] ?? DICT.en[key] ?? key;
   return s.replace(/\{(\w+)\}/g, (_, k) => (params[k] !== undefined ? String(params[k]) : `{${k}}`));
+}
+
+// More keys from another module (per language); a key given again replaces the first.
+export function extend(entries) {
+  for (const [code, keys] of Object.entries(entries)) if (DICT[code]) Object.assign(DICT[code], keys);
 }
 
 // The catalogue's labels become "kpi.<key>" and its short labels "kpishort.<key>".

@@ -3,6 +3,7 @@ import { ApiError, api, openAlertStream, qs } from "./api.js";
 
 export const state = {
   config: null, // GET /v1/dashboard/config
+  session: null, // the signed-in user's session (POST /v1/auth/login), null with a token
   teams: [], // GET /v1/teams
   names: new Map(), // specialist id -> name (filled by views)
 };

@@ -18,6 +18,17 @@ const gradeOf = (v) => (v && typeof v === "object" ? v.grade : v);
 const overallOf = (r) => r.overall_grade ?? (typeof r.overall === "object" && r.overall ? r.overall.grade : r.overall) ?? null;
 const incentiveOf = (r) => incentiveText(r.suggested_incentive ?? r.incentive);
 
+// A quarter still in progress: not finalised and its last day not over. The API's own
+// `provisional` wins when it sends one (on the body or on each appraisal).
+export function isProvisional(data, rows, today) {
+  if (typeof data?.provisional === "boolean") return data.provisional;
+  const marked = rows.filter((r) => typeof r.provisional === "boolean");
+  if (marked.length) return marked.some((r) => r.provisional);
+  const end = data?.window?.to;
+  const finalized = rows.length > 0 && rows.every((r) => r.finalized);
+  return Boolean(end) && end >= today && !finalized;
+}
+
 export function renderAppraisal(main, _args, params) {
   const quarters = recentQuarters(state.config.today);
   const ui = {
@@ -26,7 +37,7 @@ export function renderAppraisal(main, _args, params) {
   };
   const available = state.config.features.appraisals;
   main.innerHTML = `
-    <div class="page-head"><div><h1>${esc(t("ap.title"))}</h1><div class="sub" id="ap-sub"></div></div></div>
+    <div class="page-head"><div><h1>${esc(t("ap.title"))} <span class="badge-provisional" id="ap-provisional" hidden></span></h1><div class="sub" id="ap-sub"></div></div></div>
     <form class="toolbar" id="ap-tools">
       <div class="field"><label for="ap-quarter">${esc(t("quarter.label"))}</label><select id="ap-quarter" data-role="quarter">
         ${quarters.map((q) => `<option ${q === ui.quarter ? "selected" : ""}>${q}</option>`).join("")}</select></div>
@@ -70,8 +81,17 @@ export function renderAppraisal(main, _args, params) {
     saveBlob(csvBlob(out), `kpi-overview-${ui.quarter}-${ui.team}.csv`);
   }
 
+  function markProvisional(on) {
+    const badge = $("#ap-provisional");
+    badge.hidden = !on;
+    badge.textContent = t("ap.provisional");
+    badge.title = t("ap.provisional_hint");
+    $("#ap-sub").textContent = t("ap.sub", { quarter: ui.quarter }) + (on ? ` · ${t("ap.provisional_hint")}` : "");
+  }
+
   async function load() {
     $("#ap-sub").textContent = t("ap.sub", { quarter: ui.quarter });
+    $("#ap-provisional").hidden = true;
     const body = $("#ap-body");
     if (!ui.team) {
       body.innerHTML = `<div class="panel empty">${esc(t("overview.none"))}</div>`;
@@ -86,6 +106,7 @@ export function renderAppraisal(main, _args, params) {
         body.innerHTML = errorBox(err);
         return;
       }
+      markProvisional(isProvisional(ov, [], state.config.today));
       body.innerHTML = `<p class="notice">${esc(t("unavailable.appraisal"))} ${esc(t("ap.fallback"))}</p>` +
         table(ov.members.map((m) => ({ specialist_id: m.specialist_id, name: m.name, kpis: m.kpis })), false);
       return;
@@ -102,12 +123,16 @@ export function renderAppraisal(main, _args, params) {
       body.innerHTML = errorBox(err);
       return;
     }
+    markProvisional(isProvisional(data, rowsOf(data), state.config.today));
     body.innerHTML = table(rowsOf(data), true);
   }
 
   function table(rows, withOverall) {
     const keys = state.config.kpis.filter((k) => k !== "nps");
-    return rows.length ? `<div class="table-wrap"><table class="grid" id="appraisal-table"><caption class="sr-only">${esc(t("ap.title"))} ${esc(ui.quarter)} ${esc(teamName(ui.team))}</caption><thead><tr>
+    // Fixed column widths that fit the window (KPI columns share what is left); narrower than
+    // the table's minimum, it scrolls sideways inside its box with the names kept in view.
+    const cols = `<colgroup><col class="c-name">${keys.map(() => '<col class="c-kpi">').join("")}${withOverall ? '<col class="c-overall"><col class="c-incentive">' : ""}</colgroup>`;
+    return rows.length ? `<div class="table-wrap"><table class="grid appraisal-grid" id="appraisal-table"><caption class="sr-only">${esc(t("ap.title"))} ${esc(ui.quarter)} ${esc(teamName(ui.team))}</caption>${cols}<thead><tr>
       <th scope="col" class="sticky-col">${esc(t("overview.specialist"))}</th>${keys.map((k) => `<th scope="col" title="${esc(kpiName(k))}">${esc(kpiShort(k))}</th>`).join("")}
       ${withOverall ? `<th scope="col">${esc(t("ap.overall"))}</th><th scope="col">${esc(t("ap.incentive"))}</th>` : ""}</tr></thead><tbody>
       ${rows.map((r) => {
