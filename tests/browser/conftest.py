@@ -7,14 +7,18 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kpi.stack import ServiceProcess
 from shared.topics import Topics
-from tests.service_helpers import service_env, start_service, wait_status
+from tests.service_helpers import CHROMIUM_ARGS, service_env, start_service, wait_status
 
 CHROMIUM = os.environ.get("KPI_CHROMIUM", "/usr/bin/chromium")
+STATIC = Path(__file__).resolve().parents[2] / "services" / "scoring" / "dashboard" / "static"
+STATIC_ORIGIN = "http://dashboard.test"
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 StartStack = Callable[..., Awaitable[dict[str, ServiceProcess]]]
 
@@ -27,6 +31,32 @@ def chromium() -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{CHROMIUM} missing: `make test` installs the Debian chromium package")
     pytest.skip(f"{CHROMIUM} not installed (make chromium)")
+
+
+@pytest.fixture
+def static_page(chromium: str) -> Iterator[Any]:
+    """A page on a made-up origin whose files are the dashboard's static files (no services):
+    tests import the dashboard's modules in it as the page would."""
+    from playwright.sync_api import Route, sync_playwright
+
+    def serve(route: Route) -> None:
+        path = route.request.url.removeprefix(STATIC_ORIGIN).split("?")[0]
+        file = STATIC / path.lstrip("/")
+        if path == "/" or not file.is_file():
+            route.fulfill(status=200, content_type="text/html", body="<!doctype html><title>t")
+        else:
+            kind = STATIC_TYPES[file.suffix]
+            route.fulfill(status=200, content_type=kind, body=file.read_bytes())
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page()
+            tab.route(f"{STATIC_ORIGIN}/**", serve)
+            tab.goto(STATIC_ORIGIN + "/")
+            yield tab
+        finally:
+            browser.close()
 
 
 @pytest.fixture

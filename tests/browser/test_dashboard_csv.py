@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +12,6 @@ from hypothesis import strategies as st
 
 from shared.spreadsheet import attachment
 from tests.export_checks import hostile_text, read_csv, reference, safe_filename
-from tests.service_helpers import CHROMIUM_ARGS
-
-STATIC = Path(__file__).resolve().parents[2] / "services" / "scoring" / "dashboard" / "static"
-ORIGIN = "http://dashboard.test"
-TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 # The dashboard's modules, loaded as the page loads them; values cross as UTF-16 code units
 # so that lone surrogates (which a JS string may hold) reach csvEscape as they are.
@@ -33,30 +26,6 @@ NAME = """async ([header, fallback]) => {
   const { attachmentName } = await import("/js/api.js");
   return attachmentName(header, fallback);
 }"""
-
-
-@pytest.fixture
-def page(chromium: str) -> Iterator[Any]:
-    """A page on a made-up origin whose files are the dashboard's static files."""
-    from playwright.sync_api import Route, sync_playwright
-
-    def serve(route: Route) -> None:
-        path = route.request.url.removeprefix(ORIGIN).split("?")[0]
-        file = STATIC / path.lstrip("/")
-        if path == "/" or not file.is_file():
-            route.fulfill(status=200, content_type="text/html", body="<!doctype html><title>t")
-        else:
-            route.fulfill(status=200, content_type=TYPES[file.suffix], body=file.read_bytes())
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            tab = browser.new_page()
-            tab.route(f"{ORIGIN}/**", serve)
-            tab.goto(ORIGIN + "/")
-            yield tab
-        finally:
-            browser.close()
 
 
 def units(text: str) -> list[int]:
@@ -84,9 +53,9 @@ number = st.one_of(
 @given(texts=st.lists(hostile_text(), min_size=1, max_size=6), numbers=st.lists(number))
 @example(texts=['=HYPERLINK("http://evil.test","x")', "-1", "\ud800@", "a;=1"], numbers=[-0.5])
 def test_dashboard_csv_neutralises_text_and_keeps_numbers(
-    page: Any, texts: list[str], numbers: list[float | int | None]
+    static_page: Any, texts: list[str], numbers: list[float | int | None]
 ) -> None:
-    out = page.evaluate(EXPORT, [[units(t) for t in texts], numbers])
+    out = static_page.evaluate(EXPORT, [[units(t) for t in texts], numbers])
     fields = [decode(f) for f in out["fields"]]
     expected = [reference(t) for t in texts]  # the server's rule (shared/spreadsheet.py)
     assert fields[: len(texts)] == ['"' + e.replace('"', '""') + '"' for e in expected]
@@ -108,7 +77,9 @@ def test_dashboard_csv_neutralises_text_and_keeps_numbers(
     "filename",
     ["appraisal-2026Q3-north.csv", "appraisal-2026Q3-华北-一组.xlsx", 'a/"b";c\r\n.csv'],
 )
-def test_download_takes_the_utf8_name_of_content_disposition(page: Any, filename: str) -> None:
+def test_download_takes_the_utf8_name_of_content_disposition(
+    static_page: Any, filename: str
+) -> None:
     header = attachment(filename)
-    assert page.evaluate(NAME, [header, "fallback.csv"]) == safe_filename(filename)
-    assert page.evaluate(NAME, ["attachment", "fallback.csv"]) == "fallback.csv"
+    assert static_page.evaluate(NAME, [header, "fallback.csv"]) == safe_filename(filename)
+    assert static_page.evaluate(NAME, ["attachment", "fallback.csv"]) == "fallback.csv"

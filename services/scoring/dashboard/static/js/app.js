@@ -14,6 +14,8 @@ import "./i18n-accounts.js";
 import { kpiName, useCatalogue } from "./format.js";
 import { alerts, startAlerts, state, stopAlerts } from "./state.js";
 import { refreshHealth, renderHealth, startHealth, stopHealth } from "./health.js";
+import { renderCycle } from "./views/cycle.js";
+import { renderMyPage, renderMyPageFor } from "./views/my_page.js";
 import { renderOverview } from "./views/overview.js";
 import { renderSpecialist } from "./views/specialist.js";
 import { renderLeaderboard } from "./views/leaderboard.js";
@@ -26,6 +28,7 @@ import { renderUsers } from "./views/users.js";
 const $ = (sel) => document.querySelector(sel);
 const VIEWS = {
   overview: renderOverview,
+  cycle: renderCycle,
   specialist: renderSpecialist,
   leaderboard: renderLeaderboard,
   appraisal: renderAppraisal,
@@ -34,6 +37,10 @@ const VIEWS = {
   channels: renderChannels,
   users: renderUsers,
 };
+// A specialist sees only their own page; every other route of theirs lands there too.
+const SPECIALIST_VIEWS = { me: renderMyPage, specialist: renderMyPageFor };
+const NAV_OF = { specialist: "overview", cycle: "appraisal" };
+const isSpecialist = () => state.config?.role === "specialist";
 let cleanup = null;
 
 export function parseHash() {
@@ -54,10 +61,15 @@ export function setParams(params) {
 
 function route() {
   if (!state.config) return;
-  const { view, args, params } = parseHash();
-  const render = VIEWS[view] || renderOverview;
+  let { view, args, params } = parseHash();
+  if (isSpecialist() && !SPECIALIST_VIEWS[view]) {
+    history.replaceState(null, "", "#/me");
+    ({ view, args, params } = parseHash());
+  }
+  const render = isSpecialist() ? SPECIALIST_VIEWS[view] : VIEWS[view] || renderOverview;
+  const nav = isSpecialist() ? "me" : NAV_OF[view] || view;
   for (const a of document.querySelectorAll("[data-nav]")) {
-    if (a.dataset.nav === (view === "specialist" ? "overview" : view)) a.setAttribute("aria-current", "page");
+    if (a.dataset.nav === nav) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
   if (cleanup) cleanup();
@@ -87,6 +99,8 @@ function renderChrome() {
   }
   renderAlertChrome();
   renderHealth();
+  // The menu offers a specialist their own page only (cycle.css hides the rest by role).
+  document.body.dataset.role = c?.role || "";
 }
 
 function renderAlertChrome() {
@@ -120,11 +134,12 @@ alerts.subscribe((d) => {
 });
 
 async function enter() {
-  const [config, teams, people] = await Promise.all([
-    api("/v1/dashboard/config"),
-    api("/v1/teams"),
-    api("/v1/specialists"),
-  ]);
+  // A specialist may read only their own records: no team listings, alerts or platform health.
+  const config = await api("/v1/dashboard/config");
+  const staff = config.role !== "specialist";
+  const [teams, people] = staff
+    ? await Promise.all([api("/v1/teams"), api("/v1/specialists")])
+    : [{ teams: [] }, { specialists: [] }];
   useCatalogue(config.catalogue);
   state.config = config;
   state.teams = teams.teams;
@@ -132,8 +147,10 @@ async function enter() {
   $("#login").hidden = true;
   $("#shell").hidden = false;
   renderChrome();
-  startAlerts();
-  startHealth();
+  if (staff) {
+    startAlerts();
+    startHealth();
+  }
   route();
 }
 

@@ -13,7 +13,8 @@ let shown = ""; // what is rendered, so an unchanged poll does not re-announce t
 const banner = () => document.querySelector("#health-banner");
 
 export async function refreshHealth() {
-  if (!state.config || missing) return;
+  // A specialist may not read platform health (403): they never ask.
+  if (!state.config || missing || state.config.role === "specialist") return;
   try {
     answer = await api("/v1/platform/health");
   } catch (err) {

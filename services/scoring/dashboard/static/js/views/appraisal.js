@@ -6,6 +6,8 @@ import { getLang, t } from "../i18n.js";
 import { state } from "../state.js";
 import { errorBox, errorMessage, teamName, teamPicker } from "./common.js";
 import { incentiveText } from "./specialist.js";
+import { cycleHref, mountCyclePanel } from "./cycle.js";
+import { ct } from "./cycle_i18n.js";
 
 const ROW_KEYS = ["specialists", "items", "members", "appraisals", "rows"];
 
@@ -44,9 +46,15 @@ export function renderAppraisal(main, _args, params) {
       <button type="button" class="btn" id="ap-csv">${esc(t("export.csv"))}</button>
       <button type="button" class="btn" id="ap-xlsx" ${available ? "" : "hidden"}>${esc(t("export.xlsx"))}</button>
       <span class="form-error" id="ap-err" role="alert"></span></form>
-    <div id="ap-body"></div>`;
+    <div id="ap-body"></div>
+    <div id="ap-cycle"></div>`;
   const $ = (s) => main.querySelector(s);
   let fallback = !available;
+  // Loads overlap (a quarter chosen while the first is loading, a finalisation's reload) or
+  // outlive the view: only the last one asked, on a view still shown, draws.
+  let asked = 0;
+  let left = false;
+  const stale = (mine) => left || mine !== asked;
   $("#ap-tools").addEventListener("change", (ev) => {
     const role = ev.target.dataset.role;
     if (role) ui[role] = ev.target.value;
@@ -88,6 +96,7 @@ export function renderAppraisal(main, _args, params) {
   }
 
   async function load() {
+    const mine = ++asked;
     $("#ap-sub").textContent = t("ap.sub", { quarter: ui.quarter });
     $("#ap-provisional").hidden = true;
     const body = $("#ap-body");
@@ -101,9 +110,10 @@ export function renderAppraisal(main, _args, params) {
       try {
         ov = await api(`/v1/dashboard/overview${qs({ window: ui.quarter, team: ui.team })}`);
       } catch (err) {
-        body.innerHTML = errorBox(err);
+        if (!stale(mine)) body.innerHTML = errorBox(err);
         return;
       }
+      if (stale(mine)) return;
       markProvisional(isProvisional(ov, [], state.config.today));
       body.innerHTML = `<p class="notice">${esc(t("unavailable.appraisal"))} ${esc(t("ap.fallback"))}</p>` +
         table(ov.members.map((m) => ({ specialist_id: m.specialist_id, name: m.name, kpis: m.kpis })), false);
@@ -113,6 +123,7 @@ export function renderAppraisal(main, _args, params) {
     try {
       data = await api(`/v1/appraisals/${ui.quarter}${qs({ team: ui.team })}`);
     } catch (err) {
+      if (stale(mine)) return;
       if (err instanceof ApiError && err.routeMissing) {
         fallback = true;
         $("#ap-xlsx").hidden = true;
@@ -121,12 +132,14 @@ export function renderAppraisal(main, _args, params) {
       body.innerHTML = errorBox(err);
       return;
     }
+    if (stale(mine)) return;
     markProvisional(isProvisional(data, rowsOf(data), state.config.today));
     body.innerHTML = table(rowsOf(data), true);
   }
 
   function table(rows, withOverall) {
     const keys = state.config.kpis.filter((k) => k !== "nps");
+    const cycle = state.config.features.appraisal_cycle;
     // Fixed column widths that fit the window (KPI columns share what is left); narrower than
     // the table's minimum, it scrolls sideways inside its box with the names kept in view.
     const cols = `<colgroup><col class="c-name">${keys.map(() => '<col class="c-kpi">').join("")}${withOverall ? '<col class="c-overall"><col class="c-incentive">' : ""}</colgroup>`;
@@ -136,10 +149,14 @@ export function renderAppraisal(main, _args, params) {
       ${rows.map((r) => {
         const id = r.specialist_id ?? r.id;
         const per = r.kpis || r.grades || {};
-        return `<tr><th scope="row" class="sticky-col"><a class="spec-link" href="#/specialist/${encodeURIComponent(id)}?window=${ui.quarter}">${esc(r.name || id)}</a><span class="spec-id">${esc(id)}</span></th>
+        return `<tr><th scope="row" class="sticky-col"><a class="spec-link" href="#/specialist/${encodeURIComponent(id)}?window=${ui.quarter}">${esc(r.name || id)}</a><span class="spec-id">${esc(id)}</span>${withOverall && cycle ? `<a class="spec-cycle" href="${cycleHref(id, ui.quarter)}" aria-label="${esc(ct("cy.open_label", { name: r.name || id }))}">${esc(ct("cy.row_link"))}</a>` : ""}</th>
           ${keys.map((k) => `<td>${per[k] === undefined ? "—" : gradeChip(gradeOf(per[k]))}</td>`).join("")}
           ${withOverall ? `<td>${gradeChip(overallOf(r))}</td><td>${esc(incentiveOf(r))}</td>` : ""}</tr>`;
       }).join("")}</tbody></table></div>` : `<div class="panel empty">${esc(t("overview.empty"))}</div>`;
   }
   load();
+  mountCyclePanel($("#ap-cycle"), ui);
+  return () => {
+    left = true;
+  };
 }

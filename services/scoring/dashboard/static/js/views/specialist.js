@@ -6,9 +6,13 @@ import { addDays, esc, fmtLine, fmtValue, gradeChip, gradeClass, gradeLabel, kpi
 import { getLang, t } from "../i18n.js";
 import { alerts, state } from "../state.js";
 import { alertItem, bindAlertActions } from "./alerts.js";
+import { cycleHref } from "./cycle.js";
+import { ct } from "./cycle_i18n.js";
 import { applySizes, errorBox, teamName, windowPicker, windowValue } from "./common.js";
 
-export function renderSpecialist(main, args, params) {
+// `mine`: the KPI part of a specialist's own page (my_page.js): no way back to the team
+// overview, no alerts (notify is not theirs to call), plan and appraisal shown by that page.
+export function renderSpecialist(main, args, params, { mine = false } = {}) {
   const id = args[0];
   const first = params.get("window") || "30d";
   const isQuarter = /^\d{4}Q[1-4]$/.test(first);
@@ -19,20 +23,24 @@ export function renderSpecialist(main, args, params) {
   };
   let data = null;
   let timer = null;
+  // Set when the view is left (or the user signs out): answers arriving later draw nothing.
+  let stopped = false;
   let facts = { items: [], next: null };
 
+  const h = mine ? "h3" : "h1";
   main.innerHTML = `
-    <p><a href="#/overview">${esc(t("spec.back"))}</a></p>
-    <div class="page-head"><div><h1 id="sp-name">${esc(state.names.get(id) || id)}</h1><div class="sub" id="sp-sub"></div></div>
+    ${mine ? "" : `<p><a href="#/overview">${esc(t("spec.back"))}</a></p>`}
+    <div class="page-head"><div><${h} id="sp-name">${esc(state.names.get(id) || id)}</${h}><div class="sub" id="sp-sub"></div></div>
       <form class="toolbar m0" id="sp-tools">${windowPicker("sp", ui.win, ui.quarter)}</form></div>
     <div id="sp-tiles" class="tiles" role="group" aria-label="KPI"></div>
-    <div class="two-col">
+    <div class="${mine ? "" : "two-col"}">
       <section class="panel" aria-labelledby="sp-drill-h"><h2 id="sp-drill-h"></h2><div id="sp-drill"></div></section>
-      <div>
+      ${mine ? "" : `<div>
         <section class="panel" aria-labelledby="sp-alerts-h"><h2 id="sp-alerts-h">${esc(t("spec.alerts"))}</h2><div id="sp-alerts" aria-live="polite"></div></section>
         <section class="panel" aria-labelledby="sp-plan-h"><h2 id="sp-plan-h">${esc(t("spec.plan"))}</h2><div id="sp-plan"></div></section>
-        <section class="panel" aria-labelledby="sp-ap-h"><h2 id="sp-ap-h">${esc(t("spec.appraisal", { quarter: ui.quarter }))}</h2><div id="sp-appraisal"></div></section>
-      </div>
+        <section class="panel" aria-labelledby="sp-ap-h"><h2 id="sp-ap-h">${esc(t("spec.appraisal", { quarter: ui.quarter }))}</h2><div id="sp-appraisal"></div>
+          ${state.config.features.appraisal_cycle ? `<p><a class="btn btn-small" id="sp-cycle" href="${cycleHref(id, isQuarter ? ui.quarter : "")}">${esc(ct("cy.open"))}</a></p>` : ""}</section>
+      </div>`}
     </div>
     <section aria-labelledby="sp-trends-h"><div class="page-head"><div><h2 id="sp-trends-h" class="m0">${esc(t("spec.trends"))}</h2>
       <div class="sub">${esc(t("spec.trend_hint"))}</div></div></div><div id="sp-charts" class="charts"></div></section>`;
@@ -86,6 +94,7 @@ export function renderSpecialist(main, args, params) {
     const box = $("#sp-charts");
     const keys = state.config.kpis;
     const series = await Promise.all(keys.map((k) => api(`/v1/specialists/${encodeURIComponent(id)}/kpis/${k}/history${qs({ from, to })}`).catch(() => null)));
+    if (stopped) return;
     box.innerHTML = keys.map((k, i) => {
       if (!series[i]) return "";
       const line = state.config.lines[k];
@@ -104,9 +113,10 @@ export function renderSpecialist(main, args, params) {
       facts.items.push(...page.items);
       facts.next = page.next_cursor;
     } catch (err) {
-      $("#sp-drill").innerHTML = errorBox(err);
+      if (!stopped) $("#sp-drill").innerHTML = errorBox(err);
       return;
     }
+    if (stopped) return;
     const c = data.kpis[ui.kpi];
     if (!facts.items.length) {
       $("#sp-drill").innerHTML = `<p class="muted">${esc(t("spec.nofacts"))}</p>`;
@@ -122,6 +132,7 @@ export function renderSpecialist(main, args, params) {
 
   function drawAlerts() {
     const box = $("#sp-alerts");
+    if (!box) return;
     if (alerts.available === false) {
       box.innerHTML = `<p class="notice">${esc(t("unavailable.alerts"))}</p>`;
       return;
@@ -129,7 +140,7 @@ export function renderSpecialist(main, args, params) {
     const mine = alerts.bySpecialist(id);
     box.innerHTML = mine.length ? `<ul class="alert-list">${mine.map((a) => alertItem(a)).join("")}</ul>` : `<p class="muted">${esc(t("spec.noalerts"))}</p>`;
   }
-  bindAlertActions($("#sp-alerts"));
+  if (!mine) bindAlertActions($("#sp-alerts"));
 
   async function loadPlan() {
     const box = $("#sp-plan");
@@ -166,32 +177,36 @@ export function renderSpecialist(main, args, params) {
     try {
       data = await api(`/v1/specialists/${encodeURIComponent(id)}/kpis${qs({ window: win() })}`);
     } catch (err) {
-      $("#sp-tiles").innerHTML = errorBox(err);
+      if (!stopped) $("#sp-tiles").innerHTML = errorBox(err);
       return;
     }
+    if (stopped) return;
     state.names.set(id, data.name || id);
     $("#sp-name").textContent = data.name || id;
     $("#sp-sub").textContent = `${id} · ${data.team_id ? t("spec.team", { team: teamName(data.team_id) }) : t("spec.noteam")} · ${data.window.from} – ${data.window.to}`;
     drawTiles();
     drawAlerts();
     await Promise.all([loadFacts(true), loadCharts()]);
-    timer = setTimeout(refresh, 15000);
+    if (!stopped) timer = setTimeout(refresh, 15000);
   }
   async function refresh() {
     try {
       data = await api(`/v1/specialists/${encodeURIComponent(id)}/kpis${qs({ window: win() })}`);
-      drawTiles();
+      if (!stopped) drawTiles();
     } catch {}
-    timer = setTimeout(refresh, 15000);
+    if (!stopped) timer = setTimeout(refresh, 15000);
   }
 
   const unsub = alerts.subscribe((d) => {
     if (d.type === "refresh" || d.type === "stream") drawAlerts();
   });
   load();
-  loadPlan();
-  loadAppraisal();
+  if (!mine) {
+    loadPlan();
+    loadAppraisal();
+  }
   return () => {
+    stopped = true;
     clearTimeout(timer);
     unsub();
   };

@@ -3,6 +3,7 @@ import { ApiError, api } from "../api.js";
 import { esc, fmtTime } from "../format.js";
 import { t } from "../i18n.js";
 import { errorBox, errorMessage, fieldName } from "./common.js";
+import { adminsOnly, isAdmin } from "./admin_common.js";
 
 const USER_ROLES = ["supervisor", "specialist", "admin"];
 const TOKEN_ROLES = ["service", "supervisor", "specialist", "admin"];
@@ -78,6 +79,8 @@ function resetDialog(username, opener, done) {
 }
 
 export function renderUsers(main) {
+  // Someone else signing in on a tab left at #/users (the admin's last page) gets no 403s.
+  if (!isAdmin()) return adminsOnly(main);
   let users = null;
   let tokens = null;
   let error = null;
