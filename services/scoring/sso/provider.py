@@ -90,7 +90,7 @@ class OidcProvider:
             "code_verifier": verifier,
             "client_id": self.config.client_id,
         }
-        auth: httpx.BasicAuth | None = None
+        auth: httpx.Auth | None = None
         secret = self.config.client_secret
         if secret is not None and metadata.client_auth == "client_secret_post":
             form["client_secret"] = secret
@@ -122,13 +122,20 @@ class OidcProvider:
                     raise
         raise AssertionError("unreachable")
 
-    async def _json(self, method: str, url: str, what: str, **kwargs: Any) -> Any:
+    async def _json(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        data: dict[str, str] | None = None,
+        auth: httpx.Auth | None = None,
+    ) -> Any:
         """The JSON answer of one call; SsoRefused("provider") naming ``what`` went wrong."""
         try:
             request = self._http.build_request(
-                method, url, headers={"Accept": "application/json"}, **kwargs
+                method, url, headers={"Accept": "application/json"}, data=data
             )
-            response = await self._http.send(request, stream=True)
+            response = await self._http.send(request, auth=auth, stream=True)
             try:
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
