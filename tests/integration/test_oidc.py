@@ -5,6 +5,7 @@ PKCE, provider down, disabled or taken account) answered on the sign-in page, ne
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import uuid
@@ -20,6 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring.app import build_app
+from shared.db import create_engine
+from shared.embedded import EmbeddedPostgres
 from shared.kafka import ensure_topics
 from shared.settings import load_settings
 from shared.topics import Topics
@@ -134,7 +137,7 @@ async def set_user(provider: Provider, sub: str, **claims: Any) -> None:
 
 def refused_with(response: httpx.Response, code: str) -> None:
     assert response.status_code == 303, (response.status_code, response.text)
-    assert response.headers["location"] == f"{SCORING}/?sso_error={code}", response.headers
+    assert response.headers["location"] == f"{SCORING}/ui/?sso_error={code}", response.headers
     assert "kpi_session=" not in response.headers.get("set-cookie", ""), response.headers
 
 
@@ -168,7 +171,7 @@ async def test_code_flow_with_pkce_signs_a_supervisor_in(
     assert query["redirect_uri"] == [SCORING + "/v1/auth/oidc/callback"]
     callback = await browser.authorize(authorize, "sub-ann")
     r = await browser.callback(callback)
-    assert r.status_code == 302 and r.headers["location"] == SCORING + "/", r.text
+    assert r.status_code == 302 and r.headers["location"] == SCORING + "/ui/", r.text
     cookies = r.headers.get_list("set-cookie")
     session = next(c for c in cookies if c.startswith("kpi_session="))
     assert "HttpOnly" in session and "SameSite=lax" in session and "Path=/" in session
@@ -388,3 +391,48 @@ async def test_a_provider_that_cannot_be_reached_is_named(
         async with AsyncClient(transport=transport, base_url=SCORING) as client:
             refused_with(await client.get("/v1/auth/oidc/login"), "provider")
             refused_with(await client.get("/v1/auth/oidc/callback?code=c&state=s"), "state")
+
+
+def test_migration_0015_downgrades_keeping_sso_accounts(pg_server: EmbeddedPostgres) -> None:
+    from alembic import command
+
+    from migrations import alembic_config, upgrade
+
+    url = pg_server.create_database(f"kpi_m15_{uuid.uuid4().hex[:8]}")
+    upgrade(url, "0015")
+
+    async def run(*statements: str) -> list[Any]:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as conn:
+                results = [await conn.execute(text(sql)) for sql in statements]
+                return [r.all() if r.returns_rows else [] for r in results]
+        finally:
+            await engine.dispose()
+
+    sso_user = (
+        "INSERT INTO users (id, username, username_key, role, sso_issuer, sso_subject) "
+        "VALUES (gen_random_uuid(), 'ann', 'ann', 'admin', 'https://id', 's-1') RETURNING id"
+    )
+    asyncio.run(run(sso_user))
+    asyncio.run(
+        run(
+            "INSERT INTO user_sessions (id_hash, user_id, expires_at) "
+            "SELECT 'h', id, now() + interval '1 hour' FROM users"
+        )
+    )
+    # Neither a password nor an SSO identity, or half an identity: refused by the database.
+    for bad in ("NULL, NULL", "NULL, 's-2'"):
+        with pytest.raises(Exception, match="ck_users_"):
+            asyncio.run(
+                run(
+                    "INSERT INTO users (id, username, username_key, role, sso_issuer, sso_subject)"
+                    f" VALUES (gen_random_uuid(), 'x', 'x', 'admin', {bad})"
+                )
+            )
+    command.downgrade(alembic_config(url), "0013")
+    users, sessions = asyncio.run(
+        run("SELECT username, password_hash FROM users", "SELECT * FROM user_sessions")
+    )
+    assert [tuple(u) for u in users] == [("ann", "!sso")] and sessions == []
+    upgrade(url, "0015")

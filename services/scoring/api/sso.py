@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring.api.account_schemas import SignInMethods
 from services.scoring.api.auth_routes import db, runtime_of, start_user_session
+from services.scoring.api.dashboard import UI_PREFIX
 from services.scoring.sso import store
 from services.scoring.sso.domain import (
     CALLBACK_PATH,
@@ -38,13 +39,6 @@ LOGIN_COOKIE: Final = "kpi_oidc"
 LOGIN_COOKIE_PATH: Final = "/v1/auth/oidc"
 ERROR_PARAM: Final = "sso_error"
 NOT_ENABLED = "single sign-on is not enabled (KPI_OIDC_ISSUER is not set)"
-# Both routes answer a browser with a redirect; a refusal goes to the sign-in page, which
-# names the reason from its code (docs/security.md lists them).
-_REDIRECTS: dict[int | str, dict[str, object]] = {
-    302: {"description": "To the provider (login), or to the dashboard (callback)."},
-    303: {"description": "To the dashboard's sign-in page with ?sso_error=<code>."},
-    404: {"description": "Single sign-on is not enabled."},
-}
 
 
 def provider_of(request: Request) -> OidcProvider:
@@ -55,10 +49,11 @@ def provider_of(request: Request) -> OidcProvider:
 
 
 def dashboard_url(provider: OidcProvider) -> str:
-    """The dashboard's page: the callback URL's base when it is this service's own path (behind
-    a proxy that adds a prefix too), else this origin's root."""
+    """The dashboard's page: below the callback URL's base when that is this service's own
+    path (behind a proxy that adds a prefix too), else on this origin."""
     redirect = provider.config.redirect_url
-    return redirect.removesuffix(CALLBACK_PATH) + "/" if redirect.endswith(CALLBACK_PATH) else "/"
+    base = redirect.removesuffix(CALLBACK_PATH) if redirect.endswith(CALLBACK_PATH) else ""
+    return base + UI_PREFIX + "/"
 
 
 def _login_cookie(request: Request, response: Response, value: str, max_age: int) -> None:
@@ -129,14 +124,12 @@ def sso_router() -> APIRouter:
             password=True, sso=enabled, sso_login_url=LOGIN_PATH if enabled else None
         )
 
-    @router.get(
-        "/oidc/login",
-        status_code=302,
-        response_class=Response,
-        summary="Start single sign-on: redirects to the provider (authorization code + PKCE)",
-        responses=_REDIRECTS,
-    )
+    # The two steps a browser is sent through answer only redirects (302 onwards, 303 to the
+    # sign-in page with ?sso_error=<code>), like the dashboard's "/": pages, not API, so they
+    # are left out of the OpenAPI document (docs/security.md describes them).
+    @router.get("/oidc/login", include_in_schema=False)
     async def oidc_login(request: Request) -> Response:
+        """Start single sign-on: redirect to the provider (authorization code with PKCE)."""
         provider = provider_of(request)
         try:
             metadata = await provider.metadata()
@@ -151,14 +144,9 @@ def sso_router() -> APIRouter:
         _login_cookie(request, response, browser_key, int(LOGIN_TTL.total_seconds()))
         return response
 
-    @router.get(
-        "/oidc/callback",
-        status_code=302,
-        response_class=Response,
-        summary="The provider's redirect back: verifies it, signs in, redirects to the dashboard",
-        responses=_REDIRECTS,
-    )
+    @router.get("/oidc/callback", include_in_schema=False)
     async def oidc_callback(request: Request) -> Response:
+        """The provider's redirect back: verify it, sign in, redirect to the dashboard."""
         provider = provider_of(request)
         browser_key = request.cookies.get(LOGIN_COOKIE)
         try:
