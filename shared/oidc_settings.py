@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -58,7 +57,8 @@ class OidcSettings(BaseSettings):
     oidc_role_map: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description='JSON {claim value: role}, e.g. {"kpi-admins": "admin", "team-leads": '
-        '"supervisor", "agents": "specialist"}; a user matching none is refused.',
+        '"supervisor", "agents": "specialist"}; a user matching none is refused (its JSON is '
+        "read by Settings, like the other JSON variables).",
     )
     oidc_team_claim: str = Field(
         default="",
@@ -77,13 +77,3 @@ class OidcSettings(BaseSettings):
     def _blank_secret_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         # Compose passes an unset variable as "": a public client.
         return value if value is not None and value.get_secret_value() else None
-
-    @field_validator("oidc_role_map", mode="before")
-    @classmethod
-    def _parse_role_map(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value) if value.strip() else {}
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"must be a JSON object: {exc}") from None
-        return value

@@ -357,7 +357,7 @@ class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings):
         # Compose passes an unset variable as "": that means "the broker's default".
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("kpi_lines", "appraisal_rule", "incentives", mode="before")
+    @field_validator("kpi_lines", "appraisal_rule", "incentives", "oidc_role_map", mode="before")
     @classmethod
     def _parse_json_object(cls, value: Any) -> Any:
         return _json_document(value)

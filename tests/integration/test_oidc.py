@@ -290,6 +290,22 @@ async def test_a_wrong_state_or_another_browser_is_refused(
     )
 
 
+async def test_odd_callbacks_are_refused_never_500(browser: Browser) -> None:
+    # Percent-encoded NUL, a control character, a lone surrogate and a broken escape; CJK,
+    # a bidi override (sent UTF-8 encoded), a huge value, one that looks like more parameters.
+    odd = ["", "%00", "%01", "%ED%A0%80", "%", "中文", "\u202e", "x" * 5000, "a&b=c"]
+    for value in odd:
+        query = f"code={value}&state={value}&error={value}&error_description={value}"
+        refused_with(await browser.scoring.get(f"/v1/auth/oidc/callback?{query}"), "state")
+        await browser.start()  # a sign-in under way: the odd state is compared with it
+        refused_with(await browser.scoring.get(f"/v1/auth/oidc/callback?{query}"), "state")
+    browser.scoring.cookies.clear()
+    for cookie in ("", "%00", "x" * 4000, "a;b", '"quoted"', "\\\\", "%E4%B8%AD"):
+        headers = {"Cookie": f"kpi_oidc={cookie}"}
+        r = await browser.scoring.get("/v1/auth/oidc/callback?code=c&state=s", headers=headers)
+        refused_with(r, "state")
+
+
 async def test_an_id_token_with_another_nonce_is_refused(
     browser: Browser, provider: Provider, caplog: pytest.LogCaptureFixture
 ) -> None:

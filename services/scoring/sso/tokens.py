@@ -56,15 +56,15 @@ class ProviderMetadata:
         urls: dict[str, str] = {}
         for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
             value = document.get(name)
-            problem = (
-                url_problem(value, https_only=True) if isinstance(value, str) else "is missing"
-            )
+            if not isinstance(value, str):
+                raise SsoRefused("provider", f"the discovery document's {name} is missing")
+            problem = url_problem(value, https_only=True)
             # A provider may put its own parameters on the authorization endpoint.
             if problem == "must not have a query or fragment" and name != "jwks_uri":
                 problem = None
             if problem is not None:
                 raise SsoRefused("provider", f"the discovery document's {name} {problem}")
-            urls[name] = value  # type: ignore[assignment]
+            urls[name] = value
         offered = document.get("id_token_signing_alg_values_supported")
         algorithms = tuple(
             a
