@@ -51,7 +51,9 @@ def username_problem(value: str) -> str | None:
 
 def username_key(username: str) -> str:
     """What makes two usernames the same login: ``Ann`` and ``ANN`` (NFKC, case-folded)."""
-    return unicodedata.normalize("NFKC", username).casefold()
+    # Normalised again after folding: case-folding can leave a decomposed sequence (U+1FD2's
+    # capital folds to ι + two combining marks) that a differently-cased spelling composes.
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username).casefold())
 
 
 def password_problem(value: str) -> str | None:

@@ -9,6 +9,7 @@ route's own response validation (and the tests), instead of reaching clients und
 from __future__ import annotations
 
 import datetime as dt
+from datetime import date
 from typing import Any, Literal, TypeAlias
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -145,14 +146,35 @@ class IncidentDeliveryItem(_Body):
     summary: str
 
 
+class ReminderDeliveryItem(_Body):
+    """One appraisal-cycle reminder the delivery carries (the team's channels; the
+    specialist's own copy by email)."""
+
+    type: Literal["cycle_reminder"] = Field(
+        description="Tells it from an alert item, which has no `type`."
+    )
+    reminder_id: int
+    kind: Literal["reminder"] = Field(description="What it announces: always a reminder.")
+    reminder_kind: Literal["meeting_not_held", "goal_due", "plan_overdue"]
+    audience: Literal["supervisor", "specialist"] = Field(
+        description="Who it is written for: the team's supervisor, or the specialist."
+    )
+    specialist_id: str
+    name: str | None = Field(description="The specialist's name, when known.")
+    quarter: str = Field(description="The appraisal quarter (meeting) or the plan's quarter.")
+    due: date | None = Field(description="The local date the step was due by.")
+
+
 class DeliveryOut(_Body):
     id: int
     delivery_key: str = Field(description="X-KPI-Delivery: the same on every attempt.")
     status: DeliveryStatus
     channel: DeliveryChannel
     team_id: str | None
-    alert_ids: list[str] = Field(description="Empty for a platform-incident notice.")
-    items: list[DeliveryItem | IncidentDeliveryItem]
+    alert_ids: list[str] = Field(
+        description="Empty for a platform-incident notice or an appraisal-cycle reminder."
+    )
+    items: list[DeliveryItem | IncidentDeliveryItem | ReminderDeliveryItem]
     attempts: int
     created_at: Timestamp
     last_attempt_at: Timestamp | None

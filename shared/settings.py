@@ -344,6 +344,21 @@ class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings):
         '["recognition"], "promotion_after_consecutive_excellent": 2}.',
     )
 
+    # Appraisal-cycle reminders (scoring scans, notify relays; docs/appraisal.md#reminders).
+    reminders_enabled: bool = Field(default=True, description="Send appraisal-cycle reminders.")
+    reminder_meeting_days: int = Field(
+        default=14, ge=0, le=366, description="Days after finalisation to hold the meeting."
+    )
+    reminder_goal_due_days: int = Field(
+        default=7, ge=0, le=366, description="Days before a plan goal's due date to remind."
+    )
+    reminder_repeat_days: int = Field(
+        default=7, ge=1, le=366, description="Days between repeats while still due."
+    )
+    reminder_scan_seconds: Annotated[float, BeforeValidator(parse_duration)] = Field(
+        default=3600.0, ge=1, le=86400, description="Period of scoring's reminder scan."
+    )
+
     @field_validator("business_calendar")
     @classmethod
     def _blank_calendar_is_none(cls, value: str | None) -> str | None:

@@ -1,11 +1,12 @@
-"""The generic webhook contract: alert and platform-incident bodies, headers, signature."""
+"""The generic webhook contract: alert, platform-incident and cycle-reminder bodies, headers,
+signature."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
-from datetime import UTC
+from datetime import UTC, date
 from typing import Any, Final, Literal, TypeAlias
 
 import orjson
@@ -17,9 +18,14 @@ DELIVERY_HEADER: Final = "X-KPI-Delivery"
 INCIDENT_TYPE: Final = "platform_incident"
 # `type` of a channel test body (POST /v1/channels/{id}/test): about no alert at all.
 CHANNEL_TEST_TYPE: Final = "channel_test"
+# `type` of an appraisal-cycle reminder body (a meeting not held, plan goals due, a plan overdue).
+REMINDER_TYPE: Final = "cycle_reminder"
 
 # What a body announces: an alert or incident that opened, or one that cleared.
 Announced: TypeAlias = Literal["firing", "resolved"]
+# Who a reminder is written for: the team's supervisor (the team's channels) or the
+# specialist themself (an e-mail to their address, see docs/appraisal.md#reminders).
+Audience: TypeAlias = Literal["supervisor", "specialist"]
 
 
 class AlertPayload(BaseModel):
@@ -106,12 +112,51 @@ class ChannelTestPayload(BaseModel):
         return dumps(self.to_json_dict())
 
 
+class ReminderPayload(BaseModel):
+    """Generic webhook body of an appraisal-cycle reminder.
+
+    `type` is always "cycle_reminder". `kind`: `meeting_not_held` (`quarter` is the finalised
+    appraisal quarter), `goal_due` or `plan_overdue` (`quarter` is the plan's). `due` is the
+    local date the step was due by; `detail` says what is due (its fields per kind).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    type: Literal["cycle_reminder"] = REMINDER_TYPE
+    reminder_id: int
+    kind: Literal["meeting_not_held", "goal_due", "plan_overdue"]
+    audience: Audience
+    specialist_id: str
+    name: str | None
+    team_id: str | None
+    quarter: str
+    due: date | None
+    detail: dict[str, Any]
+    created_at: AwareDatetime
+    message: str
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Field dict with the time in UTC and the date as YYYY-MM-DD."""
+        fields = _in_utc(self.model_dump(mode="python"), "created_at")
+        fields["due"] = None if self.due is None else self.due.isoformat()
+        return fields
+
+    def to_json(self) -> bytes:
+        """Compact JSON bytes, the exact bytes that get signed."""
+        return dumps(self.to_json_dict())
+
+
 Alerts: TypeAlias = AlertPayload | Sequence[AlertPayload]
 
 
 def is_incident(body: Mapping[str, Any]) -> bool:
     """True for an incident notice body (or stored delivery payload), False for alerts."""
     return body.get("type") == INCIDENT_TYPE
+
+
+def is_reminder(body: Mapping[str, Any]) -> bool:
+    """True for an appraisal-cycle reminder body (or stored delivery payload)."""
+    return body.get("type") == REMINDER_TYPE
 
 
 def _in_utc(fields: dict[str, Any], *keys: str) -> dict[str, Any]:

@@ -96,6 +96,12 @@ class NotifyConfig:
         """The dashboard, where the platform-health banner and its incidents are shown."""
         return f"{self.link_base}/ui/" if self.link_base else None
 
+    def cycle_link(self, specialist_id: str) -> str | None:
+        """The specialist's page in the dashboard (appraisals, meetings, plans)."""
+        if not self.link_base:
+            return None
+        return f"{self.link_base}/ui/#/specialist/{urllib.parse.quote(specialist_id, safe='')}"
+
     def group_link(self, team_id: str | None) -> str | None:
         if not self.link_base:
             return None

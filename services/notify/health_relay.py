@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -92,8 +92,13 @@ async def relay_incidents(
     return len(incidents), created
 
 
+# One batch of a table relayed to the outbox: (rows claimed, deliveries created).
+RelayBatch: TypeAlias = Callable[[AsyncSession, NotifyConfig, datetime], Awaitable[tuple[int, int]]]
+
+
 class HealthRelay:
-    """Runs `relay_incidents` when woken (LISTEN on the incident channel) and every period."""
+    """Runs `relay` (`relay_incidents` unless told otherwise, e.g. the appraisal-cycle
+    reminders' relay) when woken (LISTEN on its channel) and every period."""
 
     def __init__(
         self,
@@ -103,12 +108,16 @@ class HealthRelay:
         clock: Callable[[], datetime],
         period: float,
         on_enqueued: Callable[[], None] | None = None,
+        relay: RelayBatch = relay_incidents,
+        what: str = "platform incident",
     ) -> None:
         self._sm = sessionmaker
         self._cfg = cfg
         self._clock = clock
         self._period = period
         self._on_enqueued = on_enqueued
+        self._relay = relay
+        self._what = what
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -116,7 +125,8 @@ class HealthRelay:
         self._wake.set()
 
     def on_notify(self, _conn: Any, _pid: int, _channel: str, _payload: str) -> None:
-        """asyncpg listener of `health.NOTIFY_CHANNEL`: an incident opened or resolved."""
+        """asyncpg listener of the relayed table's channel (`health.NOTIFY_CHANNEL`: an
+        incident opened or resolved; `reminders.NOTIFY_CHANNEL`: reminders recorded)."""
         self.wake()
 
     def stop(self) -> None:
@@ -128,7 +138,7 @@ class HealthRelay:
         total = 0
         while not self._stopping.is_set():
             async with session_scope(self._sm) as session:
-                claimed, created = await relay_incidents(session, self._cfg, self._clock())
+                claimed, created = await self._relay(session, self._cfg, self._clock())
             total += created
             if created and self._on_enqueued is not None:
                 self._on_enqueued()
@@ -145,6 +155,6 @@ class HealthRelay:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("platform incident relay failed; retrying in %.0fs", self._period)
+                logger.exception("%s relay failed; retrying in %.0fs", self._what, self._period)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._period)

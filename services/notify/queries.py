@@ -264,3 +264,25 @@ async def list_silences(
         None if team_ids is None else list(team_ids),
     )
     return [dict(r) for r in rows]
+
+
+async def email_aliases(
+    conn: Raw, ids: Sequence[str], per_specialist: int = 5
+) -> dict[str, list[str]]:
+    """specialist id -> their `email` aliases (the directory's), sorted, at most a few."""
+    if not ids:
+        return {}
+    rows = await conn.fetch(
+        """
+        SELECT specialist_id, alias FROM specialist_aliases
+        WHERE kind = 'email' AND specialist_id = ANY($1::text[])
+        ORDER BY specialist_id, alias
+        """,
+        list(set(ids)),
+    )
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        found = out.setdefault(r["specialist_id"], [])
+        if len(found) < per_specialist:
+            found.append(r["alias"])
+    return out

@@ -29,6 +29,7 @@ from services.notify.channels import (
     build_email,
     build_incident_delivery,
     build_probe_delivery,
+    build_reminder_delivery,
     build_request,
     make_probe_payload,
 )
@@ -38,7 +39,13 @@ from services.notify.rules import NotifyKind
 from services.notify.schemas import build_channel
 from services.notify.transport import describe_failure, http_client, send_mail, smtp_tls_context
 from shared.db import session_scope
-from shared.webhooks import AlertPayload, IncidentPayload, is_incident
+from shared.webhooks import (
+    AlertPayload,
+    IncidentPayload,
+    ReminderPayload,
+    is_incident,
+    is_reminder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +261,20 @@ class Sender:
                 link=item.items[0].get("link"),
                 now=self._clock(),
                 delivery_key=item.delivery_key,
+            )
+            return await self._transmit(target, out)
+        if item.items and is_reminder(item.items[0]["payload"]):
+            # An appraisal-cycle reminder (reminder_relay): one, never grouped; a specialist's
+            # copy names its own recipients.
+            first = item.items[0]
+            out = build_reminder_delivery(
+                target,
+                ReminderPayload.model_validate(first["payload"]),
+                lang=channel.lang or self._cfg.lang,
+                link=first.get("link"),
+                now=self._clock(),
+                delivery_key=item.delivery_key,
+                recipients=first.get("to"),
             )
             return await self._transmit(target, out)
         payloads = [AlertPayload.model_validate(i["payload"]) for i in item.items]

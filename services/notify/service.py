@@ -1,4 +1,4 @@
-"""NotifyService: the lifespan-owned resources (sender, consumer, relay, tick and LISTEN loops)."""
+"""NotifyService: the lifespan-owned resources (sender, consumer, relays, tick and LISTEN loops)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from services.notify.broadcast import Broadcaster, parse_notification
 from services.notify.config import NotifyConfig
 from services.notify.consumer import ScoresConsumer
 from services.notify.handlers.evaluate import run_tick
+from services.notify.handlers.reminders import relay_reminders
 from services.notify.handlers.transitions import Clock, Outcome
 from services.notify.health_relay import HealthRelay
 from services.notify.sender import Sender, refresh_status_gauge
-from shared import health
+from shared import health, reminders
 from shared.db import session_scope, utcnow
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -36,6 +37,7 @@ class NotifyService:
         self.sender: Sender | None = None
         self.consumer: ScoresConsumer | None = None
         self.relay: HealthRelay | None = None
+        self.reminder_relay: HealthRelay | None = None
         self.cfg: NotifyConfig | None = None
         self._stopping = asyncio.Event()
         self.listening = False
@@ -77,6 +79,17 @@ class NotifyService:
         )
         runtime.spawn(self.relay.run(), "notify-health-relay")
         runtime.stoppers.append(self.relay.stop)
+        self.reminder_relay = HealthRelay(
+            runtime.sessionmaker,
+            cfg,
+            clock=self.clock,
+            period=settings.notify_tick_seconds,
+            on_enqueued=self.sender.wake if self.sender is not None else None,
+            relay=relay_reminders,
+            what="appraisal-cycle reminder",
+        )
+        runtime.spawn(self.reminder_relay.run(), "notify-reminder-relay")
+        runtime.stoppers.append(self.reminder_relay.stop)
         runtime.spawn(self._listen_loop(settings), "notify-listen")
         self.consumer = ScoresConsumer(
             settings, runtime.sessionmaker, cfg, self.clock, self.committed
@@ -128,10 +141,14 @@ class NotifyService:
             try:
                 conn = await asyncpg.connect(dsn, timeout=10)
                 await conn.add_listener(repo.ALERT_CHANNEL, on_notify)
-                if self.relay is not None:
-                    await conn.add_listener(health.NOTIFY_CHANNEL, self.relay.on_notify)
-                    # Whatever was committed while we were not listening goes out now.
-                    self.relay.wake()
+                for relay, channel in (
+                    (self.relay, health.NOTIFY_CHANNEL),
+                    (self.reminder_relay, reminders.NOTIFY_CHANNEL),
+                ):
+                    if relay is not None:
+                        await conn.add_listener(channel, relay.on_notify)
+                        # Whatever was committed while we were not listening goes out now.
+                        relay.wake()
                 self.listening = True
                 while not self._stopping.is_set() and not conn.is_closed():
                     with contextlib.suppress(TimeoutError):

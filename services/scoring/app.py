@@ -16,6 +16,7 @@ from services.scoring.api.kpis import kpi_router
 from services.scoring.api.platform import platform_router
 from services.scoring.api.sso import sso_router
 from services.scoring.api.users import bootstrap_admin, users_router
+from services.scoring.appraisal.reminder_scan import start_reminders
 from services.scoring.appraisal.routes import appraisal_router
 from services.scoring.config import ScoringConfig
 from services.scoring.db import ReadDb
@@ -57,6 +58,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         app.state.read_db = read_db
         await bootstrap_admin(runtime)
         await start_engine(runtime, config)
+        # Read through app.state so a clock a test injects reaches the scan too.
+        app.state.reminders = start_reminders(runtime, config, lambda: app.state.clock())
 
     app = create_app(
         SERVICE,

@@ -446,7 +446,7 @@ def test_migration_0015_downgrades_keeping_sso_accounts(pg_server: EmbeddedPostg
                     f" VALUES (gen_random_uuid(), 'x', 'x', 'admin', {bad})"
                 )
             )
-    command.downgrade(alembic_config(url), "0013")
+    command.downgrade(alembic_config(url), "0014")
     users, sessions = asyncio.run(
         run("SELECT username, password_hash FROM users", "SELECT * FROM user_sessions")
     )

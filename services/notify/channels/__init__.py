@@ -19,11 +19,16 @@ from services.notify.channels.base import (
     WeComChannel,
     mask_url,
 )
-from services.notify.channels.content import make_incident_payload, make_payload
+from services.notify.channels.content import (
+    make_incident_payload,
+    make_payload,
+    make_reminder_payload,
+)
 from services.notify.channels.dingtalk import DINGTALK_MAX_BYTES, build_dingtalk, dingtalk_sign
 from services.notify.channels.dispatch import (
     build_incident_delivery,
     build_probe_delivery,
+    build_reminder_delivery,
     build_request,
 )
 from services.notify.channels.feishu import build_feishu, feishu_sign
@@ -51,6 +56,7 @@ __all__ = [
     "build_feishu",
     "build_incident_delivery",
     "build_probe_delivery",
+    "build_reminder_delivery",
     "build_request",
     "build_slack",
     "build_webhook",
@@ -60,5 +66,6 @@ __all__ = [
     "make_incident_payload",
     "make_payload",
     "make_probe_payload",
+    "make_reminder_payload",
     "mask_url",
 ]

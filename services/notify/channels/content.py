@@ -1,4 +1,5 @@
-"""Alert and incident notices rendered once (payload, title, text per format) for every kind."""
+"""Alert, incident and reminder notices rendered once (payload, title, text per format) for
+every channel kind."""
 
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ from services.notify.messages import (
     render_text,
     render_title,
 )
+from services.notify.reminder_messages import render_reminder_text, render_reminder_title
 from services.notify.rules import AlertState, NotifyKind
 from shared.incidents import STALL, Incident
+from shared.reminders import Reminder
 from shared.webhooks import (
     AlertPayload,
     Alerts,
     Announced,
+    Audience,
     IncidentPayload,
+    ReminderPayload,
     alert_list,
     webhook_body,
 )
@@ -76,6 +81,31 @@ def make_incident_payload(
         message="",
     )
     return payload.model_copy(update={"message": render_incident_text(payload, lang, link)})
+
+
+def make_reminder_payload(
+    reminder: Reminder,
+    audience: Audience,
+    *,
+    name: str | None,
+    lang: str = "zh-CN",
+    link: str | None = None,
+) -> ReminderPayload:
+    """Build the notice of an appraisal-cycle reminder for its supervisor or the specialist."""
+    payload = ReminderPayload(
+        reminder_id=reminder.id,
+        kind=reminder.kind,
+        audience=audience,
+        specialist_id=reminder.specialist_id,
+        name=name,
+        team_id=reminder.team_id,
+        quarter=reminder.quarter,
+        due=reminder.due,
+        detail=dict(reminder.subject),
+        created_at=reminder.created_at,
+        message="",
+    )
+    return payload.model_copy(update={"message": render_reminder_text(payload, lang, link)})
 
 
 def _title(
@@ -140,6 +170,16 @@ def incident_content(incident: IncidentPayload, lang: str) -> Content:
         text=lambda fmt, link: render_incident_text(incident, lang, link, fmt=fmt),
         body=incident.to_json,
         template=template,
+    )
+
+
+def reminder_content(reminder: ReminderPayload, lang: str) -> Content:
+    return Content(
+        title=render_reminder_title(reminder, lang),
+        text=lambda fmt, link: render_reminder_text(reminder, lang, link, fmt=fmt),
+        body=reminder.to_json,
+        # Overdue is late already; the others are heads-ups.
+        template="orange" if reminder.kind == "plan_overdue" else "blue",
     )
 
 

@@ -1,8 +1,8 @@
-"""Which builder packages a notice for a channel: alerts and incidents, any kind."""
+"""Which builder packages a notice for a channel: alerts, incidents and reminders, any kind."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from email.message import EmailMessage
 
@@ -16,7 +16,12 @@ from services.notify.channels.base import (
     WebhookChannel,
     WeComChannel,
 )
-from services.notify.channels.content import Content, alert_content, incident_content
+from services.notify.channels.content import (
+    Content,
+    alert_content,
+    incident_content,
+    reminder_content,
+)
 from services.notify.channels.dingtalk import dingtalk_request
 from services.notify.channels.feishu import feishu_request
 from services.notify.channels.mail import email_message
@@ -24,8 +29,9 @@ from services.notify.channels.probe import probe_content
 from services.notify.channels.slack import slack_request
 from services.notify.channels.webhook import signed_post
 from services.notify.channels.wecom import wecom_request
+from services.notify.egress import Refused
 from services.notify.rules import NotifyKind
-from shared.webhooks import Alerts, ChannelTestPayload, IncidentPayload
+from shared.webhooks import Alerts, ChannelTestPayload, IncidentPayload, ReminderPayload
 
 
 def build_request(
@@ -86,6 +92,29 @@ def build_content_delivery(
         return email_message(
             content, lang, link, channel.sender, channel.recipients, now, delivery_key
         )
+    return _request(channel, content, lang, link, now, delivery_key)
+
+
+def build_reminder_delivery(
+    channel: Channel,
+    reminder: ReminderPayload,
+    *,
+    lang: str,
+    link: str | None,
+    now: datetime,
+    delivery_key: str,
+    recipients: Sequence[str] | None = None,
+) -> OutgoingRequest | EmailMessage:
+    """The request (or email) of an appraisal-cycle reminder; ``recipients`` replace an
+    email channel's own (the specialist's copy goes to their address)."""
+    content = reminder_content(reminder, lang)
+    if isinstance(channel, EmailChannel):
+        to = channel.recipients if recipients is None else tuple(recipients)
+        return email_message(content, lang, link, channel.sender, to, now, delivery_key)
+    if recipients is not None:
+        # The channel stopped being an email channel after the copy was queued: the
+        # specialist's message must not land in the team's chat instead.
+        raise Refused("a specialist's reminder is sent by email only")
     return _request(channel, content, lang, link, now, delivery_key)
 
 

@@ -13,7 +13,7 @@ from services.notify import outbox, queries
 from services.notify import repository as repo
 from services.notify.config import NotifyConfig
 from services.notify.retry import RetryPolicy
-from shared.webhooks import INCIDENT_TYPE
+from shared.webhooks import INCIDENT_TYPE, REMINDER_TYPE
 
 
 class DeliveryResult(Enum):
@@ -23,8 +23,21 @@ class DeliveryResult(Enum):
 
 
 def _item_out(item: Mapping[str, Any]) -> dict[str, Any]:
-    """One line per notice: an alert's, or a platform incident's (whose payload has a type)."""
+    """One line per notice: an alert's, or a platform incident's or a cycle reminder's (whose
+    payloads have a type). A specialist's address is never shown, only who it was for."""
     payload = item["payload"]
+    if payload.get("type") == REMINDER_TYPE:
+        return {
+            "type": REMINDER_TYPE,
+            "reminder_id": payload["reminder_id"],
+            "kind": "reminder",
+            "reminder_kind": payload["kind"],
+            "audience": payload["audience"],
+            "specialist_id": payload["specialist_id"],
+            "name": payload["name"],
+            "quarter": payload["quarter"],
+            "due": payload["due"],
+        }
     if payload.get("type") == INCIDENT_TYPE:
         return {
             "type": INCIDENT_TYPE,

@@ -20,6 +20,11 @@ function itemsText(d) {
       return `${t("deliveries.platform")} · ${i.service}: ${i.summary} (${t(`deliveries.kind.${i.kind}`)})`;
     }
     const name = i.name || state.names.get(i.specialist_id) || i.specialist_id;
+    // An appraisal-cycle reminder (team channels; the specialist's own copy by email).
+    if (i.type === "cycle_reminder") {
+      const who = i.audience === "specialist" ? ` → ${t("deliveries.to_specialist")}` : "";
+      return `${name} · ${t(`deliveries.reminder.${i.reminder_kind}`)} ${i.quarter}${who} (${t("deliveries.kind.reminder")})`;
+    }
     return `${name} · ${kpiName(i.kpi)} (${t(`deliveries.kind.${i.kind}`)})`;
   });
   const more = d.items.length - SHOWN_ITEMS;
