@@ -143,7 +143,7 @@ def user_list(home: HOME = Path(".kpi")) -> None:
     for u in _run(home, fetch):
         scope = ", ".join(u.team_ids or ()) if u.role == "supervisor" else u.specialist_id or ""
         last = u.last_login_at.isoformat(timespec="seconds") if u.last_login_at else "never"
-        state = "disabled" if u.disabled_at else "active"
+        state = ("disabled" if u.disabled_at else "active") + (", SSO" if u.is_sso else "")
         table.add_row(u.username, u.display_name or "", u.role, scope, last, state)
     Console().print(table)
 

@@ -11,6 +11,7 @@ MODEL_MODULES = (
     "shared.sessions",
     "services.ingest.models",
     "services.scoring.models",
+    "services.scoring.sso.store",
     "services.notify.models",
 )
 

@@ -19,6 +19,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.account_settings import AccountSettings
 from shared.kafka_settings import KafkaSecuritySettings
+from shared.oidc_settings import OidcSettings
 from shared.topics import Topics
 
 _WINDOW_RE = re.compile(r"^(?:[1-9][0-9]{0,2}d|qtd)$")
@@ -67,7 +68,7 @@ class SettingsError(RuntimeError):
     """Raised with a readable, multi-line explanation of invalid settings."""
 
 
-class Settings(AccountSettings, KafkaSecuritySettings):
+class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings):
     """Every ``KPI_*`` variable the services understand; see docs/configuration.md."""
 
     model_config = SettingsConfigDict(env_prefix="KPI_", extra="ignore", frozen=True)
@@ -371,7 +372,7 @@ class Settings(AccountSettings, KafkaSecuritySettings):
         # Compose passes an unset variable as "": that means "the broker's default".
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("kpi_lines", "appraisal_rule", "incentives", mode="before")
+    @field_validator("kpi_lines", "appraisal_rule", "incentives", "oidc_role_map", mode="before")
     @classmethod
     def _parse_json_object(cls, value: Any) -> Any:
         return _json_document(value)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     String,
     Text,
+    UniqueConstraint,
     delete,
     func,
     select,
@@ -29,6 +30,7 @@ from shared.db import Base
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("sso_issuer", "sso_subject", name="uq_users_sso"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     username: Mapped[str] = mapped_column(String(128))
@@ -38,7 +40,11 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20))
     team_ids: Mapped[list[str]] = mapped_column(ARRAY(String(128)), default=list)
     specialist_id: Mapped[str | None] = mapped_column(String(128))
-    password_hash: Mapped[str] = mapped_column(String(512))
+    # None for an account that signs in by single sign-on only (sso_issuer and sso_subject).
+    password_hash: Mapped[str | None] = mapped_column(String(512))
+    # The OpenID Connect provider and its subject ("sub") this account is; unique together.
+    sso_issuer: Mapped[str | None] = mapped_column(String(512))
+    sso_subject: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     last_login_at: Mapped[dt.datetime | None]
@@ -47,6 +53,10 @@ class User(Base):
     @property
     def account(self) -> Account:
         return Account(self.role, tuple(self.team_ids or ()), self.specialist_id)
+
+    @property
+    def is_sso(self) -> bool:
+        return self.sso_subject is not None
 
 
 class LoginFailure(Base):
@@ -77,6 +87,14 @@ async def get_user(session: AsyncSession, username: str, *, lock: bool = False) 
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def get_sso_user(session: AsyncSession, issuer: str, subject: str) -> User | None:
+    """The account of the provider's subject, locked for this transaction's update."""
+    query = (
+        select(User).where(User.sso_issuer == issuer, User.sso_subject == subject).with_for_update()
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
 async def list_users(session: AsyncSession) -> list[User]:
     return list((await session.execute(select(User).order_by(User.username_key))).scalars())
 
@@ -85,10 +103,13 @@ async def create_user(
     session: AsyncSession,
     username: str,
     account: Account,
-    password_hash: str,
+    password_hash: str | None,
     display_name: str | None = None,
+    *,
+    sso: tuple[str, str] | None = None,
 ) -> User:
-    """Insert an account (``account`` already checked); UsernameTaken when the login exists."""
+    """Insert an account (``account`` already checked); UsernameTaken when the login exists
+    (or, for ``sso`` (issuer, subject), when that identity already has an account)."""
     user = User(
         username=username,
         username_key=username_key(username),
@@ -97,6 +118,8 @@ async def create_user(
         team_ids=list(account.team_ids),
         specialist_id=account.specialist_id,
         password_hash=password_hash,
+        sso_issuer=sso[0] if sso else None,
+        sso_subject=sso[1] if sso else None,
     )
     try:
         async with session.begin_nested():

@@ -14,12 +14,15 @@ from services.scoring.api.dashboard import install as install_dashboard
 from services.scoring.api.directory import directory_router
 from services.scoring.api.kpis import kpi_router
 from services.scoring.api.platform import platform_router
+from services.scoring.api.sso import sso_router
 from services.scoring.api.users import bootstrap_admin, users_router
 from services.scoring.appraisal.reminder_scan import start_reminders
 from services.scoring.appraisal.routes import appraisal_router
 from services.scoring.config import ScoringConfig
 from services.scoring.db import ReadDb
 from services.scoring.engine.wiring import start_engine
+from services.scoring.sso.domain import CALLBACK_PATH, LOGIN_PATH, OidcConfig
+from services.scoring.sso.provider import OidcProvider
 from shared.db import utcnow
 from shared.http_guard import GuardPolicy
 from shared.runtime import Runtime, create_app
@@ -39,10 +42,16 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     async def start(runtime: Runtime) -> None:
         try:
             config = ScoringConfig.from_settings(runtime.settings)
+            oidc = OidcConfig.from_settings(runtime.settings, runtime.settings.public_url)
         except SettingsError as exc:
             logger.error("scoring: %s", exc)
             raise
         app.state.config = config
+        if oidc is not None:
+            provider = OidcProvider(oidc)
+            runtime.stoppers.append(provider.aclose)
+            app.state.oidc = provider
+            logger.info("single sign-on by OpenID Connect: issuer %s", oidc.issuer)
         # The API's read pool lives as long as the runtime; closed after the engine stops.
         read_db = await ReadDb.create(runtime.settings.database_dsn)
         runtime.stoppers.append(read_db.close)
@@ -61,6 +70,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             appraisal_router(),
             platform_router(),
             auth_router(),
+            sso_router(),
             users_router(),
         ],
         on_start=start,
@@ -69,7 +79,14 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         guard=GuardPolicy(
             dashboard_paths=DASHBOARD_PATHS,
             dashboard_prefixes=DASHBOARD_PREFIXES,
-            public_routes=[("POST", "/v1/auth/login")],
+            # Signing in, and what the sign-in page offers, come before any credential; the
+            # provider sends the browser back to the callback without one (docs/security.md).
+            public_routes=[
+                ("POST", "/v1/auth/login"),
+                ("GET", "/v1/auth/methods"),
+                ("GET", LOGIN_PATH),
+                ("GET", CALLBACK_PATH),
+            ],
         ),
     )
     # Injectable clock: "today" for as_of and history defaults; tests replace it.

@@ -66,6 +66,7 @@ def journey(executable: str, shots: Path, procs: dict[str, ServiceProcess]) -> N
             assert_dashboard_csp(page.goto(scoring + "/"))
             expect(page.locator("#signin-form")).to_be_visible()
             expect(page.locator("label[for=login-username]")).to_have_text("Username")
+            expect(page.locator("#sso")).to_be_hidden()  # no single sign-on configured here
             page.screenshot(path=shots / "signin-01-en.png")
             page.fill("#login-username", "ann")
             page.fill("#login-password", "not her password")

@@ -27,7 +27,7 @@ from kpi.stack import ServiceProcess
 from shared import health
 from shared.auth import Role, issue_token
 from shared.db import create_engine, create_sessionmaker, raw_connection, session_scope, utcnow
-from shared.embedded import EmbeddedPostgres
+from shared.embedded import EmbeddedPostgres, free_port
 from shared.kafka import ensure_topics
 from shared.topics import Topics
 from tests.integration.notify_support import Receiver
@@ -212,6 +212,12 @@ def matrix_world(
         KPI_NOTIFY_GROUP_WAIT_SECONDS="0",
         # The refusing receiver is on loopback, which an egress policy would otherwise deny.
         KPI_NOTIFY_ALLOW_PRIVATE_TARGETS="true",
+        # Single sign-on on, its provider unreachable: the sign-in routes answer every caller
+        # with the sign-in page's refusal (tests/integration/test_oidc.py runs a real one).
+        KPI_OIDC_ISSUER=f"http://127.0.0.1:{free_port()}",
+        KPI_OIDC_CLIENT_ID="kpi-matrix",
+        KPI_OIDC_REDIRECT_URL="http://127.0.0.1/v1/auth/oidc/callback",
+        KPI_OIDC_ROLE_MAP='{"kpi-admins": "admin"}',
     )
     receiver = Receiver(behaviour=lambda req: (400, b'{"error": "refused"}', 0.0)).start()
     services: list[ServiceProcess] = []

@@ -236,6 +236,16 @@ ROWS: dict[Key, list[Row] | str] = {
     ("scoring", "POST", "/v1/auth/login"): [
         Row(public(401), body={"username": "mx-nobody-{uuid}", "password": "not the password"})
     ],
+    # What the sign-in page offers is asked before anyone is signed in.
+    ("scoring", "GET", "/v1/auth/methods"): [Row(public(200))],
+    # Single sign-on starts and ends without credentials (the provider sends the browser back
+    # with none); here its provider is unreachable, so the start is refused, and a callback
+    # without this browser's sign-in under way is refused too: each a redirect to the sign-in
+    # page (303), whoever calls. tests/integration/test_oidc.py covers a real provider.
+    ("scoring", "GET", "/v1/auth/oidc/login"): [Row(public(303))],
+    ("scoring", "GET", "/v1/auth/oidc/callback"): [
+        Row(public(303), query={"code": "mx-{uuid}", "state": "mx-{uuid}"})
+    ],
     ("scoring", "POST", "/v1/auth/logout"): [Row(anyone(204))],
     ("scoring", "GET", "/v1/auth/session"): [Row(anyone(200))],
     # Only a signed-in user has a password to change: every token is refused.

@@ -53,6 +53,11 @@ class UserOut(_Out):
     updated_at: dt.datetime
     last_login_at: dt.datetime | None
     disabled_at: dt.datetime | None
+    sso: bool = Field(
+        default=False,
+        description="Signs in by single sign-on (OpenID Connect) only: no password here; role, "
+        "teams and specialist id follow the provider's claims at each sign-in.",
+    )
 
 
 class UserList(_Out):
@@ -104,6 +109,16 @@ class SessionOut(_Out):
     expires_at: dt.datetime | None = Field(
         description="When the session ends unless used again (idle timeout, or its maximum "
         "lifetime); null for a bearer token."
+    )
+
+
+class SignInMethods(_Out):
+    """How one may sign in to the dashboard (asked before anyone is signed in)."""
+
+    password: bool = Field(description="Username and password (POST /v1/auth/login).")
+    sso: bool = Field(description="Single sign-on by OpenID Connect is configured.")
+    sso_login_url: str | None = Field(
+        description="Where the browser goes to sign in with SSO; null when it is off."
     )
 
 

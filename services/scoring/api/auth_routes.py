@@ -41,6 +41,10 @@ _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"description": "Bad field; `loc` names it."},
     429: {"description": "Too many failed sign-ins for this username or address; Retry-After."},
 }
+SSO_NO_PASSWORD = (
+    "the account signs in by single sign-on: it has no password here (the identity "
+    "provider keeps it)"
+)
 # Any valid token or session: require() alone would admit admins only.
 AnyCaller = Annotated[Principal, Depends(require(*Role))]
 
@@ -92,6 +96,7 @@ def user_out(user: users.User) -> UserOut:
         updated_at=user.updated_at,
         last_login_at=user.last_login_at,
         disabled_at=user.disabled_at,
+        sso=user.is_sso,
     )
 
 
@@ -154,7 +159,7 @@ async def _throttled(
     return login_retry_after([(by_user, failures[keys[0]]), (by_address, failures[keys[1]])], now)
 
 
-async def _start(
+async def start_user_session(
     request: Request, response: Response, session: AsyncSession, user: users.User
 ) -> SessionOut:
     """A new session for ``user`` (in the caller's transaction), its cookie on ``response``."""
@@ -198,13 +203,18 @@ def auth_router() -> APIRouter:
         async with session_scope(db(request)) as session:
             # Read again, locked: disabled or given a new password while the hash was checked.
             user = await users.get_user(session, body.username, lock=True)
-            if user is None or user.disabled_at is not None or user.password_hash != stored:
+            if (
+                user is None
+                or user.disabled_at is not None
+                or user.password_hash is None
+                or user.password_hash != stored
+            ):
                 raise HTTPException(401, BAD_LOGIN)
             await users.clear_failures(session, keys[0])
             if gate.passwords.needs_rehash(user.password_hash):
                 await users.rehash_password(session, user, await gate.hash(password))
             await users.touch_login(session, user)
-            answer = await _start(request, response, session, user)
+            answer = await start_user_session(request, response, session, user)
         logger.info("user %s signed in", user.username)
         return answer
 
@@ -269,6 +279,8 @@ def auth_router() -> APIRouter:
             signed = await sessions.signed_in(session, credential.secret, settings.session_policy)
             if signed is None:
                 raise HTTPException(401, "session expired or signed out: sign in again")
+            if signed.user.password_hash is None:
+                raise HTTPException(403, SSO_NO_PASSWORD)
             address = request.client.host if request.client else "unknown"
             keys = users.throttle_keys(signed.user.username, address)
             wait = await _throttled(session, settings, keys)
@@ -284,7 +296,7 @@ def auth_router() -> APIRouter:
             if user is None or user.disabled_at is not None:
                 raise HTTPException(401, "session expired or signed out: sign in again")
             await users.set_password(session, user, new_hash)
-            answer = await _start(request, response, session, user)
+            answer = await start_user_session(request, response, session, user)
         runtime_of(request).authenticator.forget(credential.key)
         logger.info("user %s changed their password", user.username)
         return answer

@@ -22,7 +22,13 @@ from services.scoring.api.account_schemas import (
     UserOut,
     UserUpdate,
 )
-from services.scoring.api.auth_routes import checked_password, db, password_gate, user_out
+from services.scoring.api.auth_routes import (
+    SSO_NO_PASSWORD,
+    checked_password,
+    db,
+    password_gate,
+    user_out,
+)
 from services.scoring.api.deps import Admin
 from services.scoring.api.errors import ERRORS, bad_param, not_found
 from shared import auth, users
@@ -195,8 +201,11 @@ def users_router() -> APIRouter:
     ) -> Response:
         password = checked_password("password", body.password)
         async with session_scope(db(request)) as session:
-            if await users.get_user(session, username) is None:
+            found = await users.get_user(session, username)
+            if found is None:
                 raise not_found("user", username)
+            if found.is_sso:
+                raise bad_param("body", "password", SSO_NO_PASSWORD)
         password_hash = await password_gate(request).hash(password)
         async with session_scope(db(request)) as session:
             user = await users.get_user(session, username, lock=True)

@@ -169,6 +169,31 @@ function showLogin(message = "", where = "#signin-error") {
   $("#login-username").focus();
 }
 
+// Single sign-on: offered when the server has it configured; a refused sign-in comes back
+// here as ?sso_error=<code>, named on the sign-in page (the reason itself is in the log).
+const SSO_ERRORS = new Set(["state", "denied", "provider", "token", "unmapped", "claims", "taken", "disabled"]);
+
+function takeSsoError() {
+  const params = new URLSearchParams(location.search);
+  const code = params.get("sso_error");
+  if (code === null) return "";
+  params.delete("sso_error");
+  const query = params.toString();
+  history.replaceState(null, "", `${location.pathname}${query ? `?${query}` : ""}${location.hash}`);
+  return t(SSO_ERRORS.has(code) ? `sso.${code}` : "sso.unknown");
+}
+
+async function offerSso() {
+  let methods = null;
+  try {
+    methods = await api("/v1/auth/methods", { quiet: true });
+  } catch {
+    // An older server without the route, or none reachable: password sign-in only.
+  }
+  $("#sso").hidden = !methods?.sso;
+  if (methods?.sso_login_url) $("#sso-login").setAttribute("href", methods.sso_login_url);
+}
+
 setUnauthorizedHandler(() => {
   if (signedInWithSession()) {
     setCsrf(null);
@@ -280,6 +305,8 @@ window.addEventListener("hashchange", route);
 (async function boot() {
   setLang(getLang());
   translateStatic();
+  const ssoError = takeSsoError();
+  offerSso();
   if (token()) {
     try {
       await enter();
@@ -296,5 +323,5 @@ window.addEventListener("hashchange", route);
     if (!(e instanceof ApiError && e.status === 401)) return showLogin(t("login.failed", { msg: e.message }));
   }
   if (session && session.csrf_token) return enterSession(session);
-  showLogin();
+  showLogin(ssoError);
 })();

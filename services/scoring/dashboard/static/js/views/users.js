@@ -25,10 +25,10 @@ function userRow(u) {
   return `<tr data-user="${esc(u.username)}" data-state="${off ? "disabled" : "active"}">
     <td>${esc(u.username)}</td><td>${esc(u.display_name || "")}</td><td>${esc(t(`role.${u.role}`))}</td>
     <td>${esc(scope)}</td><td>${esc(u.last_login_at ? fmtTime(u.last_login_at) : t("users.never"))}</td>
-    <td class="${off ? "state-off" : ""}">${esc(t(off ? "users.disabled" : "users.active"))}</td>
+    <td class="${off ? "state-off" : ""}">${esc(t(off ? "users.disabled" : "users.active"))}${u.sso ? ` · ${esc(t("users.sso"))}` : ""}</td>
     <td class="actions">
       <button type="button" class="btn btn-small" data-action="${off ? "enable" : "disable"}">${esc(t(off ? "users.enable" : "users.disable"))}</button>
-      <button type="button" class="btn btn-small" data-action="reset">${esc(t("users.reset"))}</button></td></tr>`;
+      ${u.sso ? "" : `<button type="button" class="btn btn-small" data-action="reset">${esc(t("users.reset"))}</button>`}</td></tr>`;
 }
 
 function tokenState(tk) {

@@ -1,0 +1,1 @@
+"""Single sign-on by OpenID Connect: pure rules, ID-token checks, the provider client, SQL."""
