@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.db import create_engine, create_sessionmaker
 from shared.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared.topics import Topics
+from tests.service_helpers import worker_port
 
 ARTIFACTS = Path(os.environ.get("KPI_TEST_ARTIFACTS", "test-artifacts"))
 
@@ -30,6 +31,16 @@ settings.load_profile("kpi")
 @pytest.fixture(scope="session")
 def tmp_home() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="kpi-tests-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_home() -> Iterator[Path]:
+    """A directory for a test's own PostgreSQL data, outside pytest's tmp_path: every pytest
+    that starts (an xdist worker, another checkout's run) resets /tmp/pytest-of-USER to 0700,
+    which locks the unprivileged PostgreSQL user out of a data directory below it."""
+    path = Path(tempfile.mkdtemp(prefix="kpi-test-pg-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -48,7 +59,7 @@ def temp_files(tmp_path: Path) -> Iterator[Callable[[], list[str]]]:
 
 @pytest.fixture(scope="session")
 def pg_server(tmp_home: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_home / "pgdata")
+    server = EmbeddedPostgres(tmp_home / "pgdata", port=worker_port())
     server.start()
     yield server
     server.stop()
@@ -67,7 +78,7 @@ def database_url(pg_server: EmbeddedPostgres) -> str:
 
 @pytest.fixture(scope="session")
 def broker(tmp_home: Path) -> Iterator[EmbeddedBroker]:
-    server = EmbeddedBroker(log_path=tmp_home / "broker.log")
+    server = EmbeddedBroker(port=worker_port(), log_path=tmp_home / "broker.log")
     server.start()
     yield server
     server.stop()
@@ -134,6 +145,13 @@ async def created_topics(bootstrap: str, topics: Topics) -> Topics:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        from tests import parallel
+
+        parallel.register(config)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
