@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -9,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from hypothesis import settings
 from sqlalchemy import text
@@ -61,8 +63,21 @@ def temp_files(tmp_path: Path) -> Iterator[Callable[[], list[str]]]:
 def pg_server(tmp_home: Path) -> Iterator[EmbeddedPostgres]:
     server = EmbeddedPostgres(tmp_home / "pgdata", port=worker_port())
     server.start()
+    asyncio.run(_without_disk_flushes(server.url))
     yield server
     server.stop()
+
+
+async def _without_disk_flushes(url: str) -> None:
+    """The tests' server keeps nothing that must survive a crash of the machine (no test
+    stops or kills it), so commits do not wait for the disk: about 4 ms less per commit."""
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        for name in ("fsync", "synchronous_commit", "full_page_writes"):
+            await conn.execute(f"ALTER SYSTEM SET {name} = off")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import httpx
 
 from kpi.stack import ServiceProcess
 from shared.embedded import port_is_free
+from tests.kafka_helpers import SESSION_TIMEOUT_MS
 
 ADMIN_TOKEN = "kpi_test_admin_token_0123456789"
 
@@ -45,6 +46,10 @@ def service_env(database_url: str, bootstrap: str, **extra: str) -> dict[str, st
         KPI_KAFKA_BOOTSTRAP=bootstrap,
         KPI_BOOTSTRAP_ADMIN_TOKEN=ADMIN_TOKEN,
         KPI_LOG_LEVEL="INFO",
+        # Each service's first group join takes half of this (see SESSION_TIMEOUT_MS).
+        KPI_INGEST_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
+        KPI_SCORING_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
+        KPI_NOTIFY_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
     )
     env.update(extra)
     return env

@@ -92,7 +92,6 @@ async def test_cached_service_token_keeps_intake_going_while_postgres_is_down(
             url,
             bootstrap,
             KPI_TOPIC_PREFIX=created_topics.prefix,
-            KPI_INGEST_SESSION_TIMEOUT_MS="6000",
             # Every request asks PostgreSQL: the cache answers only because it cannot.
             KPI_AUTH_CACHE_SECONDS="0",
             KPI_AUTH_STALE_SECONDS="300",

@@ -27,7 +27,7 @@ from shared.logwatch import AnchorCheck
 from shared.offsets import BEYOND_LOG_END, RECORD_MISMATCH, Changed
 from shared.settings import load_settings
 from shared.topics import Topics
-from tests.kafka_helpers import produce, wait_for
+from tests.kafka_helpers import SESSION_TIMEOUT_MS, produce, wait_for
 from tests.service_helpers import worker_port
 
 
@@ -95,7 +95,10 @@ class Scorer:
             self.settings,
             self.sessionmaker,
             group_id=self.group,
-            consumer_options={"session_timeout_ms": 6000, "heartbeat_interval_ms": 500},
+            consumer_options={
+                "session_timeout_ms": SESSION_TIMEOUT_MS,
+                "heartbeat_interval_ms": 500,
+            },
         )
         await self.consumer.start()
         self.task = asyncio.create_task(self.consumer.run())
