@@ -86,6 +86,9 @@ def database_url(pg_server: EmbeddedPostgres) -> str:
     from migrations import upgrade
 
     external = os.environ.get("KPI_TEST_DATABASE_URL")
+    if external and os.environ.get("PYTEST_XDIST_WORKER"):
+        # Every test empties the tables first: workers sharing one database would race.
+        pytest.fail("KPI_TEST_DATABASE_URL is one database for one process: use -n 0")
     url = external or pg_server.create_database(f"kpi_test_{uuid.uuid4().hex[:8]}")
     upgrade(url)
     return url
