@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# pytest-xdist workers of `make test` and `make test-integration` (0: all in one process);
+# docs/development.md says how the tests are spread over them.
+TEST_WORKERS ?= 3
 DEMO ?= 1
 
 .DEFAULT_GOAL := help
@@ -29,13 +32,13 @@ chromium: ## Install Debian's chromium (+ a CJK font) for the browser tests when
 test: $(STAMP) chromium ## Lint, check the import contracts and run the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Unit tests only (no servers)
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 test-integration: $(STAMP) ## Integration tests only (embedded PostgreSQL and broker)
-	$(BIN)/python -m pytest -q tests/integration $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests/integration $(PYTEST_ARGS)
 
 test-browser: $(STAMP) chromium ## Dashboard tests in headless Chromium (screenshots in test-artifacts/browser)
 	$(BIN)/python -m pytest -q tests/browser $(PYTEST_ARGS)

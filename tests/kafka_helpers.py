@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable, Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+# Consumer-group session timeout of the services and consumers the tests start. The embedded
+# broker (Tansu) answers a group's first JoinGroup only after half the session timeout: the
+# services' default 10 s costs 5 s per start, this 1.5 s. Heartbeats go every 600 ms or less.
+SESSION_TIMEOUT_MS = 3000
 
 
 async def produce(
@@ -36,20 +40,21 @@ async def consume_until(
     done: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
     timeout: float = 30.0,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read a topic from the start until ``done(records)`` holds or the deadline passes."""
+    """Read a topic from the start until ``done(records)`` holds or the deadline passes.
+
+    Its partitions are assigned, not joined as a group: no wait for the broker's group join."""
     consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"test-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=500,
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     deadline = time.monotonic() + timeout
     try:
+        await consumer.topics()
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        assert parts, f"topic {topic} not found"
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
         while time.monotonic() < deadline and not done(records):
             batch = await consumer.getmany(timeout_ms=200)
             for recs in batch.values():

@@ -10,12 +10,17 @@ import httpx
 import pytest
 
 from kpi.stack import ServiceProcess
-from shared.embedded import free_port
 from shared.topics import Topics
 from tests.browser.conftest import StartStack
 from tests.browser.support import assert_dashboard_csp, watch_csp
 from tests.oidc_provider import Provider, running_provider
-from tests.service_helpers import ADMIN_TOKEN, CHROMIUM_ARGS, service_env, wait_status
+from tests.service_helpers import (
+    ADMIN_TOKEN,
+    CHROMIUM_ARGS,
+    service_env,
+    wait_status,
+    worker_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +38,11 @@ async def test_sign_in_with_sso(
     await start_stack(["notify"])
     with running_provider() as provider:
         # The callback URL names scoring's port, so scoring is started here on a chosen one.
-        port = free_port()
+        port = worker_port()
         env = service_env(
             database_url,
             bootstrap,
             KPI_TOPIC_PREFIX=created_topics.prefix,
-            KPI_SCORING_SESSION_TIMEOUT_MS="6000",
             KPI_SCORING_PORT=str(port),
             KPI_NOTIFY_URL=procs["notify"].url,
             KPI_PUBLIC_URL=f"http://127.0.0.1:{port}",

@@ -23,7 +23,6 @@ def notify_env(database_url: str, bootstrap: str, created_topics: Topics) -> dic
         database_url,
         bootstrap,
         KPI_TOPIC_PREFIX=created_topics.prefix,
-        KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
         KPI_NOTIFY_GROUP_WAIT_SECONDS="0",
         KPI_NOTIFY_TICK_SECONDS="1",
         KPI_NOTIFY_LANG="en",

@@ -19,13 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from kpi.stack import ServiceProcess
 from shared.auth import Role
-from shared.embedded import free_port
 from shared.topics import Topics
 from shared.webhooks import verify_webhook_signature
 from tests.integration.notify_support import Receiver, Switch
 from tests.integration.test_notify_receivers import _Inbox
 from tests.integration.test_scoring_api import token
-from tests.service_helpers import ADMIN_TOKEN, service_env, start_service, wait_status
+from tests.service_helpers import (
+    ADMIN_TOKEN,
+    service_env,
+    start_service,
+    wait_status,
+    worker_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +77,7 @@ async def test_send_test_goes_through_the_real_channel_path_and_is_not_a_deliver
     switch = Switch()
     receiver = Receiver(behaviour=switch).start()
     inbox = _Inbox()
-    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp = Controller(inbox, hostname="127.0.0.1", port=worker_port())
     smtp.start()
     try:
         await asyncio.to_thread(_send_tests, stack, receiver, switch, inbox, smtp.port)

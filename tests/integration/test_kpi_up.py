@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from shared.embedded import free_port
+from tests.service_helpers import worker_port
 
 
 def _start(home: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
@@ -120,9 +120,9 @@ def _sign_in(scoring: str, password: str) -> None:
     assert httpx.get(f"{scoring}/v1/teams", cookies=cookies).status_code == 200
 
 
-def test_kpi_up_runs_stops_cleanly_and_reuses_data(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    ports = {name: free_port() for name in ("ingest", "scoring", "notify")}
+def test_kpi_up_runs_stops_cleanly_and_reuses_data(tmp_path: Path, pg_home: Path) -> None:
+    home = pg_home / "home"  # the stack's PostgreSQL keeps its data under it
+    ports = {name: worker_port() for name in ("ingest", "scoring", "notify")}
     log = tmp_path / "up1.log"
     proc = _start(home, ports, log)
     try:

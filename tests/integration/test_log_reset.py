@@ -20,14 +20,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scoring.engine.consumer import ScoringConsumer
-from shared.embedded import EmbeddedBroker, free_port
+from shared.embedded import EmbeddedBroker
 from shared.events import encode_event, partition_key, validate_event_obj
 from shared.kafka import ensure_topics
 from shared.logwatch import AnchorCheck
 from shared.offsets import BEYOND_LOG_END, RECORD_MISMATCH, Changed
 from shared.settings import load_settings
 from shared.topics import Topics
-from tests.kafka_helpers import produce, wait_for
+from tests.kafka_helpers import SESSION_TIMEOUT_MS, produce, wait_for
+from tests.service_helpers import worker_port
 
 
 def audits(prefix: str, n: int) -> list[bytes]:
@@ -52,7 +53,7 @@ class Broker:
     """An embedded broker that can be restarted on the same port with an empty log."""
 
     def __init__(self, home: Path) -> None:
-        self.port = free_port()
+        self.port = worker_port()
         self.home = home
         self.server: EmbeddedBroker | None = None
 
@@ -94,7 +95,10 @@ class Scorer:
             self.settings,
             self.sessionmaker,
             group_id=self.group,
-            consumer_options={"session_timeout_ms": 6000, "heartbeat_interval_ms": 500},
+            consumer_options={
+                "session_timeout_ms": SESSION_TIMEOUT_MS,
+                "heartbeat_interval_ms": 500,
+            },
         )
         await self.consumer.start()
         self.task = asyncio.create_task(self.consumer.run())

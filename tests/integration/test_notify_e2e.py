@@ -52,9 +52,6 @@ async def test_raw_events_to_webhook(
         database_url,
         bootstrap,
         KPI_TOPIC_PREFIX=created_topics.prefix,
-        KPI_NOTIFY_SESSION_TIMEOUT_MS="6000",
-        KPI_SCORING_SESSION_TIMEOUT_MS="6000",
-        KPI_INGEST_SESSION_TIMEOUT_MS="6000",
         KPI_NOTIFY_GROUP_WAIT_SECONDS="0",
         # The receiver listens on 127.0.0.1, which the egress policy refuses by default.
         KPI_NOTIFY_ALLOW_PRIVATE_TARGETS="true",

@@ -18,12 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notify.egress import EgressPolicy
 from services.notify.transport import http_client
-from shared.embedded import free_port
 from tests.integration.notify_support import Receiver, Start, snapshot
 from tests.integration.test_notify_pipeline import RunningSender, add_channel, cfg, feed, scalar
 from tests.integration.test_notify_receivers import _Inbox
 from tests.kafka_helpers import wait_for
-from tests.service_helpers import ADMIN_TOKEN
+from tests.service_helpers import ADMIN_TOKEN, worker_port
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 T0 = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -132,7 +131,7 @@ async def test_a_name_resolving_to_loopback_is_refused_at_send_time(
     # Stored before the policy existed (or a name whose DNS answer changed since): the
     # sender checks what the host resolves to and contacts nothing refused.
     inbox = _Inbox()
-    smtp_port = free_port()
+    smtp_port = worker_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
     controller.start()
     try:

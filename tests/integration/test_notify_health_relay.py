@@ -16,14 +16,13 @@ from services.notify.handlers.deliveries import get_delivery, list_deliveries
 from services.notify.health_relay import incident_delivery_key, relay_incidents
 from shared import health
 from shared.db import raw_connection, session_scope
-from shared.embedded import free_port
 from shared.notify_api import DeliveryDetail, DeliveryPage, IncidentDeliveryItem
 from shared.webhooks import verify_webhook_signature
 from tests.integration.notify_support import Receiver, Start
 from tests.integration.test_notify_pipeline import RunningSender, add_channel, cfg
 from tests.integration.test_notify_receivers import _Inbox
 from tests.kafka_helpers import wait_for
-from tests.service_helpers import ADMIN_TOKEN
+from tests.service_helpers import ADMIN_TOKEN, worker_port
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SECRET = "incident-hook-secret"
@@ -194,7 +193,7 @@ async def test_chat_robots_and_email_get_incident_notices(
     """The in-process relay and sender: native robot payloads and an SMTP mail per notice."""
     rec, _ = receivers
     inbox = _Inbox()
-    port = free_port()
+    port = worker_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:

@@ -12,10 +12,10 @@ from aiosmtpd.controller import Controller
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notify.channels import dingtalk_sign, feishu_sign
-from shared.embedded import free_port
 from tests.integration.notify_support import Receiver, snapshot
 from tests.integration.test_notify_pipeline import RunningSender, add_channel, cfg, feed
 from tests.kafka_helpers import wait_for
+from tests.service_helpers import worker_port
 
 T0 = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -76,7 +76,7 @@ async def test_email_over_smtp_with_text_and_html(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     inbox = _Inbox()
-    port = free_port()
+    port = worker_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:

@@ -19,11 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notify.config import SmtpPolicy
 from services.notify.transport import PLAINTEXT_LOGIN
-from shared.embedded import free_port
 from tests.integration.notify_support import snapshot
 from tests.integration.test_notify_egress import _deliveries, _wait_async
 from tests.integration.test_notify_pipeline import RunningSender, add_channel, cfg, feed
 from tests.integration.test_notify_receivers import _Inbox
+from tests.service_helpers import worker_port
 
 T0 = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -63,7 +63,7 @@ def smtp_server() -> Iterator[Any]:
     started: list[Controller] = []
 
     def start(**params: Any) -> tuple[int, _Inbox, _Logins]:
-        inbox, logins, port = _Inbox(), _Logins(), free_port()
+        inbox, logins, port = _Inbox(), _Logins(), worker_port()
         controller = Controller(
             inbox, hostname="127.0.0.1", port=port, authenticator=logins, **params
         )

@@ -24,7 +24,7 @@ from shared.settings import load_settings
 from shared.topics import Topics
 from tests.integration.notify_support import snapshot
 from tests.integration.test_poison_isolation import dead_letters, scalar
-from tests.kafka_helpers import produce, wait_for
+from tests.kafka_helpers import SESSION_TIMEOUT_MS, produce, wait_for
 from tests.service_helpers import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
@@ -43,7 +43,7 @@ async def app(database_url: str, bootstrap: str) -> AsyncIterator[FastAPI]:
         kafka_bootstrap=bootstrap,
         bootstrap_admin_token=ADMIN_TOKEN,
         topic_prefix=topics.prefix,
-        notify_session_timeout_ms=6000,
+        notify_session_timeout_ms=SESSION_TIMEOUT_MS,
     )
     application = build_app(cfg)
     async with application.router.lifespan_context(application):
@@ -248,7 +248,7 @@ async def test_unstorable_snapshots_are_dead_lettered_at_decode_not_by_a_failing
         database_url=database_url,
         kafka_bootstrap=bootstrap,
         topic_prefix=created_topics.prefix,
-        notify_session_timeout_ms=6000,
+        notify_session_timeout_ms=SESSION_TIMEOUT_MS,
     )
     consumer = ScoresConsumer(
         settings, sessionmaker, NotifyConfig.from_settings(settings), utcnow, lambda _: None

@@ -27,7 +27,7 @@ from shared.kafka import ensure_topics
 from shared.settings import load_settings
 from shared.topics import Topics
 from tests.oidc_provider import Provider, running_provider, s256
-from tests.service_helpers import ADMIN_TOKEN
+from tests.service_helpers import ADMIN_TOKEN, worker_port
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SCORING = "http://scoring"
@@ -399,9 +399,7 @@ async def test_a_username_of_a_local_account_is_never_taken_over(
 async def test_a_provider_that_cannot_be_reached_is_named(
     database_url: str, bootstrap: str, clean_db: AsyncEngine
 ) -> None:
-    from shared.embedded import free_port
-
-    down = await _app(database_url, bootstrap, f"http://127.0.0.1:{free_port()}")
+    down = await _app(database_url, bootstrap, f"http://127.0.0.1:{worker_port()}")
     async with down.router.lifespan_context(down):
         transport = ASGITransport(app=down, client=("127.0.0.1", 40000))
         async with AsyncClient(transport=transport, base_url=SCORING) as client:

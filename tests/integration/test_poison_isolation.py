@@ -31,7 +31,7 @@ from shared.events import encode_event, partition_key, validate_event_obj
 from shared.settings import load_settings
 from shared.topics import Topics
 from tests.integration.notify_support import snapshot
-from tests.kafka_helpers import consume_until, produce, wait_for
+from tests.kafka_helpers import SESSION_TIMEOUT_MS, consume_until, produce, wait_for
 
 POISON_PREFIX = "poison-"
 
@@ -95,7 +95,7 @@ async def run_scoring(
         settings,
         sm,
         group_id=f"poison-{uuid.uuid4().hex[:8]}",
-        consumer_options={"session_timeout_ms": 6000, "heartbeat_interval_ms": 500},
+        consumer_options={"session_timeout_ms": SESSION_TIMEOUT_MS, "heartbeat_interval_ms": 500},
     )
     await consumer.start()
     task = asyncio.create_task(consumer.run())
@@ -313,7 +313,7 @@ async def test_notify_dead_letters_malformed_scores_and_evaluates_the_rest(
         database_url=database_url,
         kafka_bootstrap=bootstrap,
         topic_prefix=topics.prefix,
-        notify_session_timeout_ms=6000,
+        notify_session_timeout_ms=SESSION_TIMEOUT_MS,
     )
     consumer = ScoresConsumer(
         settings, sessionmaker, NotifyConfig.from_settings(settings), utcnow, lambda _: None

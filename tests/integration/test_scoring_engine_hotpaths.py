@@ -18,7 +18,7 @@ from shared.db import session_scope
 from shared.events import Event, encode_event, validate_event_obj
 from shared.settings import load_settings
 from shared.topics import Topics
-from tests.kafka_helpers import produce, wait_for
+from tests.kafka_helpers import SESSION_TIMEOUT_MS, produce, wait_for
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -150,7 +150,7 @@ async def test_repeated_offset_gaps_are_reread_never_skipped(
         settings,
         sessionmaker,
         group_id=f"gap-{uuid.uuid4().hex[:8]}",
-        consumer_options={"session_timeout_ms": 6000, "heartbeat_interval_ms": 500},
+        consumer_options={"session_timeout_ms": SESSION_TIMEOUT_MS, "heartbeat_interval_ms": 500},
         parallel=1,
     )
     await scorer.start()

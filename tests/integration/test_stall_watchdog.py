@@ -38,7 +38,6 @@ async def test_stalled_scoring_is_reported_and_the_report_clears(
         database_url,
         bootstrap,
         KPI_TOPIC_PREFIX=created_topics.prefix,
-        KPI_SCORING_SESSION_TIMEOUT_MS="6000",
         KPI_STALL_SECONDS="3",
         KPI_LOG_FORMAT="text",
     )

@@ -23,6 +23,7 @@ from shared.settings import load_settings
 from shared.topics import Topics
 from tests.integration.test_ingest_flow import AUTH, running_ingest
 from tests.integration.test_webhooks import _post, _settings, producer_ready
+from tests.kafka_helpers import SESSION_TIMEOUT_MS
 from tests.service_helpers import ADMIN_TOKEN
 from tests.webhook_scenarios import ALIASES, LI_NA, SCENARIOS, zendesk, zendesk_events
 
@@ -56,7 +57,7 @@ async def _services(
         kafka_bootstrap=bootstrap,
         topic_prefix=topics.prefix,
         bootstrap_admin_token=ADMIN_TOKEN,
-        scoring_session_timeout_ms=6000,
+        scoring_session_timeout_ms=SESSION_TIMEOUT_MS,
     )
     scoring_app = build_scoring(scoring_settings)
     async with (

@@ -27,12 +27,12 @@ from kpi.stack import ServiceProcess
 from shared import health
 from shared.auth import Role, issue_token
 from shared.db import create_engine, create_sessionmaker, raw_connection, session_scope, utcnow
-from shared.embedded import EmbeddedPostgres, free_port
+from shared.embedded import EmbeddedPostgres
 from shared.kafka import ensure_topics
 from shared.topics import Topics
 from tests.integration.notify_support import Receiver
 from tests.security.conftest import start_services
-from tests.service_helpers import ADMIN_TOKEN, service_env
+from tests.service_helpers import ADMIN_TOKEN, service_env, worker_port
 
 # Who calls: the Authorization header each caller sends is built in `World.headers`.
 # own / other: the supervisor of the team / of another team; spec_own: the specialist whose
@@ -214,7 +214,7 @@ def matrix_world(
         KPI_NOTIFY_ALLOW_PRIVATE_TARGETS="true",
         # Single sign-on on, its provider unreachable: the sign-in routes answer every caller
         # with the sign-in page's refusal (tests/integration/test_oidc.py runs a real one).
-        KPI_OIDC_ISSUER=f"http://127.0.0.1:{free_port()}",
+        KPI_OIDC_ISSUER=f"http://127.0.0.1:{worker_port()}",
         KPI_OIDC_CLIENT_ID="kpi-matrix",
         KPI_OIDC_REDIRECT_URL="http://127.0.0.1/v1/auth/oidc/callback",
         KPI_OIDC_ROLE_MAP='{"kpi-admins": "admin"}',
