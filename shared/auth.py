@@ -178,6 +178,10 @@ AUTH_CACHE_MAX_ENTRIES = 10_000
 AUTH_LOOKUP_TIMEOUT_SECONDS = 3.0
 # After a failed lookup, others fail fast for this long rather than each waiting again.
 AUTH_RETRY_SECONDS = 1.0
+# Lookups running at once per process; the rest queue for a turn. The lookup timeout runs from
+# the turn, so a burst of new credentials (200 dashboards opening at once) is not read as an
+# outage because its last lookups waited behind the first ones for a pooled connection.
+AUTH_LOOKUP_CONCURRENCY = 8
 # Where the HTTP guard leaves the caller for ``require`` (the request's ``state``).
 PRINCIPAL_STATE_KEY = "kpi_principal"
 INVALID_TOKEN = "invalid, revoked or expired token"
@@ -243,6 +247,7 @@ class Authenticator:
         self._invalid: OrderedDict[str, float] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Principal | None]] = {}
         self._failing_until = 0.0
+        self._lookup_turns = asyncio.Semaphore(AUTH_LOOKUP_CONCURRENCY)
 
     async def resolve(self, token: str, max_age: float | None = None) -> Principal | None:
         """The token's principal, None when it is unknown, revoked or expired; may raise
@@ -325,6 +330,13 @@ class Authenticator:
             done.exception()  # retrieved here too: every waiter may have gone away
 
     async def _guarded_lookup(self, digest: str) -> Principal | None:
+        async with self._lookup_turns:
+            # A lookup that failed while this one queued means the store is down: fail fast.
+            if time.monotonic() < self._failing_until:
+                raise AuthUnavailable("token store unavailable")
+            return await self._timed_lookup(digest)
+
+    async def _timed_lookup(self, digest: str) -> Principal | None:
         try:
             async with asyncio.timeout(self._lookup_timeout):
                 return await self._lookup(digest)
