@@ -170,6 +170,10 @@ GOOD = b'{"name": "n", "size": 1}'
         # What Python's JSON encoder writes for a lone surrogate; JSON allows it.
         ("PUT", "/things/1", b'{"name": "\\ud800", "size": 1}', 422, "invalid_request",
          ["name"]),
+        # Python's JSON reads NaN and Infinity; echoing them made the answer unencodable (500).
+        ("PUT", "/things/1", b'{"name": "n", "size": NaN}', 422, "invalid_request", ["size"]),
+        ("PUT", "/things/1", b'{"name": "n", "size": -Infinity}', 422, "invalid_request",
+         ["size"]),
         ("PUT", "/things/404", GOOD, 404, "not_found", []),
         ("PUT", "/things/409", GOOD, 409, "conflict", ["name"]),
         ("PUT", "/things/429", GOOD, 429, "slow", []),
