@@ -90,8 +90,13 @@ def _checked(old: MeetingRecord | None, new: MeetingRecord) -> MeetingRecord:
     return new
 
 
-async def _snapshot_exists(db: Db, quarter: str, specialist_id: str) -> bool:
-    return bool(await repo.snapshots(db, [quarter], [specialist_id]))
+async def _require_finalized(db: Db, quarter: str, specialist_id: str, what: str) -> None:
+    """409 naming ``what`` unless the specialist's appraisal of ``quarter`` is frozen."""
+    frozen = bool(await repo.snapshots(db, [quarter], [specialist_id]))
+    try:
+        check_finalized(frozen, what)
+    except CycleConflict as exc:
+        raise conflict(exc) from None
 
 
 def _created(body: Any) -> Response:
@@ -241,12 +246,7 @@ def feedback_router() -> APIRouter:
         q = appr.quarter(quarter)
         await visible_specialist(principal, appr.ctx.db, specialist_id, Action.ACKNOWLEDGE)
         async with appr.ctx.db.transaction() as conn:
-            try:
-                check_finalized(
-                    await _snapshot_exists(conn, q, specialist_id), "an appraisal is acknowledged"
-                )
-            except CycleConflict as exc:
-                raise conflict(exc) from None
+            await _require_finalized(conn, q, specialist_id, "an appraisal is acknowledged")
             response = await cycle_repo.acknowledge_appraisal(conn, q, specialist_id, appr.now)
         return json_response(
             {
@@ -274,12 +274,7 @@ def feedback_router() -> APIRouter:
         q = appr.quarter(quarter)
         await visible_specialist(principal, appr.ctx.db, specialist_id, Action.COMMENT)
         async with appr.ctx.db.transaction() as conn:
-            try:
-                check_finalized(
-                    await _snapshot_exists(conn, q, specialist_id), "an appraisal is commented on"
-                )
-            except CycleConflict as exc:
-                raise conflict(exc) from None
+            await _require_finalized(conn, q, specialist_id, "an appraisal is commented on")
             response = await cycle_repo.set_comment(conn, q, specialist_id, body.text, appr.now)
         return json_response(
             {"specialist_id": specialist_id, "quarter": q, "comment": response.comment_json()}
@@ -309,12 +304,7 @@ def feedback_router() -> APIRouter:
             raise field_error(exc) from None
         await visible_specialist(principal, appr.ctx.db, specialist_id, Action.RECORD_DECISION)
         async with appr.ctx.db.transaction() as conn:
-            try:
-                check_finalized(
-                    await _snapshot_exists(conn, q, specialist_id), "a decision is recorded"
-                )
-            except CycleConflict as exc:
-                raise conflict(exc) from None
+            await _require_finalized(conn, q, specialist_id, "a decision is recorded")
             decision = await cycle_repo.insert_decision(
                 conn,
                 q,
