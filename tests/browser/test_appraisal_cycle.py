@@ -540,6 +540,8 @@ def specialist_part(
     sign_in(page, expect, login)
     # My page only: one menu entry, no team views.
     expect(page.locator("#me-title")).to_be_visible()
+    # The team by its name, though a specialist may not read the team route.
+    expect(page.locator("#me-sub")).to_contain_text("North 华北")
     expect(page.locator('a[data-nav="me"]')).to_have_text(text["nav_me"])
     expect(page.locator('a[data-nav="me"]')).to_have_attribute("aria-current", "page")
     for nav in ("overview", "leaderboard", "appraisal", "alerts"):

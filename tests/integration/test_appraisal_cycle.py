@@ -148,6 +148,9 @@ async def test_a_specialist_reads_their_own_and_nothing_else(
     body = (await client.get(f"{S1}/appraisals/{Q3}", headers=me)).json()
     Appraisal.model_validate(body)
     assert body["specialist_id"] == "s1" and body["provisional"] is False
+    # Their team's name, which they may not read from the team route, is on their entry.
+    entry = (await client.get(S1, headers=me)).json()
+    assert entry["team_id"] == "north" and entry["team_name"]
     config = (await client.get("/v1/dashboard/config", headers=me)).json()
     DashboardConfig.model_validate(config)
     assert config["role"] == "specialist" and config["specialist_id"] == "s1"

@@ -539,7 +539,11 @@ async def test_directory_writes(
     await client.put("/v1/specialists/s1", json={"team_id": "north"}, headers=ADMIN)
     r = await client.get("/v1/teams/north", headers=ADMIN)
     assert r.json() == {"id": "north", "name": "North 2", "supervisor": None}
-    assert (await client.get("/v1/specialists/s1", headers=ADMIN)).json()["team_id"] == "north"
+    one = (await client.get("/v1/specialists/s1", headers=ADMIN)).json()
+    assert (one["team_id"], one["team_name"]) == ("north", "North 2")
+    await client.put("/v1/specialists/s1", json={"team_id": None}, headers=ADMIN)
+    one = (await client.get("/v1/specialists/s1", headers=ADMIN)).json()
+    assert (one["team_id"], one["team_name"]) == (None, None)
     assert (await client.get("/v1/specialists?team=nowhere", headers=ADMIN)).status_code == 404
 
 

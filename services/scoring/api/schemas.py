@@ -184,6 +184,11 @@ class SpecialistOut(_Out):
 class SpecialistDetail(SpecialistOut):
     """One specialist (GET one, PUT): with the helpdesk aliases."""
 
+    team_name: str | None = Field(
+        default=None,
+        description="The team's name (GET only; a specialist may not read the team itself).",
+    )
+
     aliases: dict[str, str] = Field(
         description="Helpdesk identities native webhooks map to this specialist."
     )
