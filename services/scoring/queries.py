@@ -322,18 +322,15 @@ async def daily_series(
 # The team's current members' buckets added per day, in one statement: the member ids go in
 # as one array, so each member costs one range scan of the kpi_daily primary key. The team
 # row comes back even without members or buckets (day IS NULL).
+_TEAM_DAY_BUCKETS = daily_sums(
+    "d.specialist_id = ANY(ARRAY(SELECT s.id FROM specialists s WHERE s.team_id = t.id))"
+    " AND d.metric = $2 AND d.day BETWEEN $3 AND $4",
+    by=["d.day"],
+)
 _TEAM_DAILY = f"""
     SELECT t.id, t.name, t.supervisor, k.day, k.num, k.den
     FROM teams t
-    LEFT JOIN LATERAL (
-        {
-    daily_sums(
-        "d.specialist_id = ANY(ARRAY(SELECT s.id FROM specialists s WHERE s.team_id = t.id))"
-        " AND d.metric = $2 AND d.day BETWEEN $3 AND $4",
-        by=["d.day"],
-    )
-}
-    ) k ON true
+    LEFT JOIN LATERAL ({_TEAM_DAY_BUCKETS}) k ON true
     WHERE t.id = $1
 """
 
