@@ -427,11 +427,36 @@ async def test_history_one_point_per_day(client: AsyncClient, clean_db: AsyncEng
         "kpi": "nps",
         "from": str(d(3)),
         "to": str(d(0)),
+        # rolling_7d: the 7 days ending on the date, d(5) (before `from`) included.
         "points": [
-            {"date": str(d(3)), "value": None, "numerator": 0, "denominator": 0},
-            {"date": str(d(2)), "value": 50.0, "numerator": 2, "denominator": 4},
-            {"date": str(d(1)), "value": None, "numerator": 0, "denominator": 0},
-            {"date": str(d(0)), "value": None, "numerator": 0, "denominator": 0},
+            {
+                "date": str(d(3)),
+                "value": None,
+                "numerator": 0,
+                "denominator": 0,
+                "rolling_7d": {"value": 100.0, "numerator": 1, "denominator": 1},
+            },
+            {
+                "date": str(d(2)),
+                "value": 50.0,
+                "numerator": 2,
+                "denominator": 4,
+                "rolling_7d": {"value": 60.0, "numerator": 3, "denominator": 5},
+            },
+            {
+                "date": str(d(1)),
+                "value": None,
+                "numerator": 0,
+                "denominator": 0,
+                "rolling_7d": {"value": 60.0, "numerator": 3, "denominator": 5},
+            },
+            {
+                "date": str(d(0)),
+                "value": None,
+                "numerator": 0,
+                "denominator": 0,
+                "rolling_7d": {"value": 60.0, "numerator": 3, "denominator": 5},
+            },
         ],
     }
     default = (
@@ -443,6 +468,7 @@ async def test_history_one_point_per_day(client: AsyncClient, clean_db: AsyncEng
         "value": 1,
         "numerator": 1,
         "denominator": None,
+        "rolling_7d": {"value": 1, "numerator": 1, "denominator": None},
     }
     full = await client.get(f"/v1/specialists/s1/kpis/nps/history?from={d(399)}", headers=ADMIN)
     assert full.status_code == 200 and len(full.json()["points"]) == 400

@@ -138,6 +138,9 @@ ROWS: dict[Key, list[Row] | str] = {
     ("scoring", "GET", "/v1/whoami"): [Row(anyone(200))],
     ("scoring", "GET", "/v1/specialists/{specialist_id}/kpis"): [Row(mine(200), SPECIALIST)],
     ("scoring", "GET", "/v1/teams/{team_id}/kpis"): [Row(scoped(200), {"team_id": "{team}"})],
+    ("scoring", "GET", "/v1/teams/{team_id}/kpis/{kpi}/history"): [
+        Row(scoped(200), {"team_id": "{team}", "kpi": "resolution_rate"})
+    ],
     ("scoring", "GET", "/v1/leaderboard"): [
         Row(listing(200), query={"kpi": "nps"}),
         Row(scoped(200), query={"kpi": "nps", **TEAM_FILTER}),

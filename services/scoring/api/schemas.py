@@ -102,11 +102,18 @@ class Leaderboard(_Out):
     entries: list[LeaderboardEntry]
 
 
-class HistoryPoint(_Out):
-    date: dt.date
+class HistorySums(_Out):
     value: Number | None
     numerator: Number | None
     denominator: int | None
+
+
+class HistoryPoint(HistorySums):
+    date: dt.date
+    rolling_7d: HistorySums = Field(
+        description="The 7 local dates ending at `date` (the 6 before `from` included), "
+        "valued on their summed numerators and denominators."
+    )
 
 
 class History(_Out):
@@ -115,6 +122,18 @@ class History(_Out):
     from_: dt.date = Field(alias="from")
     to: dt.date
     points: list[HistoryPoint] = Field(description="One point per local date, oldest first.")
+
+
+class TeamHistory(_Out):
+    team_id: str
+    name: str
+    kpi: KpiKey
+    from_: dt.date = Field(alias="from")
+    to: dt.date
+    points: list[HistoryPoint] = Field(
+        description="One point per local date, oldest first; each day's sums added over the "
+        "team's current members."
+    )
 
 
 class FactOut(_Out):

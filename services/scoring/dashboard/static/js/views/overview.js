@@ -5,6 +5,7 @@ import { csvBlob, esc, fmtClock, fmtValue, gradeClass, gradeLabel, kpiName, kpiS
 import { t } from "../i18n.js";
 import { alerts, state } from "../state.js";
 import { errorBox, teamName, teamPicker, windowPicker, windowValue } from "./common.js";
+import { loadTeamTrend, teamTrendPanel, trendKpi } from "./team_trend.js";
 
 const FILTERS = ["all", "unqualified", "excellent", "insufficient", "alerts"];
 
@@ -17,6 +18,7 @@ export function renderOverview(main, _args, params) {
     filter: params.get("filter") || "all",
     sort: params.get("sort") || "name",
     dir: params.get("dir") || "asc",
+    trend: trendKpi(params.get("trend")),
   };
   const refreshSeconds = Number(params.get("refresh")) || 0;
   const kpis = state.config.kpis;
@@ -39,13 +41,15 @@ export function renderOverview(main, _args, params) {
       <span class="updated" id="ov-updated" aria-live="off"></span>
     </form>
     <div id="ov-teams" class="team-cards"></div>
+    <section id="ov-trend" class="panel" aria-labelledby="tt-h" hidden></section>
     <div id="ov-body"><div class="empty">${esc(t("loading"))}</div></div>`;
 
   const $ = (s) => main.querySelector(s);
   const saveParams = () =>
     setParams({ window: ui.win === "30d" ? "" : ui.win, quarter: ui.win === "quarter" ? ui.quarter : "", team: ui.team,
       search: ui.search, filter: ui.filter === "all" ? "" : ui.filter, sort: ui.sort === "name" ? "" : ui.sort,
-      dir: ui.dir === "asc" ? "" : ui.dir, refresh: refreshSeconds || "" });
+      dir: ui.dir === "asc" ? "" : ui.dir, refresh: refreshSeconds || "",
+      trend: ui.team && ui.trend !== state.config.kpis[0] ? ui.trend : "" });
 
   $("#ov-tools").addEventListener("change", (ev) => {
     const role = ev.target.dataset.role;
@@ -68,6 +72,12 @@ export function renderOverview(main, _args, params) {
     draw();
   });
   $("#ov-export").addEventListener("click", () => exportCsv());
+  $("#ov-trend").addEventListener("change", (ev) => {
+    if (ev.target.id !== "tt-kpi") return;
+    ui.trend = ev.target.value;
+    saveParams();
+    drawTrend();
+  });
   $("#ov-teams").addEventListener("click", (ev) => {
     const card = ev.target.closest("[data-team]");
     if (!card) return;
@@ -205,6 +215,15 @@ export function renderOverview(main, _args, params) {
     }).join("");
   }
 
+  // A chosen team is the team page: its pooled trend for one KPI under the cards.
+  function drawTrend() {
+    const box = $("#ov-trend");
+    box.hidden = !ui.team;
+    if (!ui.team || !data) return;
+    if (!box.querySelector("#tt-chart")) box.innerHTML = teamTrendPanel(ui.trend);
+    loadTeamTrend(box.querySelector("#tt-chart"), ui.team, ui.trend, data.window);
+  }
+
   async function load(reset = false) {
     clearTimeout(timer);
     if (inflight) inflight.abort();
@@ -214,6 +233,7 @@ export function renderOverview(main, _args, params) {
       data = await api(`/v1/dashboard/overview${qs({ window: windowValue(ui.win, ui.quarter), team: ui.team })}`, { signal: inflight.signal });
       for (const m of data.members) state.names.set(m.specialist_id, m.name || m.specialist_id);
       draw(reset);
+      if (reset) drawTrend();
       $("#ov-updated").textContent = t("overview.updated", { time: fmtClock() });
     } catch (err) {
       if (err.name === "AbortError") return;
