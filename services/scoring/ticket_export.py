@@ -116,7 +116,7 @@ class TicketFilter:
 
 
 async def state_batches(
-    db: ReadDb, lo: dt.datetime, hi: dt.datetime, batch: int = BATCH
+    db: ReadDb, lo: dt.datetime, hi: dt.datetime, batch: int | None = None
 ) -> AsyncIterator[list[tuple[str, str]]]:
     """Stored (ticket_id, state text) in ticket id order, ``batch`` at a time, from one
     snapshot: a server-side cursor in a read-only repeatable-read transaction.
@@ -129,7 +129,7 @@ async def state_batches(
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             cursor = await conn.cursor(_STATES_SQL, lo, hi)
             while True:
-                records = await cursor.fetch(batch)
+                records = await cursor.fetch(batch or BATCH)
                 if not records:
                     return
                 yield [(r[0], r[1]) for r in records]
@@ -230,9 +230,12 @@ def _csv_cell(value: Any) -> Any:
 async def csv_stream(export: Export) -> AsyncIterator[bytes]:
     """UTF-8 CSV with a BOM, CRLF records, one chunk per fetched batch."""
     yield BOM + csv_lines([headers(export.lang)])
-    async for batch in export.row_batches():
-        if batch:
-            yield csv_lines([[_csv_cell(v) for v in values] for values in batch])
+    # aclosing: an ``async for`` left early does not close the generator it iterates; the
+    # source's transaction must end when the response does, not when the GC gets to it.
+    async with contextlib.aclosing(export.row_batches()) as batches:
+        async for batch in batches:
+            if batch:
+                yield csv_lines([[_csv_cell(v) for v in values] for values in batch])
 
 
 def _xlsx_row(ws: WriteOnlyWorksheet, values: list[Any]) -> list[Any]:
@@ -272,14 +275,15 @@ async def xlsx_file(export: Export) -> IO[bytes]:
         sheets = 1
         ws = _new_sheet(wb, export.lang, sheets)
         in_sheet = 0
-        async for batch in export.row_batches():
-            for values in batch:
-                if in_sheet == SHEET_ROWS:
-                    sheets += 1
-                    ws = _new_sheet(wb, export.lang, sheets)
-                    in_sheet = 0
-                ws.append(_xlsx_row(ws, values))
-                in_sheet += 1
+        async with contextlib.aclosing(export.row_batches()) as batches:
+            async for batch in batches:
+                for values in batch:
+                    if in_sheet == SHEET_ROWS:
+                        sheets += 1
+                        ws = _new_sheet(wb, export.lang, sheets)
+                        in_sheet = 0
+                    ws.append(_xlsx_row(ws, values))
+                    in_sheet += 1
     except BaseException:
         _discard(wb)
         raise

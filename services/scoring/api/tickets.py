@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from services.scoring import ticket_export
 from services.scoring.api.deps import Ctx, Reader, scoring_config
@@ -20,6 +21,23 @@ from shared.spreadsheet import attachment
 CSV = "text/csv; charset=utf-8"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 Config = Annotated[ScoringConfig, Depends(scoring_config)]
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A streamed response that closes its body iterator however the response ends.
+
+    Starlette stops iterating when the client goes away but leaves the generator suspended
+    until garbage collection: here that generator holds a database connection inside a
+    transaction (the cursor), which must end with the response.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 def pick_lang(lang: str | None, accept_language: str | None) -> str:
@@ -122,11 +140,11 @@ def ticket_router() -> APIRouter:
         name = f"tickets-{team or 'all'}-{start.isoformat()}-{end.isoformat()}.{fmt}"
         disposition = {"Content-Disposition": attachment(name)}
         if fmt == "csv":
-            return StreamingResponse(
+            return ClosingStreamingResponse(
                 ticket_export.csv_stream(export), media_type=CSV, headers=disposition
             )
         out = await ticket_export.xlsx_file(export)
-        return StreamingResponse(
+        return ClosingStreamingResponse(
             ticket_export.file_chunks(out), media_type=XLSX, headers=disposition
         )
 
