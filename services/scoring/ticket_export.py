@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Final
 
@@ -209,7 +209,7 @@ class Export:
     sla_hours: float
     lang: str
 
-    async def row_batches(self) -> AsyncIterator[list[list[Any]]]:
+    async def row_batches(self) -> AsyncGenerator[list[list[Any]]]:
         """Cells of the kept rows, one list per fetched batch (never more in memory)."""
         tz = self.measure.tz
         try:

@@ -228,7 +228,7 @@ def _row(**over: Any) -> TicketRow:
             "sla_met",
             "csat",
             "opened",
-        )  # fmt: skip
+        )
     )
     base.update(ticket_id="t", channel="unknown", reopens=0, followed_up=False)
     base.update(over)
