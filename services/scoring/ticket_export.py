@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import tempfile
@@ -11,24 +10,18 @@ from dataclasses import dataclass
 from typing import IO, Any, Final
 
 import orjson
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ERROR_CODES
-from openpyxl.styles import Font
-from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from services.scoring.db import Conn, ReadDb
 from services.scoring.kpi.measure import Measure
 from services.scoring.kpi.ticket import TicketState
 from services.scoring.kpi.ticket_row import TicketRow, opened_on, ticket_row
-from shared.spreadsheet import csv_lines, xlsx_value
+from services.scoring.xlsx_stream import XlsxStream
+from shared.spreadsheet import csv_lines
 
 BOM: Final = "\ufeff".encode()  # Excel reads a BOM-less CSV as the ANSI code page: CJK breaks
 BATCH: Final = 1000  # states per fetch from the server-side cursor: what memory is bounded by
 MAX_RANGE_DAYS: Final = 400  # as KPI windows and history
 DEFAULT_RANGE_DAYS: Final = 30
-# An XLSX sheet holds 1,048,576 rows; further tickets go on to a second sheet.
-SHEET_ROWS: Final = 1_048_575
 CHUNK: Final = 64 * 1024
 _TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 
@@ -238,89 +231,28 @@ async def csv_stream(export: Export) -> AsyncIterator[bytes]:
                 yield csv_lines([[_csv_cell(v) for v in values] for values in batch])
 
 
-def _xlsx_row(ws: WriteOnlyWorksheet, values: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for value in values:
-        cell = value if isinstance(value, dt.datetime) else xlsx_value(value)
-        if isinstance(cell, str) and cell in ERROR_CODES:
-            text = WriteOnlyCell(ws, value=cell)
-            text.data_type = "s"  # openpyxl would write "#N/A" as an error cell
-            out.append(text)
-        else:
-            out.append(cell)
-    return out
-
-
-def _new_sheet(wb: Workbook, lang: str, n: int) -> WriteOnlyWorksheet:
-    ws: WriteOnlyWorksheet = wb.create_sheet(_SHEET[lang] if n == 1 else f"{_SHEET[lang]} {n}")
-    ws.freeze_panes = "B2"
-    bold = Font(bold=True)
-    head = []
-    for label in headers(lang):
-        cell = WriteOnlyCell(ws, value=label)
-        cell.font = bold
-        head.append(cell)
-    ws.append(head)
-    return ws
-
-
 async def xlsx_file(export: Export) -> IO[bytes]:
     """The workbook in an anonymous temporary file, at its start; the caller closes it.
 
-    openpyxl's write-only mode keeps each sheet's rows in its own temp file, so memory stays
-    bounded; those files are removed on every path (see appraisal.exports._discard).
+    Rows are zipped into the sheet as each batch comes (XlsxStream): memory holds one batch.
+    The file has no name, so nothing is left on disk on any path (error, cancellation).
     """
-    wb = Workbook(write_only=True)
-    try:
-        sheets = 1
-        ws = _new_sheet(wb, export.lang, sheets)
-        in_sheet = 0
-        async with contextlib.aclosing(export.row_batches()) as batches:
-            async for batch in batches:
-                for values in batch:
-                    if in_sheet == SHEET_ROWS:
-                        sheets += 1
-                        ws = _new_sheet(wb, export.lang, sheets)
-                        in_sheet = 0
-                    ws.append(_xlsx_row(ws, values))
-                    in_sheet += 1
-    except BaseException:
-        _discard(wb)
-        raise
     out = tempfile.TemporaryFile(prefix="kpi-tickets-", suffix=".xlsx")  # noqa: SIM115 - returned
-    # Zipping is CPU work: off the event loop. A cancelled request leaves the thread writing:
-    # the file is closed when it is done, not under it.
-    saving = asyncio.ensure_future(asyncio.to_thread(_save, wb, out))
     try:
-        await asyncio.shield(saving)
+        book = XlsxStream(out, _SHEET[export.lang], headers(export.lang))
+        try:
+            async with contextlib.aclosing(export.row_batches()) as batches:
+                async for batch in batches:
+                    book.append_rows(batch)
+        except BaseException:
+            book.abort()
+            raise
+        book.close()
     except BaseException:
-        saving.add_done_callback(lambda _: out.close())
+        out.close()
         raise
     out.seek(0)
     return out
-
-
-def _save(wb: Workbook, out: IO[bytes]) -> None:
-    try:
-        wb.save(out)
-    finally:
-        _discard(wb)
-
-
-def _discard(wb: Workbook) -> None:
-    """Close and remove the per-sheet temp files of a write-only workbook."""
-    for ws in wb.worksheets:
-        writer = getattr(ws, "_writer", None)
-        if writer is None:
-            continue
-        rows = getattr(ws, "_rows", None)
-        with contextlib.suppress(Exception):
-            if rows is not None:
-                rows.close()
-        with contextlib.suppress(Exception):
-            writer.close()
-        with contextlib.suppress(OSError, ValueError):
-            writer.cleanup()
 
 
 async def file_chunks(out: IO[bytes]) -> AsyncIterator[bytes]:

@@ -6,13 +6,15 @@ import asyncio
 import csv
 import datetime as dt
 import io
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from services.scoring import xlsx_stream
 from services.scoring.calendar import parse_calendar
 from services.scoring.kpi.measure import Measure
 from services.scoring.kpi.ticket import TicketState
@@ -27,9 +29,10 @@ from services.scoring.ticket_export import (
     csv_stream,
     headers,
 )
+from services.scoring.xlsx_stream import XlsxStream
 from shared.events import Event, validate_event_obj
 from shared.spreadsheet import csv_lines
-from tests.export_checks import hostile_text, reference
+from tests.export_checks import hostile_text, read_xlsx, reference, xlsx_reference
 
 TZ = ZoneInfo("Asia/Shanghai")
 BASE = dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.UTC)  # a Monday
@@ -286,3 +289,37 @@ async def test_csv_stream_pulls_batches_lazily_and_closes_its_source() -> None:
     await stream.aclose()  # what a cancelled response does to its body iterator
     assert closed.is_set()
     assert pulled == 1
+
+
+# -- XLSX ------------------------------------------------------------------------------------
+
+
+def _book(rows: list[list[Any]], sheet_rows: int | None = None) -> Any:
+    out = io.BytesIO()
+    book = XlsxStream(out, "工单", ["A", "B", "C"])
+    book.append_rows(rows)
+    book.close()
+    return read_xlsx(out.getvalue())
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(hostile_text(), min_size=1, max_size=5))
+@example(texts=["_x0041_", "=1+1", "#N/A", "a&<b>\r\n", "\x00\ud800王"])
+def test_xlsx_text_reads_back_as_text_and_holds_no_formula(texts: list[str]) -> None:
+    wb = _book([[t, 1.5, dt.datetime(2026, 3, 2, 9, 30)] for t in texts])
+    got = list(wb.worksheets[0].iter_rows(values_only=True))
+    assert got[0] == ("A", "B", "C")
+    # openpyxl does not decode the _xHHHH_ escape that Excel does: "_x0041_" is kept literal
+    # for Excel by escaping its "_" (_x005F_), which openpyxl shows as written.
+    want = [re.sub(r"_(x[0-9A-Fa-f]{4}_)", r"_x005F_\1", xlsx_reference(t)) or None for t in texts]
+    assert [r[0] for r in got[1:]] == want
+    assert {r[1:] for r in got[1:]} == {(1.5, dt.datetime(2026, 3, 2, 9, 30))}
+
+
+def test_xlsx_goes_on_to_a_new_sheet_when_one_is_full(monkeypatch: Any) -> None:
+    monkeypatch.setattr(xlsx_stream, "SHEET_ROWS", 2)
+    wb = _book([[f"t{i}", i, None] for i in range(5)])
+    assert wb.sheetnames == ["工单", "工单 2", "工单 3"]
+    rows = [list(ws.iter_rows(values_only=True)) for ws in wb.worksheets]
+    assert rows[1] == [("A", "B", "C"), ("t2", 2, None), ("t3", 3, None)]
+    assert [ws.freeze_panes for ws in wb.worksheets] == ["B2"] * 3
