@@ -323,3 +323,15 @@ def test_xlsx_goes_on_to_a_new_sheet_when_one_is_full(monkeypatch: Any) -> None:
     rows = [list(ws.iter_rows(values_only=True)) for ws in wb.worksheets]
     assert rows[1] == [("A", "B", "C"), ("t2", 2, None), ("t3", 3, None)]
     assert [ws.freeze_panes for ws in wb.worksheets] == ["B2"] * 3
+
+
+def test_an_assignment_at_the_creation_instant_names_the_owner() -> None:
+    """At equal instants the assignment supersedes the creation's assignee (as for surveys)."""
+    raw = [
+        {"event_id": "z", "type": "ticket.created", "ticket_id": "t1", "specialist_id": "s1",
+         "occurred_at": "2026-03-02T09:00:00+08:00"},
+        {"event_id": "a", "type": "ticket.assigned", "ticket_id": "t1", "specialist_id": "s2",
+         "occurred_at": "2026-03-02T01:00:00+00:00"},
+    ]  # fmt: skip
+    row = ticket_row(fold([validate_event_obj(e) for e in raw]), PLAIN_MEASURE, 24)
+    assert row.specialist_id == "s2"

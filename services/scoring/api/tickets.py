@@ -86,7 +86,13 @@ def ticket_router() -> APIRouter:
         "a local date in [from, to], whose specialist (the closing specialist of the counted "
         "closure, else the current owner) is a member of `team` now. Supervisors name one of "
         "their teams; admins may omit `team` for every ticket. Specialists: 403.",
-        responses={200: {"content": {"text/csv": {}, XLSX: {}}}},
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "The file, streamed.",
+                "content": {"text/csv": {"schema": {"type": "string"}}, XLSX: {}},
+            }
+        },
     )
     async def tickets(
         principal: Reader,
