@@ -1,6 +1,7 @@
 """Per-ticket export: 1,000,000 stored ticket states, CSV and XLSX streamed over real HTTP.
 
 Usage: .venv/bin/python bench/bench_ticket_export.py [--tickets 1000000] [--database-url ...]
+       [--out bench/results/ticket_export.json]
        (KPI_BENCH_TICKETS sets the default count, e.g. 20000 for a quick run)
 
 Ticket states are written straight into ticket_states with COPY (not through Kafka), spread
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import platform
 import random
 import sys
 import tempfile
@@ -214,6 +216,9 @@ def main() -> None:
         "--tickets", type=int, default=int(os.environ.get("KPI_BENCH_TICKETS", "1000000"))
     )
     parser.add_argument("--database-url", default=os.environ.get("KPI_BENCH_DATABASE_URL"))
+    parser.add_argument(
+        "--out", type=Path, default=None, help="also write the figures (JSON) to this file"
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="kpi-bench-tickets-"))
     pg: EmbeddedPostgres | None = None
@@ -229,7 +234,14 @@ def main() -> None:
 
         upgrade(url)
         broker.start()
-        print(orjson.dumps(run(url, broker.bootstrap, args.tickets, home)).decode())
+        load = os.getloadavg()[0]
+        got = run(url, broker.bootstrap, args.tickets, home)
+        got["measured_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        got["machine"] = f"{platform.machine()} {os.cpu_count()} CPUs, load {load:.1f}"
+        text = orjson.dumps(got, option=orjson.OPT_INDENT_2).decode()
+        print(text)
+        if args.out is not None:
+            args.out.write_text(text + "\n")
     finally:
         broker.stop()
         if pg is not None:
