@@ -15,6 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.scoring import xlsx_stream
+from services.scoring.api.tickets import pick_lang
 from services.scoring.calendar import parse_calendar
 from services.scoring.kpi.measure import Measure
 from services.scoring.kpi.ticket import TicketState
@@ -335,3 +336,13 @@ def test_an_assignment_at_the_creation_instant_names_the_owner() -> None:
     ]  # fmt: skip
     row = ticket_row(fold([validate_event_obj(e) for e in raw]), PLAIN_MEASURE, 24)
     assert row.specialist_id == "s2"
+
+
+def test_header_language_from_lang_else_accept_language() -> None:
+    assert pick_lang("en", "zh-CN") == "en"
+    assert pick_lang(None, None) == "zh-CN"
+    assert pick_lang(None, "fr-FR,fr;q=0.9") == "zh-CN"
+    assert pick_lang(None, "en-GB,en;q=0.9") == "en"
+    assert pick_lang(None, "zh;q=0.5, en;q=0.8") == "en"
+    assert pick_lang(None, "zh-TW,en;q=0.9") == "zh-CN"
+    assert pick_lang(None, "en;q=0, zh;q=bad") == "zh-CN"
