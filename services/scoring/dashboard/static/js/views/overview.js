@@ -1,10 +1,10 @@
 // Team overview: one row per specialist, one column per KPI, cells coloured and labelled by grade.
-import { api, qs, saveBlob } from "../api.js";
+import { api, download, qs, saveBlob } from "../api.js";
 import { setParams } from "../app.js";
-import { csvBlob, esc, fmtClock, fmtValue, gradeClass, gradeLabel, kpiName, kpiShort, quarterOf, samples } from "../format.js";
-import { t } from "../i18n.js";
+import { addDays, csvBlob, esc, fmtClock, fmtValue, gradeClass, gradeLabel, kpiName, kpiShort, quarterOf, samples } from "../format.js";
+import { getLang, t } from "../i18n.js";
 import { alerts, state } from "../state.js";
-import { errorBox, teamName, teamPicker, windowPicker, windowValue } from "./common.js";
+import { errorBox, errorMessage, teamName, teamPicker, windowPicker, windowValue } from "./common.js";
 import { loadTeamTrend, teamTrendPanel, trendKpi } from "./team_trend.js";
 
 const FILTERS = ["all", "unqualified", "excellent", "insufficient", "alerts"];
@@ -39,6 +39,16 @@ export function renderOverview(main, _args, params) {
         <select id="ov-filter">${FILTERS.map((f) => `<option value="${f}" ${f === ui.filter ? "selected" : ""}>${esc(t(`filter.${f}`))}</option>`).join("")}</select></div>
       <button type="button" class="btn" id="ov-export">${esc(t("export.csv"))}</button>
       <span class="updated" id="ov-updated" aria-live="off"></span>
+    </form>
+    <form class="toolbar" id="ov-tickets" aria-labelledby="ov-tk-title">
+      <span class="toolbar-title" id="ov-tk-title">${esc(t("tickets.export"))}</span>
+      <div class="field"><label for="ov-tk-from">${esc(t("tickets.from"))}</label>
+        <input id="ov-tk-from" type="date" value="${esc(addDays(state.config.today, -29))}" max="${esc(state.config.today)}"></div>
+      <div class="field"><label for="ov-tk-to">${esc(t("tickets.to"))}</label>
+        <input id="ov-tk-to" type="date" value="${esc(state.config.today)}" max="${esc(state.config.today)}"></div>
+      <button type="button" class="btn" id="ov-tk-csv">CSV</button>
+      <button type="button" class="btn" id="ov-tk-xlsx">XLSX</button>
+      <span class="form-error" id="ov-tk-err" role="alert"></span>
     </form>
     <div id="ov-teams" class="team-cards"></div>
     <section id="ov-trend" class="panel" aria-labelledby="tt-h" hidden></section>
@@ -78,6 +88,31 @@ export function renderOverview(main, _args, params) {
     saveParams();
     drawTrend();
   });
+  $("#ov-tk-csv").addEventListener("click", () => exportTickets("csv"));
+  $("#ov-tk-xlsx").addEventListener("click", () => exportTickets("xlsx"));
+
+  // One row per ticket of the chosen team (GET /v1/tickets); every team's only for an admin.
+  async function exportTickets(format) {
+    const err = $("#ov-tk-err");
+    err.textContent = "";
+    if (!ui.team && state.config.role !== "admin") {
+      err.textContent = t("tickets.need_team");
+      return;
+    }
+    const from = $("#ov-tk-from").value;
+    const to = $("#ov-tk-to").value;
+    const buttons = [$("#ov-tk-csv"), $("#ov-tk-xlsx")];
+    for (const b of buttons) b.disabled = true;
+    err.textContent = t("tickets.preparing");
+    try {
+      await download(`/v1/tickets${qs({ team: ui.team, from, to, format, lang: getLang() })}`, `tickets-${ui.team || "all"}-${from}-${to}.${format}`);
+      err.textContent = "";
+    } catch (e) {
+      err.textContent = errorMessage(e);
+    } finally {
+      for (const b of buttons) b.disabled = false;
+    }
+  }
   $("#ov-teams").addEventListener("click", (ev) => {
     const card = ev.target.closest("[data-team]");
     if (!card) return;
