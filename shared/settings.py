@@ -333,6 +333,13 @@ class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings):
         description="Path of a YAML/JSON business calendar; response time then counts "
         "business hours only (default: calendar hours).",
     )
+    sla_first_response_hours: float = Field(
+        default=24.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="First-response SLA in hours (business hours under a business calendar): "
+        "the line of first_response_sla_rate.",
+    )
     appraisal_rule: Annotated[dict[str, Any], NoDecode] = Field(
         default_factory=dict,
         description='JSON overall-grade rule, e.g. {"excellent_min_count": 4, '
