@@ -63,3 +63,13 @@ def test_export_labels_add_the_unit_where_the_label_has_none() -> None:
     assert kpi_label("avg_response_time_hours", "en") == "Avg response time (h)"
     assert kpi_label("avg_response_time_hours", "zh-CN") == "平均响应时间(小时)"
     assert kpi_label("nps", "en") == CATALOGUE["nps"].names["en"].label
+
+
+def test_the_appraisal_exports_stay_on_the_spec_table() -> None:
+    from services.scoring.appraisal import exports
+
+    for lang in LANGS:
+        head = " | ".join(exports.headers(lang))
+        for key in MEASURE_KEYS:
+            assert CATALOGUE[key].names[lang].label not in head, (lang, key)
+    assert exports.headers("en")[4] == "Customer satisfaction value"

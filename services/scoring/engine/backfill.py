@@ -46,6 +46,8 @@ async def _claim(conn: Conn, name: str) -> tuple[str, bool]:
         "WHERE name = $1 FOR UPDATE",
         name,
     )
+    if row is None:  # pragma: no cover - inserted just above, in this transaction
+        raise RuntimeError(f"backfill row {name!r} is missing")
     return str(row["after_id"]), bool(row["done"])
 
 
