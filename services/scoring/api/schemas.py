@@ -266,6 +266,10 @@ class CatalogueEntry(_Out):
     unit: str
     higher_is_better: bool
     graded: bool
+    appraised: bool = Field(
+        description="Part of the quarterly appraisal (SPEC §1); false for the informational "
+        "measures (resolution_time_hours, first_response_sla_rate, reopen_rate)."
+    )
     names: dict[str, KpiNames] = Field(description="By language (en, zh-CN).")
 
 
