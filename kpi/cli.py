@@ -254,7 +254,8 @@ def rescore(
     ] = False,
     home: HOME_OPTION = Path(".kpi"),
 ) -> None:
-    """Re-measure stored tickets with the current KPI_BUSINESS_CALENDAR and KPI_TIMEZONE."""
+    """Re-measure stored tickets with the current KPI_BUSINESS_CALENDAR, KPI_TIMEZONE and
+    KPI_SLA_FIRST_RESPONSE_HOURS (also backfills tickets stored before the §3a measures)."""
     import datetime as dt
 
     from services.scoring.config import ScoringConfig
@@ -284,7 +285,10 @@ def rescore(
         else f"business hours of calendar {config.measure.calendar}"
     )
     url = _database_url(home)
-    console.print(f"rescore: response times in {measure}, day buckets in {settings.timezone}")
+    console.print(
+        f"rescore: response times in {measure}, first-response SLA "
+        f"{config.measure.sla_hours:g} h, day buckets in {settings.timezone}"
+    )
     started = time.monotonic()
 
     async def run() -> tuple[int, int, set[str]]:

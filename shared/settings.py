@@ -337,8 +337,9 @@ class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings):
         default=24.0,
         gt=0,
         le=8760,
-        description="First-response SLA in hours (in the KPI's measure: business hours under "
-        "KPI_BUSINESS_CALENDAR); a response within it meets the SLA.",
+        allow_inf_nan=False,
+        description="First-response SLA in hours (business hours under KPI_BUSINESS_CALENDAR): "
+        "the line of first_response_sla_rate and the per-ticket export's SLA met column.",
     )
     appraisal_rule: Annotated[dict[str, Any], NoDecode] = Field(
         default_factory=dict,

@@ -41,9 +41,11 @@ SETTINGS: tuple[HoursFn | None, ...] = (None, CN, LONG_DAYS)
 Aggregates = dict[str, dict[Any, Any]]
 
 
-async def apply(engine: AsyncEngine, events: list[Event], hours: HoursFn | None) -> None:
+async def apply(
+    engine: AsyncEngine, events: list[Event], hours: HoursFn | None, sla: float = 24.0
+) -> None:
     async with session_scope(create_sessionmaker(engine)) as session:
-        await process_batch(session, events, measure=Measure(SH, hours))
+        await process_batch(session, events, measure=Measure(SH, hours, sla_hours=sla))
 
 
 async def rescore(
@@ -118,10 +120,10 @@ async def clear_outbox(engine: AsyncEngine) -> None:
 
 
 async def from_scratch(
-    engine: AsyncEngine, events: list[Event], hours: HoursFn | None
+    engine: AsyncEngine, events: list[Event], hours: HoursFn | None, sla: float = 24.0
 ) -> Aggregates:
     await reset(engine)
-    await apply(engine, events, hours)
+    await apply(engine, events, hours, sla)
     return await aggregates(engine)
 
 
