@@ -366,6 +366,27 @@ class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings):
         default=3600.0, ge=1, le=86400, description="Period of scoring's reminder scan."
     )
 
+    # Team digests (scoring builds and records, notify relays; docs/alerts.md#team-digests).
+    digest_schedule: Literal["weekly", "monthly", "off"] = Field(
+        default="weekly",
+        description="A digest per team of each finished ISO week (weekly), calendar month "
+        "(monthly), or none (off).",
+    )
+    digest_weekday: Literal[
+        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"
+    ] = Field(default="monday", description="Weekly digests go out on this local weekday.")
+    digest_hour: int = Field(
+        default=8, ge=0, le=23, description="Local hour (KPI_TIMEZONE) digests go out at."
+    )
+    digest_scan_seconds: Annotated[float, BeforeValidator(parse_duration)] = Field(
+        default=300.0, ge=1, le=86400, description="Period of scoring's digest scan."
+    )
+
+    @field_validator("digest_schedule", "digest_weekday", mode="before")
+    @classmethod
+    def _lower_word(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("business_calendar")
     @classmethod
     def _blank_calendar_is_none(cls, value: str | None) -> str | None:
