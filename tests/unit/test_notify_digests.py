@@ -152,8 +152,8 @@ def test_texts_in_both_languages() -> None:
         "line: 90% → 70%; 王芳 (s2) · Customer satisfaction (CSAT) back at the line: 50% → 100%"
     ) in en
     assert (
-        "Improvement plans due: 王芳 (s2) 2026Q4: Customer satisfaction (CSAT) ≥ 90% (overdue, 2026-12-06)"
-        in en
+        "Improvement plans due: 王芳 (s2) 2026Q4: Customer satisfaction (CSAT) ≥ 90% "
+        "(overdue, 2026-12-06)" in en
     )
     assert "Open alerts: Li Wei (s1) · Customer satisfaction (CSAT) 70% (≥ 85%)" in en
     assert en.endswith(f"Details: {LINK}")
@@ -161,8 +161,8 @@ def test_texts_in_both_languages() -> None:
     assert zh.splitlines()[0] == "[团队周报] North (north) · 2026-W49"
     assert "客户满意度：85%（上期 70%，+15.0 个百分点），样本 20" in zh
     assert (
-        "越过合格线：Li Wei (s1) · 客户满意度 跌破合格线：90% → 70%；王芳 (s2) · 客户满意度 恢复至合格线"
-        in zh
+        "越过合格线：Li Wei (s1) · 客户满意度 跌破合格线：90% → 70%；"
+        "王芳 (s2) · 客户满意度 恢复至合格线" in zh
     )
     assert "未关闭的告警：Li Wei (s1)" in zh
     monthly = content().model_copy(
