@@ -85,6 +85,13 @@ async def record_digest(
     return _digest(row)
 
 
+async def relay_again(conn: Raw, digest_id: int) -> None:
+    """Have notify relay a recorded digest once more (an admin's send): each delivery's key
+    is (digest, channel), so only the team's channels that never had it get it now."""
+    await conn.execute("UPDATE team_digests SET relayed_at = NULL WHERE id = $1", digest_id)
+    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(digest_id))
+
+
 async def get_digest(conn: Raw, team_id: str, period: str) -> Digest | None:
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM team_digests WHERE team_id = $1 AND period = $2",

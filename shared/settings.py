@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.account_settings import AccountSettings
+from shared.digest_settings import DigestSettings
 from shared.kafka_settings import KafkaSecuritySettings
 from shared.oidc_settings import OidcSettings
 from shared.topics import Topics
@@ -68,7 +69,7 @@ class SettingsError(RuntimeError):
     """Raised with a readable, multi-line explanation of invalid settings."""
 
 
-class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings):
+class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings, DigestSettings):
     """Every ``KPI_*`` variable the services understand; see docs/configuration.md."""
 
     model_config = SettingsConfigDict(env_prefix="KPI_", extra="ignore", frozen=True)
@@ -365,27 +366,6 @@ class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings):
     reminder_scan_seconds: Annotated[float, BeforeValidator(parse_duration)] = Field(
         default=3600.0, ge=1, le=86400, description="Period of scoring's reminder scan."
     )
-
-    # Team digests (scoring builds and records, notify relays; docs/alerts.md#team-digests).
-    digest_schedule: Literal["weekly", "monthly", "off"] = Field(
-        default="weekly",
-        description="A digest per team of each finished ISO week (weekly), calendar month "
-        "(monthly), or none (off).",
-    )
-    digest_weekday: Literal[
-        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"
-    ] = Field(default="monday", description="Weekly digests go out on this local weekday.")
-    digest_hour: int = Field(
-        default=8, ge=0, le=23, description="Local hour (KPI_TIMEZONE) digests go out at."
-    )
-    digest_scan_seconds: Annotated[float, BeforeValidator(parse_duration)] = Field(
-        default=300.0, ge=1, le=86400, description="Period of scoring's digest scan."
-    )
-
-    @field_validator("digest_schedule", "digest_weekday", mode="before")
-    @classmethod
-    def _lower_word(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("business_calendar")
     @classmethod

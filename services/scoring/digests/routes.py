@@ -57,8 +57,8 @@ class DigestPreview(BaseModel):
 
 
 class DigestSent(DigestRecord):
-    """The answer of a send: `recorded` false when the period's digest was recorded before
-    (nothing is sent again)."""
+    """The answer of a send: `recorded` false when the period's digest was recorded before;
+    it then goes only to the team's channels that never had it (none twice)."""
 
     recorded: bool
 
@@ -119,7 +119,7 @@ def digest_router() -> APIRouter:
 
     @router.post(
         "/teams/{team_id}/digest/send",
-        summary="Send a team's digest of a finished period now (once per period)",
+        summary="Send a team's digest of a finished period now (once per period and channel)",
         responses={200: {"model": DigestSent}},
     )
     async def send_digest(
@@ -134,7 +134,8 @@ def digest_router() -> APIRouter:
             recorded = digest is not None
             if digest is None:
                 digest = await store.get_digest(conn, team_id, p.name)
-        assert digest is not None  # recorded now or before, in this transaction's view
+                assert digest is not None  # the insert conflicted with it
+                await store.relay_again(conn, digest.id)
         return json_response({**_record_out(digest), "recorded": recorded})
 
     return router
