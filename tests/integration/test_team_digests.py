@@ -230,6 +230,15 @@ async def test_a_digest_is_recorded_once_and_relayed_once_to_the_teams_webhook(
     await asyncio.sleep(1.0)
     assert len(team_hook.snapshot()) == 3
 
+    # A channel added later gets a period sent again by hand; those that had it do not.
+    late = channel(first.url, org_hook.url + "/north-late", "north")
+    r = await client.post("/v1/teams/north/digest/send?period=2026-W40", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["recorded"] is False
+    await wait_for(lambda: len(org_hook.snapshot()) == 1, 20)
+    await asyncio.sleep(1.0)
+    assert len(team_hook.snapshot()) == 3 and len(org_hook.snapshot()) == 1
+    assert org_hook.keys() == [digest_delivery_key(w40.id, late)]
+
 
 async def test_preview_and_send_refuse_odd_periods_and_other_teams(
     client: AsyncClient, clean_db: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
