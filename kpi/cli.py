@@ -149,6 +149,11 @@ def up(
                 f"  demo     streaming a synthetic team (60-day backfill, then ~20 events/s; "
                 f"log {log})"
             )
+            console.print(
+                "  digest   see a team digest arrive now: kpi receive --port 9000 --secret "
+                "digest-secret, then kpi digest send demo-north --webhook "
+                "http://127.0.0.1:9000/ --secret digest-secret (docs/alerts.md#team-digests)"
+            )
         console.print("\nPress Ctrl-C to stop.")
         while True:
             time.sleep(1)
