@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -17,11 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.notify.handlers.digests import digest_delivery_key
 from services.scoring.digests.periods import DigestSchedule
-from services.scoring.digests.scan import DigestScanner
+from services.scoring.digests.scan import DigestScanner, start_digests
 from shared import digests as store
 from shared.auth import Role
 from shared.db import raw_connection, session_scope
 from shared.notify_api import DeliveryPage, DigestDeliveryItem
+from shared.settings import load_settings
 from shared.webhooks import DigestPayload, verify_webhook_signature
 from tests.integration.notify_support import FakeClock, Receiver, Start
 from tests.integration.test_appraisal_api import ADMIN, NOW, app, rows
@@ -38,10 +40,9 @@ WEEK = dt.timedelta(days=7)
 
 @pytest.fixture
 async def client(app: FastAPI, clean_db: AsyncEngine) -> AsyncIterator[AsyncClient]:
-    # The app's own scan is stopped: these tests drive scans with their own clocks.
-    scanner = app.state.digests
-    assert isinstance(scanner, DigestScanner)
-    scanner.stop()
+    # The app runs no scan (KPI_DIGEST_SCHEDULE=off): these tests drive scans with their
+    # own clocks.
+    assert app.state.digests is None
     async with AsyncClient(transport=ASGITransport(app=app), base_url="http://scoring") as c:
         yield c
     app.state.clock = lambda: NOW
@@ -301,3 +302,37 @@ async def test_a_notify_restart_between_record_and_relay_still_sends_once(
     assert await scan_all(replicas) == 2
     assert await scan_all(scanners(app, sessionmaker, FakeClock(NOW + WEEK))) == 0
     await wait_for(lambda: len(team_hook.snapshot()) == 2, 30)
+
+
+async def test_the_scan_runs_as_a_runtime_task_until_stopped(
+    app: FastAPI,
+    client: AsyncClient,
+    clean_db: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    await seed(clean_db)
+    clock = FakeClock(NOW)
+    runtime = SimpleNamespace(
+        settings=load_settings(digest_scan_seconds=1, timezone="Asia/Shanghai"),
+        sessionmaker=sessionmaker,
+        spawn=lambda coro, name: asyncio.create_task(coro, name=name),
+        stoppers=[],
+    )
+    off = SimpleNamespace(**{**vars(runtime), "settings": load_settings(digest_schedule="off")})
+    assert start_digests(off, app.state.config, clock) is None  # type: ignore[arg-type]
+    running = start_digests(runtime, app.state.config, clock)  # type: ignore[arg-type]
+    # The first scan comes after at most one interval (here 1 s), then one per interval.
+    assert running is not None and running.interval == running.first_delay == 1
+    await wait_for(lambda: running.recorded == 2, 40)  # the first scan: week 40
+    clock.advance(days=7)
+    await wait_for(lambda: running.recorded == 4, 10)  # a week later: week 41
+    for stop in runtime.stoppers:
+        stop()
+    tasks = [t for t in asyncio.all_tasks() if t.get_name() == "scoring-digests"]
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert sorted(d.period for d in await stored(sessionmaker)) == [
+        "2026-W40",
+        "2026-W40",
+        "2026-W41",
+        "2026-W41",
+    ]
