@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.durations import parse_duration
 
 
 class DigestSettings(BaseSettings):
@@ -27,8 +29,8 @@ class DigestSettings(BaseSettings):
     digest_hour: int = Field(
         default=8, ge=0, le=23, description="Local hour (KPI_TIMEZONE) digests go out at."
     )
-    digest_scan_seconds: float = Field(
-        default=300.0, ge=1, le=86400, description="Seconds between scoring's digest scans."
+    digest_scan_seconds: Annotated[float, BeforeValidator(parse_duration)] = Field(
+        default=300.0, ge=1, le=86400, description="Period of scoring's digest scan."
     )
 
     @field_validator("digest_schedule", "digest_weekday", mode="before")

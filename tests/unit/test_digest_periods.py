@@ -199,5 +199,7 @@ def test_settings_build_the_schedule() -> None:
     assert DigestSchedule.from_settings(load_settings()) == DigestSchedule("week", 0, 8)
     s = load_settings(digest_schedule=" Monthly", digest_weekday="FRIDAY", digest_hour=23)
     assert DigestSchedule.from_settings(s) == DigestSchedule("month", 4, 23)
+    assert load_settings().digest_scan_seconds == 300
+    assert load_settings(digest_scan_seconds="15m").digest_scan_seconds == 900
     off = DigestSchedule.from_settings(load_settings(digest_schedule="off"))
     assert not off.enabled and off.period_kind == "week"
