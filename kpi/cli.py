@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from kpi.accounts_cli import register as register_account_commands
+from kpi.digest_cli import register as register_digest_commands
 from kpi.stack import SERVICES, LocalStack
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ app = typer.Typer(help="KPI platform for after-sales service specialists.", no_a
 token_app = typer.Typer(help="Manage API bearer tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 register_account_commands(app, token_app)
+register_digest_commands(app)
 console = Console(stderr=True)
 
 HOME_OPTION = Annotated[
@@ -146,6 +148,11 @@ def up(
             console.print(
                 f"  demo     streaming a synthetic team (60-day backfill, then ~20 events/s; "
                 f"log {log})"
+            )
+            console.print(
+                "  digest   see a team digest arrive now: kpi receive --port 9000 --secret "
+                "digest-secret, then kpi digest send demo-north --webhook "
+                "http://127.0.0.1:9000/ --secret digest-secret (docs/alerts.md#team-digests)"
             )
         console.print("\nPress Ctrl-C to stop.")
         while True:

@@ -58,6 +58,8 @@ async def app(database_url: str, bootstrap: str) -> AsyncIterator[FastAPI]:
         topic_prefix=topics.prefix,
         scoring_session_timeout_ms=1000,
         business_calendar=str(CALENDAR),
+        # The digest tests drive scans with their own clocks (test_team_digests.py).
+        digest_schedule="off",
     )
     application = build()(cfg)
     async with application.router.lifespan_context(application):
