@@ -202,6 +202,11 @@ async def write_deltas(conn: Conn, deltas: Deltas) -> int:
     if deltas.daily:
         await repository.add_daily(conn, deltas.daily)
         await repository.add_facts(conn, deltas.facts)
+    # Apart from kpi_daily: a late ticket.created moves a share between channels alone.
+    if deltas.channels:
+        await repository.add_channels(conn, deltas.channels)
+    if deltas.buckets:
+        await repository.add_buckets(conn, deltas.buckets)
     if deltas.added or deltas.removed:
         return await repository.set_issues(conn, deltas.added, deltas.removed)
     return 0
