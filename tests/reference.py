@@ -310,9 +310,9 @@ def reference_channel(ticket_events: list[Event]) -> str:
     trimmed and cut to 64 characters; "unknown" when none does."""
     best = None
     for e in ticket_events:
-        if isinstance(e, TicketCreated) and e.channel is not None and e.channel.strip():
-            if best is None or _later(best, e):
-                best = e
+        named = isinstance(e, TicketCreated) and e.channel is not None and e.channel.strip()
+        if named and (best is None or _later(best, e)):
+            best = e
     if best is None:
         return "unknown"
     assert isinstance(best, TicketCreated) and best.channel is not None

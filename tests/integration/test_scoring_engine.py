@@ -36,6 +36,8 @@ ENGINE_TABLES = (
     "training_sessions",
     "kpi_daily",
     "kpi_facts",
+    "kpi_channel_daily",
+    "kpi_time_buckets",
     "data_quality_issues",
     "score_outbox",
 )

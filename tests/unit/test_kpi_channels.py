@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -104,7 +104,7 @@ def _close(got: Mapping[Any, tuple[float, int]], want: Mapping[Any, tuple[float,
 def test_breakdown_equals_reference_grouped_by_channel_and_sums_to_overall(
     history: tuple[list[Event], list[list[Event]], bool], tz: ZoneInfo
 ) -> None:
-    events, batches, remember = history
+    _events, batches, remember = history
     store = Store()
     measure = Measure(tz)
     for batch in batches:
@@ -124,7 +124,7 @@ def test_breakdown_equals_reference_grouped_by_channel_and_sums_to_overall(
     # Every time value is in exactly one bucket: counts equal the denominators, and each
     # ticket's value lies in the bucket counted for it.
     counts: dict[Any, int] = {}
-    for (who, day, metric, bucket), n in store.buckets.items():
+    for (who, day, metric, _bucket), n in store.buckets.items():
         assert n >= 0
         counts[(who, day, metric)] = counts.get((who, day, metric), 0) + n
     dens = {k: v[1] for k, v in overall.items() if k[2] in DISTRIBUTED and v[1]}

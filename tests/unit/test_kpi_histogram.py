@@ -68,7 +68,7 @@ def test_every_value_lies_in_its_bucket(value: float) -> None:
 
 
 def test_bucket_layout() -> None:
-    assert RELATIVE_ERROR == pytest.approx(2 ** (1 / 16) - 1) and RELATIVE_ERROR < 0.045
+    assert pytest.approx(2 ** (1 / 16) - 1) == RELATIVE_ERROR and RELATIVE_ERROR < 0.045
     assert bucket_of(0.0) == ZERO_BUCKET and bucket_of(SMALLEST / 2) == ZERO_BUCKET
     assert bucket_of(SMALLEST) == 1 and bucket_of(LARGEST) == OVERFLOW_BUCKET
     assert bucket_of(math.inf) == OVERFLOW_BUCKET
