@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring.db import Conn, raw_connection
-from services.scoring.engine import outbox, repository
+from services.scoring.engine import breakdown_writes, outbox, repository
 from services.scoring.kpi.apply import Deltas, apply_events, route
 from services.scoring.kpi.measure import Measure
 from shared.events import Event, encode_event
@@ -204,9 +204,9 @@ async def write_deltas(conn: Conn, deltas: Deltas) -> int:
         await repository.add_facts(conn, deltas.facts)
     # Apart from kpi_daily: a late ticket.created moves a share between channels alone.
     if deltas.channels:
-        await repository.add_channels(conn, deltas.channels)
+        await breakdown_writes.add_channels(conn, deltas.channels)
     if deltas.buckets:
-        await repository.add_buckets(conn, deltas.buckets)
+        await breakdown_writes.add_buckets(conn, deltas.buckets)
     if deltas.added or deltas.removed:
         return await repository.set_issues(conn, deltas.added, deltas.removed)
     return 0
