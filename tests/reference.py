@@ -329,10 +329,9 @@ def reference_channel_sums(
     groups: dict[str, list[Event]] = {}
     rest: list[Event] = []
     for e in unique:
-        if isinstance(e, _TICKET_TYPES) or (
-            isinstance(e, SurveyCsat | SurveyNps) and e.ticket_id is not None
-        ):
-            groups.setdefault(e.ticket_id, []).append(e)  # type: ignore[union-attr]
+        ticket_id = getattr(e, "ticket_id", None)
+        if ticket_id is not None and isinstance(e, (*_TICKET_TYPES, SurveyCsat, SurveyNps)):
+            groups.setdefault(ticket_id, []).append(e)
         else:
             rest.append(e)
     out: dict[ChannelKey, tuple[float, int]] = {}
