@@ -64,7 +64,7 @@ typecheck: $(STAMP) ## mypy (strict) over the product code
 migrate: $(STAMP) ## Apply migrations to KPI_DATABASE_URL (or the running `make run` database)
 	$(BIN)/kpi migrate
 
-bench: $(STAMP) ## Every headline figure in one run (~3 min); writes bench/results/latest.{json,md}
+bench: $(STAMP) ## Every headline figure in one run (~6 min with the 1M-ticket export; KPI_BENCH_TICKETS=20000 for less); writes bench/results/latest.{json,md}
 	$(BIN)/python bench/run_all.py
 
 chaos: $(STAMP) ## Full chaos campaign (~20 min): stream + faults, checks lost/dup/mismatch/alerts

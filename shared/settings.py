@@ -333,6 +333,13 @@ class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings):
         description="Path of a YAML/JSON business calendar; response time then counts "
         "business hours only (default: calendar hours).",
     )
+    sla_first_response_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=8760,
+        description="First-response SLA in hours (in the KPI's measure: business hours under "
+        "KPI_BUSINESS_CALENDAR); a response within it meets the SLA.",
+    )
     appraisal_rule: Annotated[dict[str, Any], NoDecode] = Field(
         default_factory=dict,
         description='JSON overall-grade rule, e.g. {"excellent_min_count": 4, '

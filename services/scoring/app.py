@@ -16,6 +16,7 @@ from services.scoring.api.directory import directory_router
 from services.scoring.api.kpis import kpi_router
 from services.scoring.api.platform import platform_router
 from services.scoring.api.sso import sso_router
+from services.scoring.api.tickets import ticket_router
 from services.scoring.api.users import bootstrap_admin, users_router
 from services.scoring.appraisal.reminder_scan import start_reminders
 from services.scoring.appraisal.routes import appraisal_router
@@ -70,6 +71,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             breakdown_router(),
             directory_router(),
             appraisal_router(),
+            ticket_router(),
             platform_router(),
             auth_router(),
             sso_router(),

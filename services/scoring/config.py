@@ -35,6 +35,7 @@ class ScoringConfig:
     alert_window: str
     appraisal_rule: AppraisalRule
     incentives: IncentivePolicy
+    sla_first_response_hours: float = 24.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ScoringConfig:
@@ -73,6 +74,7 @@ class ScoringConfig:
             alert_window=settings.alert_window,
             appraisal_rule=rule,
             incentives=incentives,
+            sla_first_response_hours=settings.sla_first_response_hours,
         )
 
     def alert_window_at(self, as_of: date) -> Window:

@@ -154,11 +154,18 @@ class Leaderboard(_Out):
     entries: list[LeaderboardEntry]
 
 
-class HistoryPoint(_Out):
-    date: dt.date
+class HistorySums(_Out):
     value: Number | None
     numerator: Number | None
     denominator: int | None
+
+
+class HistoryPoint(HistorySums):
+    date: dt.date
+    rolling_7d: HistorySums = Field(
+        description="The 7 local dates ending at `date` (the 6 before `from` included), "
+        "valued on their summed numerators and denominators."
+    )
 
 
 class History(_Out):
@@ -167,6 +174,18 @@ class History(_Out):
     from_: dt.date = Field(alias="from")
     to: dt.date
     points: list[HistoryPoint] = Field(description="One point per local date, oldest first.")
+
+
+class TeamHistory(_Out):
+    team_id: str
+    name: str
+    kpi: KpiKey
+    from_: dt.date = Field(alias="from")
+    to: dt.date
+    points: list[HistoryPoint] = Field(
+        description="One point per local date, oldest first; each day's sums added over the "
+        "team's current members."
+    )
 
 
 class FactOut(_Out):
@@ -235,6 +254,11 @@ class SpecialistOut(_Out):
 
 class SpecialistDetail(SpecialistOut):
     """One specialist (GET one, PUT): with the helpdesk aliases."""
+
+    team_name: str | None = Field(
+        default=None,
+        description="The team's name (GET only; a specialist may not read the team itself).",
+    )
 
     aliases: dict[str, str] = Field(
         description="Helpdesk identities native webhooks map to this specialist."

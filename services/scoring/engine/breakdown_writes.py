@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TypeAlias
 
 from services.scoring.db import Conn
+
 # The same bulk-parameter helpers as the other engine writes (kept private to the engine).
 from services.scoring.engine.repository import _columns, _text_array
 

@@ -44,6 +44,9 @@ export function trendChart(kpi, points, line) {
   if (isTraining) {
     let c = 0;
     main = points.map((p) => (c += p.numerator || 0));
+  } else if (points.every((p) => p.rolling_7d)) {
+    // The server's 7 days also reach before the first point; the local sum is for older servers.
+    main = points.map((p) => p.rolling_7d.value ?? null);
   } else {
     main = rolling(points, kpi);
   }
@@ -94,6 +97,13 @@ export function trendChart(kpi, points, line) {
   const last = [...main].reverse().find((v) => v !== null);
   const label = `${kpiName(kpi)}: ${points[0].date} – ${points[n - 1].date}; ${t(isTraining ? "kpi.training_sessions" : "spec.rolling")} ${last === undefined ? "—" : fmtValue(kpi, last)}; ${t("spec.qline")} ${fmtLine(kpi, line.qualified)}`;
   return `<svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(label)}" data-kpi="${kpi}"><title>${esc(label)}</title>${parts.join("")}</svg>`;
+}
+
+// The legend under a trend chart: what the line is, and the dashed lines with their values.
+export function chartLegend(kpi, line) {
+  return `<figcaption class="chart-legend"><span><span class="sw sw-series"></span>${esc(t(kpi === "training_sessions" ? "kpi.training_sessions" : "spec.rolling"))}</span>
+    ${line.qualified !== null ? `<span><span class="sw dash sw-qualified"></span>${esc(t("spec.qline"))} ${esc(fmtLine(kpi, line.qualified))}</span>` : ""}
+    ${line.excellent !== null ? `<span><span class="sw dash sw-excellent"></span>${esc(t("spec.eline"))} ${esc(fmtLine(kpi, line.excellent))}</span>` : ""}</figcaption>`;
 }
 
 function tick(kpi, v) {

@@ -1,11 +1,12 @@
 // Team overview: one row per specialist, one column per KPI, cells coloured and labelled by grade.
-import { api, qs, saveBlob } from "../api.js";
+import { api, download, qs, saveBlob } from "../api.js";
 import { setParams } from "../app.js";
-import { csvBlob, esc, fmtClock, fmtValue, gradeClass, gradeLabel, kpiName, kpiShort, quarterOf, samples } from "../format.js";
-import { t } from "../i18n.js";
+import { addDays, csvBlob, esc, fmtClock, fmtValue, gradeClass, gradeLabel, kpiName, kpiShort, quarterOf, samples } from "../format.js";
+import { getLang, t } from "../i18n.js";
 import { alerts, state } from "../state.js";
 import { channelPanels, loadChannelPanels } from "./channels.js";
-import { errorBox, teamName, teamPicker, windowPicker, windowValue } from "./common.js";
+import { errorBox, errorMessage, teamName, teamPicker, windowPicker, windowValue } from "./common.js";
+import { loadTeamTrend, teamTrendPanel, trendKpi } from "./team_trend.js";
 
 const FILTERS = ["all", "unqualified", "excellent", "insufficient", "alerts"];
 
@@ -18,6 +19,7 @@ export function renderOverview(main, _args, params) {
     filter: params.get("filter") || "all",
     sort: params.get("sort") || "name",
     dir: params.get("dir") || "asc",
+    trend: trendKpi(params.get("trend")),
   };
   const refreshSeconds = Number(params.get("refresh")) || 0;
   const kpis = state.config.kpis;
@@ -39,7 +41,18 @@ export function renderOverview(main, _args, params) {
       <button type="button" class="btn" id="ov-export">${esc(t("export.csv"))}</button>
       <span class="updated" id="ov-updated" aria-live="off"></span>
     </form>
+    <form class="toolbar" id="ov-tickets" aria-labelledby="ov-tk-title">
+      <span class="toolbar-title" id="ov-tk-title">${esc(t("tickets.export"))}</span>
+      <div class="field"><label for="ov-tk-from">${esc(t("tickets.from"))}</label>
+        <input id="ov-tk-from" type="date" value="${esc(addDays(state.config.today, -29))}" max="${esc(state.config.today)}"></div>
+      <div class="field"><label for="ov-tk-to">${esc(t("tickets.to"))}</label>
+        <input id="ov-tk-to" type="date" value="${esc(state.config.today)}" max="${esc(state.config.today)}"></div>
+      <button type="button" class="btn" id="ov-tk-csv">CSV</button>
+      <button type="button" class="btn" id="ov-tk-xlsx">XLSX</button>
+      <span class="form-error" id="ov-tk-err" role="alert"></span>
+    </form>
     <div id="ov-teams" class="team-cards"></div>
+    <section id="ov-trend" class="panel" aria-labelledby="tt-h" hidden></section>
     <div id="ov-body"><div class="empty">${esc(t("loading"))}</div></div>
     <div id="ov-channels"></div>`;
 
@@ -47,7 +60,8 @@ export function renderOverview(main, _args, params) {
   const saveParams = () =>
     setParams({ window: ui.win === "30d" ? "" : ui.win, quarter: ui.win === "quarter" ? ui.quarter : "", team: ui.team,
       search: ui.search, filter: ui.filter === "all" ? "" : ui.filter, sort: ui.sort === "name" ? "" : ui.sort,
-      dir: ui.dir === "asc" ? "" : ui.dir, refresh: refreshSeconds || "" });
+      dir: ui.dir === "asc" ? "" : ui.dir, refresh: refreshSeconds || "",
+      trend: ui.team && ui.trend !== state.config.kpis[0] ? ui.trend : "" });
 
   $("#ov-tools").addEventListener("change", (ev) => {
     const role = ev.target.dataset.role;
@@ -70,6 +84,37 @@ export function renderOverview(main, _args, params) {
     draw();
   });
   $("#ov-export").addEventListener("click", () => exportCsv());
+  $("#ov-trend").addEventListener("change", (ev) => {
+    if (ev.target.id !== "tt-kpi") return;
+    ui.trend = ev.target.value;
+    saveParams();
+    drawTrend();
+  });
+  $("#ov-tk-csv").addEventListener("click", () => exportTickets("csv"));
+  $("#ov-tk-xlsx").addEventListener("click", () => exportTickets("xlsx"));
+
+  // One row per ticket of the chosen team (GET /v1/tickets); every team's only for an admin.
+  async function exportTickets(format) {
+    const err = $("#ov-tk-err");
+    err.textContent = "";
+    if (!ui.team && state.config.role !== "admin") {
+      err.textContent = t("tickets.need_team");
+      return;
+    }
+    const from = $("#ov-tk-from").value;
+    const to = $("#ov-tk-to").value;
+    const buttons = [$("#ov-tk-csv"), $("#ov-tk-xlsx")];
+    for (const b of buttons) b.disabled = true;
+    err.textContent = t("tickets.preparing");
+    try {
+      await download(`/v1/tickets${qs({ team: ui.team, from, to, format, lang: getLang() })}`, `tickets-${ui.team || "all"}-${from}-${to}.${format}`);
+      err.textContent = "";
+    } catch (e) {
+      err.textContent = errorMessage(e);
+    } finally {
+      for (const b of buttons) b.disabled = false;
+    }
+  }
   $("#ov-teams").addEventListener("click", (ev) => {
     const card = ev.target.closest("[data-team]");
     if (!card) return;
@@ -207,6 +252,15 @@ export function renderOverview(main, _args, params) {
     }).join("");
   }
 
+  // A chosen team is the team page: its pooled trend for one KPI under the cards.
+  function drawTrend() {
+    const box = $("#ov-trend");
+    box.hidden = !ui.team;
+    if (!ui.team || !data) return;
+    if (!box.querySelector("#tt-chart")) box.innerHTML = teamTrendPanel(ui.trend);
+    loadTeamTrend(box.querySelector("#tt-chart"), ui.team, ui.trend, data.window);
+  }
+
   async function load(reset = false) {
     clearTimeout(timer);
     if (inflight) inflight.abort();
@@ -216,7 +270,10 @@ export function renderOverview(main, _args, params) {
       data = await api(`/v1/dashboard/overview${qs({ window: windowValue(ui.win, ui.quarter), team: ui.team })}`, { signal: inflight.signal });
       for (const m of data.members) state.names.set(m.specialist_id, m.name || m.specialist_id);
       draw(reset);
-      if (reset) drawChannels();
+      if (reset) {
+        drawTrend();
+        drawChannels();
+      }
       $("#ov-updated").textContent = t("overview.updated", { time: fmtClock() });
     } catch (err) {
       if (err.name === "AbortError") return;

@@ -1,7 +1,7 @@
 // Specialist page: KPI tiles with lines, daily trend charts, drill-down, alerts, plan, appraisal.
 import { ApiError, api, qs } from "../api.js";
 import { setParams } from "../app.js";
-import { gaugeScale, trendChart } from "../charts.js";
+import { chartLegend, gaugeScale, trendChart } from "../charts.js";
 import { addDays, esc, fmtLine, fmtValue, gradeChip, gradeClass, gradeLabel, kpiName, quarterOf, samples } from "../format.js";
 import { getLang, t } from "../i18n.js";
 import { alerts, state } from "../state.js";
@@ -100,10 +100,7 @@ export function renderSpecialist(main, args, params, { mine = false } = {}) {
     box.innerHTML = keys.map((k, i) => {
       if (!series[i]) return "";
       const line = state.config.lines[k];
-      return `<figure class="chart-card m0"><h3>${esc(kpiName(k))}</h3>${trendChart(k, series[i].points, line)}
-        <figcaption class="chart-legend"><span><span class="sw sw-series"></span>${esc(t(k === "training_sessions" ? "kpi.training_sessions" : "spec.rolling"))}</span>
-        ${line.qualified !== null ? `<span><span class="sw dash sw-qualified"></span>${esc(t("spec.qline"))} ${esc(fmtLine(k, line.qualified))}</span>` : ""}
-        ${line.excellent !== null ? `<span><span class="sw dash sw-excellent"></span>${esc(t("spec.eline"))} ${esc(fmtLine(k, line.excellent))}</span>` : ""}</figcaption></figure>`;
+      return `<figure class="chart-card m0"><h3>${esc(kpiName(k))}</h3>${trendChart(k, series[i].points, line)}${chartLegend(k, line)}</figure>`;
     }).join("");
   }
 
