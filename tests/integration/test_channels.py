@@ -220,7 +220,8 @@ async def test_survey_counted_before_the_upgrade_is_not_counted_again(
 ) -> None:
     """A survey naming a ticket and a specialist was counted as ``event:<id>`` before issue
     17. Redelivered after the upgrade, the dedup table recognises it (within the replay
-    horizon): nothing moves, and its fact stays explained by ``event:<id>``."""
+    horizon), and after that its own fact does: nothing moves, and its fact stays explained
+    by ``event:<id>``."""
     sm = create_sessionmaker(clean_db)
     measure = Measure(dt.UTC)
     survey = validate_event_obj(
@@ -293,3 +294,25 @@ async def test_survey_counted_before_the_upgrade_is_not_counted_again(
     async with session_scope(sm) as session:
         await process_batch(session, [later], measure=measure)
     assert await tables() == before
+
+    # Beyond the replay horizon the dedup table has forgotten the id: the survey's own fact
+    # (event:old-s) still says it was counted, so it is not counted again.
+    async with clean_db.begin() as conn:
+        await conn.execute(text("DELETE FROM processed_events WHERE event_id = 'old-s'"))
+    async with session_scope(sm) as session:
+        result = await process_batch(session, [survey], measure=measure)
+    assert result.applied == 1 and await tables() == before
+
+    # A late survey that was never counted before counts once, in the ticket (channel web).
+    fresh = validate_event_obj(
+        ev("new-s", "survey.csat", "2026-05-01T11:00:00Z", ticket_id="T", specialist_id="ann",
+           score=1)
+    )  # fmt: skip
+    for _ in range(2):
+        async with session_scope(sm) as session:
+            await process_batch(session, [fresh], measure=measure)
+    daily, facts, channels = await tables()
+    assert ("ann", day, "customer_satisfaction", 1.0, 2) in daily
+    assert ("ann", day, "customer_satisfaction", "ticket:T", 0.0, 1) in facts
+    assert ("ann", day, "customer_satisfaction", "web", 0.0, 1) in channels
+    assert ("ann", day, "customer_satisfaction", "unknown", 1.0, 1) in channels

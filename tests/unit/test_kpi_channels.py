@@ -13,7 +13,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.scoring.kpi.apply import Deltas, apply_events, remeasure_tickets, route
+from services.scoring.kpi.apply import (
+    Deltas,
+    apply_events,
+    drop_events,
+    legacy_survey_facts,
+    remeasure_tickets,
+    route,
+)
 from services.scoring.kpi.breakdown import BROKEN_DOWN, MAX_CHANNEL_CHARS, normalise_channel
 from services.scoring.kpi.histogram import DISTRIBUTED, bucket_of
 from services.scoring.kpi.measure import Measure
@@ -375,3 +382,23 @@ def test_v2_documents_with_direct_surveys_do_not_exist_but_v3_rows_round_trip() 
         TicketState.from_json({**doc, "n": ["only-one"]})
     with pytest.raises(ValueError):
         TicketState.from_json({**doc, "s": [["s", "csat", _iso(0), 4, 7]]})
+
+
+def test_legacy_survey_facts_name_only_late_surveys_with_ticket_and_specialist() -> None:
+    now = T0 + timedelta(days=2)
+    late = _ev(event_id="a", type="survey.csat", occurred_at=_iso(0), ticket_id="T",
+               specialist_id="ann", score=5)  # fmt: skip
+    hour_ago = (now - timedelta(hours=1)).isoformat()
+    recent = _ev(event_id="b", type="survey.nps", occurred_at=hour_ago, ticket_id="T",
+                 specialist_id="ann", score=5)  # fmt: skip
+    owner_only = _ev(event_id="c", type="survey.nps", occurred_at=_iso(0), ticket_id="T", score=9)
+    late_nps = _ev(event_id="d", type="survey.nps", occurred_at=_iso(0), ticket_id="U",
+                   specialist_id="bob", score=1)  # fmt: skip
+    routed = route([late, recent, owner_only, late_nps])
+    keys = legacy_survey_facts(routed, Measure(UTC), now)
+    assert keys == {
+        ("ann", "customer_satisfaction", T0.date(), "event:a"): ("T", "a"),
+        ("bob", "nps", T0.date(), "event:d"): ("U", "d"),
+    }
+    drop_events(routed, [("T", "a")])
+    assert [e.event_id for e in routed.tickets["T"]] == ["b", "c"]

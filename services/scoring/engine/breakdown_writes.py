@@ -1,9 +1,10 @@
-"""Write-side SQL of the channel breakdown and time distributions (issue 17), as repository."""
+"""Engine SQL of issue 17: channel breakdown and time distribution writes, and the check for
+surveys that the previous release counted on their own."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
 from services.scoring.db import Conn
@@ -60,3 +61,19 @@ async def add_buckets(conn: Conn, deltas: Mapping[BucketKey, int]) -> None:
         buckets,
         list(deltas.values()),
     )
+
+
+async def existing_facts(
+    conn: Conn, keys: Sequence[tuple[str, str, dt.date, str]]
+) -> set[tuple[str, str, dt.date, str]]:
+    """Which of the (specialist_id, metric, day, source) facts exist (primary-key probes)."""
+    rows = await conn.fetch(
+        """
+        SELECT f.specialist_id, f.metric, f.day, f.source
+        FROM unnest($1::text[], $2::text[], $3::date[], $4::text[]) AS u(s, m, d, src)
+        JOIN kpi_facts f
+            ON f.specialist_id = u.s AND f.metric = u.m AND f.day = u.d AND f.source = u.src
+        """,
+        *_columns(list(keys), 4),
+    )
+    return {(r[0], r[1], r[2], r[3]) for r in rows}

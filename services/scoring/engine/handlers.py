@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 from collections.abc import Collection, Sequence, Set
@@ -11,7 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring.db import Conn, raw_connection
 from services.scoring.engine import breakdown_writes, outbox, repository
-from services.scoring.kpi.apply import Deltas, apply_events, route
+from services.scoring.kpi.apply import (
+    Deltas,
+    apply_events,
+    drop_events,
+    legacy_survey_facts,
+    route,
+)
 from services.scoring.kpi.measure import Measure
 from shared.events import Event, encode_event
 
@@ -220,6 +227,13 @@ async def _apply(
     known_specialists: Set[str] = frozenset(),
 ) -> None:
     routed = route(events)
+    legacy = legacy_survey_facts(routed, measure, dt.datetime.now(dt.UTC))
+    if legacy:
+        # Counted as event:<id> by the release before issue 17 and redelivered after the
+        # dedup table forgot the id: already in the aggregates, not counted again.
+        counted = await breakdown_writes.existing_facts(conn, sorted(legacy))
+        if counted:
+            drop_events(routed, [legacy[k] for k in sorted(counted)])
     # Rows are locked in key order, tickets before sessions, in every transaction alike.
     tickets = await repository.lock_states(conn, *TICKETS, routed.tickets) if routed.tickets else {}
     sessions = (

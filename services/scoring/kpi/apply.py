@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
-from typing import Any, TypeAlias
+from datetime import date, datetime, timedelta
+from typing import Any, Final, TypeAlias, cast
 
 import orjson
 
@@ -22,8 +22,9 @@ from services.scoring.kpi.histogram import DISTRIBUTED, BucketKey, bucket_of
 from services.scoring.kpi.measure import Measure
 from services.scoring.kpi.ticket import TicketState, routes_to_session, routes_to_ticket
 from services.scoring.kpi.training import TrainingSession
-from shared.catalogue import AVG_RESPONSE_TIME_HOURS
-from shared.events import Event
+from services.scoring.kpi.windows import local_day
+from shared.catalogue import AVG_RESPONSE_TIME_HOURS, CUSTOMER_SATISFACTION, NPS
+from shared.events import Event, SurveyCsat, SurveyNps
 
 # A stored state document as parsed JSON; ``{}`` for a ticket or session not stored yet.
 Document: TypeAlias = Mapping[str, Any]
@@ -146,6 +147,46 @@ def route(events: Iterable[Event]) -> Routed:
             continue
         routed.plain.append(event)
     return routed
+
+
+# A survey older than this when it arrives may be a copy of one that the release before
+# issue 17 counted on its own (``event:<id>``) and whose id the dedup table has forgotten
+# since: ids are kept at least a day (KPI_DEDUP_RETENTION_DAYS >= 1), and an event is not
+# seen before it occurs (12 hours are left for a source's clock running fast).
+LEGACY_SURVEY_AGE: Final = timedelta(hours=12)
+
+
+def legacy_survey_facts(
+    routed: Routed, measure: Measure, now: datetime
+) -> dict[tuple[str, str, date, str], tuple[str, str]]:
+    """Where the previous release would have counted the batch's late surveys that name a
+    ticket and a specialist: ``(specialist, metric, day, "event:<id>")`` ->
+    ``(ticket_id, event_id)``. The caller drops those whose fact exists (already counted)."""
+    out: dict[tuple[str, str, date, str], tuple[str, str]] = {}
+    before = now - LEGACY_SURVEY_AGE
+    for ticket_id, events in routed.tickets.items():
+        for event in events:
+            # Exact types: isinstance on pydantic models is slow (see ticket.py).
+            kind = type(event)
+            if kind is not SurveyCsat and kind is not SurveyNps:
+                continue
+            e = cast(SurveyCsat | SurveyNps, event)
+            who = e.specialist_id
+            if who is None or e.occurred_at >= before:
+                continue
+            metric = CUSTOMER_SATISFACTION if kind is SurveyCsat else NPS
+            key = (who, metric, local_day(e.occurred_at, measure.tz), f"event:{e.event_id}")
+            out[key] = (ticket_id, e.event_id)
+    return out
+
+
+def drop_events(routed: Routed, ticket_events: Iterable[tuple[str, str]]) -> None:
+    """Remove the given (ticket_id, event_id) pairs from ``routed`` (already counted)."""
+    gone: dict[str, set[str]] = {}
+    for ticket_id, event_id in ticket_events:
+        gone.setdefault(ticket_id, set()).add(event_id)
+    for ticket_id, ids in gone.items():
+        routed.tickets[ticket_id] = [e for e in routed.tickets[ticket_id] if e.event_id not in ids]
 
 
 def apply_events(
