@@ -94,7 +94,10 @@ async def test_channel_table_and_distributions_on_specialist_and_team_pages(
                 expect(page.locator("#sp-dist-h")).to_have_text(words["dist"])
                 card = page.locator('#sp-dist [data-kpi="avg_response_time_hours"]')
                 expect(card.locator('[data-p="p50"]')).not_to_have_text("—")
-                expect(card.locator("svg.histogram rect.bar")).to_have_count(3)
+                expect(card.locator("svg.histogram rect.h-bar")).to_have_count(3)
+                # Drawn at their height (no stylesheet rule squashes them).
+                box = card.locator("svg.histogram rect.h-bar").first.bounding_box()
+                assert box is not None and box["height"] > 20, box
                 empty = page.locator('#sp-dist [data-kpi="resolution_time_hours"]')
                 expect(empty).to_be_visible()
                 page.screenshot(path=shots / f"60-channels-specialist-{lang}.png", full_page=True)
@@ -102,7 +105,7 @@ async def test_channel_table_and_distributions_on_specialist_and_team_pages(
                 page.goto(scoring + "/ui/#/overview?team=ch-team")
                 expect(page.locator("#ov-ch-h")).to_have_text(words["title"])
                 expect(page.locator("#ov-channels table tbody tr")).to_have_count(3)
-                bars = page.locator('#ov-dist [data-kpi="avg_response_time_hours"] rect.bar')
+                bars = page.locator('#ov-dist [data-kpi="avg_response_time_hours"] rect.h-bar')
                 expect(bars).to_have_count(3)
                 page.screenshot(path=shots / f"61-channels-team-{lang}.png", full_page=True)
 

@@ -133,7 +133,7 @@ function histogram(k, buckets) {
   const bars = buckets.map((b, i) => {
     const bh = Math.max(1, Math.round((b.count / top) * (h - 2)));
     const tip = cht("ch.bar", { lower: hours(b.lower), upper: b.upper === null ? "∞" : hours(b.upper), n: b.count });
-    return `<rect class="bar" x="${(i * (bw + gap)).toFixed(1)}" y="${h - bh}" width="${bw.toFixed(1)}" height="${bh}"><title>${esc(tip)}</title></rect>`;
+    return `<rect class="h-bar" x="${(i * (bw + gap)).toFixed(1)}" y="${h - bh}" width="${bw.toFixed(1)}" height="${bh}"><title>${esc(tip)}</title></rect>`;
   }).join("");
   const first = buckets[0];
   const last = buckets[buckets.length - 1];
