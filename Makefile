@@ -10,7 +10,7 @@ TEST_WORKERS ?= 3
 DEMO ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install chromium run test test-unit test-integration test-browser demo lint format schemas typecheck migrate bench chaos audit clean
+.PHONY: help install chromium run test test-unit test-integration test-browser demo digest lint format schemas typecheck migrate bench chaos audit clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,9 @@ test-browser: $(STAMP) chromium ## Dashboard tests in headless Chromium (screens
 
 demo: $(STAMP) ## Stream the synthetic demo team into a running `make run DEMO=0`
 	$(BIN)/kpi demo
+
+digest: $(STAMP) ## Send a team's last weekly digest now (TEAM=demo-north; docs/alerts.md#team-digests)
+	$(BIN)/kpi digest send $(or $(TEAM),demo-north)
 
 lint: $(STAMP) ## ruff lint and format check, import contracts (lint-imports)
 	$(BIN)/ruff check .

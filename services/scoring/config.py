@@ -35,7 +35,6 @@ class ScoringConfig:
     alert_window: str
     appraisal_rule: AppraisalRule
     incentives: IncentivePolicy
-    sla_first_response_hours: float = 24.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ScoringConfig:
@@ -68,13 +67,12 @@ class ScoringConfig:
         if problems or rule is None or incentives is None:
             raise SettingsError("Invalid configuration:\n  " + "\n  ".join(problems))
         return cls(
-            measure=Measure(tz, hours_fn, calendar),
+            measure=Measure(tz, hours_fn, calendar, settings.sla_first_response_hours),
             timezone=settings.timezone,
             lines=lines,
             alert_window=settings.alert_window,
             appraisal_rule=rule,
             incentives=incentives,
-            sla_first_response_hours=settings.sla_first_response_hours,
         )
 
     def alert_window_at(self, as_of: date) -> Window:

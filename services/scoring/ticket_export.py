@@ -141,7 +141,7 @@ async def directory(db: ReadDb | Conn, teams: Sequence[str] | None) -> dict[str,
 
 
 def rows_of(
-    batch: Sequence[tuple[str, str]], measure: Measure, sla_hours: float, keep: TicketFilter
+    batch: Sequence[tuple[str, str]], measure: Measure, keep: TicketFilter
 ) -> list[TicketRow]:
     """The rows of a batch of stored states that the filter keeps (empty states skipped)."""
     out: list[TicketRow] = []
@@ -149,7 +149,7 @@ def rows_of(
         doc = orjson.loads(text)
         if not doc:
             continue  # a ticket row created by a batch that is still writing it
-        row = ticket_row(TicketState.from_json(doc), measure, sla_hours)
+        row = ticket_row(TicketState.from_json(doc), measure)
         if keep.keeps(row, measure):
             out.append(row)
     return out
@@ -199,7 +199,6 @@ class Export:
     people: Mapping[str, Person]
     keep: TicketFilter
     measure: Measure
-    sla_hours: float
     lang: str
 
     async def row_batches(self) -> AsyncGenerator[list[list[Any]]]:
@@ -207,7 +206,7 @@ class Export:
         tz = self.measure.tz
         try:
             async for batch in self.batches:
-                rows = rows_of(batch, self.measure, self.sla_hours, self.keep)
+                rows = rows_of(batch, self.measure, self.keep)
                 yield [cells(r, self.people, tz, self.lang) for r in rows]
         finally:
             # Closing the source now (not when it is garbage-collected) ends its transaction.

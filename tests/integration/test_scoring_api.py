@@ -26,7 +26,7 @@ from services.scoring.kpi.grading import evaluate, evaluate_all
 from services.scoring.kpi.lines import DEFAULT_LINES
 from services.scoring.kpi.windows import parse_window
 from shared.auth import Role, issue_token
-from shared.catalogue import KPI_KEYS
+from shared.catalogue import CATALOGUE, KPI_KEYS
 from shared.db import session_scope
 from shared.kafka import ensure_topics
 from shared.settings import load_settings
@@ -765,7 +765,8 @@ async def test_window_sums_match_reference(
             assert math.isclose(e["value"], want_value, rel_tol=1e-12, abs_tol=1e-12)
     present = [e["value"] for e in entries if e["value"] is not None]
     assert [e["value"] for e in entries[: len(present)]] == present
-    assert present == sorted(present, reverse=kpi != "avg_response_time_hours")
+    # Best first in the catalogue's direction (response/resolution time, reopen rate: lowest).
+    assert present == sorted(present, reverse=CATALOGUE[kpi].higher_is_better)
 
 
 def test_real_service_process_answers_kpis(

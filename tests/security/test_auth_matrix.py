@@ -155,6 +155,11 @@ ROWS: dict[Key, list[Row] | str] = {
     ("scoring", "GET", "/v1/teams/{team_id}/kpis/{kpi}/history"): [
         Row(scoped(200), {"team_id": "{team}", "kpi": "resolution_rate"})
     ],
+    ("scoring", "GET", "/v1/teams/{team_id}/digest"): [Row(scoped(200), {"team_id": "{team}"})],
+    # Sending is once per team and period: a repeated send answers 200 and sends nothing.
+    ("scoring", "POST", "/v1/teams/{team_id}/digest/send"): [
+        Row(admin_only(200), {"team_id": "{team}"})
+    ],
     ("scoring", "GET", "/v1/leaderboard"): [
         Row(listing(200), query={"kpi": "nps"}),
         Row(scoped(200), query={"kpi": "nps", **TEAM_FILTER}),

@@ -8,6 +8,7 @@ import datetime as dt
 import io
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -168,10 +169,10 @@ def test_row_matches_the_reference_in_any_arrival_order(
     events = [validate_event_obj(e) for e in raw]
     shuffled = events + events[: len(events) // 2]  # redeliveries change nothing
     order.shuffle(shuffled)
-    measure = CALENDAR_MEASURE if calendar else PLAIN_MEASURE
-    row = ticket_row(fold(shuffled), measure, sla)
+    measure = replace(CALENDAR_MEASURE if calendar else PLAIN_MEASURE, sla_hours=sla)
+    row = ticket_row(fold(shuffled), measure)
     # The stored document round-trips to the same row (the export reads stored states).
-    assert ticket_row(TicketState.from_json(fold(events).to_json()), measure, sla) == row
+    assert ticket_row(TicketState.from_json(fold(events).to_json()), measure) == row
     want = expected(raw, calendar, sla)
     for key in ("response_hours", "resolution_hours"):
         assert close(getattr(row, key), want.pop(key)), key
@@ -190,13 +191,13 @@ def test_reopen_after_the_closure_clears_it_and_the_owner_takes_over() -> None:
         {"event_id": "o", "type": "ticket.reopened", "ticket_id": "t1",
          "occurred_at": "2026-03-02T12:00:00+08:00"},
     ]  # fmt: skip
-    row = ticket_row(fold([validate_event_obj(e) for e in raw]), PLAIN_MEASURE, 24)
+    row = ticket_row(fold([validate_event_obj(e) for e in raw]), PLAIN_MEASURE)
     assert (row.specialist_id, row.closed, row.resolved, row.reopens) == ("s2", None, None, 1)
     assert row.resolution_hours is None
     # A closure after the reopen counts again, for its specialist; the reopen stays counted.
     late = {"event_id": "y", "type": "ticket.closed", "ticket_id": "t1", "specialist_id": "s3",
             "resolved": False, "occurred_at": "2026-03-02T15:30:00+08:00"}  # fmt: skip
-    row = ticket_row(fold([validate_event_obj(e) for e in [*raw, late]]), PLAIN_MEASURE, 24)
+    row = ticket_row(fold([validate_event_obj(e) for e in [*raw, late]]), PLAIN_MEASURE)
     assert (row.specialist_id, row.resolved, row.reopens) == ("s3", False, 1)
     assert row.resolution_hours == 6.5
 
@@ -210,10 +211,10 @@ def test_business_calendar_counts_working_hours_and_sla_uses_them() -> None:
          "specialist_id": "s1", "occurred_at": "2026-03-09T10:00:00+08:00"},
     ]  # fmt: skip
     state = fold([validate_event_obj(e) for e in raw])
-    assert ticket_row(state, CALENDAR_MEASURE, 24).response_hours == 2.0
-    assert ticket_row(state, CALENDAR_MEASURE, 24).sla_met is True
-    assert ticket_row(state, PLAIN_MEASURE, 24).response_hours == 65.0
-    assert ticket_row(state, PLAIN_MEASURE, 24).sla_met is False
+    assert ticket_row(state, CALENDAR_MEASURE).response_hours == 2.0
+    assert ticket_row(state, CALENDAR_MEASURE).sla_met is True
+    assert ticket_row(state, PLAIN_MEASURE).response_hours == 65.0
+    assert ticket_row(state, PLAIN_MEASURE).sla_met is False
 
 
 # -- cells, CSV ----------------------------------------------------------------------------
@@ -281,7 +282,7 @@ async def test_csv_stream_pulls_batches_lazily_and_closes_its_source() -> None:
             closed.set()
 
     keep = TicketFilter(dt.date(2026, 3, 1), dt.date(2026, 3, 31))
-    stream = csv_stream(Export(batches(), {}, keep, PLAIN_MEASURE, 24, "en"))
+    stream = csv_stream(Export(batches(), {}, keep, PLAIN_MEASURE, "en"))
     head = await anext(stream)
     assert head.startswith(BOM)
     first = await anext(stream)
@@ -334,7 +335,7 @@ def test_an_assignment_at_the_creation_instant_names_the_owner() -> None:
         {"event_id": "a", "type": "ticket.assigned", "ticket_id": "t1", "specialist_id": "s2",
          "occurred_at": "2026-03-02T01:00:00+00:00"},
     ]  # fmt: skip
-    row = ticket_row(fold([validate_event_obj(e) for e in raw]), PLAIN_MEASURE, 24)
+    row = ticket_row(fold([validate_event_obj(e) for e in raw]), PLAIN_MEASURE)
     assert row.specialist_id == "s2"
 
 

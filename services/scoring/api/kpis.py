@@ -42,7 +42,7 @@ from services.scoring.api.scope import (
 )
 from services.scoring.kpi.grading import KpiValue, evaluate, evaluate_all
 from services.scoring.kpi.series import daily_points, lookback_start
-from shared.catalogue import AVG_RESPONSE_TIME_HOURS
+from shared.catalogue import CATALOGUE
 from shared.text import text_problem
 
 
@@ -67,11 +67,12 @@ def decode_cursor(cursor: str) -> tuple[dt.date, str]:
 
 
 def sort_key(kpi: str, value: KpiValue) -> tuple[int, float]:
-    """Best first: higher values, except response time where lower is better; nulls last."""
+    """Best first in the catalogue's direction (lower first for response and resolution
+    time and reopen rate, higher first otherwise); nulls last."""
     if value.value is None:
         return (1, 0.0)
     v = float(value.value)
-    return (0, v if kpi == AVG_RESPONSE_TIME_HOURS else -v)
+    return (0, -v if CATALOGUE[kpi].higher_is_better else v)
 
 
 def kpi_router() -> APIRouter:

@@ -140,7 +140,6 @@ def ticket_router() -> APIRouter:
             people,
             keep,
             measure,
-            config.sla_first_response_hours,
             pick_lang(lang, accept_language),
         )
         name = f"tickets-{team or 'all'}-{start.isoformat()}-{end.isoformat()}.{fmt}"

@@ -36,7 +36,7 @@ class TicketRow:
     opened: datetime | None
 
 
-def ticket_row(state: TicketState, measure: Measure, sla_hours: float) -> TicketRow:
+def ticket_row(state: TicketState, measure: Measure) -> TicketRow:
     """The export row of ``state``: a function of its event set, today's measure and SLA."""
     closure = state.counted_closure()
     response = response_hours(state, measure)
@@ -52,7 +52,7 @@ def ticket_row(state: TicketState, measure: Measure, sla_hours: float) -> Ticket
         reopens=len(state.reopens),
         response_hours=response,
         resolution_hours=resolution_hours(state, closure, measure),
-        sla_met=sla_met(response, sla_hours),
+        sla_met=sla_met(response, measure.sla_hours),
         followed_up=state.followed_up,
         csat=latest_csat(state),
         opened=opened_at(state),
@@ -88,22 +88,15 @@ def response_hours(state: TicketState, measure: Measure) -> float | None:
     return 0.0 + hours
 
 
-# -- the three derivations other work adds to the shared model (see the module's users) ----
-# Each is one function so that it can be pointed at the shared implementation once the
-# state carries the channel and the KPI facts of SPEC §3a exist.
-
-
 def resolution_hours(state: TicketState, closure: Closure | None, measure: Measure) -> float | None:
-    """SPEC §3a ``resolution_time_hours`` for one ticket: counted closure − earliest creation,
-    in the KPI's measure; None without a counted closure or a creation, or closed before it."""
-    if closure is None or not state.created:
-        return None
-    created = first_created(state.created)
-    if closure.occurred_at < created:
+    """SPEC §3a ``resolution_time_hours`` for one ticket, as the KPI counts it (business hours
+    under a calendar); None without a counted closure or a creation, or closed before it."""
+    hours = state.resolution_hours()
+    if closure is None or hours is None or hours < 0:
         return None
     if measure.hours_fn is not None:
-        return 0.0 + measure.hours_fn(created, closure.occurred_at)
-    return (closure.occurred_at - created).total_seconds() / 3600.0
+        return 0.0 + measure.hours_fn(first_created(state.created), closure.occurred_at)
+    return 0.0 + hours
 
 
 def sla_met(response: float | None, sla_hours: float) -> bool | None:
@@ -116,9 +109,6 @@ def ticket_channel(state: TicketState) -> str:
     """The ticket's channel (from ``ticket.created``), ``unknown`` while the state has none."""
     channel = getattr(state, "channel", None)
     return channel if isinstance(channel, str) and channel else UNKNOWN_CHANNEL
-
-
-# -------------------------------------------------------------------------------------------
 
 
 def latest_csat(state: TicketState) -> int | None:

@@ -1,7 +1,7 @@
 // Team overview: one row per specialist, one column per KPI, cells coloured and labelled by grade.
 import { api, download, qs, saveBlob } from "../api.js";
 import { setParams } from "../app.js";
-import { addDays, csvBlob, esc, fmtClock, fmtValue, gradeClass, gradeLabel, kpiName, kpiShort, quarterOf, samples } from "../format.js";
+import { INFO, LOWER, addDays, csvBlob, esc, fmtClock, fmtValue, gradeClass, gradeLabel, kpiName, kpiShort, quarterOf, samples } from "../format.js";
 import { getLang, t } from "../i18n.js";
 import { alerts, state } from "../state.js";
 import { channelPanels, loadChannelPanels } from "./channels.js";
@@ -23,6 +23,8 @@ export function renderOverview(main, _args, params) {
   };
   const refreshSeconds = Number(params.get("refresh")) || 0;
   const kpis = state.config.kpis;
+  // The informational measures (after the appraised KPIs) start behind a divider.
+  const firstInfo = kpis.find((k) => INFO.has(k));
   let data = null;
   let timer = null;
   let inflight = null;
@@ -130,8 +132,8 @@ export function renderOverview(main, _args, params) {
     if (ui.sort === key) ui.dir = ui.dir === "asc" ? "desc" : "asc";
     else {
       ui.sort = key;
-      // First click on a KPI puts the weakest first: ascending, except response time.
-      ui.dir = key === "avg_response_time_hours" ? "desc" : "asc";
+      // First click on a KPI puts the weakest first: ascending, except where lower is better.
+      ui.dir = LOWER.has(key) ? "desc" : "asc";
     }
     saveParams();
     draw(true);
@@ -173,7 +175,7 @@ export function renderOverview(main, _args, params) {
     const n = samples(k, c);
     // No per-cell title: 8,000 long attributes cost more than the table itself; the cell's
     // text (value, samples, grade word) and its column header say everything.
-    return `<div role="cell" class="kpi ${gradeClass(c.grade)}" data-kpi="${k}" data-grade="${c.grade || "none"}"><span class="v">${esc(fmtValue(k, c.value))}</span>${k === "training_sessions" ? "" : `<span class="n">${esc(t("samples", { n }))}</span>`}<span class="gl">${esc(gradeLabel(c.grade))}</span></div>`;
+    return `<div role="cell" class="kpi ${gradeClass(c.grade)}${k === firstInfo ? " info-first" : ""}" data-kpi="${k}" data-grade="${c.grade || "none"}"><span class="v">${esc(fmtValue(k, c.value))}</span>${k === "training_sessions" ? "" : `<span class="n">${esc(t("samples", { n }))}</span>`}<span class="gl">${esc(gradeLabel(c.grade))}</span></div>`;
   }
 
   function draw(force = false) {
@@ -198,7 +200,7 @@ export function renderOverview(main, _args, params) {
     const head = `<div role="row" class="gt-row gt-head">
       <div role="columnheader" class="sticky-col" data-sort="name" aria-sort="${ariaSort("name")}"><button type="button">${esc(t("overview.specialist"))}</button></div>
       <div role="columnheader" data-sort="team" aria-sort="${ariaSort("team")}"><button type="button">${esc(t("overview.team"))}</button></div>
-      ${kpis.map((k) => `<div role="columnheader" data-sort="${k}" aria-sort="${ariaSort(k)}"><button type="button" title="${esc(kpiName(k))}">${esc(kpiShort(k))}</button></div>`).join("")}</div>`;
+      ${kpis.map((k) => `<div role="columnheader" data-sort="${k}" aria-sort="${ariaSort(k)}"${INFO.has(k) ? ` class="info-col${k === firstInfo ? " info-first" : ""}"` : ""}><button type="button" title="${esc(INFO.has(k) ? `${kpiName(k)} · ${t("kpi.informational")}` : kpiName(k))}">${esc(kpiShort(k))}</button></div>`).join("")}</div>`;
     const only = ui.team || (data.teams.length === 1 ? data.teams[0].team_id : "");
     const pooledName = only ? t("overview.pooled", { name: teamName(only) }) : t("overview.pooled_all");
     const pooled = `<div role="row" class="gt-row pooled" data-row="pooled"><div role="rowheader" class="sticky-col">${esc(pooledName)}</div><div role="cell">${esc(t("overview.members", { n: data.members.length }))}</div>${kpis.map((k) => cell({ kpis: data.pooled }, k)).join("")}</div>`;
