@@ -240,6 +240,7 @@ def test_a_late_creation_moves_the_whole_share_between_channels() -> None:
     day = T0.date()
     assert store.channels == {
         ("ann", day, "avg_response_time_hours", "web"): (1.0, 1),
+        ("ann", day, "first_response_sla_rate", "web"): (1.0, 1),
         ("bob", day, "customer_satisfaction", "web"): (1.0, 1),
     }
     # An earlier creation by phone arrives late: response time and survey move to phone.
@@ -259,6 +260,7 @@ def test_a_late_creation_moves_the_whole_share_between_channels() -> None:
     live = {k: v for k, v in store.channels.items() if v != (0.0, 0)}
     assert live == {
         ("ann", day, "avg_response_time_hours", "phone"): (pytest.approx(70 / 60), 1),
+        ("ann", day, "first_response_sla_rate", "phone"): (1.0, 1),
         ("bob", day, "customer_satisfaction", "phone"): (1.0, 1),
     }
     assert {k: n for k, n in store.buckets.items() if n} == {
@@ -298,7 +300,10 @@ def test_upgraded_v2_ticket_moves_out_of_unknown_and_enters_the_distribution() -
     # As migration 0017 leaves it: the v2 ticket's share in "unknown", no buckets.
     store.docs["T"] = _v2(store.docs["T"])
     store.buckets.clear()
-    assert store.channels == {("ann", day, "avg_response_time_hours", "unknown"): (0.5, 1)}
+    assert store.channels == {
+        ("ann", day, "avg_response_time_hours", "unknown"): (0.5, 1),
+        ("ann", day, "first_response_sla_rate", "unknown"): (1.0, 1),
+    }
 
     # kpi rescore fills the distribution and writes v3; a second run changes nothing.
     done = remeasure_tickets(store.docs, measure)
@@ -326,7 +331,10 @@ def test_upgraded_v2_ticket_moves_out_of_unknown_and_enters_the_distribution() -
         True,
     )
     live = {k: v for k, v in store.channels.items() if v != (0.0, 0)}
-    assert live == {("ann", day, "avg_response_time_hours", "email"): (1.0, 1)}
+    assert live == {
+        ("ann", day, "avg_response_time_hours", "email"): (1.0, 1),
+        ("ann", day, "first_response_sla_rate", "email"): (1.0, 1),
+    }
     assert {k: n for k, n in store.buckets.items() if n} == {
         ("ann", day, "avg_response_time_hours", bucket_of(1.0)): 1
     }
