@@ -27,7 +27,7 @@ from services.scoring.kpi.apply import held_by_ticket
 from services.scoring.kpi.contributions import HoursFn
 from services.scoring.kpi.measure import Measure
 from services.scoring.kpi.ticket import TicketState
-from shared.catalogue import AVG_RESPONSE_TIME_HOURS, RESOLUTION_RATE
+from shared.catalogue import AVG_RESPONSE_TIME_HOURS, REOPEN_RATE, RESOLUTION_RATE
 from shared.db import create_engine, create_sessionmaker, raw_connection, session_scope
 from shared.events import Event, TicketFirstResponse, validate_event_obj
 from tests.integration.test_appraisal_calendar import ticket
@@ -326,7 +326,10 @@ async def test_a_share_passing_between_tickets_in_one_batch_moves_the_ledger(
     engine = clean_db
     history = [T5_CLOSED, T5_REOPENED, T1_CLOSED]
     want = await from_scratch(engine, history, None)
-    only_t1 = {("s3", RESOLUTION_RATE, dt.date(2026, 3, 8), "ticket:t1"): (0.0, 1)}
+    only_t1 = {
+        ("s3", metric, dt.date(2026, 3, 8), "ticket:t1"): (0.0, 1)
+        for metric in (RESOLUTION_RATE, REOPEN_RATE)
+    }
     assert want["facts"] == only_t1
     await reset(engine)
     await apply(engine, [T5_CLOSED], None)
