@@ -90,9 +90,9 @@ async def daily(engine: AsyncEngine) -> list[Any]:
         ]
 
 
-def cli(database_url: str, *args: str, code: int = 0, **env: str) -> str:
+def cli(database_url: str, *args: str, code: int = 0, env: dict[str, str] | None = None) -> str:
     result = CliRunner().invoke(
-        app, ["ledger", *args], env={"KPI_DATABASE_URL": database_url, **ENV, **env}
+        app, ["ledger", *args], env={"KPI_DATABASE_URL": database_url, **ENV, **(env or {})}
     )
     assert result.exit_code == code, result.output
     return " ".join(result.output.split())
@@ -206,12 +206,12 @@ def test_business_hours_are_compared_as_stored(database_url: str) -> None:
     run(damage())
     calendar = {"KPI_BUSINESS_CALENDAR": str(CN_PATH)}
     for env in (calendar, {}):
-        out = cli(database_url, "verify", code=1, **env)
+        out = cli(database_url, "verify", code=1, env=env)
         assert "2 tickets whose ledger rows disagree" in out
         assert "('monday', 'weekend'), 2 rows off" in out
-    assert "calendar cn-2026" in cli(database_url, "repair", **calendar)
+    assert "calendar cn-2026" in cli(database_url, "repair", env=calendar)
     for env in (calendar, {}):
-        assert "ledger verify: clean" in cli(database_url, "verify", **env)
+        assert "ledger verify: clean" in cli(database_url, "verify", env=env)
 
     async def check() -> None:
         engine = await scratch(database_url)
