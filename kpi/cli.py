@@ -17,6 +17,7 @@ from rich.console import Console
 
 from kpi.accounts_cli import register as register_account_commands
 from kpi.digest_cli import register as register_digest_commands
+from kpi.ledger_cli import register as register_ledger_commands
 from kpi.stack import SERVICES, LocalStack
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ token_app = typer.Typer(help="Manage API bearer tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 register_account_commands(app, token_app)
 register_digest_commands(app)
+register_ledger_commands(app)
 console = Console(stderr=True)
 
 HOME_OPTION = Annotated[

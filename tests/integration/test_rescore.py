@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,15 +22,14 @@ from services.scoring.calendar import load_calendar, parse_calendar
 from services.scoring.engine.handlers import process_batch
 from services.scoring.engine.repository import stored_ticket_ids
 from services.scoring.engine.rescore import RescoreResult, rescore_tickets
-from services.scoring.kpi.apply import held_by_ticket
 from services.scoring.kpi.contributions import HoursFn
 from services.scoring.kpi.measure import Measure
-from services.scoring.kpi.ticket import TicketState
 from shared.catalogue import AVG_RESPONSE_TIME_HOURS, REOPEN_RATE, RESOLUTION_RATE
 from shared.db import create_engine, create_sessionmaker, raw_connection, session_scope
 from shared.events import Event, TicketFirstResponse, validate_event_obj
 from tests.integration.test_appraisal_calendar import ticket
 from tests.integration.test_scoring_engine import reset
+from tests.ledger_checks import assert_ledger_matches_states
 
 SH = ZoneInfo("Asia/Shanghai")
 CN_PATH = Path(__file__).resolve().parents[2] / "examples" / "calendar-cn-2026.yaml"
@@ -155,39 +153,6 @@ def assert_same(got: Aggregates, want: Aggregates) -> None:
             assert g[key][0] == pytest.approx(num, abs=1e-6), (table, key, g[key], (num, den))
 
 
-async def assert_ledger_matches_states(engine: AsyncEngine) -> None:
-    """Each ticket's kpi_facts rows are what its stored document says it contributes.
-
-    kpi_daily sums may be right while a share sits under the wrong source (the explain
-    view would blame the wrong ticket); this checks every step, not only the end.
-    """
-    async with engine.connect() as conn:
-        docs = await conn.execute(text("SELECT ticket_id, state::text FROM ticket_states"))
-        states = {r[0]: orjson.loads(r[1]) for r in docs}
-        rows = await conn.execute(
-            text(
-                "SELECT source, specialist_id, day, metric, num, den FROM kpi_facts "
-                "WHERE source LIKE 'ticket:%'"
-            )
-        )
-        facts: dict[str, dict[Any, tuple[float, int]]] = {}
-        for r in rows:
-            facts.setdefault(r[0].removeprefix("ticket:"), {})[(r[1], r[2], r[3])] = (
-                float(r[4]),
-                int(r[5]),
-            )
-    # Any calendar: held_by_ticket then reads the response hours the document says are held.
-    measure = Measure(SH, CN)
-    for ticket_id in sorted(states.keys() | facts.keys()):
-        doc = states.get(ticket_id) or {}
-        held = held_by_ticket(doc, TicketState.from_json(doc), measure)[0] if doc else {}
-        got = facts.get(ticket_id, {})
-        assert got.keys() == held.keys(), (ticket_id, got, held)
-        for key, (num, den) in held.items():
-            assert got[key][1] == den, (ticket_id, key, got[key], (num, den))
-            assert got[key][0] == pytest.approx(num, abs=1e-6), (ticket_id, key, got[key])
-
-
 def closed(events: list[Event]) -> list[Event]:
     """A ticket answered and resolved at once, so that its other metrics must stay put."""
     first = events[-1]
@@ -265,7 +230,7 @@ async def _example(database_url: str, rng: random.Random) -> None:
         while i < len(delivered):
             n = rng.randint(1, 15)
             await apply(engine, delivered[i : i + n], rng.choice(SETTINGS))
-            await assert_ledger_matches_states(engine)
+            await assert_ledger_matches_states(engine, SH)
             i += n
         batch = rng.randint(1, 4)
         for target in [*rng.sample(range(len(SETTINGS)), len(SETTINGS)), rng.randrange(3)]:
@@ -282,7 +247,7 @@ async def _example(database_url: str, rng: random.Random) -> None:
             )
             assert sorted(await outbox(engine)) == done.specialists
             assert_same(await aggregates(engine), want[target])
-            await assert_ledger_matches_states(engine)
+            await assert_ledger_matches_states(engine, SH)
             stored = await raw_tables(engine)
             again = await rescore(engine, hours, batch=batch)
             assert (again.changed, again.specialists) == (0, [])
@@ -335,7 +300,7 @@ async def test_a_share_passing_between_tickets_in_one_batch_moves_the_ledger(
     await apply(engine, [T5_CLOSED], None)
     await apply(engine, [T5_REOPENED, T1_CLOSED], None)
     assert (await aggregates(engine))["facts"] == only_t1
-    await assert_ledger_matches_states(engine)
+    await assert_ledger_matches_states(engine, SH)
     # Rescoring measures from the documents, so it could not have repaired a wrong ledger.
     assert (await rescore(engine, CN)).changed == 0
     assert_same(await aggregates(engine), want)

@@ -25,6 +25,7 @@ from services.scoring.kpi.windows import Window, parse_window
 from shared.catalogue import KPI_KEYS
 from shared.db import create_engine, create_sessionmaker, session_scope
 from shared.events import Event
+from tests.ledger_checks import assert_ledger_matches_states
 from tests.reference import (
     reference_channel_sums,
     reference_negative_response,
@@ -175,6 +176,9 @@ async def _run_example(database_url: str, seed_rng: random.Random) -> None:
                     session, batch, measure=Measure(TZ), group_id="prop" if use_offsets else None
                 )
             done.append(batch)
+            # Every step, not only the end: a share passing between tickets within one batch
+            # leaves kpi_daily (and the per-bucket sums below) right but the ledger wrong.
+            await assert_ledger_matches_states(engine, TZ)
             if use_offsets and rng.random() < 0.3:
                 # Redelivery of an already committed batch: stale offsets, no effect at all.
                 again = rng.choice(done)
