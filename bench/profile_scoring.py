@@ -1,8 +1,7 @@
 """Where the scoring consumer's time goes: per-event µs by stage on the `make bench` workload.
 
 Usage: .venv/bin/python bench/profile_scoring.py [--events 100000] [--parallel 1] [--no-stages]
-       py-spy record --format raw -o /tmp/scoring.txt -- .venv/bin/python bench/profile_scoring.py
-           --no-stages   (then: bench/profile_scoring.py --collapse /tmp/scoring.txt)
+       [--py-spy /tmp/scoring.txt]   then: bench/profile_scoring.py --collapse /tmp/scoring.txt
 
 Runs the real scoring consumer (bench_scoring.scoring_run, one process, committing to an
 embedded PostgreSQL) over the messages `make bench` uses (make_events(n, seed=1)), with the
@@ -12,8 +11,9 @@ With ``--parallel 1`` (the default) one transaction runs at a time, so stages do
 and wall time is attributable; database stages include the round trip and PostgreSQL's work.
 The wrappers cost about 1 µs per wrapped call (~4 per event), counted in their stages.
 
-``--collapse FILE`` instead sums a py-spy raw profile (CPU samples of this process, idle
-excluded) into the same stages, by the innermost stage function on each stack.
+``--py-spy FILE`` samples the scoring run (only) with py-spy (CPU samples, idle excluded);
+``--collapse FILE`` sums such a raw profile into the same stages, by the innermost stage
+function on each stack (what no stage function covers: by library).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import asyncio
 import functools
 import inspect
 import os
+import signal
+import sys
 import tempfile
 import time
 import uuid
@@ -78,8 +80,7 @@ STAGES: list[tuple[str, Any, str]] = [
 
 # For --collapse: function names (as py-spy prints them) of each stage, innermost wins.
 SPY_FUNCTIONS: dict[str, str] = {
-    "getmany": "kafka fetch (getmany)",
-    "_fetch_requests_routine": "kafka fetch (getmany)",
+    "AIOKafkaConsumer.getmany": "kafka fetch (getmany)",
     "decode_event": "decode (decode_event)",
     "fingerprint": "record fingerprint",
     "raw_connection": "begin (session, BEGIN)",
@@ -91,22 +92,22 @@ SPY_FUNCTIONS: dict[str, str] = {
     "route": "route",
     "lock_states": "state load/lock",
     "apply_events": "apply (state machine)",
-    "from_json": "state decode (from_json)",
+    "TicketState.from_json": "state decode (from_json)",
     "storable": "state encode (storable)",
     "ticket_contributions_and_issues": "contributions",
     "simple_contributions": "contributions",
     "training_contributions": "contributions",
     "diff_contributions": "contributions",
-    "contribute": "deltas (contribute, settle)",
-    "settle": "deltas (contribute, settle)",
+    "Deltas.contribute": "deltas (contribute, settle)",
+    "Deltas.settle": "deltas (contribute, settle)",
     "save_states": "state save",
     "ensure_specialists": "specialists directory",
     "add_daily": "DB writes: kpi_daily upsert",
     "add_facts": "ledger: kpi_facts upsert",
     "set_issues": "data-quality issues",
     "enqueue_scores": "outbox enqueue",
-    "commit": "commit",
-    "_advise_kafka": "advisory Kafka commit",
+    "AsyncSession.commit": "commit",
+    "ScoringConsumer._advise_kafka": "advisory Kafka commit",
 }
 
 
@@ -119,6 +120,7 @@ class Timers:
         # Per task (background tasks such as the health reporter commit too): per open
         # stage, the time spent in the stages it called.
         self._stacks: dict[int, list[list[float]]] = defaultdict(list)
+        self.armed = False
 
     def _stack(self) -> list[list[float]]:
         try:
@@ -138,6 +140,13 @@ class Timers:
         if stack:
             stack[-1][0] += elapsed
 
+    def arm(self) -> None:
+        """Forget what was timed before the first record (start-up, the group join)."""
+        if not self.armed:
+            self.armed = True
+            self.seconds.clear()
+            self.calls.clear()
+
     def wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.iscoroutinefunction(fn):
 
@@ -152,8 +161,12 @@ class Timers:
 
             return timed_async
 
+        first = stage.startswith("decode")
+
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if first and not self.armed:
+                self.arm()
             self.enter()
             started = time.perf_counter()
             try:
@@ -201,11 +214,23 @@ async def run(args: argparse.Namespace) -> None:
         if args.stages:
             install(timers)
         load0 = os.getloadavg()[0]
-        started = time.perf_counter()
+        spy = None
+        if args.py_spy:
+            # Sampling only the scoring run: not the event generation or the migrations.
+            spy = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                str(os.getpid()), "--format", "raw", "--rate", "250", "--nonblocking",
+                "--output", str(args.py_spy),
+            )  # fmt: skip
+            await asyncio.sleep(1.0)
         res = await bench_scoring.scoring_run(
             settings, url, count, args.batch, False, args.parallel
         )
-        wall = time.perf_counter() - started
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            await asyncio.wait_for(spy.wait(), 30)
+        # The run's own clock: from the first batch to the last (start-up excluded).
+        wall = count / res["events_per_s"]
         print(
             f"scoring x1 (parallel {args.parallel}): {res['events_per_s']:,.0f} events/s, "
             f"{1e6 / res['events_per_s']:.1f} µs/event wall; consumer CPU "
@@ -235,6 +260,25 @@ def report(seconds: dict[str, float], calls: dict[str, int], events: int, wall: 
     print(f"| **total wall** | {1e6 * wall / events:.1f} | 100% | |")
 
 
+def _spy_stage(stack: str) -> str:
+    """The stage of one sampled stack: the innermost stage function, else by library."""
+    for frame in reversed(stack.split(";")):
+        name = frame.split(" (", 1)[0].strip()
+        if name in SPY_FUNCTIONS:
+            return SPY_FUNCTIONS[name]
+    if "aiokafka/" in stack:
+        return "kafka client (fetcher task, protocol; unattributed)"
+    if "asyncpg/" in stack or "sqlalchemy/" in stack:
+        return "DB driver and session (unattributed)"
+    if "ScoringConsumer" in stack or "services/scoring" in stack or "shared/" in stack:
+        return "engine, other (positions, split, results)"
+    if "selectors.py" in stack:
+        return "event loop: waiting in select"
+    if "asyncio/" in stack:
+        return "event loop: scheduling"
+    return "other (bench harness, threads)"
+
+
 def collapse(path: Path) -> None:
     """Sum a py-spy ``--format raw`` profile (``frame;frame;... count`` lines) by stage."""
     by_stage: dict[str, int] = defaultdict(int)
@@ -245,13 +289,7 @@ def collapse(path: Path) -> None:
             continue
         count = int(n)
         total += count
-        stage = "other"
-        for frame in reversed(stack.split(";")):
-            name = frame.split(" (", 1)[0].strip()
-            if name in SPY_FUNCTIONS:
-                stage = SPY_FUNCTIONS[name]
-                break
-        by_stage[stage] += count
+        by_stage[_spy_stage(stack)] += count
     print(f"{total} CPU samples\n\n| stage | share of CPU samples |\n|---|---|")
     for stage, count in sorted(by_stage.items(), key=lambda kv: -kv[1]):
         print(f"| {stage} | {count / total:.1%} |")
@@ -263,6 +301,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4000)
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--no-stages", dest="stages", action="store_false")
+    parser.add_argument(
+        "--py-spy", type=Path, help="also sample the scoring run with py-spy into this raw file"
+    )
     parser.add_argument("--collapse", type=Path, help="sum a py-spy raw profile by stage")
     args = parser.parse_args()
     if args.collapse:
