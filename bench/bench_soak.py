@@ -227,9 +227,13 @@ async def probe_queries(
     kinds = query_kinds(specialists, day)
     out: dict[str, float] = {}
     everything: list[float] = []
-    # Warm-up: the token cache and the connection pool, as bench_queries does.
-    for _, make in kinds:
+    # Warm-up: the token cache and the connection pool, as bench_queries does; then each
+    # kind's service time alone (one client, no queueing), which tells a slow query from a
+    # queue behind one (the kinds share the service's event loop).
+    for name, make in kinds:
         await bench_queries.load(port, 10, 50, make)
+        alone, _ = await bench_queries.load(port, 1, 20, make)
+        out[f"{name}_alone_p50_ms"] = bench_queries.pct(alone, 0.50)
     # The kinds run side by side, each a quarter of the rate, so the total is ``rate``.
     results = await asyncio.gather(
         *(bench_queries.paced(port, 10, rate / len(kinds), seconds, make) for _, make in kinds)
@@ -426,6 +430,18 @@ def markdown(r: dict[str, Any]) -> str:
             f"{d['query_all_p99_ms']:.1f} | {d['load']:.1f} |"
         )
     lines += [
+        "",
+        "| tenth | alone p50 specialist (ms) | team | leaderboard | history |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {d['decile']} | {d['query_specialist_alone_p50_ms']:.1f} | "
+            f"{d['query_team_alone_p50_ms']:.1f} | {d['query_leaderboard_alone_p50_ms']:.1f} | "
+            f"{d['query_history_alone_p50_ms']:.1f} |"
+            for d in r["deciles"]
+        ),
+        "",
+        "Alone: one client, 20 requests, no other load on the service (its service time); the "
+        "p99 columns above are at the paced rate, where the kinds queue behind each other.",
         "",
         "DB and table columns: growth since the start per message so far (pg_database_size, "
         "pg_total_relation_size: heap + indexes + TOAST). PostgreSQL PSS includes the shared "
