@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import math
 import os
 import platform
 import random
@@ -60,6 +61,7 @@ TZ = "Asia/Shanghai"
 TEAMS = bench_queries.TEAMS
 # Tables whose size the report follows (the ones that grow with events, and the aggregates).
 TABLES = ("processed_events", "kpi_facts", "ticket_states", "kpi_daily", "score_outbox")
+KINDS = ("specialist", "team", "leaderboard", "history")
 
 
 def events(n: int, specialists: int, days: int, end: dt.date, seed: int = 18) -> Iterator[bytes]:
@@ -326,9 +328,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             pg_cpu = cpu_seconds(_postmaster(pg_dir), children=True) - pg_cpu0
             now = await sizes(conn)
             day = end - dt.timedelta(days=int(args.days - 1 - min(args.days - 1, day_of * sent)))
-            queries = await probe_queries(
-                port, args.query_rate, args.query_seconds, args.specialists, day
-            )
+            if args.query_rate > 0:
+                queries = await probe_queries(
+                    port, args.query_rate, args.query_seconds, args.specialists, day
+                )
+            else:  # --query-rate 0: ingestion only (e.g. to see memory without the API's)
+                queries = {f"{k}_{m}": math.nan for k in KINDS for m in ("p99_ms", "alone_p50_ms")}
+                queries.update(all_p50_ms=math.nan, all_p99_ms=math.nan)
             row = {
                 "decile": d + 1,
                 "messages": sent,
@@ -517,9 +523,9 @@ def main() -> None:
     parser.add_argument("--specialists", type=int, default=2000)
     parser.add_argument("--days", type=int, default=400)
     parser.add_argument("--quick", action="store_true", help="200,000 events (quick scale)")
-    parser.add_argument("--query-rate", type=float, default=250.0)
+    parser.add_argument("--query-rate", type=float, default=250.0, help="0: no query probes")
     parser.add_argument("--query-seconds", type=float, default=10.0)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for soak.*")
     args = parser.parse_args()
     if args.quick and args.events == parser.get_default("events"):
         args.events = 200_000
@@ -538,7 +544,7 @@ def main() -> None:
 
 def _round(v: Any) -> Any:
     if isinstance(v, float):
-        return round(v, 3)
+        return None if math.isnan(v) else round(v, 3)
     if isinstance(v, dict):
         return {k: _round(x) for k, x in v.items()}
     if isinstance(v, list):
