@@ -99,6 +99,39 @@ class PeakRss:
         self._thread.join(2)
 
 
+# Processes of the embedded PostgreSQL (postmaster) and broker, set by main_async: their CPU
+# per event is measured around each run (the postmaster's whole process tree).
+COMPONENTS: dict[str, int] = {}
+
+
+def component_cpu() -> dict[str, float]:
+    """CPU seconds used so far by PostgreSQL (all its processes) and by the broker."""
+    out: dict[str, float] = {}
+    for name, pid in COMPONENTS.items():
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+            # Backends that exited (a closed connection) count in their parent's children_*
+            # times once reaped; the live ones below, so nothing is counted twice.
+            done = root.cpu_times()
+        except psutil.Error:
+            continue
+        total = done.children_user + done.children_system
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += t.user + t.system
+        out[name] = total
+    return out
+
+
+def cpu_per_event(before: dict[str, float], count: int) -> dict[str, float]:
+    """µs of CPU per event of each component since ``before``."""
+    return {k: 1e6 * (v - before.get(k, 0.0)) / count for k, v in component_cpu().items()}
+
+
 async def new_database(pg: EmbeddedPostgres, name: str) -> str:
     url = pg.create_database(f"{name}_{uuid.uuid4().hex[:6]}")
     await asyncio.to_thread(upgrade, url)
@@ -127,6 +160,7 @@ async def part_scoring(pg: EmbeddedPostgres, bootstrap: str, n: int) -> dict[str
     for processes in sorted({1, min(2, os.cpu_count() or 1)}):
         url = await new_database(pg, f"scoring{processes}")
         wal_before = await _wal(url)
+        components = component_cpu()
         kwargs: dict[str, Any] = {
             "database_url": url,
             "kafka_bootstrap": bootstrap,
@@ -152,6 +186,8 @@ async def part_scoring(pg: EmbeddedPostgres, bootstrap: str, n: int) -> dict[str
         out[f"scoring_{processes}_process_wal_bytes_per_event"] = (
             await _wal(url) - wal_before
         ) / count
+        for name, us in cpu_per_event(components, count).items():
+            out[f"scoring_{processes}_process_{name}_cpu_us_per_event"] = us
         out[f"scoring_{processes}_process_load"] = os.getloadavg()[0]
     out["scoring_events_per_s"] = max(
         v for k, v in out.items() if k.startswith("scoring_") and k.endswith("_events_per_s")
@@ -159,8 +195,13 @@ async def part_scoring(pg: EmbeddedPostgres, bootstrap: str, n: int) -> dict[str
     bare.append(await _bare(pg, bootstrap, topics.events, count))
     out["bare_pipeline_runs_events_per_s"] = [b["events_per_s"] for b in bare]
     out["bare_pipeline_events_per_s"] = sum(b["events_per_s"] for b in bare) / len(bare)
-    for key in ("cpu_us_per_event", "children_us_per_event", "wal_bytes_per_event"):
-        out[f"bare_pipeline_{key}"] = sum(b[key] for b in bare) / len(bare)
+    for key in (
+        "cpu_us_per_event",
+        "children_us_per_event",
+        "wal_bytes_per_event",
+        *(f"{name}_cpu_us_per_event" for name in COMPONENTS),
+    ):
+        out[f"bare_pipeline_{key}"] = sum(b.get(key, 0.0) for b in bare) / len(bare)
     out["bare_pipeline_load"] = os.getloadavg()[0]
     return out
 
@@ -168,7 +209,10 @@ async def part_scoring(pg: EmbeddedPostgres, bootstrap: str, n: int) -> dict[str
 async def _bare(pg: EmbeddedPostgres, bootstrap: str, topic: str, count: int) -> dict[str, Any]:
     """One bare-pipeline run (bench_bare_pipeline) on a fresh database over ``topic``."""
     url = pg.create_database(f"bare_{uuid.uuid4().hex[:6]}")
+    components = component_cpu()
     res = await bench_bare_pipeline.run(bootstrap, topic, plain(url), count, 4000, TZ)
+    for name, us in cpu_per_event(components, count).items():
+        res[f"{name}_cpu_us_per_event"] = us
     print(
         f"bare pipeline (msgspec, dedup, unnest upsert, offsets after the commit): "
         f"{res['events_per_s']:,.0f} events/s (load {os.getloadavg()[0]:.1f})",
@@ -260,6 +304,7 @@ async def part_e2e(
     procs = [start_service(name, env, home) for name in [*["scoring"] * replicas, "notify"]]
     await asyncio.to_thread(_wait_assigned, procs[:replicas], 6)
     idle_cpu = _cpu_by_service(procs)  # start-up work, not per-event work
+    components = component_cpu()
     procs.append(start_service("ingest", env, home))
     rss.watch(procs)
     conn = await asyncpg.connect(plain(url))
@@ -277,6 +322,7 @@ async def part_e2e(
         finished = time.time()
         started = await _first_timestamp(bootstrap, topics.events)
         cpu = {k: v - idle_cpu.get(k, 0.0) for k, v in _cpu_by_service(procs).items()}
+        cpu.update({k: v * total / 1e6 for k, v in cpu_per_event(components, total).items()})
     finally:
         await conn.close()
         for svc in procs:
@@ -466,25 +512,36 @@ def markdown(r: dict[str, Any]) -> str:
         f"end-to-end runs {r.get('e2e_2_scoring_load', 0):.1f}, at the end "
         f"{r.get('load_after', 0):.1f} (2 cores: above 2 other work shares them).",
     ]
-    lines += ["", "| cost per event | consumer CPU µs | PostgreSQL + broker CPU µs | WAL bytes |"]
-    lines.append("|---|---|---|---|")
+    lines += [
+        "",
+        "| cost per event | consumer / services CPU µs | PostgreSQL CPU µs | broker CPU µs | "
+        "WAL bytes |",
+        "|---|---|---|---|---|",
+    ]
     for name in ("bare_pipeline", "scoring_1_process", "scoring_2_process"):
         cpu = r.get(f"{name}_cpu_us_per_event")
         if cpu is None:
             continue
-        other = r.get(f"{name}_children_us_per_event", r.get(f"{name}_pg_broker_cpu_us_per_event"))
+        pg_us = r.get(f"{name}_postgresql_cpu_us_per_event")
+        broker_us = r.get(f"{name}_broker_cpu_us_per_event")
         lines.append(
-            f"| {name} | {cpu:.1f} | {other:.1f} | {r.get(f'{name}_wal_bytes_per_event', 0):.0f} |"
+            f"| {name} | {cpu:.1f} | {_num(pg_us)} | {_num(broker_us)} | "
+            f"{r.get(f'{name}_wal_bytes_per_event', 0):.0f} |"
         )
     for name in ("e2e_1_scoring", "e2e_2_scoring"):
-        cpu = r.get(f"{name}_cpu_us_per_event")
+        cpu = dict(r.get(f"{name}_cpu_us_per_event") or {})
         if cpu:
+            pg_us, broker_us = cpu.pop("postgresql", None), cpu.pop("broker", None)
             per = ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
             lines.append(
-                f"| {name} (services: {per}) | {sum(cpu.values()):.0f} | | "
-                f"{r.get(f'{name}_wal_bytes_per_event', 0):.0f} |"
+                f"| {name} ({per}) | {sum(cpu.values()):.0f} | {_num(pg_us)} | "
+                f"{_num(broker_us)} | {r.get(f'{name}_wal_bytes_per_event', 0):.0f} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}"
 
 
 def _round(v: Any) -> Any:
@@ -503,6 +560,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     broker = EmbeddedBroker(log_path=home / "broker.log")
     pg.start()
     broker.start()
+    COMPONENTS["postgresql"] = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    if broker.proc is not None:
+        COMPONENTS["broker"] = broker.proc.pid
     rss = PeakRss()
     r: dict[str, Any] = {
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
