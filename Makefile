@@ -12,7 +12,7 @@ DEMO ?= 1
 SOAK_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install chromium run test test-unit test-integration test-browser demo lint format schemas typecheck migrate bench bench-soak bench-profile chaos audit clean
+.PHONY: help install chromium run test test-unit test-integration test-browser demo digest lint format schemas typecheck migrate bench bench-soak bench-profile chaos audit clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,9 @@ test-browser: $(STAMP) chromium ## Dashboard tests in headless Chromium (screens
 demo: $(STAMP) ## Stream the synthetic demo team into a running `make run DEMO=0`
 	$(BIN)/kpi demo
 
+digest: $(STAMP) ## Send a team's last weekly digest now (TEAM=demo-north; docs/alerts.md#team-digests)
+	$(BIN)/kpi digest send $(or $(TEAM),demo-north)
+
 lint: $(STAMP) ## ruff lint and format check, import contracts (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -66,7 +69,7 @@ typecheck: $(STAMP) ## mypy (strict) over the product code
 migrate: $(STAMP) ## Apply migrations to KPI_DATABASE_URL (or the running `make run` database)
 	$(BIN)/kpi migrate
 
-bench: $(STAMP) ## Every headline figure in one run (~3 min); writes bench/results/latest.{json,md}
+bench: $(STAMP) ## Every headline figure in one run (~6 min with the 1M-ticket export; KPI_BENCH_TICKETS=20000 for less); writes bench/results/latest.{json,md}
 	$(BIN)/python bench/run_all.py
 
 bench-soak: $(STAMP) ## Cost of growth per 10 % of 20 M events (hours; SOAK_ARGS=--quick: 200 k, ~3 min); bench/results/soak.*

@@ -16,7 +16,10 @@ per part). Measured in this order, each against the baseline of the same run:
    scoring's stored offsets cover every record;
 5. alert latency produce -> webhook at 1,000 events/s (bench_alerts);
 6. REST query latency with 50 clients over 1,000 specialists x 400 days (bench_queries);
-peak RSS of every service process is sampled (psutil) during 4-6; consumer CPU, PostgreSQL +
+7. per-ticket export of 1,000,000 stored tickets as CSV and XLSX, with the scoring process's
+   peak RSS while it streams (bench_ticket_export; --tickets or KPI_BENCH_TICKETS, 20,000
+   with --quick);
+peak RSS of every service process is sampled (psutil) during 4-6; consumer CPU, PostgreSQL and
 broker CPU and WAL bytes (pg_current_wal_lsn differences) per event are kept for 2 and 4, and
 the 1-minute load average after each part.
 Writes bench/results/latest.json and latest.md. Asserts nothing.
@@ -52,6 +55,7 @@ import bench_bare_pipeline  # noqa: E402
 import bench_ingest  # noqa: E402
 import bench_queries  # noqa: E402
 import bench_scoring  # noqa: E402
+import bench_ticket_export  # noqa: E402
 
 from kpi.stack import ServiceProcess  # noqa: E402
 from migrations import upgrade  # noqa: E402
@@ -429,6 +433,14 @@ async def part_queries(
     return out
 
 
+async def part_ticket_export(
+    pg: EmbeddedPostgres, bootstrap: str, home: Path, tickets: int
+) -> dict[str, Any]:
+    url = await new_database(pg, "tickets")
+    got = await asyncio.to_thread(bench_ticket_export.run, url, bootstrap, tickets, home)
+    return {"ticket_export": got}
+
+
 # Issue 18's targets: (name, numerator, denominator, minimum ratio).
 RATIO_TARGETS = (
     ("scoring_1_process / bare_pipeline", "scoring_1_process_events_per_s",
@@ -491,6 +503,14 @@ def markdown(r: dict[str, Any]) -> str:
         f"| query_p99_ms (50 clients, 250 req/s) | {r.get('query_p99_ms')} | | < 50 |",
         f"| query_closed_loop_p99_ms (50 clients) | {r.get('query_closed_loop_p99_ms')} | | |",
     ]
+    tickets = r.get("ticket_export") or {}
+    for name in ("csv_all", "xlsx_all", "csv_team_30d", "csv_one_day"):
+        got = tickets.get(name)
+        if got:
+            lines.append(
+                f"| ticket export {name} ({tickets['tickets']:,} stored) s / peak RSS MB | "
+                f"{got['seconds']:.1f} / {got['peak_rss_mb']:.0f} | | |"
+            )
     for name, mb in sorted(r.get("peak_rss_mb", {}).items()):
         lines.append(f"| peak RSS {name} (MB) | {mb:.0f} | | |")
     lines += [
@@ -594,6 +614,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         r.update({k: v for k, v in alerts.items() if k.startswith("alert")})
         r["alert_background_events_per_s"] = alerts.get("background_events_per_s")
         r.update(await part_queries(pg, bootstrap, home, rss, args.quick))
+        r.update(await part_ticket_export(pg, bootstrap, home, args.tickets))
     finally:
         rss.stop()
         broker.stop()
@@ -614,7 +635,17 @@ def main() -> None:
     parser.add_argument("--alert-seconds", type=float, default=30.0)
     parser.add_argument("--quick", action="store_true", help="smaller query data set")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--tickets",
+        type=int,
+        default=None,
+        help="stored tickets for the export part (default KPI_BENCH_TICKETS, else 1,000,000; "
+        "20,000 with --quick)",
+    )
     args = parser.parse_args()
+    if args.tickets is None:
+        default = "20000" if args.quick else "1000000"
+        args.tickets = int(os.environ.get("KPI_BENCH_TICKETS", default))
     r = asyncio.run(main_async(args))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(r, indent=2) + "\n")

@@ -15,9 +15,10 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 
 from kpi.stack import ServiceProcess
+from shared.durations import parse_duration
 from shared.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, port_is_free
 from shared.kafka import ensure_topics
-from shared.settings import Settings, parse_duration
+from shared.settings import Settings
 from shared.topics import Topics
 
 logger = logging.getLogger("chaos.stack")

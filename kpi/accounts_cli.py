@@ -194,14 +194,18 @@ def user_enable(username: str, home: HOME = Path(".kpi")) -> None:
 def user_reset_password(
     username: str, password_stdin: PASSWORD_STDIN = False, home: HOME = Path(".kpi")
 ) -> None:
-    """Set a new password; the account's sessions end."""
+    """Set a new password; the account's sessions end (not for single sign-on accounts)."""
     from kpi.cli import console
     from shared import users
+    from shared.accounts import AccountError
 
     password_hash = _hash(_password("password", password_stdin))
 
     async def reset(session: AsyncSession, user: users.User) -> None:
-        await users.set_password(session, user, password_hash)
+        try:
+            await users.set_password(session, user, password_hash)
+        except AccountError as exc:
+            raise _fail("USERNAME", exc.reason) from None
 
     _change(home, username, reset)
     console.print(f"password of {username} set; its sessions have ended")

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from kpi.accounts_cli import register as register_account_commands
+from kpi.digest_cli import register as register_digest_commands
 from kpi.stack import SERVICES, LocalStack
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ app = typer.Typer(help="KPI platform for after-sales service specialists.", no_a
 token_app = typer.Typer(help="Manage API bearer tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 register_account_commands(app, token_app)
+register_digest_commands(app)
 console = Console(stderr=True)
 
 HOME_OPTION = Annotated[
@@ -147,6 +149,11 @@ def up(
                 f"  demo     streaming a synthetic team (60-day backfill, then ~20 events/s; "
                 f"log {log})"
             )
+            console.print(
+                "  digest   see a team digest arrive now: kpi receive --port 9000 --secret "
+                "digest-secret, then kpi digest send demo-north --webhook "
+                "http://127.0.0.1:9000/ --secret digest-secret (docs/alerts.md#team-digests)"
+            )
         console.print("\nPress Ctrl-C to stop.")
         while True:
             time.sleep(1)
@@ -254,7 +261,8 @@ def rescore(
     ] = False,
     home: HOME_OPTION = Path(".kpi"),
 ) -> None:
-    """Re-measure stored tickets with the current KPI_BUSINESS_CALENDAR and KPI_TIMEZONE."""
+    """Re-measure stored tickets with the current KPI_BUSINESS_CALENDAR, KPI_TIMEZONE and
+    KPI_SLA_FIRST_RESPONSE_HOURS (also backfills tickets stored before the §3a measures)."""
     import datetime as dt
 
     from services.scoring.config import ScoringConfig
@@ -284,7 +292,10 @@ def rescore(
         else f"business hours of calendar {config.measure.calendar}"
     )
     url = _database_url(home)
-    console.print(f"rescore: response times in {measure}, day buckets in {settings.timezone}")
+    console.print(
+        f"rescore: response times in {measure}, first-response SLA "
+        f"{config.measure.sla_hours:g} h, day buckets in {settings.timezone}"
+    )
     started = time.monotonic()
 
     async def run() -> tuple[int, int, set[str]]:

@@ -26,6 +26,12 @@ CSRF_HEADER: Final = "X-CSRF-Token"
 CookieSecure = Literal["auto", "true", "false"]
 
 
+SSO_NO_PASSWORD: Final = (
+    "the account signs in by single sign-on: it has no password here (the identity "
+    "provider keeps it)"
+)
+
+
 class AccountError(ValueError):
     """A value that cannot be stored on an account: the field it came from and why."""
 

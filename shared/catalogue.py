@@ -22,6 +22,10 @@ FOLLOWUP_RATE: Final = "followup_rate"
 COLLABORATION_SCORE: Final = "collaboration_score"
 TRAINING_SESSIONS: Final = "training_sessions"
 NPS: Final = "nps"
+# SPEC §3a: informational measures shown beside the eight above, never appraised.
+RESOLUTION_TIME_HOURS: Final = "resolution_time_hours"
+FIRST_RESPONSE_SLA_RATE: Final = "first_response_sla_rate"
+REOPEN_RATE: Final = "reopen_rate"
 
 
 @dataclass(frozen=True)
@@ -35,18 +39,22 @@ class Names:
 
 @dataclass(frozen=True)
 class KpiDefinition:
-    """One row of the SPEC §1 table."""
+    """One row of the SPEC §1 table, or of the §3a informational measures."""
 
     key: str
     unit: Unit
     higher_is_better: bool
-    # nps is informational: it never gets a grade, so it is neither alerted on nor appraised.
+    # Graded by default: nps and the §3a measures are informational and have no default
+    # lines; the §3a measures get a grade (and alerts) only when KPI_KPI_LINES sets lines.
     graded: bool
     # Default lines (None: the line does not exist); KPI_KPI_LINES overrides them.
     qualified: float | None
     excellent: float | None
     min_samples: int | None
     names: Mapping[str, Names]  # by language, one entry per LANGS
+    # Part of the quarterly appraisal (SPEC §1: per-KPI grades, overall grade, incentives,
+    # exports, plans); the §3a measures are shown everywhere else but never appraised.
+    appraised: bool = True
 
 
 def _names(en: Names, zh: Names) -> Mapping[str, Names]:
@@ -158,10 +166,56 @@ _TABLE: Final = (
             zh=Names("净推荐值", "净推荐值", "NPS"),
         ),
     ),
+    KpiDefinition(
+        key=RESOLUTION_TIME_HOURS,
+        unit="hours",
+        higher_is_better=False,
+        graded=False,
+        qualified=None,
+        excellent=None,
+        min_samples=None,
+        names=_names(
+            en=Names("Average resolution time", "Avg resolution time", "Resolution"),
+            zh=Names("平均解决时长", "平均解决时长", "解决时长"),
+        ),
+        appraised=False,
+    ),
+    KpiDefinition(
+        key=FIRST_RESPONSE_SLA_RATE,
+        unit="ratio",
+        higher_is_better=True,
+        graded=False,
+        qualified=None,
+        excellent=None,
+        min_samples=None,
+        names=_names(
+            en=Names("First-response SLA rate", "First-response SLA", "SLA"),
+            zh=Names("首次响应达标率", "首次响应达标率", "响应达标"),
+        ),
+        appraised=False,
+    ),
+    KpiDefinition(
+        key=REOPEN_RATE,
+        unit="ratio",
+        higher_is_better=False,
+        graded=False,
+        qualified=None,
+        excellent=None,
+        min_samples=None,
+        names=_names(
+            en=Names("Reopen rate", "Reopen rate", "Reopened"),
+            zh=Names("重开率", "重开率", "重开率"),
+        ),
+        appraised=False,
+    ),
 )
 
-# In SPEC table order, which is the order of every KPI listing, column and message.
+# In SPEC table order (§1, then §3a), the order of every KPI listing, column and message.
 CATALOGUE: Final[Mapping[str, KpiDefinition]] = MappingProxyType({k.key: k for k in _TABLE})
 KPI_KEYS: Final[tuple[str, ...]] = tuple(CATALOGUE)
-GRADED_KEYS: Final[tuple[str, ...]] = tuple(k.key for k in _TABLE if k.graded)
+# The quarterly appraisal's KPIs (SPEC §1), and those of them that are graded (the seven).
+APPRAISED_KEYS: Final[tuple[str, ...]] = tuple(k.key for k in _TABLE if k.appraised)
+GRADED_KEYS: Final[tuple[str, ...]] = tuple(k.key for k in _TABLE if k.graded and k.appraised)
+# SPEC §3a: informational measures, graded only where KPI_KPI_LINES sets lines.
+MEASURE_KEYS: Final[tuple[str, ...]] = tuple(k.key for k in _TABLE if not k.appraised)
 RATIO_KEYS: Final[frozenset[str]] = frozenset(k.key for k in _TABLE if k.unit == "ratio")

@@ -165,6 +165,19 @@ class ReminderDeliveryItem(_Body):
     due: date | None = Field(description="The local date the step was due by.")
 
 
+class DigestDeliveryItem(_Body):
+    """One team digest the delivery carries (the team's channels)."""
+
+    type: Literal["team_digest"] = Field(
+        description="Tells it from an alert item, which has no `type`."
+    )
+    digest_id: int
+    kind: Literal["digest"] = Field(description="What it announces: always a digest.")
+    team_id: str
+    period: str = Field(description="YYYY-Www (ISO week) or YYYY-MM.")
+    open_alerts: int = Field(description="The team's open alerts when it was relayed.")
+
+
 class DeliveryOut(_Body):
     id: int
     delivery_key: str = Field(description="X-KPI-Delivery: the same on every attempt.")
@@ -172,9 +185,10 @@ class DeliveryOut(_Body):
     channel: DeliveryChannel
     team_id: str | None
     alert_ids: list[str] = Field(
-        description="Empty for a platform-incident notice or an appraisal-cycle reminder."
+        description="Empty for a platform-incident notice, an appraisal-cycle reminder or a "
+        "team digest."
     )
-    items: list[DeliveryItem | IncidentDeliveryItem | ReminderDeliveryItem]
+    items: list[DeliveryItem | IncidentDeliveryItem | ReminderDeliveryItem | DigestDeliveryItem]
     attempts: int
     created_at: Timestamp
     last_attempt_at: Timestamp | None

@@ -19,7 +19,13 @@ from pydantic import BaseModel, TypeAdapter
 from shared.deadletter import DeadLetterRecord
 from shared.events.models import EVENT_ADAPTER, Event
 from shared.scores import ScoreSnapshot
-from shared.webhooks import AlertPayload, ChannelTestPayload, IncidentPayload, ReminderPayload
+from shared.webhooks import (
+    AlertPayload,
+    ChannelTestPayload,
+    DigestPayload,
+    IncidentPayload,
+    ReminderPayload,
+)
 
 SCHEMA_DIR: Final = Path(__file__).resolve().parents[1] / "docs" / "schemas"
 DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -78,6 +84,7 @@ def _generators() -> dict[str, Callable[[], dict[str, Any]]]:
     found["webhook-incident.json"] = _serialized(IncidentPayload)
     found["webhook-channel-test.json"] = _serialized(ChannelTestPayload)
     found["webhook-reminder.json"] = _serialized(ReminderPayload)
+    found["webhook-digest.json"] = _serialized(DigestPayload)
     return found
 
 

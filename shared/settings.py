@@ -18,6 +18,8 @@ from pydantic import (
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.account_settings import AccountSettings
+from shared.digest_settings import DigestSettings
+from shared.durations import parse_duration
 from shared.kafka_settings import KafkaSecuritySettings
 from shared.oidc_settings import OidcSettings
 from shared.topics import Topics
@@ -25,22 +27,8 @@ from shared.topics import Topics
 _WINDOW_RE = re.compile(r"^(?:[1-9][0-9]{0,2}d|qtd)$")
 _HOSTPORT_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.\-:]{1,253}$")
-_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)?\s*$")
-_DURATION_UNITS = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # Helpdesks whose own webhook payloads ingest translates (POST /v1/webhooks/{vendor}).
 WEBHOOK_VENDORS = ("zendesk", "freshdesk", "zammad", "chatwoot")
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``90``, ``90s``, ``15m``, ``24h`` or ``7d`` (a number alone is seconds)."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 90s, 15m, 24h or 7d")
-    if isinstance(value, int | float):
-        return float(value)
-    m = _DURATION_RE.match(str(value))
-    if m is None:
-        raise ValueError(f"'{value}' is not a duration such as 90s, 15m, 24h or 7d")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
 
 
 def _split_list(value: Any, pattern: re.Pattern[str], what: str) -> Any:
@@ -68,7 +56,7 @@ class SettingsError(RuntimeError):
     """Raised with a readable, multi-line explanation of invalid settings."""
 
 
-class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings):
+class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings, DigestSettings):
     """Every ``KPI_*`` variable the services understand; see docs/configuration.md."""
 
     model_config = SettingsConfigDict(env_prefix="KPI_", extra="ignore", frozen=True)
@@ -332,6 +320,14 @@ class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings):
         default=None,
         description="Path of a YAML/JSON business calendar; response time then counts "
         "business hours only (default: calendar hours).",
+    )
+    sla_first_response_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=8760,
+        allow_inf_nan=False,
+        description="First-response SLA in hours (business hours under KPI_BUSINESS_CALENDAR): "
+        "the line of first_response_sla_rate and the per-ticket export's SLA met column.",
     )
     appraisal_rule: Annotated[dict[str, Any], NoDecode] = Field(
         default_factory=dict,

@@ -17,6 +17,7 @@ __all__ = [
     "Cell",
     "attachment",
     "csv_line",
+    "csv_lines",
     "neutralise",
     "xlsx_value",
 ]
@@ -63,6 +64,14 @@ def csv_line(values: Iterable[object]) -> bytes:
     buf = io.StringIO()
     writer = csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n")
     writer.writerow([_csv_value(v) for v in values])
+    return buf.getvalue().encode("utf-8")
+
+
+def csv_lines(rows: Iterable[Iterable[object]]) -> bytes:
+    """:func:`csv_line` for many records with one writer (large streamed exports)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n")
+    writer.writerows([_csv_value(v) for v in values] for values in rows)
     return buf.getvalue().encode("utf-8")
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.accounts import Account, username_key
+from shared.accounts import SSO_NO_PASSWORD, Account, AccountError, username_key
 from shared.db import Base
 
 
@@ -157,7 +157,13 @@ async def update_user(
 
 
 async def set_password(session: AsyncSession, user: User, password_hash: str) -> None:
-    """Store a new hash and end every session of the user (a reset locks out who had it)."""
+    """Store a new hash and end every session of the user (a reset locks out who had it).
+
+    AccountError for an SSO account: its password lives at the identity provider, and a
+    local one would open a second way in that the provider's disabling does not close.
+    """
+    if user.is_sso:
+        raise AccountError("password", SSO_NO_PASSWORD)
     user.password_hash = password_hash
     user.updated_at = await _now(session)
     await session.flush()

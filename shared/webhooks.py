@@ -1,16 +1,16 @@
-"""The generic webhook contract: alert, platform-incident and cycle-reminder bodies, headers,
-signature."""
+"""The generic webhook contract: alert, platform-incident, cycle-reminder and team-digest
+bodies, headers, signature."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from typing import Any, Final, Literal, TypeAlias
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 SIGNATURE_HEADER: Final = "X-KPI-Signature"
 DELIVERY_HEADER: Final = "X-KPI-Delivery"
@@ -20,6 +20,9 @@ INCIDENT_TYPE: Final = "platform_incident"
 CHANNEL_TEST_TYPE: Final = "channel_test"
 # `type` of an appraisal-cycle reminder body (a meeting not held, plan goals due, a plan overdue).
 REMINDER_TYPE: Final = "cycle_reminder"
+# `type` of a team digest body (a period's KPIs against the previous period); its `kind` is
+# always "digest".
+DIGEST_TYPE: Final = "team_digest"
 
 # What a body announces: an alert or incident that opened, or one that cleared.
 Announced: TypeAlias = Literal["firing", "resolved"]
@@ -146,6 +149,137 @@ class ReminderPayload(BaseModel):
         return dumps(self.to_json_dict())
 
 
+class _DigestPart(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+DigestPeriodKind: TypeAlias = Literal["week", "month"]
+# How a member's grade on a KPI moved between the two periods across the qualified line.
+Crossing: TypeAlias = Literal["fell_below", "recovered"]
+
+
+class DigestPeriod(_DigestPart):
+    """A closed range of local dates: an ISO week (`2026-W49`, Monday to Sunday) or a
+    calendar month (`2026-12`)."""
+
+    name: str
+    kind: DigestPeriodKind
+    start: date
+    end: date
+
+
+class DigestKpi(_DigestPart):
+    """One KPI pooled for the team: this period, the previous one, and the change.
+
+    `samples` is the denominator (for `training_sessions`, the count itself); `change` is
+    `value − previous_value` in the KPI's unit (a share of 1 for ratios), null when either
+    is null.
+    """
+
+    kpi: str
+    value: float | None
+    samples: int | None
+    grade: str | None
+    previous_value: float | None
+    previous_samples: int | None
+    previous_grade: str | None
+    change: float | None
+    qualified: float | None
+    higher_is_better: bool
+
+
+class DigestCrossing(_DigestPart):
+    """A member whose grade on `kpi` crossed the qualified line between the two periods."""
+
+    specialist_id: str
+    name: str | None
+    kpi: str
+    direction: Crossing
+    value: float | None
+    previous_value: float | None
+    qualified: float | None
+
+
+class DigestGoal(_DigestPart):
+    kpi: str
+    target: float
+    due: date
+    # Due on or before the period's last day (and the plan is not closed yet).
+    overdue: bool
+
+
+class DigestPlan(_DigestPart):
+    """An unclosed improvement plan with goals due by the end of the next period."""
+
+    specialist_id: str
+    name: str | None
+    quarter: str
+    status: str
+    goals: list[DigestGoal]
+
+
+class DigestOpenAlert(_DigestPart):
+    """An alert of the team still open when the digest was sent."""
+
+    alert_id: str
+    specialist_id: str
+    name: str | None
+    kpi: str
+    value: float | None
+    qualified: float | None
+    started_at: AwareDatetime
+
+    @field_validator("started_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+
+class DigestContent(_DigestPart):
+    """What scoring records for one team and period (and previews): the KPIs, who crossed a
+    line, plans due. Notify adds the alerts open at send time (`DigestPayload`)."""
+
+    team_id: str
+    team_name: str | None
+    timezone: str
+    period: DigestPeriod
+    previous: DigestPeriod
+    members: int = Field(ge=0)
+    kpis: list[DigestKpi]
+    crossed: list[DigestCrossing]
+    plans_due: list[DigestPlan]
+
+
+class DigestPayload(DigestContent):
+    """Generic webhook body of a team digest: `type` "team_digest", `kind` "digest".
+
+    The content scoring recorded, the team's alerts open at send time (`open_alerts`, at
+    most a page of them; `open_alerts_total` counts all) and the rendered `message`.
+    """
+
+    type: Literal["team_digest"] = DIGEST_TYPE
+    kind: Literal["digest"] = "digest"
+    digest_id: int
+    open_alerts: list[DigestOpenAlert]
+    open_alerts_total: int = Field(ge=0)
+    created_at: AwareDatetime
+    message: str
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Field dict as JSON types: dates YYYY-MM-DD, times RFC 3339 UTC ("...Z")."""
+        fields: dict[str, Any] = orjson.loads(self.to_json())
+        return fields
+
+    def to_json(self) -> bytes:
+        """Compact JSON bytes, the exact bytes that get signed."""
+        return dumps(self.model_dump(mode="python"))
+
+
 Alerts: TypeAlias = AlertPayload | Sequence[AlertPayload]
 
 
@@ -157,6 +291,11 @@ def is_incident(body: Mapping[str, Any]) -> bool:
 def is_reminder(body: Mapping[str, Any]) -> bool:
     """True for an appraisal-cycle reminder body (or stored delivery payload)."""
     return body.get("type") == REMINDER_TYPE
+
+
+def is_digest(body: Mapping[str, Any]) -> bool:
+    """True for a team digest body (or stored delivery payload)."""
+    return body.get("type") == DIGEST_TYPE
 
 
 def _in_utc(fields: dict[str, Any], *keys: str) -> dict[str, Any]:

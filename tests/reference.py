@@ -7,7 +7,7 @@ and recomputes every (specialist, local date, metric) bucket with simple loops.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, tzinfo
 from typing import Any, Protocol
 
@@ -35,7 +35,12 @@ METRICS = (
     "collaboration_score",
     "training_sessions",
     "nps",
+    "resolution_time_hours",
+    "first_response_sla_rate",
+    "reopen_rate",
 )
+SLA_HOURS = 24.0
+Hours = Callable[[datetime, datetime], float]
 
 Key = tuple[str, date, str]
 Sums = dict[Key, tuple[float, int]]
@@ -139,8 +144,20 @@ def _survey_owner(ticket_events: list[Event], at: datetime) -> str | None:
     return None  # held
 
 
-def reference_sums(events: Iterable[Event], tz: tzinfo) -> Sums:
-    """Every (specialist, local date, metric) -> (numerator, denominator) from SPEC §3."""
+def _hours(start: datetime, end: datetime, hours_fn: Hours | None) -> float:
+    if hours_fn is not None:
+        return hours_fn(start, end)
+    return (end - start).total_seconds() / 3600.0
+
+
+def reference_sums(
+    events: Iterable[Event],
+    tz: tzinfo,
+    hours_fn: Hours | None = None,
+    sla_hours: float = SLA_HOURS,
+) -> Sums:
+    """Every (specialist, local date, metric) -> (numerator, denominator) from SPEC §3 and
+    §3a; ``hours_fn`` stands for a business calendar, ``sla_hours`` for the SLA setting."""
     unique = dedup(events)
     sums: Sums = {}
 
@@ -184,6 +201,10 @@ def reference_sums(events: Iterable[Event], tz: tzinfo) -> Sums:
             _bump(sums, e.specialist_id, _day(e.occurred_at, tz), "nps", _nps(e.score))
 
     for ticket_events in tickets.values():
+        created_at = None
+        for e in ticket_events:
+            if isinstance(e, TicketCreated) and (created_at is None or e.occurred_at < created_at):
+                created_at = e.occurred_at
         # Closure: the latest ticket.closed, unless some reopen is strictly later.
         last_close = None
         for e in ticket_events:
@@ -202,26 +223,34 @@ def reference_sums(events: Iterable[Event], tz: tzinfo) -> Sums:
                 if last_close.resolved:
                     has_followup = any(isinstance(e, TicketFollowup) for e in ticket_events)
                     _bump(sums, who, day, "followup_rate", 1.0 if has_followup else 0.0)
+                reopened_before = False
+                for e in ticket_events:
+                    if isinstance(e, TicketReopened) and e.occurred_at < last_close.occurred_at:
+                        reopened_before = True
+                _bump(sums, who, day, "reopen_rate", 1.0 if reopened_before else 0.0)
+                if created_at is not None and last_close.occurred_at >= created_at:
+                    _bump(
+                        sums,
+                        who,
+                        day,
+                        "resolution_time_hours",
+                        _hours(created_at, last_close.occurred_at, hours_fn),
+                    )
 
         # Response time: earliest first response minus earliest creation.
-        created_at = None
         first = None
         for e in ticket_events:
-            if isinstance(e, TicketCreated) and (created_at is None or e.occurred_at < created_at):
-                created_at = e.occurred_at
             if isinstance(e, TicketFirstResponse) and (first is None or not _later(e, first)):
                 first = e
         if created_at is not None and first is not None:
             assert isinstance(first, TicketFirstResponse)
             seconds = (first.occurred_at - created_at).total_seconds()
             if seconds >= 0:
-                _bump(
-                    sums,
-                    first.specialist_id,
-                    _day(first.occurred_at, tz),
-                    "avg_response_time_hours",
-                    seconds / 3600.0,
-                )
+                hours = _hours(created_at, first.occurred_at, hours_fn)
+                day = _day(first.occurred_at, tz)
+                _bump(sums, first.specialist_id, day, "avg_response_time_hours", hours)
+                met = 1.0 if hours <= sla_hours else 0.0
+                _bump(sums, first.specialist_id, day, "first_response_sla_rate", met)
 
         # Surveys naming only the ticket.
         for e in ticket_events:
@@ -260,11 +289,16 @@ def reference_sums(events: Iterable[Event], tz: tzinfo) -> Sums:
 
 
 def reference_window(
-    events: Iterable[Event], tz: tzinfo, specialist: str, window: _WindowLike
+    events: Iterable[Event],
+    tz: tzinfo,
+    specialist: str,
+    window: _WindowLike,
+    hours_fn: Hours | None = None,
+    sla_hours: float = SLA_HOURS,
 ) -> dict[str, tuple[float, int]]:
     """(numerator, denominator) of every metric for one specialist over a window's dates."""
     totals: dict[str, tuple[float, int]] = {m: (0.0, 0) for m in METRICS}
-    for (who, day, metric), (num, den) in reference_sums(events, tz).items():
+    for (who, day, metric), (num, den) in reference_sums(events, tz, hours_fn, sla_hours).items():
         if who == specialist and window.start <= day <= window.end:
             old_num, old_den = totals[metric]
             totals[metric] = (old_num + num, old_den + den)
@@ -287,5 +321,23 @@ def reference_negative_response(events: Iterable[Event]) -> set[str]:
             if isinstance(e, TicketFirstResponse) and e.ticket_id == ticket_id
         )
         if created and firsts and firsts[0][0] < min(created):
+            out.add(f"ticket:{ticket_id}")
+    return out
+
+
+def reference_negative_resolution(events: Iterable[Event]) -> set[str]:
+    """Sources (``ticket:<id>``) whose counted closure precedes their earliest creation."""
+    events = list(events)
+    out: set[str] = set()
+    for ticket_id in {getattr(e, "ticket_id", None) for e in events} - {None}:
+        mine = [e for e in events if getattr(e, "ticket_id", None) == ticket_id]
+        created = [e.occurred_at for e in mine if isinstance(e, TicketCreated)]
+        closes = sorted((e.occurred_at, e.event_id) for e in mine if isinstance(e, TicketClosed))
+        if not created or not closes:
+            continue
+        last = closes[-1][0]
+        if any(isinstance(e, TicketReopened) and e.occurred_at > last for e in mine):
+            continue
+        if last < min(created):
             out.add(f"ticket:{ticket_id}")
     return out

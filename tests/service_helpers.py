@@ -50,6 +50,9 @@ def service_env(database_url: str, bootstrap: str, **extra: str) -> dict[str, st
         KPI_INGEST_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
         KPI_SCORING_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
         KPI_NOTIFY_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
+        # A weekly digest scan 30 s after scoring starts would add a digest to every team
+        # channel of any longer test; the tests about digests send them themselves.
+        KPI_DIGEST_SCHEDULE="off",
     )
     env.update(extra)
     return env

@@ -207,6 +207,24 @@ async def list_alerts(
     return [dict(r) for r in await conn.fetch(sql, *args)]
 
 
+async def open_team_alerts(conn: Raw, team_id: str, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The team's firing alerts, oldest first, at most ``limit`` of them (with the
+    specialist's name), and how many there are in all."""
+    rows = await conn.fetch(
+        """
+        SELECT a.alert_id, a.specialist_id, s.name, a.kpi, a.value, a.qualified, a.started_at,
+               count(*) OVER () AS total
+        FROM alerts a LEFT JOIN specialists s ON s.id = a.specialist_id
+        WHERE a.team_id = $1 AND a.status = 'firing'
+        ORDER BY a.started_at, a.alert_id
+        LIMIT $2
+        """,
+        team_id,
+        limit,
+    )
+    return [dict(r) for r in rows], int(rows[0]["total"]) if rows else 0
+
+
 async def get_alert(conn: Raw, alert_id: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(f"SELECT {_ALERT_COLS} FROM alerts WHERE alert_id = $1", alert_id)
     return None if row is None else dict(row)

@@ -26,6 +26,7 @@ from services.notify.channels import (
     Channel,
     EmailChannel,
     OutgoingRequest,
+    build_digest_delivery,
     build_email,
     build_incident_delivery,
     build_probe_delivery,
@@ -41,8 +42,10 @@ from services.notify.transport import describe_failure, http_client, send_mail, 
 from shared.db import session_scope
 from shared.webhooks import (
     AlertPayload,
+    DigestPayload,
     IncidentPayload,
     ReminderPayload,
+    is_digest,
     is_incident,
     is_reminder,
 )
@@ -275,6 +278,17 @@ class Sender:
                 now=self._clock(),
                 delivery_key=item.delivery_key,
                 recipients=first.get("to"),
+            )
+            return await self._transmit(target, out)
+        if item.items and is_digest(item.items[0]["payload"]):
+            # A team digest (digest relay): one, never grouped, to the channel's own readers.
+            out = build_digest_delivery(
+                target,
+                DigestPayload.model_validate(item.items[0]["payload"]),
+                lang=channel.lang or self._cfg.lang,
+                link=item.items[0].get("link"),
+                now=self._clock(),
+                delivery_key=item.delivery_key,
             )
             return await self._transmit(target, out)
         payloads = [AlertPayload.model_validate(i["payload"]) for i in item.items]

@@ -13,12 +13,13 @@ from services.notify import repository as repo
 from services.notify.broadcast import Broadcaster, parse_notification
 from services.notify.config import NotifyConfig
 from services.notify.consumer import ScoresConsumer
+from services.notify.handlers.digests import relay_digests
 from services.notify.handlers.evaluate import run_tick
 from services.notify.handlers.reminders import relay_reminders
 from services.notify.handlers.transitions import Clock, Outcome
 from services.notify.health_relay import HealthRelay
 from services.notify.sender import Sender, refresh_status_gauge
-from shared import health, reminders
+from shared import digests, health, reminders
 from shared.db import session_scope, utcnow
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -38,6 +39,7 @@ class NotifyService:
         self.consumer: ScoresConsumer | None = None
         self.relay: HealthRelay | None = None
         self.reminder_relay: HealthRelay | None = None
+        self.digest_relay: HealthRelay | None = None
         self.cfg: NotifyConfig | None = None
         self._stopping = asyncio.Event()
         self.listening = False
@@ -90,6 +92,17 @@ class NotifyService:
         )
         runtime.spawn(self.reminder_relay.run(), "notify-reminder-relay")
         runtime.stoppers.append(self.reminder_relay.stop)
+        self.digest_relay = HealthRelay(
+            runtime.sessionmaker,
+            cfg,
+            clock=self.clock,
+            period=settings.notify_tick_seconds,
+            on_enqueued=self.sender.wake if self.sender is not None else None,
+            relay=relay_digests,
+            what="team digest",
+        )
+        runtime.spawn(self.digest_relay.run(), "notify-digest-relay")
+        runtime.stoppers.append(self.digest_relay.stop)
         runtime.spawn(self._listen_loop(settings), "notify-listen")
         self.consumer = ScoresConsumer(
             settings, runtime.sessionmaker, cfg, self.clock, self.committed
@@ -144,6 +157,7 @@ class NotifyService:
                 for relay, channel in (
                     (self.relay, health.NOTIFY_CHANNEL),
                     (self.reminder_relay, reminders.NOTIFY_CHANNEL),
+                    (self.digest_relay, digests.NOTIFY_CHANNEL),
                 ):
                     if relay is not None:
                         await conn.add_listener(channel, relay.on_notify)

@@ -15,11 +15,15 @@ from services.scoring.api.directory import directory_router
 from services.scoring.api.kpis import kpi_router
 from services.scoring.api.platform import platform_router
 from services.scoring.api.sso import sso_router
+from services.scoring.api.tickets import ticket_router
 from services.scoring.api.users import bootstrap_admin, users_router
 from services.scoring.appraisal.reminder_scan import start_reminders
 from services.scoring.appraisal.routes import appraisal_router
 from services.scoring.config import ScoringConfig
 from services.scoring.db import ReadDb
+from services.scoring.digests.periods import DigestSchedule
+from services.scoring.digests.routes import digest_router
+from services.scoring.digests.scan import start_digests
 from services.scoring.engine.wiring import start_engine
 from services.scoring.sso.domain import CALLBACK_PATH, LOGIN_PATH, OidcConfig
 from services.scoring.sso.provider import OidcProvider
@@ -60,6 +64,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         await start_engine(runtime, config)
         # Read through app.state so a clock a test injects reaches the scan too.
         app.state.reminders = start_reminders(runtime, config, lambda: app.state.clock())
+        app.state.digest_schedule = DigestSchedule.from_settings(runtime.settings)
+        app.state.digests = start_digests(runtime, config, lambda: app.state.clock())
 
     app = create_app(
         SERVICE,
@@ -68,6 +74,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             kpi_router(),
             directory_router(),
             appraisal_router(),
+            ticket_router(),
+            digest_router(),
             platform_router(),
             auth_router(),
             sso_router(),

@@ -67,7 +67,7 @@ class ScoringConfig:
         if problems or rule is None or incentives is None:
             raise SettingsError("Invalid configuration:\n  " + "\n  ".join(problems))
         return cls(
-            measure=Measure(tz, hours_fn, calendar),
+            measure=Measure(tz, hours_fn, calendar, settings.sla_first_response_hours),
             timezone=settings.timezone,
             lines=lines,
             alert_window=settings.alert_window,

@@ -319,6 +319,33 @@ async def daily_series(
     return SpecialistRow.of(rows[0]), buckets
 
 
+# The team's current members' buckets added per day, in one statement: the member ids go in
+# as one array, so each member costs one range scan of the kpi_daily primary key. The team
+# row comes back even without members or buckets (day IS NULL).
+_TEAM_DAY_BUCKETS = daily_sums(
+    "d.specialist_id = ANY(ARRAY(SELECT s.id FROM specialists s WHERE s.team_id = t.id))"
+    " AND d.metric = $2 AND d.day BETWEEN $3 AND $4",
+    by=["d.day"],
+)
+_TEAM_DAILY = f"""
+    SELECT t.id, t.name, t.supervisor, k.day, k.num, k.den
+    FROM teams t
+    LEFT JOIN LATERAL ({_TEAM_DAY_BUCKETS}) k ON true
+    WHERE t.id = $1
+"""
+
+
+async def team_daily_series(
+    db: Db, team_id: str, metric: str, start: dt.date, end: dt.date
+) -> tuple[TeamRow, dict[dt.date, tuple[float, int]]] | None:
+    """The team and its current members' buckets pooled by day (sums of num and den)."""
+    rows = await db.fetch(_TEAM_DAILY, team_id, metric, start, end)
+    if not rows:
+        return None
+    buckets = {r["day"]: _pair(r) for r in rows if r["day"] is not None}
+    return TeamRow.of(rows[0]), buckets
+
+
 _FACTS_FIRST = """
     SELECT day, source, num, den FROM kpi_facts
     WHERE specialist_id = $1 AND metric = $2 AND day BETWEEN $3 AND $4

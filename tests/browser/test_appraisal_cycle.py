@@ -126,7 +126,11 @@ async def test_appraisal_cycle_in_the_browser(
     shots: Path,
     chromium: str,
 ) -> None:
-    procs = await start_stack(["ingest", "notify", "scoring"], **FAST_HASH)
+    # A code configured for a grade nobody here gets must still be offered as a decision.
+    incentives = '{"excellent": ["recognition", "team_trip"]}'
+    procs = await start_stack(
+        ["ingest", "notify", "scoring"], KPI_INCENTIVES=incentives, **FAST_HASH
+    )
     if how == "password":  # the accounts are made by the admin in the browser
         ann: Login = ("password", "ann", ANN_PASSWORD)
         wang: Login = ("password", "wang.fang", WANG_PASSWORD)
@@ -453,6 +457,7 @@ def supervisor_part(
     # The decision, next to the suggestion. A type the server does not know: its 422 is shown
     # next to the type (whatever shape the error has).
     expect(page.locator('#cy-suggested [data-code="coaching"]')).to_be_visible()
+    expect(page.locator('#dc-type option[value="team_trip"]')).to_have_count(1)
     page.evaluate(
         "() => { const s = document.querySelector('#dc-type');"
         " s.add(new Option('bonus', 'bonus')); s.value = 'bonus'; }"
@@ -535,6 +540,8 @@ def specialist_part(
     sign_in(page, expect, login)
     # My page only: one menu entry, no team views.
     expect(page.locator("#me-title")).to_be_visible()
+    # The team by its name, though a specialist may not read the team route.
+    expect(page.locator("#me-sub")).to_contain_text("North 华北")
     expect(page.locator('a[data-nav="me"]')).to_have_text(text["nav_me"])
     expect(page.locator('a[data-nav="me"]')).to_have_attribute("aria-current", "page")
     for nav in ("overview", "leaderboard", "appraisal", "alerts"):

@@ -188,6 +188,26 @@ def journey(executable: str, shots: Path, procs: dict[str, ServiceProcess], sup_
             expect(page.locator('#sp-charts svg[data-kpi="customer_satisfaction"]')).to_be_visible()
             expect(page.locator("#facts-table tbody tr")).to_have_count(24)
             expect(page.locator("#sp-alerts")).to_contain_text("Customer satisfaction")
+            # The informational measures (SPEC §3a) come after the appraised KPIs, under
+            # their own heading, ungraded without lines.
+            order = page.locator("#sp-tiles > *").evaluate_all(
+                "els => els.map(e => e.dataset.kpi || e.id || 'sep')"
+            )
+            heading = order.index("sp-info-h")
+            assert order[:7] == [
+                "customer_satisfaction", "resolution_rate", "avg_response_time_hours",
+                "record_accuracy", "followup_rate", "collaboration_score", "training_sessions",
+            ] and order[7] == "nps", order  # fmt: skip
+            assert heading == 8, order
+            assert [k for k in order[heading:] if k.endswith(("_hours", "_rate"))] == [
+                "resolution_time_hours", "first_response_sla_rate", "reopen_rate"
+            ], order  # fmt: skip
+            expect(page.locator("#sp-info-h")).to_have_text(
+                "Informational measures (not appraised)"
+            )
+            expect(page.locator('.tile[data-kpi="reopen_rate"]')).to_have_attribute(
+                "data-grade", "none"
+            )
             page.screenshot(path=shots / "05-specialist.png", full_page=True)
 
             # Leaderboard.
@@ -204,6 +224,10 @@ def journey(executable: str, shots: Path, procs: dict[str, ServiceProcess], sup_
             expect(page.locator("#main h1")).to_have_text("排行榜")
             page.click('a[data-nav="overview"]')
             expect(cell).to_contain_text("不合格")
+            # The measures' columns come last, the first one behind a divider, named in Chinese.
+            info = page.locator('#overview-table .gt-head [data-sort="resolution_time_hours"]')
+            expect(info).to_have_class("info-col info-first")
+            expect(info.locator("button")).to_have_text("解决时长")
             page.screenshot(path=shots / "06-overview-zh.png")
 
             # Appraisal view: the appraisal module's export when present, else the fallback.

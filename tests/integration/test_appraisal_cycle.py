@@ -148,6 +148,9 @@ async def test_a_specialist_reads_their_own_and_nothing_else(
     body = (await client.get(f"{S1}/appraisals/{Q3}", headers=me)).json()
     Appraisal.model_validate(body)
     assert body["specialist_id"] == "s1" and body["provisional"] is False
+    # Their team's name, which they may not read from the team route, is on their entry.
+    entry = (await client.get(S1, headers=me)).json()
+    assert entry["team_id"] == "north" and entry["team_name"]
     config = (await client.get("/v1/dashboard/config", headers=me)).json()
     DashboardConfig.model_validate(config)
     assert config["role"] == "specialist" and config["specialist_id"] == "s1"
@@ -413,10 +416,18 @@ async def test_a_specific_incentive_code_from_the_settings_is_a_decision_type(
     decision = f"{S1}/appraisals/{Q3}/decision"
     r = await client.put(decision, json={"type": "thank_you_note"}, headers=ADMIN)
     assert r.status_code == 422 and "thank_you_note" in r.text
+
+    async def offered() -> list[str]:
+        r = await client.get(f"{S1}/appraisals/{Q3}/decisions", headers=ADMIN)
+        return [t.code for t in DecisionHistory.model_validate(r.json()).types]
+
+    assert "thank_you_note" not in await offered() and (await offered())[-1] == "none"
     config = app.state.config
-    custom = parse_incentives({"qualified": ["thank_you_note"]})  # as KPI_INCENTIVES would
+    # A code for a grade s1 did not get: still a type the dashboard must offer.
+    custom = parse_incentives({"unqualified": ["thank_you_note"]})  # as KPI_INCENTIVES would
     app.state.config = replace(config, incentives=custom)
     try:
+        assert "thank_you_note" in await offered()
         r = await client.put(decision, json={"type": "thank_you_note"}, headers=ADMIN)
         assert r.status_code == 200 and r.json()["labels"]["en"] == "thank_you_note"
     finally:

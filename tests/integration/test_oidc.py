@@ -450,3 +450,38 @@ def test_migration_0015_downgrades_keeping_sso_accounts(pg_server: EmbeddedPostg
     )
     assert [tuple(u) for u in users] == [("ann", "!sso")] and sessions == []
     upgrade(url, "0015")
+
+
+def test_cli_refuses_a_password_for_an_sso_account(pg_server: EmbeddedPostgres) -> None:
+    from typer.testing import CliRunner
+
+    from kpi.cli import app
+    from migrations import upgrade
+
+    url = pg_server.create_database(f"kpi_sso_cli_{uuid.uuid4().hex[:8]}")
+    upgrade(url, "head")
+
+    async def run(sql: str) -> list[Any]:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(text(sql))
+                return result.all() if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    asyncio.run(
+        run(
+            "INSERT INTO users (id, username, username_key, role, sso_issuer, sso_subject) "
+            "VALUES (gen_random_uuid(), 'ann', 'ann', 'admin', 'https://id', 's-1')"
+        )
+    )
+    result = CliRunner().invoke(
+        app,
+        ["user", "reset-password", "ann", "--password-stdin"],
+        input="a long enough password\n",
+        env={"KPI_DATABASE_URL": url},
+    )
+    assert result.exit_code != 0 and "single sign-on" in result.output, result.output
+    # A local password would be a second way in that disabling at the provider cannot close.
+    assert asyncio.run(run("SELECT password_hash FROM users")) == [(None,)]

@@ -26,7 +26,7 @@ from services.scoring.kpi.grading import evaluate, evaluate_all
 from services.scoring.kpi.lines import DEFAULT_LINES
 from services.scoring.kpi.windows import parse_window
 from shared.auth import Role, issue_token
-from shared.catalogue import KPI_KEYS
+from shared.catalogue import CATALOGUE, KPI_KEYS
 from shared.db import session_scope
 from shared.kafka import ensure_topics
 from shared.settings import load_settings
@@ -427,11 +427,36 @@ async def test_history_one_point_per_day(client: AsyncClient, clean_db: AsyncEng
         "kpi": "nps",
         "from": str(d(3)),
         "to": str(d(0)),
+        # rolling_7d: the 7 days ending on the date, d(5) (before `from`) included.
         "points": [
-            {"date": str(d(3)), "value": None, "numerator": 0, "denominator": 0},
-            {"date": str(d(2)), "value": 50.0, "numerator": 2, "denominator": 4},
-            {"date": str(d(1)), "value": None, "numerator": 0, "denominator": 0},
-            {"date": str(d(0)), "value": None, "numerator": 0, "denominator": 0},
+            {
+                "date": str(d(3)),
+                "value": None,
+                "numerator": 0,
+                "denominator": 0,
+                "rolling_7d": {"value": 100.0, "numerator": 1, "denominator": 1},
+            },
+            {
+                "date": str(d(2)),
+                "value": 50.0,
+                "numerator": 2,
+                "denominator": 4,
+                "rolling_7d": {"value": 60.0, "numerator": 3, "denominator": 5},
+            },
+            {
+                "date": str(d(1)),
+                "value": None,
+                "numerator": 0,
+                "denominator": 0,
+                "rolling_7d": {"value": 60.0, "numerator": 3, "denominator": 5},
+            },
+            {
+                "date": str(d(0)),
+                "value": None,
+                "numerator": 0,
+                "denominator": 0,
+                "rolling_7d": {"value": 60.0, "numerator": 3, "denominator": 5},
+            },
         ],
     }
     default = (
@@ -443,6 +468,7 @@ async def test_history_one_point_per_day(client: AsyncClient, clean_db: AsyncEng
         "value": 1,
         "numerator": 1,
         "denominator": None,
+        "rolling_7d": {"value": 1, "numerator": 1, "denominator": None},
     }
     full = await client.get(f"/v1/specialists/s1/kpis/nps/history?from={d(399)}", headers=ADMIN)
     assert full.status_code == 200 and len(full.json()["points"]) == 400
@@ -539,7 +565,11 @@ async def test_directory_writes(
     await client.put("/v1/specialists/s1", json={"team_id": "north"}, headers=ADMIN)
     r = await client.get("/v1/teams/north", headers=ADMIN)
     assert r.json() == {"id": "north", "name": "North 2", "supervisor": None}
-    assert (await client.get("/v1/specialists/s1", headers=ADMIN)).json()["team_id"] == "north"
+    one = (await client.get("/v1/specialists/s1", headers=ADMIN)).json()
+    assert (one["team_id"], one["team_name"]) == ("north", "North 2")
+    await client.put("/v1/specialists/s1", json={"team_id": None}, headers=ADMIN)
+    one = (await client.get("/v1/specialists/s1", headers=ADMIN)).json()
+    assert (one["team_id"], one["team_name"]) == (None, None)
     assert (await client.get("/v1/specialists?team=nowhere", headers=ADMIN)).status_code == 404
 
 
@@ -735,7 +765,8 @@ async def test_window_sums_match_reference(
             assert math.isclose(e["value"], want_value, rel_tol=1e-12, abs_tol=1e-12)
     present = [e["value"] for e in entries if e["value"] is not None]
     assert [e["value"] for e in entries[: len(present)]] == present
-    assert present == sorted(present, reverse=kpi != "avg_response_time_hours")
+    # Best first in the catalogue's direction (response/resolution time, reopen rate: lowest).
+    assert present == sorted(present, reverse=CATALOGUE[kpi].higher_is_better)
 
 
 def test_real_service_process_answers_kpis(

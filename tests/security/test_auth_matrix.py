@@ -138,6 +138,14 @@ ROWS: dict[Key, list[Row] | str] = {
     ("scoring", "GET", "/v1/whoami"): [Row(anyone(200))],
     ("scoring", "GET", "/v1/specialists/{specialist_id}/kpis"): [Row(mine(200), SPECIALIST)],
     ("scoring", "GET", "/v1/teams/{team_id}/kpis"): [Row(scoped(200), {"team_id": "{team}"})],
+    ("scoring", "GET", "/v1/teams/{team_id}/kpis/{kpi}/history"): [
+        Row(scoped(200), {"team_id": "{team}", "kpi": "resolution_rate"})
+    ],
+    ("scoring", "GET", "/v1/teams/{team_id}/digest"): [Row(scoped(200), {"team_id": "{team}"})],
+    # Sending is once per team and period: a repeated send answers 200 and sends nothing.
+    ("scoring", "POST", "/v1/teams/{team_id}/digest/send"): [
+        Row(admin_only(200), {"team_id": "{team}"})
+    ],
     ("scoring", "GET", "/v1/leaderboard"): [
         Row(listing(200), query={"kpi": "nps"}),
         Row(scoped(200), query={"kpi": "nps", **TEAM_FILTER}),
@@ -185,6 +193,14 @@ ROWS: dict[Key, list[Row] | str] = {
         Row(scoped(200), {"quarter": "{quarter}"}, query=TEAM_FILTER),
         Row(scoped(200), {"quarter": "{quarter}"}, query={**TEAM_FILTER, "format": "csv"}),
         Row(scoped(200), {"quarter": "{quarter}"}, query={**TEAM_FILTER, "format": "xlsx"}),
+    ],
+    # A team-level export (specialists: 403): a supervisor names one of their teams (without
+    # one: 422 naming `team`), an admin may omit it for every ticket.
+    ("scoring", "GET", "/v1/tickets"): [
+        Row(scoped(200), query={**TEAM_FILTER, "format": "csv"}),
+        Row(scoped(200), query={**TEAM_FILTER, "format": "xlsx"}),
+        Row(scoped(200), query={**TEAM_FILTER, "specialist": "{specialist}", "format": "csv"}),
+        Row(_statuses(200, own=422, other=422), query={"format": "csv"}),
     ],
     # Finalising again freezes nothing new: every caller that may finalise gets its 200.
     ("scoring", "POST", "/v1/appraisals/{quarter}/finalize"): [

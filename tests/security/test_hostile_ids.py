@@ -112,6 +112,7 @@ def test_odd_ids_are_counted_and_readable_everywhere(platform: Platform) -> None
     ]
     reads += [
         (f"{scoring}/v1/teams/{quote(team, safe='')}/kpis", {"window": "1d"}),
+        (f"{scoring}/v1/teams/{quote(team, safe='')}/kpis/customer_satisfaction/history", {}),
         (f"{scoring}/v1/leaderboard", {"kpi": "customer_satisfaction", "team": team}),
         (f"{scoring}/v1/appraisals/{quarter}", {"team": team}),
         (f"{scoring}/v1/appraisals/{quarter}", {"team": team, "format": "csv"}),

@@ -23,7 +23,11 @@ from services.scoring.kpi.contributions import (
     ticket_contributions,
 )
 from services.scoring.kpi.ticket import TicketState
-from shared.catalogue import AVG_RESPONSE_TIME_HOURS
+from shared.catalogue import (
+    AVG_RESPONSE_TIME_HOURS,
+    FIRST_RESPONSE_SLA_RATE,
+    RESOLUTION_TIME_HOURS,
+)
 from shared.events import validate_event_obj
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -201,8 +205,32 @@ def _ticket(created: str, responded: str) -> TicketState:
 def test_ticket_contributions_use_the_hours_function(cn: BusinessCalendar) -> None:
     state = _ticket("2026-03-06T17:00:00+08:00", "2026-03-09T10:00:00+08:00")
     key = ("s1", dt.date(2026, 3, 9), AVG_RESPONSE_TIME_HOURS)
-    assert ticket_contributions(state, SH) == {key: (65.0, 1)}  # default unchanged
-    assert ticket_contributions(state, SH, cn.hours_fn(SH)) == {key: (2.0, 1)}
+    sla = ("s1", dt.date(2026, 3, 9), FIRST_RESPONSE_SLA_RATE)
+    # Default unchanged: 65 calendar hours miss the 24 h SLA.
+    assert ticket_contributions(state, SH) == {key: (65.0, 1), sla: (0.0, 1)}
+    # Two business hours over the weekend: within the SLA, also within a 2 h one.
+    assert ticket_contributions(state, SH, cn.hours_fn(SH)) == {key: (2.0, 1), sla: (1.0, 1)}
+    assert ticket_contributions(state, SH, cn.hours_fn(SH), 2.0)[sla] == (1.0, 1)
+    assert ticket_contributions(state, SH, cn.hours_fn(SH), 1.5)[sla] == (0.0, 1)
+
+
+def test_resolution_time_in_business_hours(cn: BusinessCalendar) -> None:
+    state = _ticket("2026-03-06T17:00:00+08:00", "2026-03-09T10:00:00+08:00")
+    state.apply(
+        validate_event_obj(
+            {
+                "event_id": "x",
+                "type": "ticket.closed",
+                "occurred_at": "2026-03-09T11:30:00+08:00",
+                "ticket_id": "t1",
+                "specialist_id": "s2",
+                "resolved": True,
+            }
+        )
+    )
+    key = ("s2", dt.date(2026, 3, 9), RESOLUTION_TIME_HOURS)
+    assert ticket_contributions(state, SH)[key] == (66.5, 1)
+    assert ticket_contributions(state, SH, cn.hours_fn(SH))[key] == (3.5, 1)
 
 
 def test_negative_response_still_excluded_with_a_calendar(cn: BusinessCalendar) -> None:

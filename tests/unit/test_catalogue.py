@@ -6,7 +6,15 @@ from services.notify.messages import format_line, format_value, kpi_name
 from services.notify.rules import kpi_higher_is_better, kpi_unit
 from services.scoring.appraisal.exports import kpi_label
 from services.scoring.kpi.lines import DEFAULT_LINES, lines_with_overrides
-from shared.catalogue import CATALOGUE, GRADED_KEYS, KPI_KEYS, LANGS, RATIO_KEYS
+from shared.catalogue import (
+    APPRAISED_KEYS,
+    CATALOGUE,
+    GRADED_KEYS,
+    KPI_KEYS,
+    LANGS,
+    MEASURE_KEYS,
+    RATIO_KEYS,
+)
 
 
 def test_every_kpi_is_named_in_every_language() -> None:
@@ -18,7 +26,16 @@ def test_every_kpi_is_named_in_every_language() -> None:
 
 
 def test_derived_key_sets() -> None:
-    assert tuple(k for k in KPI_KEYS if k != "nps") == GRADED_KEYS
+    assert tuple(k for k in APPRAISED_KEYS if k != "nps") == GRADED_KEYS
+    # The appraisal is the SPEC §1 table; the §3a measures are listed after it.
+    assert KPI_KEYS == APPRAISED_KEYS + MEASURE_KEYS
+    assert MEASURE_KEYS == ("resolution_time_hours", "first_response_sla_rate", "reopen_rate")
+    for key in MEASURE_KEYS:
+        kpi = CATALOGUE[key]
+        assert not kpi.appraised and not kpi.graded
+        assert (kpi.qualified, kpi.excellent, kpi.min_samples) == (None, None, None)
+    assert [CATALOGUE[k].higher_is_better for k in MEASURE_KEYS] == [False, True, False]
+    assert [CATALOGUE[k].unit for k in MEASURE_KEYS] == ["hours", "ratio", "ratio"]
     assert {k for k in KPI_KEYS if CATALOGUE[k].unit == "ratio"} == RATIO_KEYS
     assert lines_with_overrides({}) == dict(DEFAULT_LINES)
 
@@ -46,3 +63,13 @@ def test_export_labels_add_the_unit_where_the_label_has_none() -> None:
     assert kpi_label("avg_response_time_hours", "en") == "Avg response time (h)"
     assert kpi_label("avg_response_time_hours", "zh-CN") == "平均响应时间(小时)"
     assert kpi_label("nps", "en") == CATALOGUE["nps"].names["en"].label
+
+
+def test_the_appraisal_exports_stay_on_the_spec_table() -> None:
+    from services.scoring.appraisal import exports
+
+    for lang in LANGS:
+        head = " | ".join(exports.headers(lang))
+        for key in MEASURE_KEYS:
+            assert CATALOGUE[key].names[lang].label not in head, (lang, key)
+    assert exports.headers("en")[4] == "Customer satisfaction value"

@@ -34,7 +34,15 @@ from services.scoring.kpi.windows import (
     parse_window,
     quarter_bounds,
 )
-from shared.catalogue import GRADED_KEYS, KPI_KEYS
+from shared.catalogue import (
+    APPRAISED_KEYS,
+    FIRST_RESPONSE_SLA_RATE,
+    GRADED_KEYS,
+    KPI_KEYS,
+    MEASURE_KEYS,
+    REOPEN_RATE,
+    RESOLUTION_TIME_HOURS,
+)
 from shared.events import EVENT_ADAPTER, Event
 from tests.reference import reference_sums, reference_window
 
@@ -88,8 +96,13 @@ def test_kpi_keys_in_table_order() -> None:
         "collaboration_score",
         "training_sessions",
         "nps",
+        "resolution_time_hours",
+        "first_response_sla_rate",
+        "reopen_rate",
     )
-    assert KPI_KEYS[:-1] == GRADED_KEYS
+    assert KPI_KEYS[:7] == GRADED_KEYS
+    assert KPI_KEYS[:8] == APPRAISED_KEYS
+    assert KPI_KEYS[8:] == MEASURE_KEYS
     assert set(DEFAULT_LINES) == set(KPI_KEYS)
 
 
@@ -394,6 +407,8 @@ def test_closure_counts_once_on_latest_close_and_reopen_moves_it() -> None:
     assert ticket_contributions(state, UTC) == {
         ("alice", date(2026, 5, 2), "resolution_rate"): (1.0, 1),
         ("alice", date(2026, 5, 2), "followup_rate"): (0.0, 1),
+        ("alice", date(2026, 5, 2), "reopen_rate"): (0.0, 1),
+        ("alice", date(2026, 5, 2), "resolution_time_hours"): (27.0, 1),
     }
     before = ticket_contributions(state, UTC)
     reopen = ev("ticket.reopened", t(3), ticket_id="T1")
@@ -403,17 +418,21 @@ def test_closure_counts_once_on_latest_close_and_reopen_moves_it() -> None:
     assert diff_contributions(before, after_reopen) == {
         ("alice", date(2026, 5, 2), "resolution_rate"): (-1.0, -1),
         ("alice", date(2026, 5, 2), "followup_rate"): (-0.0, -1),
+        ("alice", date(2026, 5, 2), "reopen_rate"): (-0.0, -1),
+        ("alice", date(2026, 5, 2), "resolution_time_hours"): (-27.0, -1),
     }
     close2 = ev("ticket.closed", t(4), ticket_id="T1", specialist_id="bob", resolved=False)
     state.apply(close2)
-    assert ticket_contributions(state, UTC) == {
-        ("bob", date(2026, 5, 4), "resolution_rate"): (0.0, 1)
+    # Closed again: counted on the new date, from the creation, and it was reopened before.
+    reclosed = {
+        ("bob", date(2026, 5, 4), "resolution_rate"): (0.0, 1),
+        ("bob", date(2026, 5, 4), "reopen_rate"): (1.0, 1),
+        ("bob", date(2026, 5, 4), "resolution_time_hours"): (75.0, 1),
     }
+    assert ticket_contributions(state, UTC) == reclosed
     # A late-arriving follow-up does not matter for an unresolved closure.
     state.apply(ev("ticket.followup", t(5), ticket_id="T1", specialist_id="bob"))
-    assert ticket_contributions(state, UTC) == {
-        ("bob", date(2026, 5, 4), "resolution_rate"): (0.0, 1)
-    }
+    assert ticket_contributions(state, UTC) == reclosed
 
 
 def test_reopen_at_same_instant_does_not_cancel_and_close_ties_use_larger_id() -> None:
@@ -422,8 +441,10 @@ def test_reopen_at_same_instant_does_not_cancel_and_close_ties_use_larger_id() -
     r = ev("ticket.reopened", t(2), ticket_id="T2")
     for order in ([a, b, r], [r, b, a]):
         state = fold(order)
+        # A reopen at the closure's instant is neither after it nor strictly before it.
         assert ticket_contributions(state, UTC) == {
-            ("b", date(2026, 5, 2), "resolution_rate"): (0.0, 1)
+            ("b", date(2026, 5, 2), "resolution_rate"): (0.0, 1),
+            ("b", date(2026, 5, 2), "reopen_rate"): (0.0, 1),
         }
 
 
@@ -444,13 +465,22 @@ def test_response_time_earliest_pair_and_negative_excluded() -> None:
     fr = ev("ticket.first_response", t(1, 14, 30), ticket_id="T4", specialist_id="z")
     state = fold([fr_late, c2])
     assert ticket_contributions(state, UTC) == {
-        ("y", date(2026, 5, 1), "avg_response_time_hours"): (10.0, 1)
+        ("y", date(2026, 5, 1), "avg_response_time_hours"): (10.0, 1),
+        ("y", date(2026, 5, 1), "first_response_sla_rate"): (1.0, 1),
     }
     state.apply(fr)
     state.apply(c1)
     assert ticket_contributions(state, UTC) == {
-        ("z", date(2026, 5, 1), "avg_response_time_hours"): (6.5, 1)
+        ("z", date(2026, 5, 1), "avg_response_time_hours"): (6.5, 1),
+        ("z", date(2026, 5, 1), "first_response_sla_rate"): (1.0, 1),
     }
+    # The SLA line is inclusive and follows the setting.
+    assert ticket_contributions(state, UTC, sla_hours=6.5)[
+        ("z", date(2026, 5, 1), "first_response_sla_rate")
+    ] == (1.0, 1)
+    assert ticket_contributions(state, UTC, sla_hours=6.49)[
+        ("z", date(2026, 5, 1), "first_response_sla_rate")
+    ] == (0.0, 1)
     assert data_quality_issues(state) == []
     # response known without creation: nothing yet
     assert ticket_contributions(fold([fr]), UTC) == {}
@@ -469,7 +499,8 @@ def test_response_time_earliest_pair_and_negative_excluded() -> None:
         ]
     )
     assert ticket_contributions(zero, UTC) == {
-        ("q", date(2026, 5, 2), "avg_response_time_hours"): (0.0, 1)
+        ("q", date(2026, 5, 2), "avg_response_time_hours"): (0.0, 1),
+        ("q", date(2026, 5, 2), "first_response_sla_rate"): (1.0, 1),
     }
 
 
@@ -478,7 +509,8 @@ def test_response_time_across_dst_is_real_elapsed_time() -> None:
     created = ev("ticket.created", "2026-03-08T01:30:00-05:00", ticket_id="T7")
     fr = ev("ticket.first_response", "2026-03-08T03:30:00-04:00", ticket_id="T7", specialist_id="s")
     assert ticket_contributions(fold([created, fr]), NY) == {
-        ("s", date(2026, 3, 8), "avg_response_time_hours"): (1.0, 1)
+        ("s", date(2026, 3, 8), "avg_response_time_hours"): (1.0, 1),
+        ("s", date(2026, 3, 8), "first_response_sla_rate"): (1.0, 1),
     }
 
 
@@ -707,7 +739,10 @@ def test_reference_agrees_on_a_small_story() -> None:
     sums = reference_sums(events, UTC)
     assert sums == {
         ("ann", date(2026, 5, 10), "avg_response_time_hours"): (2.25, 1),
+        ("ann", date(2026, 5, 10), "first_response_sla_rate"): (1.0, 1),
         ("ann", date(2026, 5, 11), "resolution_rate"): (1.0, 1),
+        ("ann", date(2026, 5, 11), "reopen_rate"): (0.0, 1),
+        ("ann", date(2026, 5, 11), "resolution_time_hours"): (27.0, 1),
         ("ann", date(2026, 5, 11), "followup_rate"): (1.0, 1),
         ("ann", date(2026, 5, 12), "customer_satisfaction"): (1.0, 1),
         ("ann", date(2026, 5, 12), "record_accuracy"): (1.0, 1),
@@ -738,7 +773,8 @@ def test_equal_instant_tie_breaks() -> None:
     fr_a = ev("ticket.first_response", t(1, 9), ticket_id="TT", specialist_id="a", event_id="fa")
     for order in ([c, fr_b, fr_a], [fr_a, fr_b, c]):
         assert ticket_contributions(fold(order), UTC) == {
-            ("a", date(2026, 5, 1), "avg_response_time_hours"): (1.0, 1)
+            ("a", date(2026, 5, 1), "avg_response_time_hours"): (1.0, 1),
+            ("a", date(2026, 5, 1), "first_response_sla_rate"): (1.0, 1),
         }
     # created and assigned at one instant: the assignment is the newer owner,
     # whatever the ids say; "earliest such event" picks the creation's owner.
@@ -752,3 +788,122 @@ def test_equal_instant_tie_breaks() -> None:
         ("creator", date(2026, 5, 1), "customer_satisfaction"): (0.0, 1),
     }
     assert reference_sums([after, before, assigned, created], UTC) == got
+
+
+# ------------------------------------------------------- SPEC §3a informational measures
+
+
+def test_resolution_time_zero_huge_and_negative() -> None:
+    created = ev("ticket.created", t(1, 9), ticket_id="RT", specialist_id="a", resolved=False)
+    # Closed at the creation instant: 0 h, included.
+    at_once = fold(
+        [created, ev("ticket.closed", t(1, 9), ticket_id="RT", specialist_id="a", resolved=False)]
+    )
+    assert ticket_contributions(at_once, UTC)[("a", date(2026, 5, 1), RESOLUTION_TIME_HOURS)] == (
+        0.0,
+        1,
+    )
+    assert data_quality_issues(at_once) == []
+    # 400 days later: counted in full on the closure's date.
+    late = created.occurred_at + timedelta(days=400)
+    huge = fold(
+        [created, ev("ticket.closed", late, ticket_id="RT", specialist_id="b", resolved=False)]
+    )
+    assert ticket_contributions(huge, UTC)[("b", late.date(), RESOLUTION_TIME_HOURS)] == (9600.0, 1)
+    # Closed before its creation: excluded from the time, still a closure; an issue.
+    early = fold(
+        [created, ev("ticket.closed", t(1, 8), ticket_id="RT", specialist_id="c", resolved=False)]
+    )
+    got = ticket_contributions(early, UTC)
+    assert ("c", date(2026, 5, 1), RESOLUTION_TIME_HOURS) not in got
+    assert got[("c", date(2026, 5, 1), "resolution_rate")] == (0.0, 1)
+    assert data_quality_issues(early) == ["negative_resolution_time"]
+    # Without a known creation: no resolution time, no issue.
+    alone = fold([ev("ticket.closed", t(2), ticket_id="RU", specialist_id="c", resolved=False)])
+    assert set(ticket_contributions(alone, UTC)) == {
+        ("c", date(2026, 5, 2), "resolution_rate"),
+        ("c", date(2026, 5, 2), REOPEN_RATE),
+    }
+    assert data_quality_issues(alone) == []
+
+
+def test_sla_and_huge_response_times() -> None:
+    created = ev("ticket.created", t(1, 9), ticket_id="SL")
+    late = created.occurred_at + timedelta(days=400)
+    state = fold([created, ev("ticket.first_response", late, ticket_id="SL", specialist_id="a")])
+    got = ticket_contributions(state, UTC)
+    assert got[("a", late.date(), "avg_response_time_hours")] == (9600.0, 1)
+    assert got[("a", late.date(), FIRST_RESPONSE_SLA_RATE)] == (0.0, 1)
+    exactly = created.occurred_at + timedelta(hours=24)
+    on_line = fold(
+        [created, ev("ticket.first_response", exactly, ticket_id="SL", specialist_id="a")]
+    )
+    assert ticket_contributions(on_line, UTC)[("a", exactly.date(), FIRST_RESPONSE_SLA_RATE)] == (
+        1.0,
+        1,
+    )
+    over = fold(
+        [
+            created,
+            ev(
+                "ticket.first_response",
+                exactly + timedelta(milliseconds=1),
+                ticket_id="SL",
+                specialist_id="a",
+            ),
+        ]
+    )
+    assert ticket_contributions(over, UTC)[("a", exactly.date(), FIRST_RESPONSE_SLA_RATE)] == (
+        0.0,
+        1,
+    )
+    # A negative response time has no SLA bit either.
+    neg = fold([created, ev("ticket.first_response", t(1, 8), ticket_id="SL", specialist_id="a")])
+    assert ticket_contributions(neg, UTC) == {}
+
+
+def test_reopen_rate_counts_reopens_strictly_before_the_latest_closure() -> None:
+    c1 = ev("ticket.closed", t(2), ticket_id="RO", specialist_id="a", resolved=True)
+    r = ev("ticket.reopened", t(3), ticket_id="RO")
+    c2 = ev("ticket.closed", t(4), ticket_id="RO", specialist_id="b", resolved=True)
+    for order in ([c1, r, c2], [c2, r, c1], [r, c2, c1]):
+        state = fold(order)
+        assert state.reopened_before_closure()
+        assert ticket_contributions(state, UTC)[("b", date(2026, 5, 4), REOPEN_RATE)] == (1.0, 1)
+    # Reopened and not closed again: no closure, nothing counted.
+    open_again = fold([c1, r])
+    assert not open_again.reopened_before_closure()
+    assert all(k[2] != REOPEN_RATE for k in ticket_contributions(open_again, UTC))
+
+
+def test_measures_are_graded_only_with_lines() -> None:
+    sums = {
+        RESOLUTION_TIME_HOURS: (30.0, 2),
+        FIRST_RESPONSE_SLA_RATE: (3.0, 4),
+        REOPEN_RATE: (1.0, 4),
+    }
+    values = evaluate_all(sums, D7)
+    assert values[RESOLUTION_TIME_HOURS].value == 15.0
+    assert values[RESOLUTION_TIME_HOURS].numerator == 30.0
+    assert values[FIRST_RESPONSE_SLA_RATE].value == 0.75
+    assert values[REOPEN_RATE].value == 0.25
+    assert all(values[k].grade is None for k in MEASURE_KEYS)
+    assert all(values[k].qualified is None for k in MEASURE_KEYS)
+    lines = lines_with_overrides(
+        {
+            REOPEN_RATE: {"qualified": 0.2, "excellent": 0.1, "min_samples": 4},
+            RESOLUTION_TIME_HOURS: {"qualified": 48, "min_samples": 3},
+        }
+    )
+    graded = evaluate_all(sums, D7, lines)
+    assert graded[REOPEN_RATE].grade == "unqualified"  # lower is better: 0.25 > 0.2
+    assert graded[RESOLUTION_TIME_HOURS].grade == "insufficient_data"
+    assert graded[FIRST_RESPONSE_SLA_RATE].grade is None
+    with pytest.raises(ValueError, match=r"reopen_rate.excellent \(0.3\) must not be worse"):
+        lines_with_overrides({REOPEN_RATE: {"qualified": 0.2, "excellent": 0.3}})
+    with pytest.raises(ValueError, match=r"first_response_sla_rate.qualified .* ratio"):
+        lines_with_overrides({FIRST_RESPONSE_SLA_RATE: {"qualified": 2}})
+    with pytest.raises(ValueError, match=r"reopen_rate.min_samples needs reopen_rate.qualified"):
+        lines_with_overrides({REOPEN_RATE: {"min_samples": 3}})
+    # Lines may be removed again (qualified null).
+    assert lines_with_overrides({REOPEN_RATE: {"qualified": None}})[REOPEN_RATE].qualified is None

@@ -13,11 +13,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chaos.generator import HistoryMaker, deliveries
-from services.scoring.kpi.apply import Applied, Deltas, apply_events, remeasure_tickets, route
-from services.scoring.kpi.contributions import NEGATIVE_RESPONSE_TIME
+from services.scoring.kpi.apply import (
+    MEASURES_MARK,
+    STORED_RESOLUTION_HOURS,
+    STORED_SLA_MET,
+    Applied,
+    Deltas,
+    apply_events,
+    remeasure_tickets,
+    route,
+)
+from services.scoring.kpi.contributions import NEGATIVE_RESOLUTION_TIME, NEGATIVE_RESPONSE_TIME
 from services.scoring.kpi.measure import Measure
+from shared.catalogue import MEASURE_KEYS
 from shared.events import Event
-from tests.reference import reference_negative_response, reference_sums
+from tests.reference import (
+    reference_negative_resolution,
+    reference_negative_response,
+    reference_sums,
+)
 
 NY = ZoneInfo("America/New_York")
 SH = ZoneInfo("Asia/Shanghai")
@@ -109,38 +123,92 @@ def run(rng: random.Random, tz: tzinfo, measure: Measure) -> tuple[Store, list[E
     return store, events, delivered
 
 
-def check(store: Store, events: list[Event], delivered: list[Event], tz: tzinfo) -> None:
+def check(store: Store, events: list[Event], delivered: list[Event], measure: Measure) -> None:
     # Conflicting versions of an id: the one delivered first counts.
-    assert_sums_equal(store.daily, reference_sums(delivered, tz))
+    want = reference_sums(delivered, measure.tz, measure.hours_fn, measure.sla_hours)
+    assert_sums_equal(store.daily, want)
     assert_sums_equal(facts_by_bucket(store.facts), store.daily)
     negatives = {s for s, issue in store.issues if issue == NEGATIVE_RESPONSE_TIME}
     assert negatives == reference_negative_response(events)
+    closed_early = {s for s, issue in store.issues if issue == NEGATIVE_RESOLUTION_TIME}
+    assert closed_early == reference_negative_resolution(events)
+
+
+# SLA lines around the generator's response times (minutes to days), so both outcomes occur.
+SLAS = st.sampled_from([24.0, 0.5, 4.0, 48.0])
 
 
 @settings(max_examples=150, deadline=None)
 @given(
     seed=st.randoms(use_true_random=False),
     tz=st.sampled_from([NY, SH]),
-    business=st.booleans(),
+    business=st.sampled_from([None, calendar_hours, slow_hours]),
+    sla=SLAS,
 )
 def test_batches_applied_to_stored_state_equal_the_reference(
-    seed: random.Random, tz: tzinfo, business: bool
+    seed: random.Random, tz: tzinfo, business: Any, sla: float
 ) -> None:
-    measure = Measure(tz, calendar_hours if business else None)
+    measure = Measure(tz, business, sla_hours=sla)
     store, events, delivered = run(seed, tz, measure)
-    check(store, events, delivered, tz)
+    check(store, events, delivered, measure)
 
 
 @settings(max_examples=75, deadline=None)
 @given(seed=st.randoms(use_true_random=False), tz=st.sampled_from([NY, SH]))
 def test_remeasuring_moves_the_aggregates_and_back(seed: random.Random, tz: tzinfo) -> None:
     store, events, delivered = run(seed, tz, Measure(tz))
-    slow = remeasure_tickets(store.tickets, Measure(tz, slow_hours))
+    # A calendar and a tighter SLA: the time measures and the SLA bits move...
+    slow_measure = Measure(tz, slow_hours, sla_hours=0.5)
+    slow = remeasure_tickets(store.tickets, slow_measure)
     store.tickets.update({k: orjson.loads(v) for k, v in slow.tickets.items()})
     store.write(slow.deltas)
+    check(store, events, delivered, slow_measure)
     back = remeasure_tickets(store.tickets, Measure(tz))
     store.tickets.update({k: orjson.loads(v) for k, v in back.tickets.items()})
     store.write(back.deltas)
-    check(store, events, delivered, tz)
+    check(store, events, delivered, Measure(tz))
     again = remeasure_tickets(store.tickets, Measure(tz))
     assert again.tickets == {} and again.affected == []
+
+
+def downgrade(store: Store) -> None:
+    """Make ``store`` what the release before the SPEC §3a measures left: documents without
+    the mark (and the values only it stores), aggregates and issues without the measures."""
+    for doc in store.tickets.values():
+        for key in (MEASURES_MARK, STORED_SLA_MET, STORED_RESOLUTION_HOURS):
+            doc.pop(key, None)
+    store.daily = {k: v for k, v in store.daily.items() if k[2] not in MEASURE_KEYS}
+    store.facts = {k: v for k, v in store.facts.items() if k[1] not in MEASURE_KEYS}
+    store.issues = {i for i in store.issues if i[1] != NEGATIVE_RESOLUTION_TIME}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    seed=st.randoms(use_true_random=False),
+    tz=st.sampled_from([NY, SH]),
+    business=st.sampled_from([None, slow_hours]),
+    sla=SLAS,
+    cut=st.floats(0.0, 1.0),
+)
+def test_upgrade_backfills_old_documents_exactly_once(
+    seed: random.Random, tz: tzinfo, business: Any, sla: float, cut: float
+) -> None:
+    """Tickets stored by the previous release, then events for some of them with this one
+    (diffs must not subtract what the old documents never added), then the backfill."""
+    measure = Measure(tz, business, sla_hours=sla)
+    events = HistoryMaker(seed, tz).history(tickets=seed.randint(1, 8))
+    delivered = deliveries(seed, events)
+    split = int(len(delivered) * cut)
+    store = Store()
+    for i in range(0, split, 7):
+        store.apply(delivered[i : min(i + 7, split)], measure)
+    downgrade(store)
+    for i in range(split, len(delivered), 5):
+        store.apply(delivered[i : i + 5], measure)
+    done = remeasure_tickets(store.tickets, measure)
+    store.tickets.update({k: orjson.loads(v) for k, v in done.tickets.items()})
+    store.write(done.deltas)
+    check(store, events, delivered, measure)
+    assert all(doc.get(MEASURES_MARK) == 1 for doc in store.tickets.values() if doc)
+    again = remeasure_tickets(store.tickets, measure)
+    assert again.tickets == {} and again.affected == [] and not again.deltas.daily

@@ -343,7 +343,8 @@ def test_diff_contributions_equals_the_plain_diff(
 def _reference_contributions(
     state: TicketState, tz: tzinfo, hours_fn: Any
 ) -> dict[Any, tuple[float, int]]:
-    """The first release's ticket_contributions, written plainly (lists, max/min with keys)."""
+    """The first release's ticket_contributions, written plainly (lists, max/min with keys),
+    with the SPEC §3a measures."""
     out: dict[Any, tuple[float, int]] = {}
 
     def add(key: Any, num: float) -> None:
@@ -373,6 +374,15 @@ def _reference_contributions(
             add((latest.specialist_id, day, "resolution_rate"), 1.0 if latest.resolved else 0.0)
             if latest.resolved:
                 add((latest.specialist_id, day, "followup_rate"), float(state.followed_up))
+            reopened = any(r.occurred_at < latest.occurred_at for r in state.reopens)
+            add((latest.specialist_id, day, "reopen_rate"), float(reopened))
+            if state.created:
+                created_at = min(m.occurred_at for m in state.created)
+                hours = (latest.occurred_at - created_at).total_seconds() / 3600.0
+                if hours >= 0:
+                    if hours_fn is not None:
+                        hours = hours_fn(created_at, latest.occurred_at)
+                    add((latest.specialist_id, day, "resolution_time_hours"), hours)
     first = state.first_response
     if first is not None and state.created and first.specialist_id is not None:
         created_at = min(m.occurred_at for m in state.created)
@@ -380,7 +390,9 @@ def _reference_contributions(
         if hours >= 0:
             if hours_fn is not None:
                 hours = hours_fn(created_at, first.occurred_at)
-            add((first.specialist_id, first.occurred_at.astimezone(tz).date(), AVG), hours)
+            day = first.occurred_at.astimezone(tz).date()
+            add((first.specialist_id, day, AVG), hours)
+            add((first.specialist_id, day, "first_response_sla_rate"), float(hours <= 24.0))
     for survey in state.surveys:
         who = specialist(survey.occurred_at)
         if who is not None:

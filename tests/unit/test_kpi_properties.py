@@ -22,7 +22,7 @@ from services.scoring.kpi.contributions import (
 from services.scoring.kpi.ticket import TicketState, routes_to_session, routes_to_ticket
 from services.scoring.kpi.training import TrainingSession
 from services.scoring.kpi.windows import parse_window
-from shared.catalogue import AVG_RESPONSE_TIME_HOURS, KPI_KEYS
+from shared.catalogue import AVG_RESPONSE_TIME_HOURS, KPI_KEYS, RESOLUTION_TIME_HOURS
 from shared.events import EVENT_ADAPTER, Event
 from tests.reference import reference_sums, reference_window
 
@@ -197,8 +197,17 @@ def histories(draw: st.DrawFn) -> tuple[list[Event], list[Event]]:
     return events, list(delivery)
 
 
+def half_hours(start: datetime, end: datetime) -> float:
+    """A stand-in business calendar: half of every hour counts."""
+    return (end - start).total_seconds() / 7200.0
+
+
 def _fold(
-    delivery: list[Event], tz: tzinfo, persist: bool
+    delivery: list[Event],
+    tz: tzinfo,
+    persist: bool,
+    hours_fn: Any = None,
+    sla: float = 24.0,
 ) -> tuple[Contributions, dict[str, TicketState], dict[str, TrainingSession]]:
     """Incremental scoring as the service does it: per-entity state, deltas into buckets."""
     sums: Contributions = {}
@@ -210,10 +219,10 @@ def _fold(
         session_id = routes_to_session(event)
         if ticket_id is not None:
             state = tickets.get(ticket_id) or TicketState(ticket_id)
-            before = ticket_contributions(state, tz)
+            before = ticket_contributions(state, tz, hours_fn, sla)
             if state.apply(event):
                 merge_contributions(
-                    sums, diff_contributions(before, ticket_contributions(state, tz))
+                    sums, diff_contributions(before, ticket_contributions(state, tz, hours_fn, sla))
                 )
             # Persisting through JSON between events must not change anything.
             tickets[ticket_id] = (
@@ -245,7 +254,7 @@ def _assert_same(got: Contributions, want: dict[Any, tuple[float, int]]) -> None
     for key, (num, den) in want.items():
         got_num, got_den = got[key]
         assert got_den == den, (key, got[key], want[key])
-        if key[2] == AVG_RESPONSE_TIME_HOURS:
+        if key[2] in (AVG_RESPONSE_TIME_HOURS, RESOLUTION_TIME_HOURS):
             assert math.isclose(got_num, num, rel_tol=1e-9, abs_tol=1e-9), (key, got_num, num)
         else:
             assert got_num == num, (key, got_num, num)
@@ -256,13 +265,20 @@ def _assert_same(got: Contributions, want: dict[Any, tuple[float, int]]) -> None
     history=histories(),
     tz=st.sampled_from([NY, SH]),
     persist=st.booleans(),
+    hours_fn=st.sampled_from([None, half_hours]),
+    # SLA lines at the generator's typical gaps (0, 1 h, a day), so ties on the line occur.
+    sla=st.sampled_from([24.0, 1.0, 0.5, 48.0]),
 )
 def test_incremental_folding_equals_reference(
-    history: tuple[list[Event], list[Event]], tz: ZoneInfo, persist: bool
+    history: tuple[list[Event], list[Event]],
+    tz: ZoneInfo,
+    persist: bool,
+    hours_fn: Any,
+    sla: float,
 ) -> None:
     events, delivery = history
-    sums, tickets, sessions = _fold(delivery, tz, persist)
-    _assert_same(sums, reference_sums(delivery, tz))
+    sums, tickets, sessions = _fold(delivery, tz, persist, hours_fn, sla)
+    _assert_same(sums, reference_sums(delivery, tz, hours_fn, sla))
 
     # Final states do not depend on arrival order.
     in_order = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
@@ -286,7 +302,7 @@ def test_incremental_folding_equals_reference(
                     if spec == who and window.contains(day):
                         old_num, old_den = bucketed[metric]
                         bucketed[metric] = (old_num + num, old_den + den)
-                want = reference_window(delivery, tz, who, window)
+                want = reference_window(delivery, tz, who, window, hours_fn, sla)
                 assert set(want) == set(bucketed)
                 for metric, (num, den) in want.items():
                     got_num, got_den = bucketed[metric]

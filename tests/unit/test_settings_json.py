@@ -68,3 +68,24 @@ def test_each_policy_is_checked_by_its_own_parser() -> None:
         ScoringConfig.from_settings(load_settings(appraisal_rule='{"excellent_min_count": 9}'))
     lines = load_settings(kpi_lines='{"resolution_rate": {"qualified": 0.88}}').kpi_lines
     assert lines == {"resolution_rate": {"qualified": 0.88}}
+
+
+@pytest.mark.parametrize(
+    "raw", ["0", "-1", "nan", "inf", "-inf", "1e400", "abc", "", "2\x01", "二十四", "8760.5"]
+)
+def test_sla_hours_must_be_finite_and_positive(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KPI_SLA_FIRST_RESPONSE_HOURS", raw)
+    with pytest.raises(SettingsError, match=r"KPI_SLA_FIRST_RESPONSE_HOURS: "):
+        load_settings()
+
+
+@pytest.mark.parametrize(("raw", "want"), [("24", 24.0), ("0.25", 0.25), ("8760", 8760.0)])
+def test_sla_hours_reach_the_measure(
+    raw: str, want: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.scoring.config import ScoringConfig
+
+    monkeypatch.setenv("KPI_SLA_FIRST_RESPONSE_HOURS", raw)
+    assert ScoringConfig.from_settings(load_settings()).measure.sla_hours == want
+    monkeypatch.delenv("KPI_SLA_FIRST_RESPONSE_HOURS")
+    assert load_settings().sla_first_response_hours == 24.0

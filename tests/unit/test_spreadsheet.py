@@ -15,7 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.scoring.appraisal import exports
-from shared.catalogue import KPI_KEYS
+from shared.catalogue import APPRAISED_KEYS as KPI_KEYS  # appraisal exports: SPEC §1 only
 from shared.spreadsheet import attachment, csv_line, neutralise, xlsx_value
 from tests.export_checks import (
     TRIGGERS,

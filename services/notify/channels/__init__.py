@@ -20,12 +20,14 @@ from services.notify.channels.base import (
     mask_url,
 )
 from services.notify.channels.content import (
+    make_digest_payload,
     make_incident_payload,
     make_payload,
     make_reminder_payload,
 )
 from services.notify.channels.dingtalk import DINGTALK_MAX_BYTES, build_dingtalk, dingtalk_sign
 from services.notify.channels.dispatch import (
+    build_digest_delivery,
     build_incident_delivery,
     build_probe_delivery,
     build_reminder_delivery,
@@ -51,6 +53,7 @@ __all__ = [
     "SlackChannel",
     "WeComChannel",
     "WebhookChannel",
+    "build_digest_delivery",
     "build_dingtalk",
     "build_email",
     "build_feishu",
@@ -63,6 +66,7 @@ __all__ = [
     "build_wecom",
     "dingtalk_sign",
     "feishu_sign",
+    "make_digest_payload",
     "make_incident_payload",
     "make_payload",
     "make_probe_payload",

@@ -1,4 +1,4 @@
-"""Alert, incident and reminder notices rendered once (payload, title, text per format) for
+"""Alert, incident, reminder and digest notices rendered once (payload, title, text per format) for
 every channel kind."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from services.notify.digest_messages import render_digest_text, render_digest_title
 from services.notify.messages import (
     Fmt,
     render_group_text,
@@ -18,6 +19,7 @@ from services.notify.messages import (
 )
 from services.notify.reminder_messages import render_reminder_text, render_reminder_title
 from services.notify.rules import AlertState, NotifyKind
+from shared.digests import Digest
 from shared.incidents import STALL, Incident
 from shared.reminders import Reminder
 from shared.webhooks import (
@@ -25,6 +27,8 @@ from shared.webhooks import (
     Alerts,
     Announced,
     Audience,
+    DigestOpenAlert,
+    DigestPayload,
     IncidentPayload,
     ReminderPayload,
     alert_list,
@@ -108,6 +112,26 @@ def make_reminder_payload(
     return payload.model_copy(update={"message": render_reminder_text(payload, lang, link)})
 
 
+def make_digest_payload(
+    digest: Digest,
+    open_alerts: list[DigestOpenAlert],
+    open_alerts_total: int,
+    *,
+    lang: str = "zh-CN",
+    link: str | None = None,
+) -> DigestPayload:
+    """Build the notice of a team digest: scoring's content plus the alerts open now."""
+    payload = DigestPayload(
+        **dict(digest.content),
+        digest_id=digest.id,
+        open_alerts=open_alerts,
+        open_alerts_total=open_alerts_total,
+        created_at=digest.created_at,
+        message="",
+    )
+    return payload.model_copy(update={"message": render_digest_text(payload, lang, link)})
+
+
 def _title(
     items: list[AlertPayload],
     lang: str,
@@ -180,6 +204,16 @@ def reminder_content(reminder: ReminderPayload, lang: str) -> Content:
         body=reminder.to_json,
         # Overdue is late already; the others are heads-ups.
         template="orange" if reminder.kind == "plan_overdue" else "blue",
+    )
+
+
+def digest_content(digest: DigestPayload, lang: str) -> Content:
+    return Content(
+        title=render_digest_title(digest, lang),
+        text=lambda fmt, link: render_digest_text(digest, lang, link, fmt=fmt),
+        body=digest.to_json,
+        # Someone fell below a line: worth a look; otherwise a routine report.
+        template="orange" if any(c.direction == "fell_below" for c in digest.crossed) else "blue",
     )
 
 

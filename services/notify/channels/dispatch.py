@@ -1,4 +1,4 @@
-"""Which builder packages a notice for a channel: alerts, incidents and reminders, any kind."""
+"""Which builder packages a notice for a channel: alerts, incidents, reminders and digests."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from services.notify.channels.base import (
 from services.notify.channels.content import (
     Content,
     alert_content,
+    digest_content,
     incident_content,
     reminder_content,
 )
@@ -31,7 +32,13 @@ from services.notify.channels.webhook import signed_post
 from services.notify.channels.wecom import wecom_request
 from services.notify.egress import Refused
 from services.notify.rules import NotifyKind
-from shared.webhooks import Alerts, ChannelTestPayload, IncidentPayload, ReminderPayload
+from shared.webhooks import (
+    Alerts,
+    ChannelTestPayload,
+    DigestPayload,
+    IncidentPayload,
+    ReminderPayload,
+)
 
 
 def build_request(
@@ -93,6 +100,20 @@ def build_content_delivery(
             content, lang, link, channel.sender, channel.recipients, now, delivery_key
         )
     return _request(channel, content, lang, link, now, delivery_key)
+
+
+def build_digest_delivery(
+    channel: Channel,
+    digest: DigestPayload,
+    *,
+    lang: str,
+    link: str | None,
+    now: datetime,
+    delivery_key: str,
+) -> OutgoingRequest | EmailMessage:
+    """The request (or email, to the channel's recipients) of a team digest."""
+    content = digest_content(digest, lang)
+    return build_content_delivery(channel, content, lang, link, now, delivery_key)
 
 
 def build_reminder_delivery(

@@ -13,7 +13,7 @@ from services.notify import outbox, queries
 from services.notify import repository as repo
 from services.notify.config import NotifyConfig
 from services.notify.retry import RetryPolicy
-from shared.webhooks import INCIDENT_TYPE, REMINDER_TYPE
+from shared.webhooks import DIGEST_TYPE, INCIDENT_TYPE, REMINDER_TYPE
 
 
 class DeliveryResult(Enum):
@@ -23,9 +23,19 @@ class DeliveryResult(Enum):
 
 
 def _item_out(item: Mapping[str, Any]) -> dict[str, Any]:
-    """One line per notice: an alert's, or a platform incident's or a cycle reminder's (whose
-    payloads have a type). A specialist's address is never shown, only who it was for."""
+    """One line per notice: an alert's, or a platform incident's, a cycle reminder's or a team
+    digest's (whose payloads have a type). A specialist's address is never shown, only who it
+    was for."""
     payload = item["payload"]
+    if payload.get("type") == DIGEST_TYPE:
+        return {
+            "type": DIGEST_TYPE,
+            "digest_id": payload["digest_id"],
+            "kind": "digest",
+            "team_id": payload["team_id"],
+            "period": payload["period"]["name"],
+            "open_alerts": payload["open_alerts_total"],
+        }
     if payload.get("type") == REMINDER_TYPE:
         return {
             "type": REMINDER_TYPE,

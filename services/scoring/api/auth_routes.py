@@ -19,6 +19,7 @@ from shared import sessions, users
 from shared.accounts import (
     PASSWORD_MAX,
     SESSION_COOKIE,
+    SSO_NO_PASSWORD,
     cookie_is_secure,
     csrf_token_for,
     login_retry_after,
@@ -41,10 +42,6 @@ _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"description": "Bad field; `loc` names it."},
     429: {"description": "Too many failed sign-ins for this username or address; Retry-After."},
 }
-SSO_NO_PASSWORD = (
-    "the account signs in by single sign-on: it has no password here (the identity "
-    "provider keeps it)"
-)
 # Any valid token or session: require() alone would admit admins only.
 AnyCaller = Annotated[Principal, Depends(require(*Role))]
 

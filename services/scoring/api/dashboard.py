@@ -37,6 +37,8 @@ _CATALOGUE_OUT: Final[dict[str, Any]] = {
         "unit": kpi.unit,
         "higher_is_better": kpi.higher_is_better,
         "graded": kpi.graded,
+        # False for the informational measures of SPEC §3a: shown after the appraised KPIs.
+        "appraised": kpi.appraised,
         "names": {lang: asdict(names) for lang, names in kpi.names.items()},
     }
     for key, kpi in CATALOGUE.items()

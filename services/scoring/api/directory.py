@@ -141,7 +141,10 @@ def directory_router() -> APIRouter:
         specialist_id: SpecialistId, principal: Viewer, ctx: Ctx
     ) -> SpecialistDetail:
         found = await visible_specialist(principal, ctx.db, specialist_id)
-        return specialist_detail(found, await queries.aliases_of(ctx.db, specialist_id))
+        detail = specialist_detail(found, await queries.aliases_of(ctx.db, specialist_id))
+        team = None if found.team_id is None else await queries.get_team(ctx.db, found.team_id)
+        detail.team_name = None if team is None else team.name  # set, so always in the answer
+        return detail
 
     @router.put(
         "/specialists/{specialist_id}",

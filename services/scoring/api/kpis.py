@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Response
 from services.scoring import queries
 from services.scoring.api.deps import Ctx, Reader, Viewer
 from services.scoring.api.errors import ERRORS, bad_param, or_404
+from services.scoring.api.history import FromParam, ToParam, history_range, points_out
 from services.scoring.api.params import (
     DEFAULT_WINDOW,
     AsOfParam,
@@ -28,6 +29,7 @@ from services.scoring.api.schemas import (
     Leaderboard,
     LookupId,
     SpecialistKpis,
+    TeamHistory,
     TeamKpis,
 )
 from services.scoring.api.scope import (
@@ -38,12 +40,9 @@ from services.scoring.api.scope import (
     visible_specialist,
 )
 from services.scoring.kpi.grading import KpiValue, evaluate, evaluate_all
-from services.scoring.kpi.windows import Window
-from shared.catalogue import AVG_RESPONSE_TIME_HOURS
+from services.scoring.kpi.series import daily_points, lookback_start
+from shared.catalogue import CATALOGUE
 from shared.text import text_problem
-
-MAX_HISTORY_DAYS = 400
-DEFAULT_HISTORY_DAYS = 30
 
 
 def encode_cursor(day: dt.date, source: str) -> str:
@@ -67,11 +66,12 @@ def decode_cursor(cursor: str) -> tuple[dt.date, str]:
 
 
 def sort_key(kpi: str, value: KpiValue) -> tuple[int, float]:
-    """Best first: higher values, except response time where lower is better; nulls last."""
+    """Best first in the catalogue's direction (lower first for response and resolution
+    time and reopen rate, higher first otherwise); nulls last."""
     if value.value is None:
         return (1, 0.0)
     v = float(value.value)
-    return (0, v if kpi == AVG_RESPONSE_TIME_HOURS else -v)
+    return (0, -v if CATALOGUE[kpi].higher_is_better else v)
 
 
 def kpi_router() -> APIRouter:
@@ -193,60 +193,63 @@ def kpi_router() -> APIRouter:
         kpi: KpiKey,
         principal: Viewer,
         ctx: Ctx,
-        from_: Annotated[
-            dt.date | None,
-            Query(
-                alias="from",
-                description=f"First local date; default to - {DEFAULT_HISTORY_DAYS - 1} days.",
-            ),
-        ] = None,
-        to: Annotated[
-            dt.date | None, Query(description="Last local date; default today in KPI_TIMEZONE.")
-        ] = None,
+        from_: FromParam = None,
+        to: ToParam = None,
     ) -> Response:
-        end = to or ctx.today
-        try:
-            start = from_ or end - dt.timedelta(days=DEFAULT_HISTORY_DAYS - 1)
-        except OverflowError:
-            raise bad_param(
-                "query", "to", f"to ({end}) leaves no room for a default from"
-            ) from None
-        if start > end:
-            raise bad_param("query", "from", f"from ({start}) must not be after to ({end})")
-        span = (end - start).days + 1
-        if span > MAX_HISTORY_DAYS:
-            raise bad_param(
-                "query", "from", f"at most {MAX_HISTORY_DAYS} days per request, got {span}"
-            )
+        start, span = history_range(from_, to, ctx.today)
         key = kpi.value
-        line = ctx.lines[key]
         check_own_id(principal, specialist_id)
         specialist, buckets = or_404(
-            await queries.daily_series(ctx.db, specialist_id, key, start, end),
+            await queries.daily_series(
+                ctx.db, specialist_id, key, lookback_start(start), start + dt.timedelta(span - 1)
+            ),
             "specialist",
             specialist_id,
         )
         check_specialist_visible(principal, specialist)
-        points: list[dict[str, Any]] = []
-        for offset in range(span):
-            day = start + dt.timedelta(days=offset)
-            num, den = buckets.get(day, (0.0, 0))
-            value = evaluate(key, num, den, line, Window(day.isoformat(), day, day, "days"))
-            points.append(
-                {
-                    "date": day,
-                    "value": value.value,
-                    "numerator": value.numerator,
-                    "denominator": value.denominator,
-                }
-            )
+        points = daily_points(key, buckets, start, span, ctx.lines[key])
         return json_response(
             {
                 "specialist_id": specialist.id,
                 "kpi": key,
                 "from": start,
-                "to": end,
-                "points": points,
+                "to": points[-1].day,
+                "points": points_out(points),
+            }
+        )
+
+    @router.get(
+        "/teams/{team_id}/kpis/{kpi}/history",
+        response_model=TeamHistory,
+        summary="Daily series of one KPI pooled over the team's current members",
+    )
+    async def team_history(
+        team_id: TeamId,
+        kpi: KpiKey,
+        principal: Reader,
+        ctx: Ctx,
+        from_: FromParam = None,
+        to: ToParam = None,
+    ) -> Response:
+        start, span = history_range(from_, to, ctx.today)
+        key = kpi.value
+        check_team_visible(principal, team_id)
+        team, buckets = or_404(
+            await queries.team_daily_series(
+                ctx.db, team_id, key, lookback_start(start), start + dt.timedelta(span - 1)
+            ),
+            "team",
+            team_id,
+        )
+        points = daily_points(key, buckets, start, span, ctx.lines[key])
+        return json_response(
+            {
+                "team_id": team.id,
+                "name": team.name,
+                "kpi": key,
+                "from": start,
+                "to": points[-1].day,
+                "points": points_out(points),
             }
         )
 

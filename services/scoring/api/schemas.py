@@ -18,7 +18,7 @@ Number = int | float
 
 
 class KpiKey(StrEnum):
-    """The KPI keys of SPEC §1, in table order (unit-tested against the catalogue)."""
+    """The KPI keys of SPEC §1 and §3a, in table order (unit-tested against the catalogue)."""
 
     customer_satisfaction = "customer_satisfaction"
     resolution_rate = "resolution_rate"
@@ -28,6 +28,9 @@ class KpiKey(StrEnum):
     collaboration_score = "collaboration_score"
     training_sessions = "training_sessions"
     nps = "nps"
+    resolution_time_hours = "resolution_time_hours"
+    first_response_sla_rate = "first_response_sla_rate"
+    reopen_rate = "reopen_rate"
 
 
 # Directory ids and names follow the event id rule (shared.text): they are stored, exported to
@@ -57,7 +60,10 @@ class KpiOut(_Out):
     value: Number | None = Field(description="null when the denominator is 0.")
     numerator: Number | None
     denominator: int | None = Field(description="null for training_sessions.")
-    grade: Grade | None = Field(description="null for nps and for training on Nd windows.")
+    grade: Grade | None = Field(
+        description="null for nps, for training on Nd windows and for the informational "
+        "measures (resolution_time_hours, first_response_sla_rate, reopen_rate) without lines."
+    )
     qualified: float | None
     excellent: float | None
     min_samples: int | None
@@ -68,7 +74,9 @@ class SpecialistKpis(_Out):
     name: str | None
     team_id: str | None
     window: WindowOut
-    kpis: dict[str, KpiOut] = Field(description="Every KPI key of SPEC §1.")
+    kpis: dict[str, KpiOut] = Field(
+        description="Every KPI key of SPEC §1, then the informational measures of §3a."
+    )
 
 
 class MemberKpis(_Out):
@@ -102,11 +110,18 @@ class Leaderboard(_Out):
     entries: list[LeaderboardEntry]
 
 
-class HistoryPoint(_Out):
-    date: dt.date
+class HistorySums(_Out):
     value: Number | None
     numerator: Number | None
     denominator: int | None
+
+
+class HistoryPoint(HistorySums):
+    date: dt.date
+    rolling_7d: HistorySums = Field(
+        description="The 7 local dates ending at `date` (the 6 before `from` included), "
+        "valued on their summed numerators and denominators."
+    )
 
 
 class History(_Out):
@@ -115,6 +130,18 @@ class History(_Out):
     from_: dt.date = Field(alias="from")
     to: dt.date
     points: list[HistoryPoint] = Field(description="One point per local date, oldest first.")
+
+
+class TeamHistory(_Out):
+    team_id: str
+    name: str
+    kpi: KpiKey
+    from_: dt.date = Field(alias="from")
+    to: dt.date
+    points: list[HistoryPoint] = Field(
+        description="One point per local date, oldest first; each day's sums added over the "
+        "team's current members."
+    )
 
 
 class FactOut(_Out):
@@ -183,6 +210,11 @@ class SpecialistOut(_Out):
 
 class SpecialistDetail(SpecialistOut):
     """One specialist (GET one, PUT): with the helpdesk aliases."""
+
+    team_name: str | None = Field(
+        default=None,
+        description="The team's name (GET only; a specialist may not read the team itself).",
+    )
 
     aliases: dict[str, str] = Field(
         description="Helpdesk identities native webhooks map to this specialist."
@@ -258,6 +290,10 @@ class CatalogueEntry(_Out):
     unit: str
     higher_is_better: bool
     graded: bool
+    appraised: bool = Field(
+        description="Part of the quarterly appraisal (SPEC §1); false for the informational "
+        "measures (resolution_time_hours, first_response_sla_rate, reopen_rate)."
+    )
     names: dict[str, KpiNames] = Field(description="By language (en, zh-CN).")
 
 

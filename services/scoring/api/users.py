@@ -23,7 +23,6 @@ from services.scoring.api.account_schemas import (
     UserUpdate,
 )
 from services.scoring.api.auth_routes import (
-    SSO_NO_PASSWORD,
     checked_password,
     db,
     password_gate,
@@ -33,6 +32,7 @@ from services.scoring.api.deps import Admin
 from services.scoring.api.errors import ERRORS, bad_param, not_found
 from shared import auth, users
 from shared.accounts import (
+    SSO_NO_PASSWORD,
     Account,
     AccountError,
     check_account,
@@ -211,7 +211,10 @@ def users_router() -> APIRouter:
             user = await users.get_user(session, username, lock=True)
             if user is None:
                 raise not_found("user", username)
-            await users.set_password(session, user, password_hash)
+            try:
+                await users.set_password(session, user, password_hash)
+            except AccountError as exc:  # became an SSO account while the hash was computed
+                raise _account(exc) from None
         logger.info("password of user %s reset by %s", user.username, principal.subject)
         return Response(status_code=204)
 

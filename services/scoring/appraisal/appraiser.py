@@ -31,6 +31,7 @@ from services.scoring.db import Db
 from services.scoring.kpi.grading import evaluate_all
 from services.scoring.kpi.windows import WindowError, parse_quarter, parse_window
 from services.scoring.queries import SpecialistSums
+from shared.catalogue import APPRAISED_KEYS
 
 # The parts of an appraisal a snapshot freezes (identity and window are shown live).
 COMPUTED = ("kpis", "overall_grade", "insufficient_data", "basis", "incentive", "calendar")
@@ -64,7 +65,11 @@ class Appraiser:
         lookback = max(1, self.policy.promotion_after_consecutive_excellent - 1)
         earlier = previous_quarters(quarter, lookback)
         frozen = await repo.snapshots(db, [quarter, *earlier], ids)
-        values = {m.specialist.id: evaluate_all(m.sums, window, self.ctx.lines) for m in members}
+        # The appraisal stays on the SPEC §1 KPIs: the §3a measures are not part of it.
+        values = {
+            m.specialist.id: evaluate_all(m.sums, window, self.ctx.lines, APPRAISED_KEYS)
+            for m in members
+        }
         history: dict[str, list[str | None]] = {i: [] for i in ids}
         # Only an excellent streak needs earlier quarters; walk back while it lasts.
         streaking = [
@@ -84,7 +89,7 @@ class Appraiser:
                 if snap is not None:
                     grade = snap.body.get("overall_grade")
                 else:
-                    evaluated = evaluate_all(sums[i], win, self.ctx.lines)
+                    evaluated = evaluate_all(sums[i], win, self.ctx.lines, APPRAISED_KEYS)
                     grade = overall_grade(
                         {k: v.grade for k, v in evaluated.items()}, self.rule
                     ).grade

@@ -17,7 +17,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from services.scoring.appraisal.cycle import action_labels
 from services.scoring.appraisal.domain import ACTION_LABELS, OVERALL_GRADES
-from shared.catalogue import CATALOGUE, GRADED_KEYS, KPI_KEYS
+from shared.catalogue import APPRAISED_KEYS, CATALOGUE, GRADED_KEYS
 from shared.spreadsheet import csv_line, xlsx_value
 
 Lang = Literal["zh-CN", "en"]
@@ -109,7 +109,7 @@ def grade_label(grade: str | None, lang: str) -> str:
 def headers(lang: str) -> list[str]:
     """Column headers in ``lang``: identity, value (and grade) per KPI, overall, status."""
     out = [word(k, lang) for k in ("specialist_id", "name", "team_id", "quarter")]
-    for key in KPI_KEYS:
+    for key in APPRAISED_KEYS:
         label = kpi_label(key, lang)
         sep = "" if lang == "zh-CN" else " "
         out.append(f"{label}{sep}{word('value', lang)}")
@@ -154,7 +154,7 @@ def row(appraisal: Mapping[str, Any], lang: str) -> list[Any]:
         appraisal.get("team_id") or "",
         appraisal["quarter"],
     ]
-    for key in KPI_KEYS:
+    for key in APPRAISED_KEYS:
         value = kpis.get(key) or {}
         out.append(value.get("value"))
         if CATALOGUE[key].graded:
@@ -177,7 +177,7 @@ def _grade_columns() -> set[int]:
     """Indexes of the grade columns (per-KPI and overall) in :func:`row`."""
     cols: set[int] = set()
     i = 4
-    for key in KPI_KEYS:
+    for key in APPRAISED_KEYS:
         i += 1
         if CATALOGUE[key].graded:
             cols.add(i)

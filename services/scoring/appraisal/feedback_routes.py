@@ -23,11 +23,13 @@ from services.scoring.appraisal.cycle import (
     FieldError,
     MeetingRecord,
     acknowledgement_stands,
+    action_labels,
     check_decision,
     check_finalized,
     check_meeting_acknowledgeable,
     check_meeting_change,
     decision_out,
+    decision_types,
     patched,
 )
 from services.scoring.appraisal.inputs import (
@@ -342,6 +344,9 @@ def feedback_router() -> APIRouter:
                 "suggested": appraisal["incentive"]["actions"],
                 "current": history[0] if history else None,
                 "history": history,
+                "types": [
+                    {"code": c, "labels": action_labels(c)} for c in decision_types(appr.policy)
+                ],
             }
         )
 

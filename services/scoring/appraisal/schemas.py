@@ -206,12 +206,21 @@ class CommentOut(_Out):
     comment: AppraisalComment
 
 
+class DecisionType(_Out):
+    code: str = Field(description='An incentive action code, or "none".')
+    labels: dict[str, str] = Field(description="Its label by language (en, zh-CN).")
+
+
 class DecisionHistory(_Out):
     specialist_id: str
     quarter: str
     suggested: list[str] = Field(description="The suggested incentive actions (frozen).")
     current: Decision | None
     history: list[Decision] = Field(description="Every decision recorded, latest first.")
+    types: list[DecisionType] = Field(
+        description="What a decision may record: every action code the platform and "
+        'KPI_INCENTIVES know (for any grade), then "none".'
+    )
 
 
 class PreviewEntry(_Out):

@@ -201,6 +201,10 @@ async def write_deltas(conn: Conn, deltas: Deltas) -> int:
     """Apply settled deltas and issue changes; returns how many issues were new."""
     if deltas.daily:
         await repository.add_daily(conn, deltas.daily)
+    # Not only when kpi_daily moves: a bucket's share can pass from one source to another
+    # with no net change (one ticket's closure stops counting as another's starts to), and
+    # skipping that leaves the explain ledger blaming the wrong ticket for good.
+    if deltas.facts:
         await repository.add_facts(conn, deltas.facts)
     if deltas.added or deltas.removed:
         return await repository.set_issues(conn, deltas.added, deltas.removed)

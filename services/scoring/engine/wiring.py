@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from services.scoring.config import ScoringConfig
+from services.scoring.engine.backfill import MeasuresBackfill
 from services.scoring.engine.consumer import GROUP_ID, ScoringConsumer
 from services.scoring.engine.relay import ScoreRelay
 from services.scoring.engine.retention import DedupRetention
@@ -46,11 +47,15 @@ async def start_engine(
         settings, runtime.sessionmaker, relay_producer, clock=clock or utcnow, config=config
     )
     retention = DedupRetention(settings, runtime.sessionmaker, clock=clock or utcnow)
+    # Tickets stored by a release before the SPEC §3a measures get them added once; it runs
+    # beside the consumer (same row locks), so scoring does not wait for it.
+    backfill = MeasuresBackfill(runtime.sessionmaker, config.measure)
     tasks = [
         runtime.spawn(consumer.run(), "scoring-consumer"),
         runtime.spawn(consumer.watch.run(), "scoring-stall-watch"),
         runtime.spawn(relay.run(), "scoring-relay"),
         runtime.spawn(retention.run(), "scoring-dedup-retention"),
+        runtime.spawn(backfill.run(), "scoring-measures-backfill"),
     ]
 
     async def shutdown() -> None:
@@ -58,6 +63,7 @@ async def start_engine(
         consumer.stop()
         relay.stop()
         retention.stop()
+        backfill.stop()
         await asyncio.wait(tasks, timeout=10)
         await consumer.close()
         await relay_producer.stop()

@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 import orjson
 
 from services.scoring.kpi.contributions import (
+    NEGATIVE_RESOLUTION_TIME,
     Contributions,
     diff_contributions,
     simple_contributions,
@@ -19,7 +20,12 @@ from services.scoring.kpi.contributions import (
 from services.scoring.kpi.measure import Measure
 from services.scoring.kpi.ticket import TicketState, routes_to_session, routes_to_ticket
 from services.scoring.kpi.training import TrainingSession
-from shared.catalogue import AVG_RESPONSE_TIME_HOURS
+from shared.catalogue import (
+    AVG_RESPONSE_TIME_HOURS,
+    FIRST_RESPONSE_SLA_RATE,
+    MEASURE_KEYS,
+    RESOLUTION_TIME_HOURS,
+)
 from shared.events import Event
 
 # A stored state document as parsed JSON; ``{}`` for a ticket or session not stored yet.
@@ -27,7 +33,16 @@ Document: TypeAlias = Mapping[str, Any]
 # (specialist_id, metric, local date, source): one source's share of a day bucket.
 FactKey: TypeAlias = tuple[str, str, date, str]
 
+# What a ticket contributed where today's settings could give another value, kept in its
+# document so that diffs subtract exactly what was added: the response ("rh") and resolution
+# ("xh") hours under a business calendar, and the first-response SLA bit ("sl", 0 or 1).
 STORED_RESPONSE_HOURS = "rh"
+STORED_RESOLUTION_HOURS = "xh"
+STORED_SLA_MET = "sl"
+# Present (= MEASURES_VERSION) when kpi_daily/kpi_facts hold the ticket's SPEC §3a measures;
+# documents of earlier releases lack it until their ticket is backfilled or changes.
+MEASURES_MARK = "m"
+MEASURES_VERSION = 1
 
 
 class Deltas:
@@ -168,7 +183,9 @@ class Remeasured:
 def remeasure_tickets(docs: Mapping[str, Document], measure: Measure) -> Remeasured:
     """Move every stored ticket's share of the aggregates to what ``measure`` gives now.
 
-    A ticket whose share does not move is not stored again (a second run changes nothing).
+    A ticket whose share does not move is not stored again (a second run changes nothing),
+    unless its document lacks the measures mark: it is then stored with it, which also makes
+    this the backfill of the SPEC §3a measures for tickets stored by an earlier release.
     """
     deltas = Deltas()
     saved: dict[str, bytes] = {}
@@ -179,9 +196,14 @@ def remeasure_tickets(docs: Mapping[str, Document], measure: Measure) -> Remeasu
         state = TicketState.from_json(doc)
         held = held_by_ticket(doc, state, measure)
         after, moved = remeasure(deltas, f"ticket:{ticket_id}", state, held, measure)
-        if moved:
+        if moved or not has_measures(doc):
             saved[ticket_id] = storable(state, after, measure)
     return Remeasured(deltas, saved, len(docs), deltas.settle())
+
+
+def has_measures(doc: Document) -> bool:
+    """Whether the aggregates hold this stored ticket's SPEC §3a measures."""
+    return doc.get(MEASURES_MARK) == MEASURES_VERSION
 
 
 def held_by_ticket(
@@ -191,26 +213,54 @@ def held_by_ticket(
     if not doc:
         # A new ticket contributes nothing and has no issues yet: skip computing that.
         return {}, []
-    before, issues = ticket_contributions_and_issues(state, measure.tz, measure.hours_fn)
-    if before and (measure.hours_fn is not None or STORED_RESPONSE_HOURS in doc):
+    before, issues = ticket_contributions_and_issues(
+        state, measure.tz, measure.hours_fn, measure.sla_hours
+    )
+    marked = has_measures(doc)
+    if not marked:
+        # Stored by a release without the §3a measures: it never added them (nor their
+        # issue), so the diff must not subtract them; the new state adds them.
+        before = {k: v for k, v in before.items() if k[2] not in MEASURE_KEYS}
+        if NEGATIVE_RESOLUTION_TIME in issues:
+            issues = [i for i in issues if i != NEGATIVE_RESOLUTION_TIME]
+    if before and (marked or measure.hours_fn is not None or STORED_RESPONSE_HOURS in doc):
         before = _as_stored(before, doc, state)
     return before, issues
 
 
-def _as_stored(before: Contributions, doc: Document, state: TicketState) -> Contributions:
-    """``before`` with the response time the aggregates actually hold for this ticket.
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
-    Under a business calendar the value used is saved in the state document; without one it
-    is calendar hours. Diffing against what was stored (not a recomputation with today's
-    calendar) keeps kpi_daily/kpi_facts exact when the calendar is enabled or changed.
+
+def _as_stored(before: Contributions, doc: Document, state: TicketState) -> Contributions:
+    """``before`` with the values the aggregates actually hold for this ticket.
+
+    Under a business calendar the hours used are saved in the state document; without one
+    they are calendar hours. The SLA bit is saved whenever the ticket has one. Diffing
+    against what was stored (not a recomputation with today's calendar and SLA) keeps
+    kpi_daily/kpi_facts exact when the calendar or the SLA is enabled or changed.
     """
-    stored = doc.get(STORED_RESPONSE_HOURS)
     out = dict(before)
     for key, (_, den) in before.items():
-        if key[2] == AVG_RESPONSE_TIME_HOURS:
-            hours = stored if isinstance(stored, int | float) else state.response_hours()
+        metric = key[2]
+        if metric == AVG_RESPONSE_TIME_HOURS:
+            hours = _number(doc.get(STORED_RESPONSE_HOURS))
+            if hours is None:
+                hours = state.response_hours()
             if hours is not None:
-                out[key] = (float(hours), den)
+                out[key] = (hours, den)
+        elif metric == RESOLUTION_TIME_HOURS:
+            hours = _number(doc.get(STORED_RESOLUTION_HOURS))
+            if hours is None:
+                hours = state.resolution_hours()
+            if hours is not None:
+                out[key] = (hours, den)
+        elif metric == FIRST_RESPONSE_SLA_RATE:
+            met = _number(doc.get(STORED_SLA_MET))
+            if met is not None:
+                out[key] = (met, den)
     return out
 
 
@@ -225,7 +275,9 @@ def remeasure(
 
     Returns the new contributions and whether anything the aggregates hold moved.
     """
-    after, issues_after = ticket_contributions_and_issues(state, measure.tz, measure.hours_fn)
+    after, issues_after = ticket_contributions_and_issues(
+        state, measure.tz, measure.hours_fn, measure.sla_hours
+    )
     delta = diff_contributions(held[0], after)
     if delta:
         deltas.contribute(delta, source)
@@ -234,10 +286,17 @@ def remeasure(
 
 
 def storable(state: TicketState, after: Contributions, measure: Measure) -> bytes:
-    """The ticket's state document, with the response hours it contributed under a calendar."""
+    """The ticket's state document, marked as holding the §3a measures, with the values it
+    contributed that today's settings decide (see STORED_RESPONSE_HOURS)."""
     doc = state.to_storable()
-    if measure.hours_fn is not None:
-        for key, (num, _) in after.items():
-            if key[2] == AVG_RESPONSE_TIME_HOURS:
-                doc[STORED_RESPONSE_HOURS] = num
+    doc[MEASURES_MARK] = MEASURES_VERSION
+    calendar = measure.hours_fn is not None
+    for key, (num, _) in after.items():
+        metric = key[2]
+        if metric == FIRST_RESPONSE_SLA_RATE:
+            doc[STORED_SLA_MET] = int(num)
+        elif calendar and metric == AVG_RESPONSE_TIME_HOURS:
+            doc[STORED_RESPONSE_HOURS] = num
+        elif calendar and metric == RESOLUTION_TIME_HOURS:
+            doc[STORED_RESOLUTION_HOURS] = num
     return orjson.dumps(doc)

@@ -14,10 +14,13 @@ from shared.catalogue import (
     AVG_RESPONSE_TIME_HOURS,
     COLLABORATION_SCORE,
     CUSTOMER_SATISFACTION,
+    FIRST_RESPONSE_SLA_RATE,
     FOLLOWUP_RATE,
     NPS,
     RECORD_ACCURACY,
+    REOPEN_RATE,
     RESOLUTION_RATE,
+    RESOLUTION_TIME_HOURS,
     TRAINING_SESSIONS,
 )
 from shared.events import Event, RecordAudited, SurveyCsat, SurveyNps, SurveyPeerReview
@@ -27,6 +30,9 @@ ContributionKey: TypeAlias = tuple[str, date, str]
 Contributions: TypeAlias = dict[ContributionKey, tuple[float, int]]
 
 NEGATIVE_RESPONSE_TIME: Final = "negative_response_time"
+NEGATIVE_RESOLUTION_TIME: Final = "negative_resolution_time"
+# KPI_SLA_FIRST_RESPONSE_HOURS when unset: a first response within a day meets the SLA.
+DEFAULT_SLA_HOURS: Final = 24.0
 
 
 def _add(out: Contributions, key: ContributionKey, num: float, den: int) -> None:
@@ -80,42 +86,68 @@ HoursFn: TypeAlias = Callable[[datetime, datetime], float]
 
 
 def ticket_contributions(
-    state: TicketState, tz: tzinfo, hours_fn: HoursFn | None = None
+    state: TicketState,
+    tz: tzinfo,
+    hours_fn: HoursFn | None = None,
+    sla_hours: float = DEFAULT_SLA_HOURS,
 ) -> Contributions:
     """What one ticket adds to the day buckets, from its state alone (order-independent).
 
-    ``hours_fn(created_at, first_response_at)`` replaces calendar hours as the response time
-    (a business calendar); exclusion of negative durations still uses calendar hours.
+    ``hours_fn(start, end)`` replaces calendar hours as the response and resolution times
+    (a business calendar); exclusion of negative durations still uses calendar hours. A
+    first response within ``sla_hours`` (of the same hours) meets the first-response SLA.
     """
-    return _ticket_contributions(state, tz, hours_fn, state.response_hours())
+    return _ticket_contributions(
+        state, tz, hours_fn, sla_hours, state.response_hours(), state.resolution_hours()
+    )
 
 
 def ticket_contributions_and_issues(
-    state: TicketState, tz: tzinfo, hours_fn: HoursFn | None = None
+    state: TicketState,
+    tz: tzinfo,
+    hours_fn: HoursFn | None = None,
+    sla_hours: float = DEFAULT_SLA_HOURS,
 ) -> tuple[Contributions, list[str]]:
-    """``(ticket_contributions(...), data_quality_issues(state))``, measuring the response once."""
+    """``(ticket_contributions(...), data_quality_issues(state))``, measuring times once."""
     hours = state.response_hours()
-    issues = [NEGATIVE_RESPONSE_TIME] if hours is not None and hours < 0 else []
-    return _ticket_contributions(state, tz, hours_fn, hours), issues
+    resolution = state.resolution_hours()
+    issues = _issues(hours, resolution)
+    return _ticket_contributions(state, tz, hours_fn, sla_hours, hours, resolution), issues
+
+
+def _issues(response: float | None, resolution: float | None) -> list[str]:
+    issues = [NEGATIVE_RESPONSE_TIME] if response is not None and response < 0 else []
+    if resolution is not None and resolution < 0:
+        issues.append(NEGATIVE_RESOLUTION_TIME)
+    return issues
 
 
 def _ticket_contributions(
-    state: TicketState, tz: tzinfo, hours_fn: HoursFn | None, hours: float | None
+    state: TicketState,
+    tz: tzinfo,
+    hours_fn: HoursFn | None,
+    sla_hours: float,
+    hours: float | None,
+    resolution: float | None,
 ) -> Contributions:
     out: Contributions = {}
     # The closure and response entries have distinct metrics, so they are set directly;
     # ``0.0 + x`` keeps the floats _add would produce (e.g. -0.0 becomes 0.0).
     closure = state.counted_closure()
     if closure is not None:
+        who = closure.specialist_id
         day = local_day(closure.occurred_at, tz)
         if closure.resolved:
-            out[(closure.specialist_id, day, RESOLUTION_RATE)] = (1.0, 1)
-            out[(closure.specialist_id, day, FOLLOWUP_RATE)] = (
-                1.0 if state.followed_up else 0.0,
-                1,
-            )
+            out[(who, day, RESOLUTION_RATE)] = (1.0, 1)
+            out[(who, day, FOLLOWUP_RATE)] = (1.0 if state.followed_up else 0.0, 1)
         else:
-            out[(closure.specialist_id, day, RESOLUTION_RATE)] = (0.0, 1)
+            out[(who, day, RESOLUTION_RATE)] = (0.0, 1)
+        out[(who, day, REOPEN_RATE)] = (1.0 if state.reopened_before_closure() else 0.0, 1)
+        # Closed before its creation: excluded like a negative response time (an issue).
+        if resolution is not None and resolution >= 0:
+            if hours_fn is not None:
+                resolution = hours_fn(first_created(state.created), closure.occurred_at)
+            out[(who, day, RESOLUTION_TIME_HOURS)] = (0.0 + resolution, 1)
     first = state.first_response
     # Negative durations are clock or data errors: excluded, reported by data_quality_issues.
     if hours is not None and first is not None and hours >= 0 and first.specialist_id is not None:
@@ -123,6 +155,11 @@ def _ticket_contributions(
             hours = hours_fn(first_created(state.created), first.occurred_at)
         day = local_day(first.occurred_at, tz)
         out[(first.specialist_id, day, AVG_RESPONSE_TIME_HOURS)] = (0.0 + hours, 1)
+        # Within the SLA in the same hours the response time counts (inclusive).
+        out[(first.specialist_id, day, FIRST_RESPONSE_SLA_RATE)] = (
+            1.0 if hours <= sla_hours else 0.0,
+            1,
+        )
     for survey in state.surveys:
         specialist = state.survey_specialist(survey.occurred_at)
         if specialist is None:
@@ -137,11 +174,7 @@ def _ticket_contributions(
 
 def data_quality_issues(state: TicketState) -> list[str]:
     """Problems in a ticket's data that KPIs had to work around."""
-    issues: list[str] = []
-    hours = state.response_hours()
-    if hours is not None and hours < 0:
-        issues.append(NEGATIVE_RESPONSE_TIME)
-    return issues
+    return _issues(state.response_hours(), state.resolution_hours())
 
 
 def simple_contributions(event: Event, tz: tzinfo) -> Contributions:

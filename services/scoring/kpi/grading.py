@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from services.scoring.kpi.lines import DEFAULT_LINES, EPSILON, KpiLine
 from services.scoring.kpi.windows import Window
-from shared.catalogue import AVG_RESPONSE_TIME_HOURS, KPI_KEYS, NPS, TRAINING_SESSIONS, Grade
+from shared.catalogue import CATALOGUE, KPI_KEYS, NPS, TRAINING_SESSIONS, Grade
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ def evaluate(key: str, num: float, den: int, line: KpiLine, window: Window) -> K
             excellent=line.excellent,
             min_samples=line.min_samples,
         )
-    numerator = num if key == AVG_RESPONSE_TIME_HOURS else _as_count(num)
+    # Sums of hours stay floats; counts read as integers.
+    numerator = num if CATALOGUE[key].unit == "hours" else _as_count(num)
     if den <= 0:
         value: float | None = None
     elif key == NPS:
@@ -77,8 +78,8 @@ def evaluate(key: str, num: float, den: int, line: KpiLine, window: Window) -> K
     else:
         value = num / den
     grade: Grade | None
-    if key == NPS:
-        grade = None
+    if key == NPS or line.qualified is None:
+        grade = None  # informational: nps, and a §3a measure without lines
     elif value is None or den < (line.min_samples or 0):
         grade = "insufficient_data"
     else:
@@ -98,9 +99,10 @@ def evaluate_all(
     sums: Mapping[str, tuple[float, int]],
     window: Window,
     lines: Mapping[str, KpiLine] = DEFAULT_LINES,
+    keys: Sequence[str] = KPI_KEYS,
 ) -> dict[str, KpiValue]:
-    """Every KPI of SPEC §1 in table order; a key missing from ``sums`` counts as 0/0."""
+    """Every KPI (SPEC §1 and §3a, or ``keys``) in table order; a missing key counts as 0/0."""
     return {
         key: evaluate(key, *sums.get(key, (0.0, 0)), lines.get(key, DEFAULT_LINES[key]), window)
-        for key in KPI_KEYS
+        for key in keys
     }

@@ -102,8 +102,12 @@ def lines_with_overrides(
             raise ValueError(
                 f"KPI line training_sessions.{field_name} is not supported (must be null)"
             )
-        if key != NPS and qualified is None:
+        # The §3a measures have no default lines: qualified null keeps them ungraded.
+        if CATALOGUE[key].graded and qualified is None:
             raise ValueError(f"KPI line {key}.qualified is required for a graded KPI")
+        if qualified is None and (excellent is not None or min_samples is not None):
+            field_name = "excellent" if excellent is not None else "min_samples"
+            raise ValueError(f"KPI line {key}.{field_name} needs {key}.qualified")
         if qualified is not None and excellent is not None:
             worse = excellent < qualified if base.higher_is_better else excellent > qualified
             if worse:

@@ -204,6 +204,24 @@ class TicketState:
         delta = self.first_response.occurred_at - first_created(created)
         return delta.total_seconds() / 3600.0
 
+    def resolution_hours(self) -> float | None:
+        """Counted closure minus earliest creation, in hours (may be negative); None if unknown."""
+        created = self.created
+        if not created:
+            return None
+        closure = self.counted_closure()
+        if closure is None:
+            return None
+        return (closure.occurred_at - first_created(created)).total_seconds() / 3600.0
+
+    def reopened_before_closure(self) -> bool:
+        """A reopen strictly before the counted closure (False without a counted closure)."""
+        closure = self.counted_closure()
+        if closure is None:
+            return False
+        at = closure.occurred_at
+        return any(r.occurred_at < at for r in self.reopens)
+
     def survey_specialist(self, at: datetime) -> str | None:
         """Who a ticket-only survey taken at ``at`` rates (SPEC §3); None while unknown."""
         # Loops rather than lists + max(key=...): this runs per survey on every recompute.

@@ -1,5 +1,5 @@
 // Small inline-SVG charts drawn here (no chart library, nothing from a CDN).
-import { RATIO, esc, fmtLine, fmtValue, kpiName } from "./format.js";
+import { HOURS, LOWER, RATIO, esc, fmtLine, fmtValue, kpiName } from "./format.js";
 import { t } from "./i18n.js";
 
 const W = 380, H = 170, PAD = { l: 44, r: 10, t: 10, b: 24 };
@@ -28,7 +28,7 @@ function domain(kpi, values, line) {
     return [Math.max(0, Math.floor(lo * 10) / 10), 1];
   }
   if (kpi === "nps") return [-100, 100];
-  if (kpi === "avg_response_time_hours") {
+  if (HOURS.has(kpi)) {
     const hi = Math.max((line.qualified ?? 24) * 1.4, ...vals);
     return [0, Math.ceil(hi / 6) * 6];
   }
@@ -44,6 +44,9 @@ export function trendChart(kpi, points, line) {
   if (isTraining) {
     let c = 0;
     main = points.map((p) => (c += p.numerator || 0));
+  } else if (points.every((p) => p.rolling_7d)) {
+    // The server's 7 days also reach before the first point; the local sum is for older servers.
+    main = points.map((p) => p.rolling_7d.value ?? null);
   } else {
     main = rolling(points, kpi);
   }
@@ -96,19 +99,28 @@ export function trendChart(kpi, points, line) {
   return `<svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(label)}" data-kpi="${kpi}"><title>${esc(label)}</title>${parts.join("")}</svg>`;
 }
 
+// The legend under a trend chart: what the line is, and the dashed lines with their values.
+export function chartLegend(kpi, line) {
+  return `<figcaption class="chart-legend"><span><span class="sw sw-series"></span>${esc(t(kpi === "training_sessions" ? "kpi.training_sessions" : "spec.rolling"))}</span>
+    ${line.qualified !== null ? `<span><span class="sw dash sw-qualified"></span>${esc(t("spec.qline"))} ${esc(fmtLine(kpi, line.qualified))}</span>` : ""}
+    ${line.excellent !== null ? `<span><span class="sw dash sw-excellent"></span>${esc(t("spec.eline"))} ${esc(fmtLine(kpi, line.excellent))}</span>` : ""}</figcaption>`;
+}
+
 function tick(kpi, v) {
   if (RATIO.has(kpi)) return `${Math.round(v * 1000) / 10}%`;
-  if (kpi === "avg_response_time_hours") return `${Math.round(v)}h`;
+  if (HOURS.has(kpi)) return `${Math.round(v)}h`;
   return String(Math.round(v));
 }
 
 // Horizontal position (0..1) of a value on a tile gauge, with the lines as marks.
 export function gaugeScale(kpi, line) {
+  // Lower-is-better shares (reopen rate): a fuller gauge is better, as everywhere else.
+  if (RATIO.has(kpi) && LOWER.has(kpi)) return (v) => Math.min(1, Math.max(0, 1 - v));
   if (RATIO.has(kpi)) {
     const lo = Math.max(0, Math.min(0.6, (line.qualified ?? 0.8) - 0.25));
     return (v) => Math.min(1, Math.max(0, (v - lo) / (1 - lo)));
   }
-  if (kpi === "avg_response_time_hours") {
+  if (HOURS.has(kpi)) {
     const hi = (line.qualified ?? 24) * 2;
     return (v) => Math.min(1, Math.max(0, 1 - v / hi));
   }

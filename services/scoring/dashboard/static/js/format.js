@@ -3,11 +3,21 @@ import { getLang, setKpiNames, t } from "./i18n.js";
 
 // KPIs whose values are shares of 1, shown as percent; filled from the catalogue.
 export const RATIO = new Set();
+// KPIs in hours, KPIs where lower is better, and the informational measures that are not
+// appraised (SPEC §3a: shown after the appraised KPIs); filled from the catalogue.
+export const HOURS = new Set();
+export const LOWER = new Set();
+export const INFO = new Set();
 
 // The KPI catalogue of /v1/dashboard/config: units here, display names in i18n.
 export function useCatalogue(catalogue) {
-  RATIO.clear();
-  for (const [key, kpi] of Object.entries(catalogue)) if (kpi.unit === "ratio") RATIO.add(key);
+  for (const set of [RATIO, HOURS, LOWER, INFO]) set.clear();
+  for (const [key, kpi] of Object.entries(catalogue)) {
+    if (kpi.unit === "ratio") RATIO.add(key);
+    if (kpi.unit === "hours") HOURS.add(key);
+    if (kpi.higher_is_better === false) LOWER.add(key);
+    if (kpi.appraised === false) INFO.add(key);
+  }
   setKpiNames(catalogue);
 }
 export const GRADES = ["excellent", "qualified", "unqualified", "insufficient_data"];
@@ -19,15 +29,15 @@ export function esc(s) {
 export function fmtValue(kpi, v) {
   if (v === null || v === undefined) return "—";
   if (RATIO.has(kpi)) return `${(v * 100).toFixed(1)}%`;
-  if (kpi === "avg_response_time_hours") return `${v.toFixed(1)} h`;
+  if (HOURS.has(kpi)) return `${v.toFixed(1)} h`;
   if (kpi === "nps") return `${v > 0 ? "+" : ""}${v.toFixed(0)}`;
   return Number.isInteger(v) ? String(v) : v.toFixed(1);
 }
 
 export function fmtLine(kpi, v) {
   if (v === null || v === undefined) return "—";
-  if (RATIO.has(kpi)) return `${Math.round(v * 1000) / 10}%`;
-  if (kpi === "avg_response_time_hours") return `≤ ${v} h`;
+  if (RATIO.has(kpi)) return `${LOWER.has(kpi) ? "≤ " : ""}${Math.round(v * 1000) / 10}%`;
+  if (HOURS.has(kpi)) return `≤ ${v} h`;
   return `≥ ${v}`;
 }
 

@@ -1,7 +1,7 @@
 // Quarterly appraisal of a team with CSV/XLSX exports (routes of the appraisal module).
 import { ApiError, api, download, qs, saveBlob } from "../api.js";
 import { setParams } from "../app.js";
-import { csvBlob, esc, gradeChip, kpiShort, kpiName, quarterOf, recentQuarters } from "../format.js";
+import { INFO, csvBlob, esc, gradeChip, kpiShort, kpiName, quarterOf, recentQuarters } from "../format.js";
 import { getLang, t } from "../i18n.js";
 import { state } from "../state.js";
 import { errorBox, errorMessage, teamName, teamPicker } from "./common.js";
@@ -138,7 +138,8 @@ export function renderAppraisal(main, _args, params) {
   }
 
   function table(rows, withOverall) {
-    const keys = state.config.kpis.filter((k) => k !== "nps");
+    // The appraisal's graded KPIs: neither nps nor the informational measures.
+    const keys = state.config.kpis.filter((k) => k !== "nps" && !INFO.has(k));
     const cycle = state.config.features.appraisal_cycle;
     // Fixed column widths that fit the window (KPI columns share what is left); narrower than
     // the table's minimum, it scrolls sideways inside its box with the names kept in view.

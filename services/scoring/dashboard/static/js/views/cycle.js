@@ -389,10 +389,13 @@ export function renderCycle(main, args, params) {
     const sug = suggestedActions(ap.incentive);
     const suggestedCodes = new Set(decisions.suggested.length ? decisions.suggested : sug.map((s) => s.code));
     const current = decisions.current;
-    // The codes offered: the suggested ones first (with the server's labels), then the other
-    // known ones, the current decision's if it is none of these, and "no action" last.
-    const codes = [...new Set([...suggestedCodes, ...Object.keys(ACTION_LABELS).filter((c) => c !== "none"), ...(current ? [current.type] : []), "none"])];
-    const labelOf = (c) => sug.find((s) => s.code === c)?.label || (current?.type === c ? actionLabel(c, current.labels) : actionLabel(c));
+    // The codes offered: the suggested ones first (with the server's labels), then every other
+    // code the server accepts (KPI_INCENTIVES' own included), the current decision's if it is
+    // none of these, and "no action" last.
+    const types = decisions.types || Object.keys(ACTION_LABELS).map((code) => ({ code }));
+    const typeLabels = new Map(types.map((ty) => [ty.code, ty.labels]));
+    const codes = [...new Set([...suggestedCodes, ...types.map((ty) => ty.code).filter((c) => c !== "none"), ...(current ? [current.type] : []), "none"])];
+    const labelOf = (c) => sug.find((s) => s.code === c)?.label || (current?.type === c ? actionLabel(c, current.labels) : actionLabel(c, typeLabels.get(c)));
     const selected = current?.type || [...suggestedCodes][0] || "none";
     const canDecide = ap.finalized;
     box.innerHTML = `<div class="cy-decision-grid">

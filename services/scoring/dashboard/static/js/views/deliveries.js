@@ -19,6 +19,10 @@ function itemsText(d) {
     if (i.type === "platform_incident") {
       return `${t("deliveries.platform")} · ${i.service}: ${i.summary} (${t(`deliveries.kind.${i.kind}`)})`;
     }
+    // A team digest (team channels) names its period, not a specialist.
+    if (i.type === "team_digest") {
+      return `${t("deliveries.digest")} ${i.period} (${t("deliveries.kind.digest")})`;
+    }
     const name = i.name || state.names.get(i.specialist_id) || i.specialist_id;
     // An appraisal-cycle reminder (team channels; the specialist's own copy by email).
     if (i.type === "cycle_reminder") {

@@ -54,6 +54,7 @@ function page(main, id, wanted, params) {
   let aps = {};
   let meetings = [];
   let plan = null;
+  let entry = {};
 
   main.innerHTML = `<div class="page-head"><div><h1 id="me-title">${esc(ct("me.title"))}</h1><div class="sub" id="me-sub"></div></div></div>
     <div id="me-body"><p class="muted">${esc(t("loading"))}</p></div>`;
@@ -69,6 +70,7 @@ function page(main, id, wanted, params) {
           if (err instanceof ApiError && err.status === 404) return null;
           throw err;
         }),
+        api(base),
       ]);
     } catch (err) {
       $("#me-body").innerHTML = err instanceof ApiError && err.status === 404
@@ -80,12 +82,13 @@ function page(main, id, wanted, params) {
     aps = Object.fromEntries(answers[0].map((a) => [a.quarter, a]));
     meetings = answers[1].meetings;
     plan = answers[2];
+    entry = answers[3];
     return true;
   }
 
   function layout() {
     const ap = aps[quarter];
-    $("#me-sub").textContent = ct("me.sub", { id: `${ap.name || id} · ${id}`, team: ap.team_id ? teamName(ap.team_id) : t("spec.noteam") });
+    $("#me-sub").textContent = ct("me.sub", { id: `${ap.name || id} · ${id}`, team: ap.team_id ? entry.team_name || teamName(ap.team_id) : t("spec.noteam") });
     $("#me-body").innerHTML = `
       <section class="panel" aria-labelledby="me-list-h"><h2 id="me-list-h">${esc(ct("me.appraisals"))}</h2><div id="me-list"></div></section>
       <div class="two-col cy-cols">

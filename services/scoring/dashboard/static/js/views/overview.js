@@ -1,10 +1,11 @@
 // Team overview: one row per specialist, one column per KPI, cells coloured and labelled by grade.
-import { api, qs, saveBlob } from "../api.js";
+import { api, download, qs, saveBlob } from "../api.js";
 import { setParams } from "../app.js";
-import { csvBlob, esc, fmtClock, fmtValue, gradeClass, gradeLabel, kpiName, kpiShort, quarterOf, samples } from "../format.js";
-import { t } from "../i18n.js";
+import { INFO, LOWER, addDays, csvBlob, esc, fmtClock, fmtValue, gradeClass, gradeLabel, kpiName, kpiShort, quarterOf, samples } from "../format.js";
+import { getLang, t } from "../i18n.js";
 import { alerts, state } from "../state.js";
-import { errorBox, teamName, teamPicker, windowPicker, windowValue } from "./common.js";
+import { errorBox, errorMessage, teamName, teamPicker, windowPicker, windowValue } from "./common.js";
+import { loadTeamTrend, teamTrendPanel, trendKpi } from "./team_trend.js";
 
 const FILTERS = ["all", "unqualified", "excellent", "insufficient", "alerts"];
 
@@ -17,9 +18,12 @@ export function renderOverview(main, _args, params) {
     filter: params.get("filter") || "all",
     sort: params.get("sort") || "name",
     dir: params.get("dir") || "asc",
+    trend: trendKpi(params.get("trend")),
   };
   const refreshSeconds = Number(params.get("refresh")) || 0;
   const kpis = state.config.kpis;
+  // The informational measures (after the appraised KPIs) start behind a divider.
+  const firstInfo = kpis.find((k) => INFO.has(k));
   let data = null;
   let timer = null;
   let inflight = null;
@@ -38,14 +42,26 @@ export function renderOverview(main, _args, params) {
       <button type="button" class="btn" id="ov-export">${esc(t("export.csv"))}</button>
       <span class="updated" id="ov-updated" aria-live="off"></span>
     </form>
+    <form class="toolbar" id="ov-tickets" aria-labelledby="ov-tk-title">
+      <span class="toolbar-title" id="ov-tk-title">${esc(t("tickets.export"))}</span>
+      <div class="field"><label for="ov-tk-from">${esc(t("tickets.from"))}</label>
+        <input id="ov-tk-from" type="date" value="${esc(addDays(state.config.today, -29))}" max="${esc(state.config.today)}"></div>
+      <div class="field"><label for="ov-tk-to">${esc(t("tickets.to"))}</label>
+        <input id="ov-tk-to" type="date" value="${esc(state.config.today)}" max="${esc(state.config.today)}"></div>
+      <button type="button" class="btn" id="ov-tk-csv">CSV</button>
+      <button type="button" class="btn" id="ov-tk-xlsx">XLSX</button>
+      <span class="form-error" id="ov-tk-err" role="alert"></span>
+    </form>
     <div id="ov-teams" class="team-cards"></div>
+    <section id="ov-trend" class="panel" aria-labelledby="tt-h" hidden></section>
     <div id="ov-body"><div class="empty">${esc(t("loading"))}</div></div>`;
 
   const $ = (s) => main.querySelector(s);
   const saveParams = () =>
     setParams({ window: ui.win === "30d" ? "" : ui.win, quarter: ui.win === "quarter" ? ui.quarter : "", team: ui.team,
       search: ui.search, filter: ui.filter === "all" ? "" : ui.filter, sort: ui.sort === "name" ? "" : ui.sort,
-      dir: ui.dir === "asc" ? "" : ui.dir, refresh: refreshSeconds || "" });
+      dir: ui.dir === "asc" ? "" : ui.dir, refresh: refreshSeconds || "",
+      trend: ui.team && ui.trend !== state.config.kpis[0] ? ui.trend : "" });
 
   $("#ov-tools").addEventListener("change", (ev) => {
     const role = ev.target.dataset.role;
@@ -68,6 +84,37 @@ export function renderOverview(main, _args, params) {
     draw();
   });
   $("#ov-export").addEventListener("click", () => exportCsv());
+  $("#ov-trend").addEventListener("change", (ev) => {
+    if (ev.target.id !== "tt-kpi") return;
+    ui.trend = ev.target.value;
+    saveParams();
+    drawTrend();
+  });
+  $("#ov-tk-csv").addEventListener("click", () => exportTickets("csv"));
+  $("#ov-tk-xlsx").addEventListener("click", () => exportTickets("xlsx"));
+
+  // One row per ticket of the chosen team (GET /v1/tickets); every team's only for an admin.
+  async function exportTickets(format) {
+    const err = $("#ov-tk-err");
+    err.textContent = "";
+    if (!ui.team && state.config.role !== "admin") {
+      err.textContent = t("tickets.need_team");
+      return;
+    }
+    const from = $("#ov-tk-from").value;
+    const to = $("#ov-tk-to").value;
+    const buttons = [$("#ov-tk-csv"), $("#ov-tk-xlsx")];
+    for (const b of buttons) b.disabled = true;
+    err.textContent = t("tickets.preparing");
+    try {
+      await download(`/v1/tickets${qs({ team: ui.team, from, to, format, lang: getLang() })}`, `tickets-${ui.team || "all"}-${from}-${to}.${format}`);
+      err.textContent = "";
+    } catch (e) {
+      err.textContent = errorMessage(e);
+    } finally {
+      for (const b of buttons) b.disabled = false;
+    }
+  }
   $("#ov-teams").addEventListener("click", (ev) => {
     const card = ev.target.closest("[data-team]");
     if (!card) return;
@@ -83,8 +130,8 @@ export function renderOverview(main, _args, params) {
     if (ui.sort === key) ui.dir = ui.dir === "asc" ? "desc" : "asc";
     else {
       ui.sort = key;
-      // First click on a KPI puts the weakest first: ascending, except response time.
-      ui.dir = key === "avg_response_time_hours" ? "desc" : "asc";
+      // First click on a KPI puts the weakest first: ascending, except where lower is better.
+      ui.dir = LOWER.has(key) ? "desc" : "asc";
     }
     saveParams();
     draw(true);
@@ -126,7 +173,7 @@ export function renderOverview(main, _args, params) {
     const n = samples(k, c);
     // No per-cell title: 8,000 long attributes cost more than the table itself; the cell's
     // text (value, samples, grade word) and its column header say everything.
-    return `<div role="cell" class="kpi ${gradeClass(c.grade)}" data-kpi="${k}" data-grade="${c.grade || "none"}"><span class="v">${esc(fmtValue(k, c.value))}</span>${k === "training_sessions" ? "" : `<span class="n">${esc(t("samples", { n }))}</span>`}<span class="gl">${esc(gradeLabel(c.grade))}</span></div>`;
+    return `<div role="cell" class="kpi ${gradeClass(c.grade)}${k === firstInfo ? " info-first" : ""}" data-kpi="${k}" data-grade="${c.grade || "none"}"><span class="v">${esc(fmtValue(k, c.value))}</span>${k === "training_sessions" ? "" : `<span class="n">${esc(t("samples", { n }))}</span>`}<span class="gl">${esc(gradeLabel(c.grade))}</span></div>`;
   }
 
   function draw(force = false) {
@@ -151,7 +198,7 @@ export function renderOverview(main, _args, params) {
     const head = `<div role="row" class="gt-row gt-head">
       <div role="columnheader" class="sticky-col" data-sort="name" aria-sort="${ariaSort("name")}"><button type="button">${esc(t("overview.specialist"))}</button></div>
       <div role="columnheader" data-sort="team" aria-sort="${ariaSort("team")}"><button type="button">${esc(t("overview.team"))}</button></div>
-      ${kpis.map((k) => `<div role="columnheader" data-sort="${k}" aria-sort="${ariaSort(k)}"><button type="button" title="${esc(kpiName(k))}">${esc(kpiShort(k))}</button></div>`).join("")}</div>`;
+      ${kpis.map((k) => `<div role="columnheader" data-sort="${k}" aria-sort="${ariaSort(k)}"${INFO.has(k) ? ` class="info-col${k === firstInfo ? " info-first" : ""}"` : ""}><button type="button" title="${esc(INFO.has(k) ? `${kpiName(k)} · ${t("kpi.informational")}` : kpiName(k))}">${esc(kpiShort(k))}</button></div>`).join("")}</div>`;
     const only = ui.team || (data.teams.length === 1 ? data.teams[0].team_id : "");
     const pooledName = only ? t("overview.pooled", { name: teamName(only) }) : t("overview.pooled_all");
     const pooled = `<div role="row" class="gt-row pooled" data-row="pooled"><div role="rowheader" class="sticky-col">${esc(pooledName)}</div><div role="cell">${esc(t("overview.members", { n: data.members.length }))}</div>${kpis.map((k) => cell({ kpis: data.pooled }, k)).join("")}</div>`;
@@ -205,6 +252,15 @@ export function renderOverview(main, _args, params) {
     }).join("");
   }
 
+  // A chosen team is the team page: its pooled trend for one KPI under the cards.
+  function drawTrend() {
+    const box = $("#ov-trend");
+    box.hidden = !ui.team;
+    if (!ui.team || !data) return;
+    if (!box.querySelector("#tt-chart")) box.innerHTML = teamTrendPanel(ui.trend);
+    loadTeamTrend(box.querySelector("#tt-chart"), ui.team, ui.trend, data.window);
+  }
+
   async function load(reset = false) {
     clearTimeout(timer);
     if (inflight) inflight.abort();
@@ -214,6 +270,7 @@ export function renderOverview(main, _args, params) {
       data = await api(`/v1/dashboard/overview${qs({ window: windowValue(ui.win, ui.quarter), team: ui.team })}`, { signal: inflight.signal });
       for (const m of data.members) state.names.set(m.specialist_id, m.name || m.specialist_id);
       draw(reset);
+      if (reset) drawTrend();
       $("#ov-updated").textContent = t("overview.updated", { time: fmtClock() });
     } catch (err) {
       if (err.name === "AbortError") return;

@@ -1,8 +1,8 @@
 // Specialist page: KPI tiles with lines, daily trend charts, drill-down, alerts, plan, appraisal.
 import { ApiError, api, qs } from "../api.js";
 import { setParams } from "../app.js";
-import { gaugeScale, trendChart } from "../charts.js";
-import { addDays, esc, fmtLine, fmtValue, gradeChip, gradeClass, gradeLabel, kpiName, quarterOf, samples } from "../format.js";
+import { chartLegend, gaugeScale, trendChart } from "../charts.js";
+import { INFO, addDays, esc, fmtLine, fmtValue, gradeChip, gradeClass, gradeLabel, kpiName, quarterOf, samples } from "../format.js";
 import { getLang, t } from "../i18n.js";
 import { alerts, state } from "../state.js";
 import { alertItem, bindAlertActions } from "./alerts.js";
@@ -70,7 +70,7 @@ export function renderSpecialist(main, args, params, { mine = false } = {}) {
 
   function drawTiles() {
     const lines = state.config.lines;
-    $("#sp-tiles").innerHTML = state.config.kpis.map((k) => {
+    const tile = (k) => {
       const c = data.kpis[k];
       const line = lines[k];
       const scale = gaugeScale(k, line);
@@ -83,7 +83,12 @@ export function renderSpecialist(main, args, params, { mine = false } = {}) {
         <span class="t-value">${esc(fmtValue(k, c.value))}</span>${gauge}
         <span class="t-lines">${esc(lineText)}${line.min_samples ? ` · ${esc(t("spec.min", { n: line.min_samples }))}` : ""}</span>
         <span class="t-foot"><span>${esc(t("samples.long", { n: samples(k, c) }))}</span><span>${esc(gradeLabel(c.grade))}</span></span></button>`;
-    }).join("");
+    };
+    // The appraised KPIs first; the informational measures (not appraised) apart, after them.
+    const keys = state.config.kpis;
+    const info = keys.filter((k) => INFO.has(k));
+    $("#sp-tiles").innerHTML = keys.filter((k) => !INFO.has(k)).map(tile).join("") +
+      (info.length ? `<h2 class="tiles-sep" id="sp-info-h">${esc(t("kpi.informational"))}</h2><p class="tiles-sep muted">${esc(t("kpi.informational_hint"))}</p>${info.map(tile).join("")}` : "");
     applySizes($("#sp-tiles"));
   }
 
@@ -98,10 +103,7 @@ export function renderSpecialist(main, args, params, { mine = false } = {}) {
     box.innerHTML = keys.map((k, i) => {
       if (!series[i]) return "";
       const line = state.config.lines[k];
-      return `<figure class="chart-card m0"><h3>${esc(kpiName(k))}</h3>${trendChart(k, series[i].points, line)}
-        <figcaption class="chart-legend"><span><span class="sw sw-series"></span>${esc(t(k === "training_sessions" ? "kpi.training_sessions" : "spec.rolling"))}</span>
-        ${line.qualified !== null ? `<span><span class="sw dash sw-qualified"></span>${esc(t("spec.qline"))} ${esc(fmtLine(k, line.qualified))}</span>` : ""}
-        ${line.excellent !== null ? `<span><span class="sw dash sw-excellent"></span>${esc(t("spec.eline"))} ${esc(fmtLine(k, line.excellent))}</span>` : ""}</figcaption></figure>`;
+      return `<figure class="chart-card m0"><h3>${esc(kpiName(k))}</h3>${trendChart(k, series[i].points, line)}${chartLegend(k, line)}</figure>`;
     }).join("");
   }
 
