@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
@@ -15,6 +16,8 @@ from shared.events import Event, validate_event_obj
 
 DEFAULT_TZ = ZoneInfo("America/New_York")
 DEFAULT_SPECIALISTS = ("s1", "s2", "s3", "s4")
+# ticket.created channels (issue 17): none, blank, CJK, emoji and the longest an event allows.
+CHANNELS: tuple[str | None, ...] = (None, "web", "电话", "", "📱 app", "x" * 128, "web")
 OFFSET_ZONES = (ZoneInfo("UTC"), ZoneInfo("Asia/Shanghai"), DEFAULT_TZ, ZoneInfo("Europe/Berlin"))
 
 
@@ -113,10 +116,14 @@ class HistoryMaker:
 
     def ticket(self, ticket_id: str) -> list[Event]:
         rng, out = self.rng, []
-        for _ in range(rng.choice((0, 1, 1, 1, 2))):
+        for n in range(rng.choice((0, 1, 1, 1, 2))):
             fields: dict[str, Any] = {"ticket_id": ticket_id}
             if rng.random() < 0.7:
                 fields["specialist_id"] = self.who()
+            # Channels from a hash, not the rng: histories of a seed stay what they were.
+            channel = CHANNELS[zlib.crc32(f"{ticket_id}/{n}".encode()) % len(CHANNELS)]
+            if channel is not None:
+                fields["channel"] = channel
             out.append(self.event("ticket.created", **fields))
         for _ in range(rng.randint(0, 2)):
             out.append(self.event("ticket.assigned", ticket_id=ticket_id, specialist_id=self.who()))

@@ -171,7 +171,7 @@ class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings, DigestSetti
         le=36_500,
         description="Days an applied event id is remembered for deduplication (0 = forever). "
         "A copy arriving later than this is counted again, except the ticket.* events, "
-        "surveys without a specialist and training surveys: their ticket's or session's "
+        "surveys naming a ticket and training surveys: their ticket's or session's "
         "state recognises them by id for as long as it exists.",
     )
     stall_seconds: Annotated[float, BeforeValidator(parse_duration)] = Field(

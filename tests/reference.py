@@ -325,6 +325,60 @@ def reference_negative_response(events: Iterable[Event]) -> set[str]:
     return out
 
 
+# -- issue 17: per-channel breakdown -----------------------------------------------------
+
+BROKEN_DOWN = (
+    "customer_satisfaction",
+    "resolution_rate",
+    "avg_response_time_hours",
+    "followup_rate",
+    "resolution_time_hours",
+    "first_response_sla_rate",
+    "reopen_rate",
+)
+ChannelKey = tuple[str, date, str, str]
+
+
+def reference_channel(ticket_events: list[Event]) -> str:
+    """The earliest ticket.created (instant, then event_id) naming a non-blank channel,
+    trimmed and cut to 64 characters; "unknown" when none does."""
+    best = None
+    for e in ticket_events:
+        named = isinstance(e, TicketCreated) and e.channel is not None and e.channel.strip()
+        if named and (best is None or _later(best, e)):
+            best = e
+    if best is None:
+        return "unknown"
+    assert isinstance(best, TicketCreated) and best.channel is not None
+    return best.channel.strip()[:64]
+
+
+def reference_channel_sums(
+    events: Iterable[Event], tz: tzinfo
+) -> dict[ChannelKey, tuple[float, int]]:
+    """The reference model's buckets of the broken-down metrics, grouped by ticket channel:
+    each ticket's events (surveys naming it included) scored alone under its channel, every
+    other event under "unknown"."""
+    unique = dedup(events)
+    groups: dict[str, list[Event]] = {}
+    rest: list[Event] = []
+    for e in unique:
+        ticket_id = getattr(e, "ticket_id", None)
+        if ticket_id is not None and isinstance(e, (*_TICKET_TYPES, SurveyCsat, SurveyNps)):
+            groups.setdefault(ticket_id, []).append(e)
+        else:
+            rest.append(e)
+    out: dict[ChannelKey, tuple[float, int]] = {}
+    parts = [(reference_channel(g), g) for g in groups.values()] + [("unknown", rest)]
+    for channel, group in parts:
+        for (who, day, metric), (num, den) in reference_sums(group, tz).items():
+            if metric in BROKEN_DOWN:
+                key = (who, day, metric, channel)
+                old = out.get(key, (0.0, 0))
+                out[key] = (old[0] + num, old[1] + den)
+    return out
+
+
 def reference_negative_resolution(events: Iterable[Event]) -> set[str]:
     """Sources (``ticket:<id>``) whose counted closure precedes their earliest creation."""
     events = list(events)

@@ -9,6 +9,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from services.scoring.api.auth_routes import auth_router
+from services.scoring.api.breakdown import breakdown_router
 from services.scoring.api.dashboard import DASHBOARD_PATHS, DASHBOARD_PREFIXES
 from services.scoring.api.dashboard import install as install_dashboard
 from services.scoring.api.directory import directory_router
@@ -72,6 +73,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         routers=[
             kpi_router(),
+            breakdown_router(),
             directory_router(),
             appraisal_router(),
             ticket_router(),

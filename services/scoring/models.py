@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     Integer,
     Sequence,
+    SmallInteger,
     String,
     Text,
     func,
@@ -29,6 +30,7 @@ from shared.db import Base
 ID_LENGTH = 128
 SOURCE_LENGTH = 200
 METRIC_LENGTH = 40
+CHANNEL_LENGTH = 64  # kpi.breakdown.MAX_CHANNEL_CHARS
 
 OUTBOX_VERSION_SEQ = Sequence("score_outbox_version_seq", metadata=Base.metadata)
 
@@ -122,6 +124,31 @@ class KpiFact(Base):
     source: Mapped[str] = mapped_column(String(SOURCE_LENGTH), primary_key=True)
     num: Mapped[float] = mapped_column(Float)
     den: Mapped[int] = mapped_column(BigInteger)
+
+
+class KpiChannelDaily(Base):
+    """kpi_daily's ticket-borne metrics split by the ticket's channel (migration 0017)."""
+
+    __tablename__ = "kpi_channel_daily"
+
+    specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(METRIC_LENGTH), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(CHANNEL_LENGTH), primary_key=True)
+    num: Mapped[float] = mapped_column(Float)
+    den: Mapped[int] = mapped_column(BigInteger)
+
+
+class KpiTimeBucket(Base):
+    """How many tickets' time values fell in each log-spaced bucket (kpi/histogram.py)."""
+
+    __tablename__ = "kpi_time_buckets"
+
+    specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(METRIC_LENGTH), primary_key=True)
+    bucket: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class DataQualityIssue(Base):

@@ -63,12 +63,12 @@ _YES_NO: Final[Mapping[str, tuple[str, str]]] = {"en": ("yes", "no"), "zh-CN": (
 _SHEET: Final[Mapping[str, str]] = {"en": "Tickets", "zh-CN": "工单"}
 
 # The stored documents whose ticket was opened in [$1, $2): a superset of the rows the
-# export keeps (Python decides exactly, see opened_at). A v2 document lists its creations
-# in time order, so the first is the earliest; other versions and tickets without a known
-# creation go through to Python.
+# export keeps (Python decides exactly, see opened_at). A v3 or v2 document lists its
+# creations in time order, so the first is the earliest; other versions and tickets without a
+# known creation go through to Python.
 _STATES_SQL: Final = """
 SELECT ticket_id, state::text AS state FROM ticket_states
-WHERE state->>'v' IS DISTINCT FROM '2' OR state->'c' IS NULL
+WHERE state->>'v' IS NULL OR state->>'v' NOT IN ('2', '3') OR state->'c' IS NULL
    OR ((state->'c'->0->>1)::timestamptz >= $1 AND (state->'c'->0->>1)::timestamptz < $2)
 ORDER BY ticket_id
 """

@@ -84,7 +84,7 @@ def journey(
             viewport={"width": 1400, "height": 900}, locale="en-US"
         ).new_page()
         errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("pageerror", lambda exc: errors.append(f"{exc}\n{exc.stack}"))
         page.on("dialog", lambda d: d.accept())  # the delete confirmation
         csp = watch_csp(page)
         page.set_default_timeout(20_000)

@@ -208,7 +208,7 @@ def journey(
         page = context.new_page()
         errors: list[str] = []
         refused: list[str] = []  # every 403 the page received, whoever was signed in
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("pageerror", lambda exc: errors.append(f"{exc}\n{exc.stack}"))
         page.on(
             "response",
             lambda r: refused.append(f"{r.request.method} {r.url}") if r.status == 403 else None,

@@ -93,7 +93,7 @@ def journey(executable: str, shots: Path, procs: dict[str, ServiceProcess], sup_
         )
         page = context.new_page()
         errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("pageerror", lambda exc: errors.append(f"{exc}\n{exc.stack}"))
         csp = watch_csp(page)
         page.set_default_timeout(20_000)
         try:

@@ -96,7 +96,7 @@ def journey(
             viewport={"width": 1300, "height": 850}, locale="en-US"
         ).new_page()
         errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("pageerror", lambda exc: errors.append(f"{exc}\n{exc.stack}"))
         csp = watch_csp(page)
         page.set_default_timeout(20_000)
         try:

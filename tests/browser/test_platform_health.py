@@ -69,7 +69,7 @@ async def test_banner_stalled_degraded_dismissed(
             browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900}, locale="en-US")
             errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("pageerror", lambda exc: errors.append(f"{exc}\n{exc.stack}"))
             csp = watch_csp(page)
             page.set_default_timeout(20_000)
             banner = page.locator("#health-banner")

@@ -47,7 +47,7 @@ async def test_the_dashboard_shows_a_problems_detail_and_fields(
             browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1200, "height": 800}, locale="en-US")
             errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("pageerror", lambda exc: errors.append(f"{exc}\n{exc.stack}"))
             csp = watch_csp(page)
             page.set_default_timeout(20_000)
 

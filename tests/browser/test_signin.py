@@ -60,7 +60,7 @@ def journey(executable: str, shots: Path, procs: dict[str, ServiceProcess]) -> N
             context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="en-US")
             page = context.new_page()
             errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("pageerror", lambda exc: errors.append(f"{exc}\n{exc.stack}"))
             csp = watch_csp(page)
             page.set_default_timeout(20_000)
             assert_dashboard_csp(page.goto(scoring + "/"))
@@ -110,7 +110,7 @@ def journey(executable: str, shots: Path, procs: dict[str, ServiceProcess]) -> N
             # --- 简体中文: an admin signs in, manages users and tokens, signs out ----------
             context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="zh-CN")
             page = context.new_page()
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("pageerror", lambda exc: errors.append(f"{exc}\n{exc.stack}"))
             csp = watch_csp(page)
             page.set_default_timeout(20_000)
             page.goto(scoring + "/")

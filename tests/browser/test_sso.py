@@ -93,7 +93,7 @@ def journey(executable: str, shots: Path, scoring: str, provider: Provider) -> N
             context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="en-US")
             page = context.new_page()
             errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("pageerror", lambda exc: errors.append(f"{exc}\n{exc.stack}"))
             csp = watch_csp(page)
             page.set_default_timeout(20_000)
             assert_dashboard_csp(page.goto(scoring + "/"))
@@ -113,7 +113,7 @@ def journey(executable: str, shots: Path, scoring: str, provider: Provider) -> N
             # zh-CN: a user whose groups map to no role is told why on the sign-in page.
             zh = browser.new_context(viewport={"width": 1200, "height": 800}, locale="zh-CN")
             page = zh.new_page()
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("pageerror", lambda exc: errors.append(f"{exc}\n{exc.stack}"))
             csp += watch_csp(page)
             page.set_default_timeout(20_000)
             page.goto(scoring + "/")

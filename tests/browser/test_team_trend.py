@@ -67,7 +67,7 @@ async def test_team_trend_in_both_languages(
             browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900}, locale="en-US")
             errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("pageerror", lambda exc: errors.append(f"{exc}\n{exc.stack}"))
             csp = watch_csp(page)
             page.set_default_timeout(20_000)
             panel = page.locator("#ov-trend")

@@ -46,7 +46,8 @@ async def as_previous_release(engine: AsyncEngine) -> None:
                 "WHERE state::jsonb <> '{}'::jsonb"
             )
         )
-        for table in ("kpi_daily", "kpi_facts"):
+        # The channel breakdown and the time buckets mirror kpi_daily (migration 0017).
+        for table in ("kpi_daily", "kpi_facts", "kpi_channel_daily", "kpi_time_buckets"):
             await conn.execute(
                 text(f"DELETE FROM {table} WHERE metric = ANY(:m)"), {"m": list(MEASURE_KEYS)}
             )

@@ -27,7 +27,7 @@ from services.scoring.kpi.apply import held_by_ticket
 from services.scoring.kpi.contributions import HoursFn
 from services.scoring.kpi.measure import Measure
 from services.scoring.kpi.ticket import TicketState
-from shared.catalogue import AVG_RESPONSE_TIME_HOURS, RESOLUTION_RATE
+from shared.catalogue import AVG_RESPONSE_TIME_HOURS, REOPEN_RATE, RESOLUTION_RATE
 from shared.db import create_engine, create_sessionmaker, raw_connection, session_scope
 from shared.events import Event, TicketFirstResponse, validate_event_obj
 from tests.integration.test_appraisal_calendar import ticket
@@ -85,7 +85,20 @@ async def aggregates(engine: AsyncEngine) -> Aggregates:
             text("SELECT specialist_id, metric, day, source, num, den FROM kpi_facts")
         )
         issues = await conn.execute(text("SELECT source, issue FROM data_quality_issues"))
+        channels = await conn.execute(
+            text("SELECT specialist_id, day, metric, channel, num, den FROM kpi_channel_daily")
+        )
+        buckets = await conn.execute(
+            text("SELECT specialist_id, day, metric, bucket, count FROM kpi_time_buckets")
+        )
         return {
+            # The channel breakdown and the distributions move with the calendar too.
+            "channels": {
+                (r[0], r[1], r[2], r[3]): (float(r[4]), int(r[5]))
+                for r in channels
+                if r[5] != 0 or abs(r[4]) > 1e-9
+            },
+            "buckets": {(r[0], r[1], r[2], r[3]): (0.0, int(r[4])) for r in buckets if r[4]},
             "daily": {
                 (r[0], r[1], r[2]): (float(r[3]), int(r[4]))
                 for r in daily
@@ -104,6 +117,8 @@ async def raw_tables(engine: AsyncEngine) -> list[Any]:
             "SELECT ticket_id, state::text, updated_at FROM ticket_states ORDER BY 1",
             "SELECT * FROM kpi_daily ORDER BY 1, 2, 3",
             "SELECT * FROM kpi_facts ORDER BY 1, 2, 3, 4",
+            "SELECT * FROM kpi_channel_daily ORDER BY 1, 2, 3, 4",
+            "SELECT * FROM kpi_time_buckets ORDER BY 1, 2, 3, 4",
             "SELECT source, issue FROM data_quality_issues ORDER BY 1, 2",
             "SELECT specialist_id, reason, version FROM score_outbox ORDER BY 1",
         ):
@@ -132,7 +147,7 @@ async def from_scratch(
 
 def assert_same(got: Aggregates, want: Aggregates) -> None:
     assert got["issues"] == want["issues"]
-    for table in ("daily", "facts"):
+    for table in ("daily", "facts", "channels", "buckets"):
         g, w = got[table], want[table]
         assert g.keys() == w.keys(), (table, sorted(g.keys() ^ w.keys())[:10])
         for key, (num, den) in w.items():
@@ -311,7 +326,10 @@ async def test_a_share_passing_between_tickets_in_one_batch_moves_the_ledger(
     engine = clean_db
     history = [T5_CLOSED, T5_REOPENED, T1_CLOSED]
     want = await from_scratch(engine, history, None)
-    only_t1 = {("s3", RESOLUTION_RATE, dt.date(2026, 3, 8), "ticket:t1"): (0.0, 1)}
+    only_t1 = {
+        ("s3", metric, dt.date(2026, 3, 8), "ticket:t1"): (0.0, 1)
+        for metric in (RESOLUTION_RATE, REOPEN_RATE)
+    }
     assert want["facts"] == only_t1
     await reset(engine)
     await apply(engine, [T5_CLOSED], None)

@@ -19,12 +19,18 @@ from chaos.generator import HistoryMaker, deliveries, dst_anchors
 from services.scoring import snapshots
 from services.scoring.engine.handlers import Incoming, process_batch
 from services.scoring.kpi.contributions import NEGATIVE_RESPONSE_TIME
+from services.scoring.kpi.histogram import DISTRIBUTED
 from services.scoring.kpi.measure import Measure
 from services.scoring.kpi.windows import Window, parse_window
 from shared.catalogue import KPI_KEYS
 from shared.db import create_engine, create_sessionmaker, session_scope
 from shared.events import Event
-from tests.reference import reference_negative_response, reference_sums, reference_window
+from tests.reference import (
+    reference_channel_sums,
+    reference_negative_response,
+    reference_sums,
+    reference_window,
+)
 
 TZ = ZoneInfo("America/New_York")
 SPECIALISTS = ("s1", "s2", "s3", "s4")
@@ -36,6 +42,8 @@ ENGINE_TABLES = (
     "training_sessions",
     "kpi_daily",
     "kpi_facts",
+    "kpi_channel_daily",
+    "kpi_time_buckets",
     "data_quality_issues",
     "score_outbox",
 )
@@ -68,6 +76,14 @@ async def daily_rows(engine: AsyncEngine) -> dict[tuple[str, date, str], tuple[f
         return {(r[0], r[1], r[2]): (float(r[3]), int(r[4])) for r in rows}
 
 
+async def channel_rows(engine: AsyncEngine) -> dict[tuple[str, date, str, str], tuple[float, int]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT specialist_id, day, metric, channel, num, den FROM kpi_channel_daily")
+        )
+        return {(r[0], r[1], r[2], r[3]): (float(r[4]), int(r[5])) for r in rows}
+
+
 def _nonzero(sums: dict[Any, tuple[float, int]]) -> dict[Any, tuple[float, int]]:
     return {k: v for k, v in sums.items() if v[1] != 0 or abs(v[0]) > 1e-6}
 
@@ -88,6 +104,18 @@ async def check_against_reference(
     """Buckets, facts and every window of every specialist equal the reference; returns cells."""
     want = reference_sums(delivered, tz)
     assert_sums_equal(await daily_rows(engine), want)
+    # Issue 17: the breakdown equals the reference grouped by ticket channel, and every
+    # counted time value is in exactly one distribution bucket.
+    assert_sums_equal(await channel_rows(engine), reference_channel_sums(delivered, tz))
+    async with engine.connect() as conn:
+        counts = await conn.execute(
+            text(
+                "SELECT specialist_id, day, metric, sum(count) FROM kpi_time_buckets "
+                "GROUP BY 1, 2, 3"
+            )
+        )
+        got_counts = {(r[0], r[1], r[2]): int(r[3]) for r in counts if r[3]}
+    assert got_counts == {k: v[1] for k, v in want.items() if k[2] in DISTRIBUTED and v[1]}
     async with engine.connect() as conn:
         mismatched = await conn.execute(
             text(

@@ -102,6 +102,8 @@ class Row:
 
 SPECIALIST = {"specialist_id": "{specialist}"}
 HISTORY = {**SPECIALIST, "kpi": "resolution_rate"}
+DISTRIBUTION = {**SPECIALIST, "kpi": "avg_response_time_hours"}
+BY_CHANNEL = {"by": "channel"}
 PLAN = {**SPECIALIST, "quarter": "{quarter}"}
 PAST = {**SPECIALIST, "quarter": "{past_quarter}"}
 MEETING = {**SPECIALIST, "meeting_id": "{meeting}"}
@@ -136,8 +138,20 @@ ROWS: dict[Key, list[Row] | str] = {
     ("scoring", "GET", "/"): [Row(public(307))],
     ("scoring", "GET", "/ui/{file}"): STATIC,
     ("scoring", "GET", "/v1/whoami"): [Row(anyone(200))],
-    ("scoring", "GET", "/v1/specialists/{specialist_id}/kpis"): [Row(mine(200), SPECIALIST)],
-    ("scoring", "GET", "/v1/teams/{team_id}/kpis"): [Row(scoped(200), {"team_id": "{team}"})],
+    ("scoring", "GET", "/v1/specialists/{specialist_id}/kpis"): [
+        Row(mine(200), SPECIALIST),
+        Row(mine(200), SPECIALIST, query=BY_CHANNEL),
+    ],
+    ("scoring", "GET", "/v1/teams/{team_id}/kpis"): [
+        Row(scoped(200), {"team_id": "{team}"}),
+        Row(scoped(200), {"team_id": "{team}"}, query=BY_CHANNEL),
+    ],
+    ("scoring", "GET", "/v1/specialists/{specialist_id}/kpis/{kpi}/distribution"): [
+        Row(mine(200), DISTRIBUTION)
+    ],
+    ("scoring", "GET", "/v1/teams/{team_id}/kpis/{kpi}/distribution"): [
+        Row(scoped(200), {"team_id": "{team}", "kpi": "avg_response_time_hours"})
+    ],
     ("scoring", "GET", "/v1/teams/{team_id}/kpis/{kpi}/history"): [
         Row(scoped(200), {"team_id": "{team}", "kpi": "resolution_rate"})
     ],

@@ -630,12 +630,15 @@ def test_simple_contributions_and_routing() -> None:
     day = date(2026, 6, 30)
     assert simple_contributions(audit, NY) == {("a", day, "record_accuracy"): (0.0, 1)}
     assert simple_contributions(peer, NY) == {("a", day, "collaboration_score"): (1.0, 1)}
-    assert simple_contributions(csat, NY) == {("a", day, "customer_satisfaction"): (0.0, 1)}
+    # A survey naming its ticket and a specialist is ticket state now (issue 17: its channel).
+    assert simple_contributions(csat, NY) == {} and routes_to_ticket(csat) == "T1"
+    plain_csat = ev("survey.csat", at, specialist_id="a", score=3)
+    assert simple_contributions(plain_csat, NY) == {("a", day, "customer_satisfaction"): (0.0, 1)}
     assert simple_contributions(nps, NY) == {("a", day, "nps"): (1.0, 1)}
     assert simple_contributions(audit, UTC) == {
         ("a", date(2026, 7, 1), "record_accuracy"): (0.0, 1)
     }
-    for e in (audit, peer, csat, nps):
+    for e in (audit, peer, plain_csat, nps):
         assert routes_to_ticket(e) is None
     held = ev("survey.csat", at, ticket_id="T1", score=5)
     assert routes_to_ticket(held) == "T1" and simple_contributions(held, NY) == {}

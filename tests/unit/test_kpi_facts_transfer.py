@@ -12,7 +12,7 @@ import pytest
 from services.scoring.engine.handlers import write_deltas
 from services.scoring.kpi.apply import Applied, apply_events, route
 from services.scoring.kpi.measure import Measure
-from shared.catalogue import FOLLOWUP_RATE, RESOLUTION_RATE
+from shared.catalogue import FOLLOWUP_RATE, REOPEN_RATE, RESOLUTION_RATE
 from shared.events import Event, validate_event_obj
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -58,7 +58,9 @@ def test_a_share_passing_between_tickets_moves_only_the_facts(resolved: bool) ->
     assert applied.deltas.daily == {}
     assert applied.affected == []  # scores do not move: nobody to republish
     point = 1.0 if resolved else 0.0
-    metrics = [RESOLUTION_RATE, FOLLOWUP_RATE] if resolved else [RESOLUTION_RATE]
+    # Every share a counted closure holds passes: reopen_rate's (neither was reopened before
+    # its closure) and, when resolved, follow-up's.
+    metrics = [RESOLUTION_RATE, REOPEN_RATE, *([FOLLOWUP_RATE] if resolved else [])]
     want: dict[Any, tuple[float, int]] = {}
     for metric in metrics:
         num = point if metric == RESOLUTION_RATE else 0.0

@@ -145,9 +145,9 @@ def test_stored_states_of_the_released_format_still_load() -> None:
     assert state.first_response == Mark(
         "e3", datetime(2026, 3, 1, 2, 0, 0, 500000, tzinfo=UTC), "bob"
     )
-    # Rewritten in the compact v2 form, keeping every timestamp's original offset.
-    v2 = {
-        "v": 2,
+    # Rewritten in the compact v3 form (v2 + channel), keeping every timestamp's offset.
+    v3 = {
+        "v": 3,
         "t": "T-1",
         "c": [["e1", "2026-03-01T09:00:00+08:00", "ann"]],
         "a": [["e2", "2026-03-01T01:05:00+00:00", "bob"]],
@@ -157,10 +157,13 @@ def test_stored_states_of_the_released_format_still_load() -> None:
         "s": [["e5", "csat", "2026-03-02T03:00:00+00:00", 5]],
         "b": ["e6"],
     }
-    assert state.to_json() == v2
-    assert orjson.loads(orjson.dumps(state.to_storable())) == v2
-    assert TicketState.from_json(v2) == state
-    assert TicketState.from_json(v2).created[0].occurred_at.utcoffset() == timedelta(hours=8)
+    assert state.to_json() == v3
+    assert orjson.loads(orjson.dumps(state.to_storable())) == v3
+    assert TicketState.from_json(v3) == state
+    assert TicketState.from_json(v3).created[0].occurred_at.utcoffset() == timedelta(hours=8)
+    # A v2 document (the release before issue 17) is the same state, channel unknown.
+    assert TicketState.from_json({**v3, "v": 2}) == state
+    assert TicketState.from_json({**v3, "v": 2}).channel == "unknown"
     # A released document with nulls/empties and extra keys (the handler's "rh").
     bare = {
         "v": 1,
@@ -182,7 +185,7 @@ def test_stored_states_of_the_released_format_still_load() -> None:
         reopens=[Mark("e2", datetime(2026, 3, 1, 10, tzinfo=UTC))],
     )
     assert bare_state.to_json() == {
-        "v": 2,
+        "v": 3,
         "t": "T-2",
         "c": [["e1", "2026-03-01T09:00:00-05:00"]],
         "o": [["e2", "2026-03-01T10:00:00+00:00"]],

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from services.scoring import queries
+from services.scoring.api.breakdown import ByParam, by_channel
 from services.scoring.api.deps import Ctx, Reader, Viewer
 from services.scoring.api.errors import ERRORS, bad_param, or_404
 from services.scoring.api.history import FromParam, ToParam, history_range, points_out
@@ -88,6 +89,7 @@ def kpi_router() -> APIRouter:
         ctx: Ctx,
         window: WindowParam = DEFAULT_WINDOW,
         as_of: AsOfParam = None,
+        by: ByParam = None,
     ) -> Response:
         win = ctx.window(window, as_of)
         check_own_id(principal, specialist_id)
@@ -97,15 +99,16 @@ def kpi_router() -> APIRouter:
             specialist_id,
         )
         check_specialist_visible(principal, found.specialist)
-        return json_response(
-            {
-                "specialist_id": found.specialist.id,
-                "name": found.specialist.name,
-                "team_id": found.specialist.team_id,
-                "window": ctx.window_out(win),
-                "kpis": kpis_out(evaluate_all(found.sums, win, ctx.lines)),
-            }
-        )
+        body: dict[str, Any] = {
+            "specialist_id": found.specialist.id,
+            "name": found.specialist.name,
+            "team_id": found.specialist.team_id,
+            "window": ctx.window_out(win),
+            "kpis": kpis_out(evaluate_all(found.sums, win, ctx.lines)),
+        }
+        if by == "channel":
+            body.update(await by_channel(ctx, [found.specialist.id], win))
+        return json_response(body)
 
     @router.get(
         "/teams/{team_id}/kpis",
@@ -118,28 +121,31 @@ def kpi_router() -> APIRouter:
         ctx: Ctx,
         window: WindowParam = DEFAULT_WINDOW,
         as_of: AsOfParam = None,
+        by: ByParam = None,
     ) -> Response:
         win = ctx.window(window, as_of)
         check_team_visible(principal, team_id)
         team, members = or_404(
             await queries.team_sums(ctx.db, team_id, win.start, win.end), "team", team_id
         )
-        return json_response(
-            {
-                "team_id": team.id,
-                "name": team.name,
-                "window": ctx.window_out(win),
-                "kpis": kpis_out(evaluate_all(pooled(members), win, ctx.lines)),
-                "members": [
-                    {
-                        "specialist_id": m.specialist.id,
-                        "name": m.specialist.name,
-                        "kpis": kpis_out(evaluate_all(m.sums, win, ctx.lines)),
-                    }
-                    for m in members
-                ],
-            }
-        )
+        body: dict[str, Any] = {
+            "team_id": team.id,
+            "name": team.name,
+            "window": ctx.window_out(win),
+            "kpis": kpis_out(evaluate_all(pooled(members), win, ctx.lines)),
+            "members": [
+                {
+                    "specialist_id": m.specialist.id,
+                    "name": m.specialist.name,
+                    "kpis": kpis_out(evaluate_all(m.sums, win, ctx.lines)),
+                }
+                for m in members
+            ],
+        }
+        if by == "channel":
+            # Pooled over the members, as the team's own KPIs are.
+            body.update(await by_channel(ctx, [m.specialist.id for m in members], win))
+        return json_response(body)
 
     @router.get(
         "/leaderboard",

@@ -69,6 +69,23 @@ class KpiOut(_Out):
     min_samples: int | None
 
 
+class OtherChannels(_Out):
+    channels: int = Field(description="How many less busy channels are pooled here.")
+    kpis: dict[str, KpiOut]
+
+
+_BY_CHANNEL = Field(
+    default=None,
+    description="With ?by=channel: per ticket channel (the channel of the ticket's earliest "
+    "ticket.created naming one, else 'unknown'; surveys without a ticket are 'unknown'), "
+    "the KPI cells of the ticket-borne KPIs. The 50 channels with the most samples, busiest "
+    "first; the rest pooled in other_channels.",
+)
+_OTHER_CHANNELS = Field(
+    default=None, description="With ?by=channel: channels beyond the 50 listed, pooled."
+)
+
+
 class SpecialistKpis(_Out):
     specialist_id: str
     name: str | None
@@ -77,6 +94,8 @@ class SpecialistKpis(_Out):
     kpis: dict[str, KpiOut] = Field(
         description="Every KPI key of SPEC §1, then the informational measures of §3a."
     )
+    by_channel: dict[str, dict[str, KpiOut]] | None = _BY_CHANNEL
+    other_channels: OtherChannels | None = _OTHER_CHANNELS
 
 
 class MemberKpis(_Out):
@@ -91,6 +110,39 @@ class TeamKpis(_Out):
     window: WindowOut
     kpis: dict[str, KpiOut] = Field(description="Pooled: sums over the members' buckets.")
     members: list[MemberKpis]
+    by_channel: dict[str, dict[str, KpiOut]] | None = _BY_CHANNEL
+    other_channels: OtherChannels | None = _OTHER_CHANNELS
+
+
+class HistogramBucket(_Out):
+    lower: float = Field(description="Hours, inclusive.")
+    upper: float | None = Field(description="Hours, exclusive; null for the overflow bucket.")
+    count: int
+
+
+class _DistributionOut(_Out):
+    kpi: str = Field(description="avg_response_time_hours or resolution_time_hours.")
+    window: WindowOut
+    count: int = Field(description="Tickets with a counted time (the KPI's denominator).")
+    mean: float | None = Field(description="Exact mean, hours (the KPI's value).")
+    p50: float | None = Field(description="Estimated median, hours; null when count is 0.")
+    p90: float | None
+    p99: float | None
+    histogram: list[HistogramBucket] = Field(description="Non-empty buckets, lowest first.")
+    method: str = Field(description="How percentiles are estimated.")
+    relative_error: float = Field(
+        description="Bound on |estimate - exact| / exact of a percentile (nearest rank) "
+        "between the zero and overflow buckets."
+    )
+    bucket_factor: float = Field(description="Upper / lower of every finite bucket.")
+
+
+class SpecialistDistribution(_DistributionOut):
+    specialist_id: str
+
+
+class TeamDistribution(_DistributionOut):
+    team_id: str
 
 
 class LeaderboardEntry(_Out):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 from collections.abc import Collection, Sequence, Set
@@ -10,8 +11,14 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring.db import Conn, raw_connection
-from services.scoring.engine import outbox, repository
-from services.scoring.kpi.apply import Deltas, apply_events, route
+from services.scoring.engine import breakdown_writes, outbox, repository
+from services.scoring.kpi.apply import (
+    Deltas,
+    apply_events,
+    drop_events,
+    legacy_survey_facts,
+    route,
+)
 from services.scoring.kpi.measure import Measure
 from shared.events import Event, encode_event
 
@@ -206,6 +213,11 @@ async def write_deltas(conn: Conn, deltas: Deltas) -> int:
     # skipping that leaves the explain ledger blaming the wrong ticket for good.
     if deltas.facts:
         await repository.add_facts(conn, deltas.facts)
+    # Apart from kpi_daily: a late ticket.created moves a share between channels alone.
+    if deltas.channels:
+        await breakdown_writes.add_channels(conn, deltas.channels)
+    if deltas.buckets:
+        await breakdown_writes.add_buckets(conn, deltas.buckets)
     if deltas.added or deltas.removed:
         return await repository.set_issues(conn, deltas.added, deltas.removed)
     return 0
@@ -219,6 +231,13 @@ async def _apply(
     known_specialists: Set[str] = frozenset(),
 ) -> None:
     routed = route(events)
+    legacy = legacy_survey_facts(routed, measure, dt.datetime.now(dt.UTC))
+    if legacy:
+        # Counted as event:<id> by the release before issue 17 and redelivered after the
+        # dedup table forgot the id: already in the aggregates, not counted again.
+        counted = await breakdown_writes.existing_facts(conn, sorted(legacy))
+        if counted:
+            drop_events(routed, [legacy[k] for k in sorted(counted)])
     # Rows are locked in key order, tickets before sessions, in every transaction alike.
     tickets = await repository.lock_states(conn, *TICKETS, routed.tickets) if routed.tickets else {}
     sessions = (

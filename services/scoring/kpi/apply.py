@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
-from typing import Any, TypeAlias
+from datetime import date, datetime, timedelta
+from typing import Any, Final, TypeAlias, cast
 
 import orjson
 
+from services.scoring.kpi.breakdown import BROKEN_DOWN, UNKNOWN_CHANNEL, ChannelKey
+from services.scoring.kpi.codec import TICKET_STATE_VERSION
 from services.scoring.kpi.contributions import (
     NEGATIVE_RESOLUTION_TIME,
     Contributions,
@@ -17,16 +19,20 @@ from services.scoring.kpi.contributions import (
     ticket_contributions_and_issues,
     training_contributions,
 )
+from services.scoring.kpi.histogram import DISTRIBUTED, BucketKey, bucket_of
 from services.scoring.kpi.measure import Measure
 from services.scoring.kpi.ticket import TicketState, routes_to_session, routes_to_ticket
 from services.scoring.kpi.training import TrainingSession
+from services.scoring.kpi.windows import local_day
 from shared.catalogue import (
     AVG_RESPONSE_TIME_HOURS,
+    CUSTOMER_SATISFACTION,
     FIRST_RESPONSE_SLA_RATE,
     MEASURE_KEYS,
+    NPS,
     RESOLUTION_TIME_HOURS,
 )
-from shared.events import Event
+from shared.events import Event, SurveyCsat, SurveyNps
 
 # A stored state document as parsed JSON; ``{}`` for a ticket or session not stored yet.
 Document: TypeAlias = Mapping[str, Any]
@@ -43,22 +49,32 @@ STORED_SLA_MET = "sl"
 # documents of earlier releases lack it until their ticket is backfilled or changes.
 MEASURES_MARK = "m"
 MEASURES_VERSION = 1
+# (channel the breakdown holds the ticket's share under, whether the distributions hold it)
+Shares: TypeAlias = tuple[str, bool]
 
 
 class Deltas:
-    """One transaction's aggregate deltas (per day bucket and per source) and issue changes."""
+    """One transaction's aggregate deltas (per day bucket, per source, per channel, per time
+    bucket) and issue changes."""
 
-    __slots__ = ("added", "daily", "facts", "removed")
+    __slots__ = ("added", "buckets", "channels", "daily", "facts", "removed")
 
     def __init__(self) -> None:
         self.daily: Contributions = {}
         self.facts: dict[FactKey, tuple[float, int]] = {}
+        self.channels: dict[ChannelKey, tuple[float, int]] = {}
+        self.buckets: dict[BucketKey, int] = {}
         self.added: list[tuple[str, str]] = []
         self.removed: list[tuple[str, str]] = []
 
-    def contribute(self, delta: Contributions, source: str) -> None:
+    def contribute(
+        self, delta: Contributions, source: str, channel: str | None = UNKNOWN_CHANNEL
+    ) -> None:
+        """Add ``delta`` to the day buckets and the source's facts, and to ``channel``'s
+        breakdown (None: the caller moves the breakdown itself, see :meth:`move_channel`)."""
         daily = self.daily
         facts = self.facts
+        channels = self.channels
         # Inlined addition: this runs for every contribution of every event.
         for key, (num, den) in delta.items():
             old = daily.get(key)
@@ -66,6 +82,35 @@ class Deltas:
             fact = (key[0], key[2], key[1], source)
             old = facts.get(fact)
             facts[fact] = (num, den) if old is None else (old[0] + num, old[1] + den)
+            if channel is not None and key[2] in BROKEN_DOWN:
+                row = (key[0], key[1], key[2], channel)
+                old = channels.get(row)
+                channels[row] = (num, den) if old is None else (old[0] + num, old[1] + den)
+
+    def move_channel(self, share: Contributions, channel: str, sign: int) -> bool:
+        """Add (sign 1) or take away (-1) a whole share under ``channel``; True if any."""
+        channels = self.channels
+        moved = False
+        for (who, day, metric), (num, den) in share.items():
+            if metric in BROKEN_DOWN:
+                row = (who, day, metric, channel)
+                old = channels.get(row, (0.0, 0))
+                channels[row] = (old[0] + sign * num, old[1] + sign * den)
+                moved = True
+        return moved
+
+    def count(self, before: Contributions, after: Contributions) -> bool:
+        """Move the time distributions from ``before``'s values to ``after``'s; True if any."""
+        old = _bucketed(before)
+        new = _bucketed(after)
+        if old == new:
+            return False
+        buckets = self.buckets
+        for key, n in new.items():
+            buckets[key] = buckets.get(key, 0) + n
+        for key, n in old.items():
+            buckets[key] = buckets.get(key, 0) - n
+        return True
 
     def issues(self, source: str, before: list[str], after: list[str]) -> None:
         if after != before:
@@ -76,6 +121,8 @@ class Deltas:
         """Drop deltas that cancelled out; returns the specialists whose buckets still move."""
         self.daily = {k: v for k, v in self.daily.items() if v != (0.0, 0)}
         self.facts = {k: v for k, v in self.facts.items() if v != (0.0, 0)}
+        self.channels = {k: v for k, v in self.channels.items() if v != (0.0, 0)}
+        self.buckets = {k: v for k, v in self.buckets.items() if v != 0}
         return sorted({k[0] for k in self.daily})
 
 
@@ -119,6 +166,46 @@ def route(events: Iterable[Event]) -> Routed:
     return routed
 
 
+# A survey older than this when it arrives may be a copy of one that the release before
+# issue 17 counted on its own (``event:<id>``) and whose id the dedup table has forgotten
+# since: ids are kept at least a day (KPI_DEDUP_RETENTION_DAYS >= 1), and an event is not
+# seen before it occurs (12 hours are left for a source's clock running fast).
+LEGACY_SURVEY_AGE: Final = timedelta(hours=12)
+
+
+def legacy_survey_facts(
+    routed: Routed, measure: Measure, now: datetime
+) -> dict[tuple[str, str, date, str], tuple[str, str]]:
+    """Where the previous release would have counted the batch's late surveys that name a
+    ticket and a specialist: ``(specialist, metric, day, "event:<id>")`` ->
+    ``(ticket_id, event_id)``. The caller drops those whose fact exists (already counted)."""
+    out: dict[tuple[str, str, date, str], tuple[str, str]] = {}
+    before = now - LEGACY_SURVEY_AGE
+    for ticket_id, events in routed.tickets.items():
+        for event in events:
+            # Exact types: isinstance on pydantic models is slow (see ticket.py).
+            kind = type(event)
+            if kind is not SurveyCsat and kind is not SurveyNps:
+                continue
+            e = cast(SurveyCsat | SurveyNps, event)
+            who = e.specialist_id
+            if who is None or e.occurred_at >= before:
+                continue
+            metric = CUSTOMER_SATISFACTION if kind is SurveyCsat else NPS
+            key = (who, metric, local_day(e.occurred_at, measure.tz), f"event:{e.event_id}")
+            out[key] = (ticket_id, e.event_id)
+    return out
+
+
+def drop_events(routed: Routed, ticket_events: Iterable[tuple[str, str]]) -> None:
+    """Remove the given (ticket_id, event_id) pairs from ``routed`` (already counted)."""
+    gone: dict[str, set[str]] = {}
+    for ticket_id, event_id in ticket_events:
+        gone.setdefault(ticket_id, set()).add(event_id)
+    for ticket_id, ids in gone.items():
+        routed.tickets[ticket_id] = [e for e in routed.tickets[ticket_id] if e.event_id not in ids]
+
+
 def apply_events(
     routed: Routed,
     tickets: Mapping[str, Document],
@@ -140,12 +227,13 @@ def apply_events(
         doc = tickets.get(ticket_id) or {}
         state = TicketState.from_json(doc) if doc else TicketState(ticket_id)
         held = held_by_ticket(doc, state, measure)
+        shares = held_shares(doc, state)
         changed = False
         for event in routed.tickets[ticket_id]:
             changed = state.apply_routed(event) or changed
         if not changed:
             continue
-        after, _ = remeasure(deltas, f"ticket:{ticket_id}", state, held, measure)
+        after, _ = remeasure(deltas, f"ticket:{ticket_id}", state, held, measure, shares)
         saved_tickets[ticket_id] = storable(state, after, measure)
 
     saved_sessions: dict[str, bytes] = {}
@@ -195,7 +283,9 @@ def remeasure_tickets(docs: Mapping[str, Document], measure: Measure) -> Remeasu
             continue
         state = TicketState.from_json(doc)
         held = held_by_ticket(doc, state, measure)
-        after, moved = remeasure(deltas, f"ticket:{ticket_id}", state, held, measure)
+        after, moved = remeasure(
+            deltas, f"ticket:{ticket_id}", state, held, measure, held_shares(doc, state)
+        )
         if moved or not has_measures(doc):
             saved[ticket_id] = storable(state, after, measure)
     return Remeasured(deltas, saved, len(docs), deltas.settle())
@@ -226,6 +316,28 @@ def held_by_ticket(
     if before and (marked or measure.hours_fn is not None or STORED_RESPONSE_HOURS in doc):
         before = _as_stored(before, doc, state)
     return before, issues
+
+
+def held_shares(doc: Document, state: TicketState) -> Shares:
+    """Where the breakdown and distribution tables hold a stored ticket's share (``state``
+    as loaded, before this batch's events).
+
+    A v2/v1 document's share of the breakdown was put under ``unknown`` by migration 0017
+    and it has none in the distributions: the first write of the ticket adds it.
+    """
+    if not doc:
+        return UNKNOWN_CHANNEL, True  # holds nothing yet
+    return state.channel, doc.get("v") == TICKET_STATE_VERSION
+
+
+def _bucketed(share: Contributions) -> dict[BucketKey, int]:
+    """A ticket's time values as distribution counts (one value per ticket and metric)."""
+    out: dict[BucketKey, int] = {}
+    for (who, day, metric), (num, den) in share.items():
+        if metric in DISTRIBUTED and den > 0:
+            key = (who, day, metric, bucket_of(num / den))
+            out[key] = out.get(key, 0) + den
+    return out
 
 
 def _number(value: object) -> float | None:
@@ -270,19 +382,36 @@ def remeasure(
     state: TicketState,
     held: tuple[Contributions, list[str]],
     measure: Measure,
+    shares: Shares = (UNKNOWN_CHANNEL, True),
 ) -> tuple[Contributions, bool]:
     """Move a ticket's share of the aggregates from ``held`` to what ``state`` gives now.
 
-    Returns the new contributions and whether anything the aggregates hold moved.
+    ``shares`` says where the channel breakdown and the distributions hold ``held``
+    (:func:`held_shares`). Returns the new contributions and whether anything the
+    aggregates hold moved.
     """
     after, issues_after = ticket_contributions_and_issues(
         state, measure.tz, measure.hours_fn, measure.sla_hours
     )
-    delta = diff_contributions(held[0], after)
-    if delta:
-        deltas.contribute(delta, source)
+    before = held[0]
+    delta = diff_contributions(before, after)
+    channel_before, counted = shares
+    channel = state.channel
+    moved = False
+    if channel == channel_before:
+        if delta:
+            deltas.contribute(delta, source, channel)
+    else:
+        # A late ``ticket.created`` named an earlier channel: the whole share moves.
+        if delta:
+            deltas.contribute(delta, source, None)
+        moved = deltas.move_channel(before, channel_before, -1)
+        moved = deltas.move_channel(after, channel, 1) or moved
+    # The distributions move only when a time value did (or were never given this ticket).
+    if not counted or any(key[2] in DISTRIBUTED for key in delta):
+        moved = deltas.count(before if counted else {}, after) or moved
     deltas.issues(source, held[1], issues_after)
-    return after, bool(delta) or issues_after != held[1]
+    return after, moved or bool(delta) or issues_after != held[1]
 
 
 def storable(state: TicketState, after: Contributions, measure: Measure) -> bytes:

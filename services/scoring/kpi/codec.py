@@ -1,4 +1,4 @@
-"""Stored-state codec: the JSON documents of ticket (v2, reading v1) and session states."""
+"""Stored-state codec: the JSON documents of ticket (v3, reading v2 and v1) and session states."""
 
 from __future__ import annotations
 
@@ -15,9 +15,13 @@ from services.scoring.kpi.marks import (
     req_str,
 )
 
-# Training sessions are stored as v1 documents; tickets as v2 (compact) and still read v1.
+# Training sessions are stored as v1 documents; tickets as v3 (compact) and still read v2/v1.
+# v3 is v2 plus the channel; it also says the ticket's shares of the channel breakdown and
+# of the time distributions are stored (a v2 ticket's breakdown share sits in channel
+# ``unknown``, put there by migration 0017, and it has no distribution share yet).
 _STATE_VERSION: Final = 1
-TICKET_STATE_VERSION: Final = 2
+TICKET_STATE_VERSION: Final = 3
+COMPACT_VERSIONS: Final = frozenset({2, 3})
 
 
 class StoredTicket(Protocol):
@@ -31,6 +35,7 @@ class StoredTicket(Protocol):
     reopens: list[Mark]
     followed_up: bool
     surveys: list[TicketSurvey]
+    named_channel: tuple[str, str] | None
     absorbed: set[str]
 
 
@@ -101,7 +106,7 @@ def _check_version(data: Mapping[str, Any]) -> None:
 
 
 def ticket_document(state: StoredTicket, ts: Callable[[datetime], Any]) -> dict[str, Any]:
-    """The v2 document of ``state`` (see :func:`_ticket_v2`); equal states give equal ones."""
+    """The v3 document of ``state`` (see :func:`_ticket_v2`); equal states give equal ones."""
     # Empty, false and null fields are left out: most tickets have no assignment,
     # reopen, survey or absorbed id, and every stored byte is written again per update.
     doc: dict[str, Any] = {"v": TICKET_STATE_VERSION, "t": state.ticket_id}
@@ -127,17 +132,25 @@ def ticket_document(state: StoredTicket, ts: Callable[[datetime], Any]) -> dict[
     if surveys:
         if len(surveys) > 1:
             surveys = sorted(surveys, key=BY_ORDER)
-        doc["s"] = [[s.event_id, s.kind, ts(s.occurred_at), s.score] for s in surveys]
+        doc["s"] = [
+            [s.event_id, s.kind, ts(s.occurred_at), s.score]
+            if s.specialist_id is None
+            else [s.event_id, s.kind, ts(s.occurred_at), s.score, s.specialist_id]
+            for s in surveys
+        ]
+    named = state.named_channel
+    if named is not None:
+        doc["n"] = [named[0], named[1]]
     if state.absorbed:
         doc["b"] = sorted(state.absorbed)
     return doc
 
 
 def load_ticket(state: T, data: Mapping[str, Any]) -> T:
-    """Fill the empty ``state`` from a v2 or v1 document; ValueError when malformed."""
+    """Fill the empty ``state`` from a v3, v2 or v1 document; ValueError when malformed."""
     try:
         version = data.get("v")
-        if version == TICKET_STATE_VERSION:
+        if version == TICKET_STATE_VERSION or version == 2:
             return _ticket_v2(state, data)
         if version == 1:
             return _ticket_v1(state, data)
@@ -184,14 +197,16 @@ def _ticket_v1(state: T, data: Mapping[str, Any]) -> T:
 
 
 def _ticket_v2(state: T, data: Mapping[str, Any]) -> T:
-    """A v2 ticket state: ``{"v": 2, "t": ticket_id}`` plus only the non-empty fields.
+    """A v3 or v2 ticket state: ``{"v": 3, "t": ticket_id}`` plus only the non-empty fields.
 
     ``c`` created, ``a`` assigned, ``o`` reopened: ``[[event_id, iso_ts(, specialist)]]``
     (no third cell = no specialist); ``f`` first response: one such row; ``x`` closures:
     ``[[event_id, iso_ts, specialist, resolved]]``; ``s`` surveys:
-    ``[[event_id, "csat"|"nps", iso_ts, score]]``; ``u``: true when followed up; ``b``:
-    absorbed event ids. Timestamps keep the offset they arrived with, so a state
-    round-trips exactly. Other keys (the handler's ``rh``) are ignored.
+    ``[[event_id, "csat"|"nps", iso_ts, score(, specialist)]]``; ``u``: true when followed
+    up; ``b``: absorbed event ids; ``n`` (v3): ``[event_id, channel]`` of the earliest
+    creation naming a channel (a v2 document has none: channel unknown). Timestamps keep
+    the offset they arrived with, so a state round-trips exactly. Other keys (the
+    handler's ``rh``) are ignored.
     """
     state.ticket_id = req_str(data.get("t"))
     rows = data.get("c")
@@ -235,6 +250,11 @@ def _ticket_v2(state: T, data: Mapping[str, Any]) -> T:
         if type(absorbed) is not list:
             raise ValueError("state field 'b' (absorbed) must be a list")
         state.absorbed = {req_str(i) for i in absorbed}
+    named = data.get("n")
+    if named is not None:
+        if type(named) is not list or len(named) != 2:
+            raise ValueError("state field 'n' (channel) must be [event_id, channel]")
+        state.named_channel = (req_str(named[0]), req_str(named[1]))
     return state
 
 

@@ -161,7 +161,9 @@ def _ticket_contributions(
             1,
         )
     for survey in state.surveys:
-        specialist = state.survey_specialist(survey.occurred_at)
+        specialist = survey.specialist_id
+        if specialist is None:
+            specialist = state.survey_specialist(survey.occurred_at)
         if specialist is None:
             continue  # held until an event names the ticket's specialist
         day = local_day(survey.occurred_at, tz)
@@ -184,9 +186,10 @@ def simple_contributions(event: Event, tz: tzinfo) -> Contributions:
         return {(event.specialist_id, day, RECORD_ACCURACY): (1.0 if event.accurate else 0.0, 1)}
     if isinstance(event, SurveyPeerReview):
         return {(event.specialist_id, day, COLLABORATION_SCORE): (csat_point(event.score), 1)}
-    if isinstance(event, SurveyCsat) and event.specialist_id is not None:
+    # A survey naming a ticket goes to the ticket's state (it takes the ticket's channel).
+    if isinstance(event, SurveyCsat) and event.specialist_id is not None and not event.ticket_id:
         return {(event.specialist_id, day, CUSTOMER_SATISFACTION): (csat_point(event.score), 1)}
-    if isinstance(event, SurveyNps) and event.specialist_id is not None:
+    if isinstance(event, SurveyNps) and event.specialist_id is not None and not event.ticket_id:
         return {(event.specialist_id, day, NPS): (nps_point(event.score), 1)}
     return {}
 

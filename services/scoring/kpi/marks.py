@@ -85,22 +85,27 @@ SurveyKind: TypeAlias = Literal["csat", "nps"]
 
 @dataclass(frozen=True)
 class TicketSurvey:
-    """A csat/nps survey that names only its ticket; its specialist comes from the ticket."""
+    """A csat/nps survey that names its ticket; without ``specialist_id`` it rates the
+    ticket's owner (SPEC §3), with one it rates that specialist and only takes the ticket's
+    channel."""
 
     event_id: str
     kind: SurveyKind
     occurred_at: datetime
     score: int
+    specialist_id: str | None = None
 
     def to_row(self) -> list[Any]:
-        return [self.event_id, self.kind, iso(self.occurred_at), self.score]
+        row = [self.event_id, self.kind, iso(self.occurred_at), self.score]
+        return row if self.specialist_id is None else [*row, self.specialist_id]
 
     @classmethod
     def from_row(cls, row: list[Any]) -> TicketSurvey:
         kind, score = row[1], row[3]
         if kind not in ("csat", "nps") or isinstance(score, bool) or not isinstance(score, int):
             raise ValueError(f"bad survey row in state: {row!r}")
-        return cls(req_str(row[0]), kind, parse_iso(row[2]), score)
+        who = opt_str(row[4]) if len(row) > 4 else None
+        return cls(req_str(row[0]), kind, parse_iso(row[2]), score, who)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from services.scoring.kpi.breakdown import UNKNOWN_CHANNEL, normalise_channel
 from services.scoring.kpi.codec import load_ticket, ticket_document, ts_for_orjson
 from services.scoring.kpi.marks import BY_ORDER, Closure, Mark, TicketSurvey, iso
 from shared.events import (
@@ -56,7 +57,9 @@ def routes_to_ticket(event: Event) -> str | None:
     if kind in _TICKET_TYPES:
         return event.ticket_id  # type: ignore[union-attr]
     if kind in _TICKET_SURVEY_TYPES:
-        return event.ticket_id if event.specialist_id is None else None  # type: ignore[union-attr]
+        # Every survey naming a ticket, with or without its own specialist: it takes the
+        # ticket's channel, and the ticket state recognises it by id beyond the replay horizon.
+        return event.ticket_id  # type: ignore[union-attr]
     if kind in _OTHER_TYPES:
         return None
     if isinstance(
@@ -69,7 +72,7 @@ def routes_to_ticket(event: Event) -> str | None:
         | TicketFollowup,
     ):
         return event.ticket_id
-    if isinstance(event, SurveyCsat | SurveyNps) and event.specialist_id is None:
+    if isinstance(event, SurveyCsat | SurveyNps):
         return event.ticket_id
     return None
 
@@ -92,6 +95,8 @@ class TicketState:
     reopens: list[Mark] = field(default_factory=list)
     followed_up: bool = False
     surveys: list[TicketSurvey] = field(default_factory=list)
+    # (event_id, channel) of the earliest ``ticket.created`` naming a channel (by order).
+    named_channel: tuple[str, str] | None = None
     # Ids of events whose effect is already folded into an aggregate (first_response,
     # followed_up): kept so a redelivery is still recognised as a duplicate.
     absorbed: set[str] = field(default_factory=set)
@@ -140,6 +145,8 @@ class TicketState:
         e: Any = event
         if kind is TicketCreated:
             self.created.append(Mark(e.event_id, at, e.specialist_id))
+            if e.channel is not None:
+                self._name_channel(e.event_id, at, e.channel)
         elif kind is TicketAssigned:
             self.assigned.append(Mark(e.event_id, at, e.specialist_id))
         elif kind is TicketFirstResponse:
@@ -159,15 +166,33 @@ class TicketState:
             self.followed_up = True
             self.absorbed.add(e.event_id)
         elif kind is SurveyCsat:
-            self.surveys.append(TicketSurvey(e.event_id, "csat", at, e.score))
+            self.surveys.append(TicketSurvey(e.event_id, "csat", at, e.score, e.specialist_id))
         elif kind is SurveyNps:
-            self.surveys.append(TicketSurvey(e.event_id, "nps", at, e.score))
+            self.surveys.append(TicketSurvey(e.event_id, "nps", at, e.score, e.specialist_id))
         else:  # pragma: no cover - routes_to_ticket already limits the types
             raise ValueError(f"event type {event.type} does not update a ticket")
         return True
 
+    def _name_channel(self, event_id: str, at: datetime, raw: str) -> None:
+        """Keep the channel of the earliest creation naming one, whatever the arrival order."""
+        channel = normalise_channel(raw)
+        if channel is None:
+            return
+        current = self.named_channel
+        if current is not None:
+            mark = next((m for m in self.created if m.event_id == current[0]), None)
+            if mark is not None and mark.order <= (at, event_id):
+                return
+        self.named_channel = (event_id, channel)
+
+    @property
+    def channel(self) -> str:
+        """The ticket's channel: of its earliest ``ticket.created`` naming one, else unknown."""
+        named = self.named_channel
+        return UNKNOWN_CHANNEL if named is None else named[1]
+
     def to_json(self) -> dict[str, Any]:
-        """Compact JSON-safe form (v2, see :mod:`.codec`); equal states serialise equally."""
+        """Compact JSON-safe form (v3, see :mod:`.codec`); equal states serialise equally."""
         return ticket_document(self, iso)
 
     def to_storable(self) -> dict[str, Any]:
@@ -265,4 +290,8 @@ def first_created(created: list[Mark]) -> datetime:
 
 def held_surveys(state: TicketState) -> list[TicketSurvey]:
     """Ticket-only surveys whose specialist cannot be known yet."""
-    return [s for s in state.surveys if state.survey_specialist(s.occurred_at) is None]
+    return [
+        s
+        for s in state.surveys
+        if s.specialist_id is None and state.survey_specialist(s.occurred_at) is None
+    ]

@@ -114,8 +114,8 @@ def ticket_channel(state: TicketState) -> str:
 def latest_csat(state: TicketState) -> int | None:
     """Score of the ticket's latest CSAT survey (by occurred_at, then event id).
 
-    Only surveys sent with the ticket id alone are kept in the ticket's state; one that names
-    its specialist counts for them directly and is not part of any ticket row.
+    Every survey naming the ticket is kept in its state, also one that names its specialist
+    (since issue 17; such surveys counted before it are not kept per ticket).
     """
     latest = None
     for s in state.surveys:

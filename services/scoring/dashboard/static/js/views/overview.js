@@ -4,6 +4,7 @@ import { setParams } from "../app.js";
 import { INFO, LOWER, addDays, csvBlob, esc, fmtClock, fmtValue, gradeClass, gradeLabel, kpiName, kpiShort, quarterOf, samples } from "../format.js";
 import { getLang, t } from "../i18n.js";
 import { alerts, state } from "../state.js";
+import { channelPanels, loadChannelPanels } from "./channels.js";
 import { errorBox, errorMessage, teamName, teamPicker, windowPicker, windowValue } from "./common.js";
 import { loadTeamTrend, teamTrendPanel, trendKpi } from "./team_trend.js";
 
@@ -54,7 +55,8 @@ export function renderOverview(main, _args, params) {
     </form>
     <div id="ov-teams" class="team-cards"></div>
     <section id="ov-trend" class="panel" aria-labelledby="tt-h" hidden></section>
-    <div id="ov-body"><div class="empty">${esc(t("loading"))}</div></div>`;
+    <div id="ov-body"><div class="empty">${esc(t("loading"))}</div></div>
+    <div id="ov-channels"></div>`;
 
   const $ = (s) => main.querySelector(s);
   const saveParams = () =>
@@ -270,7 +272,10 @@ export function renderOverview(main, _args, params) {
       data = await api(`/v1/dashboard/overview${qs({ window: windowValue(ui.win, ui.quarter), team: ui.team })}`, { signal: inflight.signal });
       for (const m of data.members) state.names.set(m.specialist_id, m.name || m.specialist_id);
       draw(reset);
-      if (reset) drawTrend();
+      if (reset) {
+        drawTrend();
+        drawChannels();
+      }
       $("#ov-updated").textContent = t("overview.updated", { time: fmtClock() });
     } catch (err) {
       if (err.name === "AbortError") return;
@@ -279,6 +284,20 @@ export function renderOverview(main, _args, params) {
     }
     const every = refreshSeconds || (data && data.members.length > 300 ? 15 : 5);
     timer = setTimeout(load, every * 1000);
+  }
+
+  // A chosen team's breakdown by channel and time distributions: loaded with the team and
+  // window, not on every refresh tick (those read only the overview).
+  let stopped = false;
+  function drawChannels() {
+    const box = $("#ov-channels");
+    if (!ui.team) {
+      box.innerHTML = "";
+      return;
+    }
+    box.innerHTML = channelPanels("ov");
+    const base = `/v1/teams/${encodeURIComponent(ui.team)}`;
+    loadChannelPanels(box, "ov", base, windowValue(ui.win, ui.quarter), () => stopped);
   }
 
   function exportCsv() {
@@ -302,6 +321,7 @@ export function renderOverview(main, _args, params) {
   });
   load(true);
   return () => {
+    stopped = true;
     clearTimeout(timer);
     if (inflight) inflight.abort();
     unsub();

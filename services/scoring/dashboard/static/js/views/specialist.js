@@ -8,6 +8,7 @@ import { alerts, state } from "../state.js";
 import { alertItem, bindAlertActions } from "./alerts.js";
 import { cycleHref } from "./cycle.js";
 import { ct } from "./cycle_i18n.js";
+import { channelPanels, loadChannelPanels } from "./channels.js";
 import { applySizes, errorBox, teamName, windowPicker, windowValue } from "./common.js";
 
 // `mine`: the KPI part of a specialist's own page (my_page.js): no way back to the team
@@ -42,6 +43,7 @@ export function renderSpecialist(main, args, params, { mine = false } = {}) {
           ${state.config.features.appraisal_cycle ? `<p><a class="btn btn-small" id="sp-cycle" href="${cycleHref(id, isQuarter ? ui.quarter : "")}">${esc(ct("cy.open"))}</a></p>` : ""}</section>
       </div>`}
     </div>
+    ${channelPanels("sp")}
     <section aria-labelledby="sp-trends-h"><div class="page-head"><div><h2 id="sp-trends-h" class="m0">${esc(t("spec.trends"))}</h2>
       <div class="sub">${esc(t("spec.trend_hint"))}</div></div></div><div id="sp-charts" class="charts"></div></section>`;
   const $ = (s) => main.querySelector(s);
@@ -188,7 +190,8 @@ export function renderSpecialist(main, args, params, { mine = false } = {}) {
     $("#sp-sub").textContent = `${id} · ${data.team_id ? t("spec.team", { team: teamName(data.team_id) }) : t("spec.noteam")} · ${data.window.from} – ${data.window.to}`;
     drawTiles();
     drawAlerts();
-    await Promise.all([loadFacts(true), loadCharts()]);
+    const base = `/v1/specialists/${encodeURIComponent(id)}`;
+    await Promise.all([loadFacts(true), loadCharts(), loadChannelPanels(main, "sp", base, win(), () => stopped)]);
     if (!stopped) timer = setTimeout(refresh, 15000);
   }
   async function refresh() {
