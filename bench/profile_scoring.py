@@ -37,8 +37,8 @@ import bench_scoring
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from migrations import upgrade
+from services.scoring.engine import breakdown_writes, handlers, outbox, repository
 from services.scoring.engine import consumer as consumer_mod
-from services.scoring.engine import handlers, outbox, repository
 from services.scoring.kpi import apply as apply_mod
 from services.scoring.kpi.ticket import TicketState
 from shared.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -72,6 +72,9 @@ STAGES: list[tuple[str, Any, str]] = [
     ("specialists directory", repository, "ensure_specialists"),
     ("DB writes: kpi_daily upsert", repository, "add_daily"),
     ("ledger: kpi_facts upsert", repository, "add_facts"),
+    ("DB writes: kpi_channel_daily upsert", breakdown_writes, "add_channels"),
+    ("DB writes: kpi_time_buckets upsert", breakdown_writes, "add_buckets"),
+    ("legacy survey check", breakdown_writes, "existing_facts"),
     ("data-quality issues", repository, "set_issues"),
     ("outbox enqueue", outbox, "enqueue_scores"),
     ("commit", AsyncSession, "commit"),
@@ -104,6 +107,9 @@ SPY_FUNCTIONS: dict[str, str] = {
     "ensure_specialists": "specialists directory",
     "add_daily": "DB writes: kpi_daily upsert",
     "add_facts": "ledger: kpi_facts upsert",
+    "add_channels": "DB writes: kpi_channel_daily upsert",
+    "add_buckets": "DB writes: kpi_time_buckets upsert",
+    "existing_facts": "legacy survey check",
     "set_issues": "data-quality issues",
     "enqueue_scores": "outbox enqueue",
     "AsyncSession.commit": "commit",
