@@ -8,9 +8,11 @@ PYTEST_ARGS ?=
 # docs/development.md says how the tests are spread over them.
 TEST_WORKERS ?= 3
 DEMO ?= 1
+# Options of `make bench-soak`, e.g. SOAK_ARGS=--quick (bench/bench_soak.py --help).
+SOAK_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install chromium run test test-unit test-integration test-browser demo digest lint format schemas typecheck migrate bench chaos audit clean
+.PHONY: help install chromium run test test-unit test-integration test-browser demo digest lint format schemas typecheck migrate bench bench-soak bench-profile chaos audit clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,6 +71,12 @@ migrate: $(STAMP) ## Apply migrations to KPI_DATABASE_URL (or the running `make 
 
 bench: $(STAMP) ## Every headline figure in one run (~6 min with the 1M-ticket export; KPI_BENCH_TICKETS=20000 for less); writes bench/results/latest.{json,md}
 	$(BIN)/python bench/run_all.py
+
+bench-soak: $(STAMP) ## Cost of growth per 10 % of 20 M events (hours; SOAK_ARGS=--quick: 200 k, ~3 min); bench/results/soak.*
+	$(BIN)/python bench/bench_soak.py $(SOAK_ARGS)
+
+bench-profile: $(STAMP) ## Scoring consumer's µs per event by stage on the `make bench` workload (~1 min)
+	$(BIN)/python bench/profile_scoring.py
 
 chaos: $(STAMP) ## Full chaos campaign (~20 min): stream + faults, checks lost/dup/mismatch/alerts
 	$(BIN)/python -m chaos

@@ -5,8 +5,11 @@ Usage: .venv/bin/python bench/run_all.py [--events 100000] [--alert-seconds 30] 
 One embedded PostgreSQL and one broker serve every part (a fresh database and fresh topics
 per part). Measured in this order, each against the baseline of the same run:
 1. baseline: one aiokafka consumer, ``getmany`` + ``decode_event`` (bench_scoring.bare_loop);
-2. scoring: the scoring consumer committing to PostgreSQL, as 1 process and as 2 processes in
-   one group (bench_scoring.scoring_run, scoring_run_processes);
+2. scoring: the bare one-process pipeline (bench_bare_pipeline: msgspec, dedup table, unnest
+   upsert, offsets after the commit), then the scoring consumer committing to PostgreSQL, as 1
+   process and as 2 processes in one group (bench_scoring.scoring_run, scoring_run_processes),
+   then the bare pipeline again, all over the same messages; the ratios of issue 18 use the
+   mean of the two bare runs;
 3. ingest: the ingest service's consumer path (bench_ingest);
 4. end to end: events preloaded on the raw topics, ingest + scoring (1, then 2 replicas) +
    notify as real processes; from the first record ingest publishes to kpi.events until
@@ -16,7 +19,9 @@ per part). Measured in this order, each against the baseline of the same run:
 7. per-ticket export of 1,000,000 stored tickets as CSV and XLSX, with the scoring process's
    peak RSS while it streams (bench_ticket_export; --tickets or KPI_BENCH_TICKETS, 20,000
    with --quick);
-peak RSS of every service process is sampled (psutil) during 4-6.
+peak RSS of every service process is sampled (psutil) during 4-6; consumer CPU, PostgreSQL and
+broker CPU and WAL bytes (pg_current_wal_lsn differences) per event are kept for 2 and 4, and
+the 1-minute load average after each part.
 Writes bench/results/latest.json and latest.md. Asserts nothing.
 """
 
@@ -46,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_alerts  # noqa: E402
+import bench_bare_pipeline  # noqa: E402
 import bench_ingest  # noqa: E402
 import bench_queries  # noqa: E402
 import bench_scoring  # noqa: E402
@@ -97,6 +103,39 @@ class PeakRss:
         self._thread.join(2)
 
 
+# Processes of the embedded PostgreSQL (postmaster) and broker, set by main_async: their CPU
+# per event is measured around each run (the postmaster's whole process tree).
+COMPONENTS: dict[str, int] = {}
+
+
+def component_cpu() -> dict[str, float]:
+    """CPU seconds used so far by PostgreSQL (all its processes) and by the broker."""
+    out: dict[str, float] = {}
+    for name, pid in COMPONENTS.items():
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+            # Backends that exited (a closed connection) count in their parent's children_*
+            # times once reaped; the live ones below, so nothing is counted twice.
+            done = root.cpu_times()
+        except psutil.Error:
+            continue
+        total = done.children_user + done.children_system
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += t.user + t.system
+        out[name] = total
+    return out
+
+
+def cpu_per_event(before: dict[str, float], count: int) -> dict[str, float]:
+    """µs of CPU per event of each component since ``before``."""
+    return {k: 1e6 * (v - before.get(k, 0.0)) / count for k, v in component_cpu().items()}
+
+
 async def new_database(pg: EmbeddedPostgres, name: str) -> str:
     url = pg.create_database(f"{name}_{uuid.uuid4().hex[:6]}")
     await asyncio.to_thread(upgrade, url)
@@ -119,8 +158,13 @@ async def part_scoring(pg: EmbeddedPostgres, bootstrap: str, n: int) -> dict[str
     baseline = await bench_scoring.bare_loop(bootstrap, topics.events, count)
     print(f"baseline aiokafka getmany + decode_event: {baseline:,.0f} events/s", flush=True)
     out: dict[str, Any] = {"baseline_consume_events_per_s": baseline}
+    # The bare pipeline runs before and after the scoring runs (a fresh database each time):
+    # its mean is the reference, so a load change during the part moves both sides alike.
+    bare = [await _bare(pg, bootstrap, topics.events, count)]
     for processes in sorted({1, min(2, os.cpu_count() or 1)}):
         url = await new_database(pg, f"scoring{processes}")
+        wal_before = await _wal(url)
+        components = component_cpu()
         kwargs: dict[str, Any] = {
             "database_url": url,
             "kafka_bootstrap": bootstrap,
@@ -139,10 +183,55 @@ async def part_scoring(pg: EmbeddedPostgres, bootstrap: str, n: int) -> dict[str
         )
         out[f"scoring_{processes}_process_events_per_s"] = res["events_per_s"]
         out[f"scoring_{processes}_process_batch_p99_ms"] = res["p99_ms"]
+        out[f"scoring_{processes}_process_cpu_us_per_event"] = res["cpu_us_per_event"]
+        out[f"scoring_{processes}_process_pg_broker_cpu_us_per_event"] = res[
+            "children_us_per_event"
+        ]
+        out[f"scoring_{processes}_process_wal_bytes_per_event"] = (
+            await _wal(url) - wal_before
+        ) / count
+        for name, us in cpu_per_event(components, count).items():
+            out[f"scoring_{processes}_process_{name}_cpu_us_per_event"] = us
+        out[f"scoring_{processes}_process_load"] = os.getloadavg()[0]
     out["scoring_events_per_s"] = max(
         v for k, v in out.items() if k.startswith("scoring_") and k.endswith("_events_per_s")
     )
+    bare.append(await _bare(pg, bootstrap, topics.events, count))
+    out["bare_pipeline_runs_events_per_s"] = [b["events_per_s"] for b in bare]
+    out["bare_pipeline_events_per_s"] = sum(b["events_per_s"] for b in bare) / len(bare)
+    for key in (
+        "cpu_us_per_event",
+        "children_us_per_event",
+        "wal_bytes_per_event",
+        *(f"{name}_cpu_us_per_event" for name in COMPONENTS),
+    ):
+        out[f"bare_pipeline_{key}"] = sum(b.get(key, 0.0) for b in bare) / len(bare)
+    out["bare_pipeline_load"] = os.getloadavg()[0]
     return out
+
+
+async def _bare(pg: EmbeddedPostgres, bootstrap: str, topic: str, count: int) -> dict[str, Any]:
+    """One bare-pipeline run (bench_bare_pipeline) on a fresh database over ``topic``."""
+    url = pg.create_database(f"bare_{uuid.uuid4().hex[:6]}")
+    components = component_cpu()
+    res = await bench_bare_pipeline.run(bootstrap, topic, plain(url), count, 4000, TZ)
+    for name, us in cpu_per_event(components, count).items():
+        res[f"{name}_cpu_us_per_event"] = us
+    print(
+        f"bare pipeline (msgspec, dedup, unnest upsert, offsets after the commit): "
+        f"{res['events_per_s']:,.0f} events/s (load {os.getloadavg()[0]:.1f})",
+        flush=True,
+    )
+    return res
+
+
+async def _wal(url: str) -> int:
+    """The cluster's WAL position in bytes (differences: WAL written in between)."""
+    conn = await asyncpg.connect(plain(url))
+    try:
+        return await bench_bare_pipeline.wal_lsn(conn)
+    finally:
+        await conn.close()
 
 
 async def part_ingest(pg: EmbeddedPostgres, bootstrap: str, n: int) -> dict[str, Any]:
@@ -215,9 +304,11 @@ async def part_e2e(
     )
     # Scoring joins its group before ingest feeds kpi.events: a replica joining mid-run
     # would stop every member for a rebalance and the figure would measure start-up luck.
+    wal_before = await _wal(url)
     procs = [start_service(name, env, home) for name in [*["scoring"] * replicas, "notify"]]
     await asyncio.to_thread(_wait_assigned, procs[:replicas], 6)
     idle_cpu = _cpu_by_service(procs)  # start-up work, not per-event work
+    components = component_cpu()
     procs.append(start_service("ingest", env, home))
     rss.watch(procs)
     conn = await asyncpg.connect(plain(url))
@@ -235,11 +326,13 @@ async def part_e2e(
         finished = time.time()
         started = await _first_timestamp(bootstrap, topics.events)
         cpu = {k: v - idle_cpu.get(k, 0.0) for k, v in _cpu_by_service(procs).items()}
+        cpu.update({k: v * total / 1e6 for k, v in cpu_per_event(components, total).items()})
     finally:
         await conn.close()
         for svc in procs:
             svc.stop()
     rate = total / (finished - started)
+    per_event = {k: 1e6 * v / total for k, v in sorted(cpu.items())}
     print(
         f"end to end raw topics -> ingest -> kpi.events -> {replicas} scoring -> committed KPIs: "
         f"{rate:,.0f} events/s ({total} events in {finished - started:.1f}s); process CPU per "
@@ -248,7 +341,14 @@ async def part_e2e(
         + " (ingest includes its start-up)",
         flush=True,
     )
-    return {"events_per_s": rate, "events": total, "seconds": finished - started}
+    return {
+        "events_per_s": rate,
+        "events": total,
+        "seconds": finished - started,
+        "cpu_us_per_event": per_event,
+        "wal_bytes_per_event": (await _wal(url) - wal_before) / total,
+        "load": os.getloadavg()[0],
+    }
 
 
 def _cpu_by_service(services: list[ServiceProcess]) -> dict[str, float]:
@@ -341,6 +441,39 @@ async def part_ticket_export(
     return {"ticket_export": got}
 
 
+# Issue 18's targets: (name, numerator, denominator, minimum ratio).
+RATIO_TARGETS = (
+    ("scoring_1_process / bare_pipeline", "scoring_1_process_events_per_s",
+     "bare_pipeline_events_per_s", 0.5),
+    ("scoring_2_process / bare_pipeline", "scoring_2_process_events_per_s",
+     "bare_pipeline_events_per_s", 0.8),
+    ("e2e_2_scoring / scoring_2_process", "e2e_2_scoring_events_per_s",
+     "scoring_2_process_events_per_s", 0.5),
+)  # fmt: skip
+
+
+def ratios(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The target ratios of the run: value, target and whether it is met.
+
+    ``cpu_value`` (the scoring runs only): the bare pipeline's CPU per event (consumer +
+    PostgreSQL + broker) over the scoring consumer's. It moves far less than throughput when
+    other work shares the machine; for one process on an idle machine the two agree.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, num, den, target in RATIO_TARGETS:
+        if r.get(num) and r.get(den):
+            value = r[num] / r[den]
+            out[name] = {"value": value, "target": target, "met": value >= target}
+            run = num.removesuffix("_events_per_s")
+            cpu = r.get(f"{run}_cpu_us_per_event")
+            if den.startswith("bare") and cpu and r.get("bare_pipeline_cpu_us_per_event"):
+                bare = (
+                    r["bare_pipeline_cpu_us_per_event"] + r["bare_pipeline_children_us_per_event"]
+                )
+                out[name]["cpu_value"] = bare / (cpu + r[f"{run}_pg_broker_cpu_us_per_event"])
+    return out
+
+
 def markdown(r: dict[str, Any]) -> str:
     base = r["baseline_consume_events_per_s"]
 
@@ -356,6 +489,7 @@ def markdown(r: dict[str, Any]) -> str:
         "| figure | value | / baseline | target |",
         "|---|---|---|---|",
         rate("baseline_consume_events_per_s"),
+        rate("bare_pipeline_events_per_s", "limit reference"),
         rate("ingest_events_per_s"),
         rate("scoring_events_per_s", ">= 40,000"),
         rate("scoring_1_process_events_per_s"),
@@ -379,7 +513,55 @@ def markdown(r: dict[str, Any]) -> str:
             )
     for name, mb in sorted(r.get("peak_rss_mb", {}).items()):
         lines.append(f"| peak RSS {name} (MB) | {mb:.0f} | | |")
+    lines += [
+        "",
+        "| ratio (issue 18) | value | target | met | CPU-per-event ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for name, q in r.get("ratios", {}).items():
+        met = "yes" if q["met"] else "**no**"
+        cpu = f"{q['cpu_value']:.2f}" if "cpu_value" in q else ""
+        lines.append(f"| {name} | {q['value']:.2f} | >= {q['target']} | {met} | {cpu} |")
+    runs = ", ".join(f"{v:,.0f}" for v in r.get("bare_pipeline_runs_events_per_s", []))
+    lines += [
+        "",
+        f"bare_pipeline is the mean of the runs before and after the scoring runs ({runs}). "
+        "1-minute load average at the start "
+        f"{r.get('load_start', 0):.1f}, after the scoring runs "
+        f"{r.get('scoring_2_process_load', r.get('scoring_1_process_load', 0)):.1f}, after the "
+        f"end-to-end runs {r.get('e2e_2_scoring_load', 0):.1f}, at the end "
+        f"{r.get('load_after', 0):.1f} (2 cores: above 2 other work shares them).",
+    ]
+    lines += [
+        "",
+        "| cost per event | consumer / services CPU µs | PostgreSQL CPU µs | broker CPU µs | "
+        "WAL bytes |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("bare_pipeline", "scoring_1_process", "scoring_2_process"):
+        cpu = r.get(f"{name}_cpu_us_per_event")
+        if cpu is None:
+            continue
+        pg_us = r.get(f"{name}_postgresql_cpu_us_per_event")
+        broker_us = r.get(f"{name}_broker_cpu_us_per_event")
+        lines.append(
+            f"| {name} | {cpu:.1f} | {_num(pg_us)} | {_num(broker_us)} | "
+            f"{r.get(f'{name}_wal_bytes_per_event', 0):.0f} |"
+        )
+    for name in ("e2e_1_scoring", "e2e_2_scoring"):
+        cpu = dict(r.get(f"{name}_cpu_us_per_event") or {})
+        if cpu:
+            pg_us, broker_us = cpu.pop("postgresql", None), cpu.pop("broker", None)
+            per = ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
+            lines.append(
+                f"| {name} ({per}) | {sum(cpu.values()):.0f} | {_num(pg_us)} | "
+                f"{_num(broker_us)} | {r.get(f'{name}_wal_bytes_per_event', 0):.0f} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}"
 
 
 def _round(v: Any) -> Any:
@@ -387,6 +569,8 @@ def _round(v: Any) -> Any:
         return round(v, 3)
     if isinstance(v, dict):
         return {k: _round(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_round(x) for x in v]
     return v
 
 
@@ -396,11 +580,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     broker = EmbeddedBroker(log_path=home / "broker.log")
     pg.start()
     broker.start()
+    COMPONENTS["postgresql"] = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    if broker.proc is not None:
+        COMPONENTS["broker"] = broker.proc.pid
     rss = PeakRss()
     r: dict[str, Any] = {
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
         "events": args.events,
+        "load_start": os.getloadavg()[0],
     }
     try:
         bootstrap = broker.bootstrap
@@ -411,6 +599,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         r["e2e_1_scoring_events_per_s"] = one["events_per_s"]
         r["e2e_2_scoring_events_per_s"] = two["events_per_s"]
         r["e2e_events_per_s"] = max(one["events_per_s"], two["events_per_s"])
+        for name, res in (("e2e_1_scoring", one), ("e2e_2_scoring", two)):
+            r[f"{name}_cpu_us_per_event"] = res["cpu_us_per_event"]
+            r[f"{name}_wal_bytes_per_event"] = res["wal_bytes_per_event"]
+            r[f"{name}_load"] = res["load"]
         alerts = await bench_alerts.run(
             args.alert_seconds,
             1000,
@@ -432,6 +624,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     base = r["baseline_consume_events_per_s"]
     for key in ("ingest_events_per_s", "scoring_events_per_s", "e2e_events_per_s"):
         r[key.replace("_events_per_s", "_ratio_to_baseline")] = r[key] / base
+    r["ratios"] = ratios(r)
     rounded: dict[str, Any] = _round(r)
     return rounded
 
