@@ -1,4 +1,4 @@
-"""Time partitions: processed_events by claim week, dropped whole by the dedup retention.
+"""Partitioned dedup: processed_events in generations of claim time, dropped whole by retention.
 
 Revision ID: 0020
 Revises: 0015
@@ -7,7 +7,8 @@ Create Date: 2026-12-08
 
 from __future__ import annotations
 
-import datetime as dt
+import math
+import os
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -19,23 +20,20 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # Must match services/scoring/engine/partitions.py (a migration never imports the service).
-ORIGIN = dt.date(1970, 1, 5)  # a Monday: weeks run Monday..Sunday, UTC
-WIDTH_DAYS = 7
-BUCKET_SQL = (
-    "date '1970-01-05' + (((first_seen_at AT TIME ZONE 'UTC')::date - date '1970-01-05') / 7) * 7"
-)
+GENERATIONS = 2
 
 
-def _floor(day: dt.date) -> dt.date:
-    return ORIGIN + dt.timedelta(days=(day - ORIGIN).days // WIDTH_DAYS * WIDTH_DAYS)
-
-
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+def _partition(number: int) -> None:
+    op.execute(
+        f"CREATE TABLE processed_events_g{number:06d} PARTITION OF processed_events "
+        f"FOR VALUES FROM ({number}) TO ({number + 1})"
+    )
 
 
 def upgrade() -> None:
     conn = op.get_bind()
+    retention = int(os.environ.get("KPI_DEDUP_RETENTION_DAYS", "90") or 90)
+    width_days = max(1, math.ceil(retention / GENERATIONS)) if retention > 0 else None
     # Claims wait (a batch transaction at most) instead of failing: the copy runs under this
     # lock and the new table takes the old one's name in the same transaction.
     op.execute("LOCK TABLE processed_events IN ACCESS EXCLUSIVE MODE")
@@ -45,31 +43,29 @@ def upgrade() -> None:
         "TO pk_processed_events_old"
     )
     op.execute("DROP INDEX ix_processed_events_first_seen_at")
-    # The open bucket (closed_at IS NULL) is the partition every claim writes to; it changes
-    # only under the exclusive claim lock (docs/engine.md, "Dedup partitions").
+    # The open generation (closed_at IS NULL) is the partition every claim writes to; it
+    # changes only under the exclusive claim lock (docs/engine.md, "Dedup partitions").
     op.execute(
         """
-        CREATE TABLE dedup_buckets (
-            lower date NOT NULL,
-            upper date NOT NULL,
+        CREATE TABLE dedup_generations (
+            number integer NOT NULL,
             opened_at timestamptz NOT NULL,
             closed_at timestamptz,
-            CONSTRAINT pk_dedup_buckets PRIMARY KEY (lower),
-            CONSTRAINT ck_dedup_buckets_range CHECK (upper > lower)
+            CONSTRAINT pk_dedup_generations PRIMARY KEY (number),
+            CONSTRAINT ck_dedup_generations_number CHECK (number > 0)
         )
         """
     )
     op.execute(
-        "CREATE UNIQUE INDEX uq_dedup_buckets_open ON dedup_buckets ((true)) "
+        "CREATE UNIQUE INDEX uq_dedup_generations_open ON dedup_generations ((true)) "
         "WHERE closed_at IS NULL"
     )
-    # No open bucket (a table emptied by hand or by a test) falls back to one constant, so
-    # concurrent claims still agree on it; its rows land in the default partition.
+    # No open generation (the table emptied by hand or by a test) falls back to 0, so
+    # concurrent claims still agree; those rows land in the default partition.
     op.execute(
         """
-        CREATE FUNCTION kpi_dedup_bucket() RETURNS date LANGUAGE sql STABLE AS $$
-            SELECT coalesce(
-                (SELECT lower FROM dedup_buckets WHERE closed_at IS NULL), '-infinity'::date)
+        CREATE FUNCTION kpi_dedup_generation() RETURNS integer LANGUAGE sql STABLE AS $$
+            SELECT coalesce((SELECT number FROM dedup_generations WHERE closed_at IS NULL), 0)
         $$
         """
     )
@@ -79,54 +75,62 @@ def upgrade() -> None:
             event_id varchar(128) NOT NULL,
             payload_hash char(64) NOT NULL,
             first_seen_at timestamptz NOT NULL DEFAULT now(),
-            bucket date NOT NULL DEFAULT kpi_dedup_bucket(),
-            CONSTRAINT pk_processed_events PRIMARY KEY (event_id, bucket)
-        ) PARTITION BY RANGE (bucket)
+            generation integer NOT NULL DEFAULT kpi_dedup_generation(),
+            CONSTRAINT pk_processed_events PRIMARY KEY (event_id, generation)
+        ) PARTITION BY RANGE (generation)
         """
     )
     op.execute("CREATE TABLE processed_events_default PARTITION OF processed_events DEFAULT")
 
+    # Existing ids go to generations by age: chunk k holds the ids first seen between
+    # (k + 1) and k widths ago, closed k widths ago, so retention drops each chunk once all
+    # of its ids are past the horizon (kept forever: all in the open generation).
     now = conn.execute(sa.text("SELECT now()")).scalar_one()
-    current = _floor(now.astimezone(dt.UTC).date())
-    weeks = [
+    if width_days is None:
+        age_sql = "0"
+        oldest = 0
+    else:
+        age_sql = (
+            "GREATEST(0, floor(extract(epoch FROM (CAST(:now AS timestamptz) - first_seen_at)) "
+            f"/ {width_days * 86400}))::integer"
+        )
+        oldest = conn.execute(
+            sa.text(f"SELECT coalesce(max({age_sql}), -1) FROM processed_events_old"),
+            {"now": now},
+        ).scalar_one()
+    ages = [
         r[0]
         for r in conn.execute(
-            sa.text(
-                f"SELECT DISTINCT LEAST({BUCKET_SQL}, CAST(:cur AS date)) "
-                "FROM processed_events_old ORDER BY 1"
-            ),
-            {"cur": current},
+            sa.text(f"SELECT DISTINCT {age_sql} FROM processed_events_old"), {"now": now}
         )
     ]
-    lowers = sorted({*weeks, current, current + dt.timedelta(days=WIDTH_DAYS)})
-    for lower in lowers:
-        upper = lower + dt.timedelta(days=WIDTH_DAYS)
-        op.execute(
-            f"CREATE TABLE processed_events_p{lower:%Y%m%d} PARTITION OF processed_events "
-            f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"
-        )
-        if lower > current:
-            continue  # created ahead, opened by the retention worker's switch
+    current = oldest + 2 if width_days is not None else 1
+    for age in sorted(ages, reverse=True):
+        if width_days is None:
+            break
+        number = oldest - age + 1
+        _partition(number)
         conn.execute(
             sa.text(
-                "INSERT INTO dedup_buckets (lower, upper, opened_at, closed_at) "
-                "VALUES (:lower, :upper, :opened, :closed)"
+                "INSERT INTO dedup_generations (number, opened_at, closed_at) "
+                "VALUES (:n, CAST(:now AS timestamptz) - make_interval(days => :start), "
+                "CAST(:now AS timestamptz) - make_interval(days => :end))"
             ),
-            {
-                "lower": lower,
-                "upper": upper,
-                "opened": min(_midnight(lower), now),
-                # Every copied id of a past week was first seen before its end.
-                "closed": None if lower == current else _midnight(upper),
-            },
+            {"n": number, "now": now, "start": (age + 1) * width_days, "end": age * width_days},
         )
+    _partition(current)
+    _partition(current + 1)  # created ahead
+    conn.execute(
+        sa.text("INSERT INTO dedup_generations (number, opened_at) VALUES (:n, :now)"),
+        {"n": current, "now": now},
+    )
+    gen_sql = f"{oldest} - {age_sql} + 1" if width_days is not None else str(current)
     conn.execute(
         sa.text(
-            "INSERT INTO processed_events (event_id, payload_hash, first_seen_at, bucket) "
-            f"SELECT event_id, payload_hash, first_seen_at, LEAST({BUCKET_SQL}, "
-            "CAST(:cur AS date)) FROM processed_events_old"
+            "INSERT INTO processed_events (event_id, payload_hash, first_seen_at, generation) "
+            f"SELECT event_id, payload_hash, first_seen_at, {gen_sql} FROM processed_events_old"
         ),
-        {"cur": current},
+        {"now": now},
     )
     op.execute("DROP TABLE processed_events_old")
 
@@ -148,17 +152,17 @@ def downgrade() -> None:
         )
         """
     )
-    # An id lives in one partition only; DISTINCT ON keeps the first claim should it not.
+    # An id lives in one generation only; DISTINCT ON keeps the first claim should it not.
     op.execute(
         """
         INSERT INTO processed_events (event_id, payload_hash, first_seen_at)
         SELECT DISTINCT ON (event_id) event_id, payload_hash, first_seen_at
-        FROM processed_events_parted ORDER BY event_id, bucket, first_seen_at
+        FROM processed_events_parted ORDER BY event_id, generation, first_seen_at
         """
     )
-    op.execute("DROP TABLE processed_events_parted")  # drops its partitions
-    op.execute("DROP FUNCTION kpi_dedup_bucket()")
-    op.execute("DROP TABLE dedup_buckets")
+    op.execute("DROP TABLE processed_events_parted")  # with its partitions
+    op.execute("DROP FUNCTION kpi_dedup_generation()")
+    op.execute("DROP TABLE dedup_generations")
     op.execute(
         "CREATE INDEX ix_processed_events_first_seen_at ON processed_events "
         "USING brin (first_seen_at)"

@@ -1,75 +1,87 @@
-"""Calendar of the time partitions: which week a claim belongs to, what retention may drop."""
+"""Generations of the dedup table: when to open the next one, which ones retention may drop."""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass
 
-# Weeks run Monday..Sunday in UTC (1970-01-05 was a Monday); migration 0020 uses the same grid.
-ORIGIN = dt.date(1970, 1, 5)
-WIDTH_DAYS = 7
-PREFIX = "processed_events_p"
-_NAME = re.compile(r"^processed_events_p(\d{8})$")
+# processed_events is range-partitioned on a generation number, one partition per
+# generation [g, g + 1); generation 0 (no open generation) lives in the default partition.
+PREFIX = "processed_events_g"
+_NAME = re.compile(r"^processed_events_g(\d{6,})$")
+# A generation stays open for retention / GENERATIONS days, so a claim looks its ids up in
+# about GENERATIONS closed partitions, and an id is remembered for between the retention and
+# (1 + 1/GENERATIONS) times it. More generations cost every claim one index probe per id each.
+GENERATIONS = 2
 
 
-def week_floor(day: dt.date) -> dt.date:
-    """First day of the partition week holding ``day``."""
-    return ORIGIN + dt.timedelta(days=(day - ORIGIN).days // WIDTH_DAYS * WIDTH_DAYS)
+def partition_name(generation: int) -> str:
+    return f"{PREFIX}{generation:06d}"
 
 
-def bucket_for(at: dt.datetime) -> dt.date:
-    """The bucket (partition lower bound) a claim made at ``at`` should write to."""
-    return week_floor(at.astimezone(dt.UTC).date())
-
-
-def partition_name(lower: dt.date) -> str:
-    return f"{PREFIX}{lower:%Y%m%d}"
-
-
-def partition_lower(name: str) -> dt.date | None:
-    """Lower bound of a weekly partition from its name; None for any other table."""
+def partition_generation(name: str) -> int | None:
+    """Generation of a partition from its name; None for any other table."""
     m = _NAME.match(name)
-    if m is None:
+    return int(m.group(1)) if m else None
+
+
+def open_days(retention_days: int) -> int | None:
+    """How long a generation takes claims; None (forever) when ids are kept forever."""
+    if retention_days <= 0:
         return None
-    return dt.datetime.strptime(m.group(1), "%Y%m%d").date()
+    return max(1, math.ceil(retention_days / GENERATIONS))
 
 
 @dataclass(frozen=True)
-class Bucket:
-    """A partition's life: writable from opened_at until closed_at (None while open)."""
+class Generation:
+    """A partition's life: it takes claims from opened_at until closed_at (None while open)."""
 
-    lower: dt.date
+    number: int
     opened_at: dt.datetime
     closed_at: dt.datetime | None
 
 
-def droppable(
-    partitions: list[dt.date],
-    buckets: list[Bucket],
-    now: dt.datetime,
-    retention_days: int,
-) -> list[dt.date]:
-    """Partitions (by lower bound) whose every id was first seen before the horizon.
+def current(generations: list[Generation]) -> Generation | None:
+    return next((g for g in generations if g.closed_at is None), None)
 
-    A closed bucket's claims all committed before it was closed (the switch waits for them
-    under the exclusive claim lock), so closed_at bounds first_seen_at from above. A
-    partition never opened holds no ids once the open bucket is past it. The open bucket
-    and anything not yet opened ahead of it are never dropped.
+
+def due_switch(
+    partitions: list[int], generations: list[Generation], now: dt.datetime, retention_days: int
+) -> int | None:
+    """The generation to open now, or None while the open one may keep taking claims."""
+    cur = current(generations)
+    if cur is None:
+        # Above every number in use, so no id already stored is in the new generation.
+        return max([0, *partitions, *(g.number for g in generations)]) + 1
+    days = open_days(retention_days)
+    if days is None or now < cur.opened_at + dt.timedelta(days=days):
+        return None
+    return cur.number + 1
+
+
+def droppable(
+    partitions: list[int], generations: list[Generation], now: dt.datetime, retention_days: int
+) -> list[int]:
+    """Partitions whose every id was first seen before the horizon (now - retention).
+
+    A closed generation's claims all committed before it was closed (the switch waits for
+    them under the exclusive claim lock), so closed_at bounds their first_seen_at. A
+    partition never opened and below the open generation holds no ids. The open generation
+    and those created ahead of it are never dropped.
     """
     if retention_days <= 0:
         return []
     horizon = now - dt.timedelta(days=retention_days)
-    by_lower = {b.lower: b for b in buckets}
-    opened = [b.lower for b in buckets if b.closed_at is None]
-    current = opened[0] if opened else None
-    out: list[dt.date] = []
-    for lower in sorted(partitions):
-        bucket = by_lower.get(lower)
-        if bucket is None:
-            # Never written: empty, and harmless to drop once the open bucket is past it.
-            if current is not None and lower < current:
-                out.append(lower)
-        elif bucket.closed_at is not None and bucket.closed_at <= horizon:
-            out.append(lower)
+    known = {g.number: g for g in generations}
+    cur = current(generations)
+    out: list[int] = []
+    for number in sorted(partitions):
+        gen = known.get(number)
+        if gen is None:
+            if cur is not None and number < cur.number:
+                out.append(number)
+        elif gen.closed_at is not None and gen.closed_at <= horizon:
+            out.append(number)
     return out

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,12 +28,13 @@ DEDUP_PURGED = Counter(
 
 
 class DedupRetention:
-    """Keeps processed_events' weekly partitions: opens the current week, creates the next
-    one ahead, and drops whole weeks whose ids are all older than ``KPI_DEDUP_RETENTION_DAYS``.
+    """Keeps processed_events' generations: opens the next one when the open one has taken
+    claims for half the retention, creates the one after it ahead, and drops whole
+    generations whose ids are all older than ``KPI_DEDUP_RETENTION_DAYS``.
 
-    Runs in every scoring process; an advisory lock lets one of them work at a time. Each
-    switch or drop is its own short transaction under the exclusive claim lock, so claims
-    wait at most for one catalogue change (and the switch for the batches under way).
+    Runs in every scoring process; an advisory lock lets one of them work at a time. A
+    switch or a drop is its own short transaction under the exclusive claim lock: claims
+    wait for one catalogue change at most, and a switch for the batches under way.
     """
 
     def __init__(
@@ -52,40 +53,39 @@ class DedupRetention:
         self.chunk = chunk
         self._stopping = asyncio.Event()
         self.purged = 0
-        self.dropped: list[date] = []
+        self.dropped: list[int] = []
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def rotate(self) -> bool:
-        """Open the current week's bucket and create next week's partition ahead.
+        """Open the next generation when due and create the one after the open one ahead.
 
         Returns False when another scoring process holds the worker lock.
         """
         now = self.clock()
-        target = partitions.bucket_for(now)
-        ahead = target + timedelta(days=partitions.WIDTH_DAYS)
         async with session_scope(self.sessionmaker) as session:
             conn = await raw_connection(session)
             if not await repository.try_lock(conn, repository.RETENTION_LOCK_KEY):
                 return False
-            lowers, buckets = await repository.dedup_layout(conn)
-            current = next((b.lower for b in buckets if b.closed_at is None), None)
-            switch = current is None or current < target
-            if not switch and target in lowers and ahead in lowers:
-                return True  # nothing to change: no lock that claims would wait for
+            numbers, generations = await repository.dedup_layout(conn)
+            target = partitions.due_switch(numbers, generations, now, self.days)
+            cur = partitions.current(generations)
+            ahead = (target if target is not None else cur.number if cur else 0) + 1
+            if target is None and ahead in numbers:
+                return True  # nothing to change: no lock for claims to wait on
             await repository.lock_dedup_exclusive(conn)
-            for lower in (target, ahead):
-                if await repository.create_dedup_partition(conn, lower):
-                    logger.info("scoring: created dedup partition for the week of %s", lower)
-            if switch:
-                await repository.open_dedup_bucket(conn, target, now)
-                logger.info("scoring: event ids are now claimed into the week of %s", target)
+            for number in (target, ahead):
+                if number is not None and await repository.create_dedup_partition(conn, number):
+                    logger.info("scoring: created dedup partition of generation %d", number)
+            if target is not None:
+                await repository.open_dedup_generation(conn, target, now)
+                logger.info("scoring: event ids are now claimed into generation %d", target)
         return True
 
     async def purge(self) -> int:
-        """Rotate, then drop every expired week and purge the default partition; returns
-        how many ids were forgotten."""
+        """Rotate, then drop every expired generation and purge the default partition;
+        returns how many ids were forgotten."""
         if not await self.rotate():
             return 0  # another scoring process is working
         if self.days == 0:
@@ -93,26 +93,23 @@ class DedupRetention:
         now = self.clock()
         before = now - timedelta(days=self.days)
         total = 0
-        async with self.sessionmaker() as session:
-            conn = await raw_connection(session)
-            lowers, buckets = await repository.dedup_layout(conn)
-            await session.rollback()
-        for lower in partitions.droppable(lowers, buckets, now, self.days):
+        async with session_scope(self.sessionmaker) as session:
+            numbers, generations = await repository.dedup_layout(await raw_connection(session))
+        for number in partitions.droppable(numbers, generations, now, self.days):
             if self._stopping.is_set():
                 break
-            # Counted before the drop, outside the lock: a closed week no longer changes.
-            async with self.sessionmaker() as session:
+            # Counted before the drop and outside the lock: a closed generation never changes.
+            async with session_scope(self.sessionmaker) as session:
                 conn = await raw_connection(session)
-                rows = await repository.count_dedup_partition(conn, lower)
-                await session.rollback()
+                rows = await repository.count_dedup_partition(conn, number)
             async with session_scope(self.sessionmaker) as session:
                 conn = await raw_connection(session)
                 if not await repository.try_lock(conn, repository.RETENTION_LOCK_KEY):
                     break
                 await repository.lock_dedup_exclusive(conn)
-                await repository.drop_dedup_partition(conn, lower)
-            logger.info("scoring: dropped the dedup partition of the week of %s", lower)
-            self.dropped.append(lower)
+                await repository.drop_dedup_partition(conn, number)
+            logger.info("scoring: dropped dedup generation %d (%d event ids)", number, rows)
+            self.dropped.append(number)
             total += rows
             DEDUP_PURGED.inc(rows)
         while not self._stopping.is_set():
