@@ -98,12 +98,15 @@ def upgrade() -> None:
             sa.text(f"SELECT coalesce(max({age_sql}), -1) FROM processed_events_old"),
             {"now": now},
         ).scalar_one()
-    ages = [
-        r[0]
+    # Per age chunk the newest first sighting: a clock skewed ahead must not close a
+    # generation before an id in it was seen.
+    ages = {
+        r[0]: r[1]
         for r in conn.execute(
-            sa.text(f"SELECT DISTINCT {age_sql} FROM processed_events_old"), {"now": now}
+            sa.text(f"SELECT {age_sql}, max(first_seen_at) FROM processed_events_old GROUP BY 1"),
+            {"now": now},
         )
-    ]
+    }
     current = oldest + 2 if width_days is not None else 1
     for age in sorted(ages, reverse=True):
         if width_days is None:
@@ -114,9 +117,15 @@ def upgrade() -> None:
             sa.text(
                 "INSERT INTO dedup_generations (number, opened_at, closed_at) "
                 "VALUES (:n, CAST(:now AS timestamptz) - make_interval(days => :start), "
-                "CAST(:now AS timestamptz) - make_interval(days => :end))"
+                "GREATEST(CAST(:now AS timestamptz) - make_interval(days => :end), :newest))"
             ),
-            {"n": number, "now": now, "start": (age + 1) * width_days, "end": age * width_days},
+            {
+                "n": number,
+                "now": now,
+                "start": (age + 1) * width_days,
+                "end": age * width_days,
+                "newest": ages[age],
+            },
         )
     _partition(current)
     _partition(current + 1)  # created ahead
