@@ -1,4 +1,4 @@
-"""Partitioned dedup: processed_events in generations of claim time, dropped whole by retention.
+"""Time partitions: processed_events by claim generation, kpi_facts by month; retention drops.
 
 Revision ID: 0020
 Revises: 0015
@@ -7,6 +7,7 @@ Create Date: 2026-12-08
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 from collections.abc import Sequence
@@ -30,7 +31,86 @@ def _partition(number: int) -> None:
     )
 
 
+# kpi_facts: one partition per month of `day`; days further than this from the upgrade (events
+# may be dated from year 1 to 9999) stay in the default partition until a month is created.
+LEDGER_PAST_YEARS = 20
+LEDGER_AHEAD_MONTHS = 2
+
+
+def _month(day: dt.date, add: int = 0) -> dt.date:
+    index = day.year * 12 + day.month - 1 + add
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def _ledger_partition(lower: dt.date) -> None:
+    op.execute(
+        f"CREATE TABLE kpi_facts_m{lower:%Y%m} PARTITION OF kpi_facts "
+        f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{_month(lower, 1).isoformat()}') "
+        "WITH (fillfactor = 90)"
+    )
+
+
 def upgrade() -> None:
+    _upgrade_dedup()
+    _upgrade_ledger()
+
+
+def _upgrade_ledger() -> None:
+    conn = op.get_bind()
+    op.execute("LOCK TABLE kpi_facts IN ACCESS EXCLUSIVE MODE")
+    op.execute("ALTER TABLE kpi_facts RENAME TO kpi_facts_old")
+    op.execute("ALTER TABLE kpi_facts_old RENAME CONSTRAINT pk_kpi_facts TO pk_kpi_facts_old")
+    op.execute(
+        """
+        CREATE TABLE kpi_facts (
+            specialist_id varchar(128) NOT NULL,
+            day date NOT NULL,
+            metric varchar(40) NOT NULL,
+            source varchar(200) NOT NULL,
+            num double precision NOT NULL,
+            den bigint NOT NULL,
+            CONSTRAINT pk_kpi_facts PRIMARY KEY (specialist_id, metric, day, source)
+        ) PARTITION BY RANGE (day)
+        """
+    )
+    op.execute(
+        "CREATE TABLE kpi_facts_default PARTITION OF kpi_facts DEFAULT WITH (fillfactor = 90)"
+    )
+    # Facts of days before kept_from were dropped by KPI_LEDGER_RETENTION_DAYS (no row: none).
+    op.execute(
+        """
+        CREATE TABLE ledger_retention (
+            id boolean NOT NULL DEFAULT true,
+            kept_from date NOT NULL,
+            CONSTRAINT pk_ledger_retention PRIMARY KEY (id),
+            CONSTRAINT ck_ledger_retention_one CHECK (id)
+        )
+        """
+    )
+    today = conn.execute(sa.text("SELECT CAST(now() AS date)")).scalar_one()
+    first = dt.date(today.year - LEDGER_PAST_YEARS, 1, 1)
+    last = _month(today, LEDGER_AHEAD_MONTHS)
+    months = {
+        r[0]
+        for r in conn.execute(
+            sa.text(
+                "SELECT DISTINCT CAST(date_trunc('month', day) AS date) FROM kpi_facts_old "
+                "WHERE day >= :first AND day < :end"
+            ),
+            {"first": first, "end": _month(last, 1)},
+        )
+    }
+    months |= {_month(today, k) for k in range(LEDGER_AHEAD_MONTHS + 1)}
+    for lower in sorted(months):
+        _ledger_partition(lower)
+    op.execute(
+        "INSERT INTO kpi_facts (specialist_id, day, metric, source, num, den) "
+        "SELECT specialist_id, day, metric, source, num, den FROM kpi_facts_old"
+    )
+    op.execute("DROP TABLE kpi_facts_old")
+
+
+def _upgrade_dedup() -> None:
     conn = op.get_bind()
     retention = int(os.environ.get("KPI_DEDUP_RETENTION_DAYS", "90") or 90)
     width_days = max(1, math.ceil(retention / GENERATIONS)) if retention > 0 else None
@@ -145,6 +225,36 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _downgrade_ledger()
+    _downgrade_dedup()
+
+
+def _downgrade_ledger() -> None:
+    op.execute("LOCK TABLE kpi_facts IN ACCESS EXCLUSIVE MODE")
+    op.execute("ALTER TABLE kpi_facts RENAME TO kpi_facts_parted")
+    op.execute("ALTER TABLE kpi_facts_parted RENAME CONSTRAINT pk_kpi_facts TO pk_kpi_facts_parted")
+    op.execute(
+        """
+        CREATE TABLE kpi_facts (
+            specialist_id varchar(128) NOT NULL,
+            day date NOT NULL,
+            metric varchar(40) NOT NULL,
+            source varchar(200) NOT NULL,
+            num double precision NOT NULL,
+            den bigint NOT NULL,
+            CONSTRAINT pk_kpi_facts PRIMARY KEY (specialist_id, metric, day, source)
+        ) WITH (fillfactor = 90)
+        """
+    )
+    op.execute(
+        "INSERT INTO kpi_facts (specialist_id, day, metric, source, num, den) "
+        "SELECT specialist_id, day, metric, source, num, den FROM kpi_facts_parted"
+    )
+    op.execute("DROP TABLE kpi_facts_parted")
+    op.execute("DROP TABLE ledger_retention")
+
+
+def _downgrade_dedup() -> None:
     op.execute("LOCK TABLE processed_events IN ACCESS EXCLUSIVE MODE")
     op.execute("ALTER TABLE processed_events RENAME TO processed_events_parted")
     op.execute(

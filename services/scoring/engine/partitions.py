@@ -85,3 +85,40 @@ def droppable(
         elif gen.closed_at is not None and gen.closed_at <= horizon:
             out.append(number)
     return out
+
+
+# -- the explain ledger (kpi_facts): one partition per month of `day` ----------------------
+
+LEDGER_PREFIX = "kpi_facts_m"
+_LEDGER_NAME = re.compile(r"^kpi_facts_m(\d{4})(\d{2})$")
+# Months created ahead of today, so facts of the coming days never wait for a partition.
+LEDGER_AHEAD_MONTHS = 2
+
+
+def month_start(day: dt.date, add: int = 0) -> dt.date:
+    """First day of the month ``add`` months after the one holding ``day``."""
+    index = day.year * 12 + day.month - 1 + add
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def ledger_partition_name(month: dt.date) -> str:
+    return f"{LEDGER_PREFIX}{month:%Y%m}"
+
+
+def ledger_partition_month(name: str) -> dt.date | None:
+    m = _LEDGER_NAME.match(name)
+    return dt.date(int(m.group(1)), int(m.group(2)), 1) if m else None
+
+
+def ledger_kept_from(today: dt.date, retention_days: int) -> dt.date | None:
+    """First day whose facts are kept: the month holding ``today - retention`` (None: all)."""
+    if retention_days <= 0:
+        return None
+    return month_start(today - dt.timedelta(days=retention_days))
+
+
+def ledger_droppable(months: list[dt.date], kept_from: dt.date | None) -> list[dt.date]:
+    """Month partitions entirely before ``kept_from``."""
+    if kept_from is None:
+        return []
+    return [m for m in sorted(months) if month_start(m, 1) <= kept_from]

@@ -21,6 +21,7 @@ EMPTY_STATE = "{}"
 RETENTION_LOCK_KEY = 0x6B70695F64656475
 # Held shared by every claim and exclusive by a partition switch or drop (docs/engine.md).
 DEDUP_CLAIM_LOCK_KEY = 0x6B70695F636C6D31
+LEDGER_LOCK_KEY = 0x6B70695F6C656467
 
 
 async def try_lock(conn: Conn, key: int) -> bool:
@@ -297,6 +298,101 @@ async def drop_dedup_partition(conn: Conn, generation: int) -> None:
     await conn.execute("DELETE FROM dedup_generations WHERE number = $1", generation)
 
 
+# -- the explain ledger's month partitions ----------------------------------------------
+
+
+async def ledger_months(conn: Conn) -> list[dt.date]:
+    """Months that have a kpi_facts partition."""
+    names = await conn.fetch(
+        """
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'kpi_facts'::regclass
+        """
+    )
+    return sorted(
+        m for m in (partitions.ledger_partition_month(r[0]) for r in names) if m is not None
+    )
+
+
+async def create_ledger_partition(conn: Conn, month: dt.date, timeout: str = "10s") -> bool:
+    """Create a month's kpi_facts partition unless it exists; True if created.
+
+    Facts of that month already in the default partition (dated ahead of the partitions)
+    move into it in the same transaction, with writers of kpi_facts held off meanwhile.
+    """
+    name = partitions.ledger_partition_name(month)
+    if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
+        return False
+    lower, upper = month.isoformat(), partitions.month_start(month, 1).isoformat()
+    await conn.execute(f"SET LOCAL lock_timeout = '{timeout}'")
+    # Writers take ROW EXCLUSIVE on kpi_facts before its partitions: taking the parent first
+    # keeps the order the same and no fact can reach the default partition meanwhile.
+    await conn.execute("LOCK TABLE kpi_facts IN SHARE ROW EXCLUSIVE MODE")
+    # Names and bounds are built from dates, never from input.
+    await conn.execute(
+        f"CREATE TABLE {name} (LIKE kpi_facts INCLUDING DEFAULTS) WITH (fillfactor = 90)"
+    )
+    await conn.execute(
+        f"""
+        WITH moved AS (
+            DELETE FROM kpi_facts_default WHERE day >= '{lower}' AND day < '{upper}'
+            RETURNING specialist_id, day, metric, source, num, den
+        )
+        INSERT INTO {name} (specialist_id, day, metric, source, num, den)
+        SELECT specialist_id, day, metric, source, num, den FROM moved
+        """
+    )
+    await conn.execute(
+        f"ALTER TABLE kpi_facts ATTACH PARTITION {name} FOR VALUES FROM ('{lower}') TO ('{upper}')"
+    )
+    return True
+
+
+async def ledger_kept_from(conn: Conn) -> dt.date | None:
+    value = await conn.fetchval("SELECT kept_from FROM ledger_retention")
+    return value if isinstance(value, dt.date) else None
+
+
+async def set_ledger_kept_from(conn: Conn, kept_from: dt.date) -> None:
+    """Stop writing facts before ``kept_from`` (never moves back)."""
+    await conn.execute(
+        """
+        INSERT INTO ledger_retention (id, kept_from) VALUES (true, $1)
+        ON CONFLICT (id) DO UPDATE
+        SET kept_from = GREATEST(ledger_retention.kept_from, excluded.kept_from)
+        """,
+        kept_from,
+    )
+
+
+async def drop_ledger_partition(conn: Conn, month: dt.date, timeout: str = "10s") -> int:
+    """Drop a month of facts whole; returns how many rows it held."""
+    name = partitions.ledger_partition_name(month)
+    await conn.execute(f"SET LOCAL lock_timeout = '{timeout}'")
+    await conn.execute("LOCK TABLE kpi_facts IN SHARE ROW EXCLUSIVE MODE")
+    rows = int(await conn.fetchval(f"SELECT count(*) FROM {name}"))
+    await conn.execute(f"DROP TABLE {name}")
+    return rows
+
+
+async def purge_ledger_default(conn: Conn, before: dt.date, limit: int) -> int:
+    """Delete up to ``limit`` facts of the default partition dated before ``before``."""
+    return int(
+        await conn.fetchval(
+            """
+            WITH gone AS (
+                DELETE FROM kpi_facts_default WHERE ctid = ANY(ARRAY(
+                    SELECT ctid FROM kpi_facts_default WHERE day < $1 LIMIT $2))
+                RETURNING 1
+            )
+            SELECT count(*) FROM gone
+            """,
+            before,
+            limit,
+        )
+    )
+
+
 async def stored_hashes(conn: Conn, ids: Sequence[str]) -> dict[str, str]:
     rows = await conn.fetch(
         "SELECT event_id, payload_hash FROM processed_events WHERE event_id = ANY($1::text[])",
@@ -446,6 +542,9 @@ async def add_facts(conn: Conn, deltas: Mapping[FactKey, tuple[float, int]]) -> 
             FROM unnest($1::text::text[], $2::text::text[], $3::date[], $4::text::text[],
                         $5::float8[], $6::bigint[])
                 AS u(s, m, d, src, n, c)
+            -- Days whose facts KPI_LEDGER_RETENTION_DAYS dropped get none back (a late
+            -- reopen would leave half of a fact); kpi_daily keeps counting them.
+            WHERE d >= (SELECT coalesce(max(kept_from), '-infinity') FROM ledger_retention)
             ORDER BY s COLLATE "C", m COLLATE "C", d, src COLLATE "C"
             ON CONFLICT (specialist_id, metric, day, source) DO UPDATE
             SET num = kpi_facts.num + excluded.num, den = kpi_facts.den + excluded.den
