@@ -341,7 +341,7 @@ async def _model_run(dsn: str, url: str, steps: list[tuple[int, list[str]]]) -> 
         await eng.dispose()
 
 
-def test_migration_0020_converts_existing_ids_in_place_and_back(
+def test_migration_0020_converts_existing_ids_and_facts_in_place_and_back(
     pg_server: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KPI_DEDUP_RETENTION_DAYS", "90")  # generations of 45 days
@@ -367,8 +367,27 @@ def test_migration_0020_converts_existing_ids_in_place_and_back(
             """
         )
     )
+    # The explain ledger: a day far in the past, one 400 days ago, today, one far ahead.
+    asyncio.run(
+        run(
+            """
+            INSERT INTO kpi_facts (specialist_id, day, metric, source, num, den)
+            SELECT 's1', d, 'csat', 'ticket:' || d::text, 1.5, 2
+            FROM unnest(ARRAY[date '0001-01-01', CAST(now() AS date) - 400,
+                              CAST(now() AS date), date '9999-12-31']) AS d
+            """
+        )
+    )
+    facts_sql = "SELECT * FROM kpi_facts ORDER BY day"
+    facts = asyncio.run(run(facts_sql))
     before = asyncio.run(run("SELECT * FROM processed_events ORDER BY event_id"))
     upgrade(url, "0020")
+    assert asyncio.run(run(facts_sql)) == facts
+    ledger = asyncio.run(run("SELECT day, tableoid::regclass::text AS part FROM kpi_facts"))
+    parts = {r["day"]: r["part"] for r in ledger}
+    assert parts[dt.date(1, 1, 1)] == parts[dt.date(9999, 12, 31)] == "kpi_facts_default"
+    near = [d for d in parts if 1 < d.year < 9999]
+    assert [parts[d] for d in near] == [partitions.ledger_partition_name(d) for d in near]
     rows = asyncio.run(
         run(
             """
@@ -407,4 +426,9 @@ def test_migration_0020_converts_existing_ids_in_place_and_back(
     after = asyncio.run(run("SELECT * FROM processed_events WHERE event_id <> 'new' ORDER BY 1"))
     assert [tuple(r) for r in after] == [tuple(r) for r in before]
     assert asyncio.run(run("SELECT to_regclass('dedup_generations') IS NULL"))[0][0]
+    assert asyncio.run(run(facts_sql)) == facts
+    shape = asyncio.run(
+        run("SELECT relkind::text AS relkind, reloptions FROM pg_class WHERE relname = 'kpi_facts'")
+    )
+    assert (shape[0]["relkind"], shape[0]["reloptions"]) == ("r", ["fillfactor=90"])
     upgrade(url, "0020")
