@@ -6,7 +6,8 @@ Starts an embedded PostgreSQL in a temporary directory, migrates to 0015 (the un
 processed_events), loads ``--ids`` ids first seen over the last 90 days, times the claim of
 batches of 4,000 ids (5 % of them already known, spread over the horizon, each batch its own
 committed transaction), then times migration 0020 on those rows and the same claims against
-the weekly partitions, and prints bytes per id before and after.
+the generations, and prints bytes per id before and after. ``--facts`` kpi_facts rows are
+migrated too (``--facts 0`` to time the dedup table alone).
 """
 
 from __future__ import annotations
@@ -107,6 +108,9 @@ async def main() -> None:
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--batch", type=int, default=4000)
     parser.add_argument("--explain", action="store_true")
+    parser.add_argument(
+        "--facts", type=int, default=1_000_000, help="kpi_facts rows (over 400 days) to migrate"
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="kpi-bench-dedup-"))
     pg = EmbeddedPostgres(home / "pg")
@@ -118,6 +122,15 @@ async def main() -> None:
         try:
             t = time.perf_counter()
             await load(conn, args.ids)
+            await conn.execute(
+                """
+                INSERT INTO kpi_facts (specialist_id, day, metric, source, num, den)
+                SELECT 'sp' || (i % 1000), CAST(now() AS date) - (i / 1000) % 400, 'csat',
+                       'ticket:' || i, 1.0, 1
+                FROM generate_series(1, $1) AS i
+                """,
+                args.facts,
+            )
             print(f"loaded {args.ids} ids in {time.perf_counter() - t:.1f} s")
             size = await conn.fetchval(SIZE_BEFORE)
             print(f"before: {size / args.ids:.0f} bytes per id (table + indexes)")
@@ -131,7 +144,10 @@ async def main() -> None:
             await conn.close()
         t = time.perf_counter()
         await asyncio.to_thread(upgrade, url, "0020")
-        print(f"migration 0020: {time.perf_counter() - t:.1f} s for {args.ids} ids")
+        print(
+            f"migration 0020: {time.perf_counter() - t:.1f} s for {args.ids} ids "
+            f"and {args.facts} facts"
+        )
         conn = await asyncpg.connect(plain(url))
         try:
             await conn.execute("ANALYZE processed_events")
