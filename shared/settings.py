@@ -178,9 +178,7 @@ class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings, DigestSetti
         default=0,
         ge=0,
         le=36_500,
-        description="Days of the explain ledger (kpi_facts, the facts behind a KPI value) "
-        "kept, in whole months (0 = forever). Older months are dropped; the KPI aggregates "
-        "stay exact and the explain route says from which day facts are kept.",
+        description="Days of explain-ledger facts kept, in whole months (0 = forever).",
     )
     stall_seconds: Annotated[float, BeforeValidator(parse_duration)] = Field(
         default=120.0,

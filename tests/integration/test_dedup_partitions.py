@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from migrations import alembic_config, upgrade
-from services.scoring.engine import partitions
+from services.scoring.engine import partition_sql, partitions
 from services.scoring.engine import repository as repo
 from services.scoring.engine.retention import DedupRetention
 from shared.db import create_engine, create_sessionmaker
@@ -50,7 +50,7 @@ async def reset(dsn: str) -> None:
     """No generation, no partition but the default one: the state of a fresh test."""
     conn = await asyncpg.connect(dsn)
     try:
-        numbers, _ = await repo.dedup_layout(conn)
+        numbers, _ = await partition_sql.dedup_layout(conn)
         for n in numbers:
             await conn.execute(f"DROP TABLE {partitions.partition_name(n)}")
         await conn.execute("TRUNCATE processed_events, dedup_generations")
@@ -129,7 +129,7 @@ async def test_an_id_claimed_in_an_older_generation_is_a_duplicate_until_dropped
     assert retention.dropped == [1]
     # a, b forgotten (past the horizon by definition); c (first seen at T0+45d) is not.
     assert await claim(dsn, ["a", "c"]) == {"a"}
-    numbers, generations = await repo.dedup_layout(await asyncpg.connect(dsn))
+    numbers, generations = await partition_sql.dedup_layout(await asyncpg.connect(dsn))
     assert 1 not in numbers and [g.number for g in generations] == [2, 3, 4]
 
 
@@ -222,7 +222,7 @@ async def test_a_claim_racing_a_generation_switch_stays_exact(
     pid_b = await _pid(b)
     # Generation 3's partition exists already, so the switch changes no table (whose lock
     # would order the two claims by itself): only the claim lock stands between them.
-    assert await repo.create_dedup_partition(a, 3)
+    assert await partition_sql.create_dedup_partition(a, 3)
     try:
         ta = a.transaction()
         await ta.start()

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from migrations import upgrade
-from services.scoring.engine import partitions
+from services.scoring.engine import partition_sql, partitions
 from services.scoring.engine import repository as repo
 from services.scoring.engine.ledger import LedgerRetention
 from shared.db import create_engine, create_sessionmaker
@@ -94,7 +94,7 @@ async def test_days_without_a_month_go_to_the_default_and_move_when_it_is_create
     assert (await placed(dsn))[FAR_FUTURE] == "kpi_facts_default"
     conn = await asyncpg.connect(dsn)
     try:
-        months = await repo.ledger_months(conn)
+        months = await partition_sql.ledger_months(conn)
     finally:
         await conn.close()
     assert {dt.date(2031, 6, 1), dt.date(2031, 7, 1), dt.date(2031, 8, 1)} <= set(months)
@@ -132,8 +132,8 @@ async def test_ledger_retention_drops_whole_months_and_keeps_aggregates(
     assert (await daily(dsn))[dt.date(2027, 2, 28)] == (2.0, 2)
     conn = await asyncpg.connect(dsn)
     try:
-        assert await repo.ledger_kept_from(conn) == kept_from
-        months = await repo.ledger_months(conn)
+        assert await partition_sql.ledger_kept_from(conn) == kept_from
+        months = await partition_sql.ledger_months(conn)
     finally:
         await conn.close()
     assert min(months) == kept_from
@@ -142,7 +142,7 @@ async def test_ledger_retention_drops_whole_months_and_keeps_aggregates(
     assert await worker(engine, 400, today).run_once() == 0
     conn = await asyncpg.connect(dsn)
     try:
-        assert await repo.ledger_kept_from(conn) == kept_from
+        assert await partition_sql.ledger_kept_from(conn) == kept_from
     finally:
         await conn.close()
 

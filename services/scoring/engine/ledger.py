@@ -12,7 +12,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scoring.db import raw_connection
-from services.scoring.engine import partitions, repository
+from services.scoring.engine import partition_sql, partitions, repository
 from shared.db import session_scope, utcnow
 from shared.settings import Settings
 
@@ -58,7 +58,7 @@ class LedgerRetention:
 
     async def _locked(self, session: AsyncSession) -> bool:
         conn = await raw_connection(session)
-        return await repository.try_lock(conn, repository.LEDGER_LOCK_KEY)
+        return await repository.try_lock(conn, partition_sql.LEDGER_LOCK_KEY)
 
     async def run_once(self) -> int:
         """Create the coming months, then drop expired ones; returns facts dropped."""
@@ -68,7 +68,8 @@ class LedgerRetention:
             async with session_scope(self.sessionmaker) as session:
                 if not await self._locked(session):
                     return 0  # another scoring process is working
-                if await repository.create_ledger_partition(await raw_connection(session), month):
+                conn = await raw_connection(session)
+                if await partition_sql.create_ledger_partition(conn, month):
                     logger.info("scoring: created the explain-ledger partition of %s", month)
         kept_from = partitions.ledger_kept_from(today, self.days)
         if kept_from is None:
@@ -77,8 +78,8 @@ class LedgerRetention:
             if not await self._locked(session):
                 return 0
             conn = await raw_connection(session)
-            await repository.set_ledger_kept_from(conn, kept_from)
-            months = await repository.ledger_months(conn)
+            await partition_sql.set_ledger_kept_from(conn, kept_from)
+            months = await partition_sql.ledger_months(conn)
         total = 0
         for month in partitions.ledger_droppable(months, kept_from):
             if self._stopping.is_set():
@@ -86,7 +87,8 @@ class LedgerRetention:
             async with session_scope(self.sessionmaker) as session:
                 if not await self._locked(session):
                     break
-                rows = await repository.drop_ledger_partition(await raw_connection(session), month)
+                conn = await raw_connection(session)
+                rows = await partition_sql.drop_ledger_partition(conn, month)
             logger.info("scoring: dropped the explain ledger of %s (%d facts)", month, rows)
             self.dropped.append(month)
             total += rows
@@ -96,7 +98,7 @@ class LedgerRetention:
                 if not await self._locked(session):
                     break
                 conn = await raw_connection(session)
-                done = await repository.purge_ledger_default(conn, kept_from, self.chunk)
+                done = await partition_sql.purge_ledger_default(conn, kept_from, self.chunk)
             total += done
             LEDGER_DROPPED.inc(done)
             if done < self.chunk:

@@ -12,7 +12,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scoring.db import raw_connection
-from services.scoring.engine import partitions, repository
+from services.scoring.engine import partition_sql, partitions, repository
 from shared.db import session_scope, utcnow
 from shared.settings import Settings
 
@@ -68,18 +68,18 @@ class DedupRetention:
             conn = await raw_connection(session)
             if not await repository.try_lock(conn, repository.RETENTION_LOCK_KEY):
                 return False
-            numbers, generations = await repository.dedup_layout(conn)
+            numbers, generations = await partition_sql.dedup_layout(conn)
             target = partitions.due_switch(numbers, generations, now, self.days)
             cur = partitions.current(generations)
             ahead = (target if target is not None else cur.number if cur else 0) + 1
             if target is None and ahead in numbers:
                 return True  # nothing to change: no lock for claims to wait on
-            await repository.lock_dedup_exclusive(conn)
+            await partition_sql.lock_dedup_exclusive(conn)
             for number in (target, ahead):
-                if number is not None and await repository.create_dedup_partition(conn, number):
+                if number is not None and await partition_sql.create_dedup_partition(conn, number):
                     logger.info("scoring: created dedup partition of generation %d", number)
             if target is not None:
-                await repository.open_dedup_generation(conn, target, now)
+                await partition_sql.open_dedup_generation(conn, target, now)
                 logger.info("scoring: event ids are now claimed into generation %d", target)
         return True
 
@@ -94,20 +94,20 @@ class DedupRetention:
         before = now - timedelta(days=self.days)
         total = 0
         async with session_scope(self.sessionmaker) as session:
-            numbers, generations = await repository.dedup_layout(await raw_connection(session))
+            numbers, generations = await partition_sql.dedup_layout(await raw_connection(session))
         for number in partitions.droppable(numbers, generations, now, self.days):
             if self._stopping.is_set():
                 break
             # Counted before the drop and outside the lock: a closed generation never changes.
             async with session_scope(self.sessionmaker) as session:
                 conn = await raw_connection(session)
-                rows = await repository.count_dedup_partition(conn, number)
+                rows = await partition_sql.count_dedup_partition(conn, number)
             async with session_scope(self.sessionmaker) as session:
                 conn = await raw_connection(session)
                 if not await repository.try_lock(conn, repository.RETENTION_LOCK_KEY):
                     break
-                await repository.lock_dedup_exclusive(conn)
-                await repository.drop_dedup_partition(conn, number)
+                await partition_sql.lock_dedup_exclusive(conn)
+                await partition_sql.drop_dedup_partition(conn, number)
             logger.info("scoring: dropped dedup generation %d (%d event ids)", number, rows)
             self.dropped.append(number)
             total += rows
