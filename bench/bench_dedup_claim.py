@@ -2,12 +2,12 @@
 
 Usage: .venv/bin/python bench/bench_dedup_claim.py [--ids 1000000] [--batches 40] [--batch 4000]
 
-Starts an embedded PostgreSQL in a temporary directory, migrates to 0015 (the unpartitioned
-processed_events), loads ``--ids`` ids first seen over the last 90 days, times the claim of
-batches of 4,000 ids (5 % of them already known, spread over the horizon, each batch its own
-committed transaction), then times migration 0020 on those rows and the same claims against
-the generations, and prints bytes per id before and after. ``--facts`` kpi_facts rows are
-migrated too (``--facts 0`` to time the dedup table alone).
+Starts an embedded PostgreSQL in a temporary directory, migrates to the revision before 0020
+(the unpartitioned processed_events), loads ``--ids`` ids first seen over the last 90 days,
+times the claim of batches of 4,000 ids (5 % of them already known, spread over the
+horizon, each batch its own committed transaction), then times migration 0020 on those rows
+and the same claims against the generations, and prints bytes per id before and after.
+``--facts`` kpi_facts rows are migrated too (``--facts 0`` to time the dedup table alone).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from migrations import upgrade
+from alembic.script import ScriptDirectory
+
+from migrations import alembic_config, upgrade
 from services.scoring.engine import repository
 from shared.embedded import EmbeddedPostgres
 
@@ -117,7 +119,10 @@ async def main() -> None:
     pg.start()
     try:
         url = pg.create_database(f"bench_{uuid.uuid4().hex[:6]}")
-        await asyncio.to_thread(upgrade, url, "0015")
+        # Up to the revision before 0020 (the unpartitioned tables).
+        script = ScriptDirectory.from_config(alembic_config(url))
+        previous = str(script.get_revision("0020").down_revision)
+        await asyncio.to_thread(upgrade, url, previous)
         conn = await asyncpg.connect(plain(url))
         try:
             t = time.perf_counter()

@@ -1,7 +1,7 @@
 """Time partitions: processed_events by claim generation, kpi_facts by month; retention drops.
 
 Revision ID: 0020
-Revises: 0015
+Revises: 0018
 Create Date: 2026-12-08
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0020"
-down_revision: str | None = "0015"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -347,7 +348,10 @@ def test_migration_0020_converts_existing_ids_and_facts_in_place_and_back(
     monkeypatch.setenv("KPI_DEDUP_RETENTION_DAYS", "90")  # generations of 45 days
     url = pg_server.create_database(f"kpi_m20_{uuid.uuid4().hex[:8]}")
     dsn = asyncpg_dsn(url)
-    upgrade(url, "0015")
+    # The revision 0020 follows (re-chained as migrations merge).
+    previous = ScriptDirectory.from_config(alembic_config(url)).get_revision("0020").down_revision
+    assert isinstance(previous, str)
+    upgrade(url, previous)
 
     async def run(sql: str, *args: Any) -> list[asyncpg.Record]:
         conn = await asyncpg.connect(dsn)
@@ -422,7 +426,7 @@ def test_migration_0020_converts_existing_ids_and_facts_in_place_and_back(
 
     # Claims after the upgrade are exact across the copied generations.
     assert asyncio.run(claims()) == {"new"}
-    command.downgrade(alembic_config(url), "0015")
+    command.downgrade(alembic_config(url), previous)
     after = asyncio.run(run("SELECT * FROM processed_events WHERE event_id <> 'new' ORDER BY 1"))
     assert [tuple(r) for r in after] == [tuple(r) for r in before]
     assert asyncio.run(run("SELECT to_regclass('dedup_generations') IS NULL"))[0][0]
