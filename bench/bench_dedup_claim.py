@@ -70,28 +70,25 @@ async def load(conn: Any, n: int) -> None:
     await conn.execute("VACUUM ANALYZE processed_events")
 
 
-async def claims(conn: Any, batches: int, size: int, new_claim: bool) -> list[float]:
-    known = [r[0] for r in await conn.fetch(
+async def sample_known(conn: Any, batches: int, size: int) -> list[str]:
+    """Ids already claimed, spread over the horizon: 5 % of every batch."""
+    rows = await conn.fetch(
         "SELECT event_id FROM processed_events TABLESAMPLE SYSTEM (1) LIMIT $1",
         batches * size // 20,
-    )]  # fmt: skip
-    rng = random.Random(7)
-    times: list[float] = []
-    for b in range(batches):
-        dups = known[b * size // 20 : (b + 1) * size // 20]
-        ids = [str(uuid.uuid4()) for _ in range(size - len(dups))] + dups
-        rng.shuffle(ids)
-        hashes = ["0" * 64] * len(ids)
-        start = time.perf_counter()
-        async with conn.transaction():
-            if new_claim:
-                fresh = await repository.claim_events(conn, ids, hashes)
-            else:
-                rows = await conn.fetch(OLD_CLAIM, repository._text_array(ids), hashes)
-                fresh = set(ids) - {r[0] for r in rows}
-        times.append(time.perf_counter() - start)
-        assert len(fresh) == len(ids) - len(dups), (len(fresh), len(ids), len(dups))
-    return times
+    )
+    return [r[0] for r in rows]
+
+
+async def claim_batch(conn: Any, ids: list[str], new_claim: bool) -> tuple[float, int]:
+    hashes = ["0" * 64] * len(ids)
+    start = time.perf_counter()
+    async with conn.transaction():
+        if new_claim:
+            fresh = await repository.claim_events(conn, ids, hashes)
+        else:
+            rows = await conn.fetch(OLD_CLAIM, repository._text_array(ids), hashes)
+            fresh = set(ids) - {r[0] for r in rows}
+    return time.perf_counter() - start, len(fresh)
 
 
 def report(name: str, times: list[float], size: int) -> None:
@@ -118,64 +115,72 @@ async def main() -> None:
     pg = EmbeddedPostgres(home / "pg")
     pg.start()
     try:
-        url = pg.create_database(f"bench_{uuid.uuid4().hex[:6]}")
-        # Up to the revision before 0020 (the unpartitioned tables).
-        script = ScriptDirectory.from_config(alembic_config(url))
+        # Two databases with the same load: one stays before 0020, the other is migrated;
+        # their claims alternate batch by batch so both see the same machine load.
+        urls = [pg.create_database(f"bench_{uuid.uuid4().hex[:6]}") for _ in range(2)]
+        script = ScriptDirectory.from_config(alembic_config(urls[0]))
         previous = str(script.get_revision("0020").down_revision)
-        await asyncio.to_thread(upgrade, url, previous)
-        conn = await asyncpg.connect(plain(url))
-        try:
-            t = time.perf_counter()
-            await load(conn, args.ids)
-            await conn.execute(
-                """
-                INSERT INTO kpi_facts (specialist_id, day, metric, source, num, den)
-                SELECT 'sp' || (i % 1000), CAST(now() AS date) - (i / 1000) % 400, 'csat',
-                       'ticket:' || i, 1.0, 1
-                FROM generate_series(1, $1) AS i
-                """,
-                args.facts,
-            )
-            print(f"loaded {args.ids} ids in {time.perf_counter() - t:.1f} s")
-            size = await conn.fetchval(SIZE_BEFORE)
-            print(f"before: {size / args.ids:.0f} bytes per id (table + indexes)")
-            report("before (one table)", await claims(conn, args.batches, args.batch, False),
-                   args.batch)  # fmt: skip
-            # The benchmark's own claims out again: the migration copies the same rows.
-            await conn.execute(
-                "DELETE FROM processed_events WHERE first_seen_at > now() - interval '1 hour'"
-            )
-        finally:
-            await conn.close()
+        for url in urls:
+            await asyncio.to_thread(upgrade, url, previous)
+            conn = await asyncpg.connect(plain(url))
+            try:
+                t = time.perf_counter()
+                await load(conn, args.ids)
+                await conn.execute(
+                    """
+                    INSERT INTO kpi_facts (specialist_id, day, metric, source, num, den)
+                    SELECT 'sp' || (i % 1000), CAST(now() AS date) - (i / 1000) % 400, 'csat',
+                           'ticket:' || i, 1.0, 1
+                    FROM generate_series(1, $1) AS i
+                    """,
+                    args.facts,
+                )
+                print(f"loaded {args.ids} ids in {time.perf_counter() - t:.1f} s")
+            finally:
+                await conn.close()
+        conn = await asyncpg.connect(plain(urls[0]))
+        size = await conn.fetchval(SIZE_BEFORE)
+        await conn.close()
+        print(f"before: {size / args.ids:.0f} bytes per id (table + indexes)")
         t = time.perf_counter()
-        await asyncio.to_thread(upgrade, url, "0020")
+        await asyncio.to_thread(upgrade, urls[1], "0020")
         print(
             f"migration 0020: {time.perf_counter() - t:.1f} s for {args.ids} ids "
             f"and {args.facts} facts"
         )
-        conn = await asyncpg.connect(plain(url))
+        old, new = [await asyncpg.connect(plain(u)) for u in urls]
         try:
-            await conn.execute("ANALYZE processed_events")
-            parts = await conn.fetchval(
+            await new.execute("ANALYZE processed_events")
+            parts = await new.fetchval(
                 "SELECT count(*) FROM pg_partition_tree('processed_events') WHERE isleaf"
             )
-            size = await conn.fetchval(SIZE)
+            size = await new.fetchval(SIZE)
             print(f"after: {parts} partitions, {size / args.ids:.0f} bytes per id")
             if args.explain:
                 ids = [str(uuid.uuid4()) for _ in range(args.batch)]
-                async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock_shared(1)")
-                    plan = await conn.fetch(
-                        "EXPLAIN (ANALYZE, BUFFERS) SELECT event_id FROM processed_events "
-                        "WHERE event_id = ANY(ARRAY(SELECT unnest($1::text::text[]))) "
-                        "AND generation < kpi_dedup_generation()",
-                        repository._text_array(ids),
-                    )
-                    print("\n".join(r[0][:150] for r in plan if "Cond" not in r[0]))
-            report("after (generations)", await claims(conn, args.batches, args.batch, True),
-                   args.batch)  # fmt: skip
+                plan = await new.fetch(
+                    "EXPLAIN (ANALYZE, BUFFERS) SELECT event_id FROM processed_events "
+                    "WHERE event_id = ANY(ARRAY(SELECT unnest($1::text::text[]))) "
+                    "AND generation < kpi_dedup_generation()",
+                    repository._text_array(ids),
+                )
+                print("\n".join(r[0][:150] for r in plan if "Cond" not in r[0]))
+            known = [await sample_known(c, args.batches, args.batch) for c in (old, new)]
+            times: list[list[float]] = [[], []]
+            per = args.batch // 20
+            for b in range(args.batches):
+                for k, (conn, new_claim) in enumerate(((old, False), (new, True))):
+                    dups = known[k][b * per : (b + 1) * per]
+                    ids = [str(uuid.uuid4()) for _ in range(args.batch - len(dups))] + dups
+                    random.Random(b).shuffle(ids)
+                    took, fresh = await claim_batch(conn, ids, new_claim)
+                    assert fresh == len(ids) - len(dups), (fresh, len(ids), len(dups))
+                    times[k].append(took)
+            report("before (one table)", times[0], args.batch)
+            report("after (generations)", times[1], args.batch)
         finally:
-            await conn.close()
+            await old.close()
+            await new.close()
     finally:
         pg.stop()
 
