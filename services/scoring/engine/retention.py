@@ -1,4 +1,4 @@
-"""Dedup retention: weekly partitions of applied event ids, dropped past the replay horizon."""
+"""Dedup retention: generations of applied event ids, dropped whole past the replay horizon."""
 
 from __future__ import annotations
 
