@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -156,3 +157,39 @@ def test_month_calendar() -> None:
     assert partitions.ledger_droppable(months, dt.date(2027, 3, 1)) == months[:2]
     assert partitions.ledger_partition_month("kpi_facts_m202703") == dt.date(2027, 3, 1)
     assert partitions.ledger_partition_month("kpi_facts_default") is None
+
+
+async def test_creating_a_month_waits_for_a_batch_writing_its_facts_then_moves_them(
+    ledger_url: str, engine: AsyncEngine
+) -> None:
+    """A batch has written a fact of a month with no partition yet (default partition) and
+    not committed; creating that month waits for it and moves the fact, none is lost."""
+    dsn = asyncpg_dsn(ledger_url)
+    day = dt.date(2031, 7, 10)
+    await worker(engine, 0, dt.date(2031, 4, 15)).run_once()  # through June: July is next
+    batch, watcher = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        tx = batch.transaction()
+        await tx.start()
+        await repo.add_facts(batch, {("s1", "csat", day, "ticket:t"): (1.0, 1)})
+        creating = asyncio.create_task(worker(engine, 0, dt.date(2031, 6, 15)).run_once())
+
+        async def waits() -> bool:
+            return creating.done() or bool(
+                await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND wait_event = 'relation' AND datname = current_database()"
+                )
+            )
+
+        for _ in range(1000):  # poll the condition, never a sleep standing in for it
+            if await waits():
+                break
+            await asyncio.sleep(0.01)
+        assert not creating.done()
+        await tx.commit()
+        assert await asyncio.wait_for(creating, 10) == 0
+    finally:
+        await batch.close()
+        await watcher.close()
+    assert (await placed(dsn))[day] == "kpi_facts_m203107"
