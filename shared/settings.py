@@ -174,6 +174,12 @@ class Settings(AccountSettings, OidcSettings, KafkaSecuritySettings, DigestSetti
         "surveys naming a ticket and training surveys: their ticket's or session's "
         "state recognises them by id for as long as it exists.",
     )
+    ledger_retention_days: int = Field(
+        default=0,
+        ge=0,
+        le=36_500,
+        description="Days of explain-ledger facts kept, in whole months (0 = forever).",
+    )
     stall_seconds: Annotated[float, BeforeValidator(parse_duration)] = Field(
         default=120.0,
         gt=0,

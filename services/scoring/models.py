@@ -36,16 +36,21 @@ OUTBOX_VERSION_SEQ = Sequence("score_outbox_version_seq", metadata=Base.metadata
 
 
 class ProcessedEvent(Base):
-    """One row per event_id ever applied; the first stored payload wins."""
+    """One row per event_id applied within the replay horizon; the first stored payload wins.
+
+    Range-partitioned by ``generation`` (migration 0020; partitions are created and dropped
+    by the dedup retention, see services/scoring/engine/partitions.py).
+    """
 
     __tablename__ = "processed_events"
-    __table_args__ = (
-        Index("ix_processed_events_first_seen_at", "first_seen_at", postgresql_using="brin"),
-    )  # migration 0007
+    __table_args__ = ({"postgresql_partition_by": "RANGE (generation)"},)
 
     event_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     payload_hash: Mapped[str] = mapped_column(CHAR(64))
     first_seen_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    generation: Mapped[int] = mapped_column(
+        Integer, primary_key=True, server_default=func.kpi_dedup_generation()
+    )
 
 
 class EventConflict(Base):
@@ -116,7 +121,8 @@ class KpiFact(Base):
     """The same deltas per source (ticket/session/event): explains every kpi_daily row."""
 
     __tablename__ = "kpi_facts"
-    __table_args__ = ({"postgresql_with": {"fillfactor": 90}},)  # migration 0006
+    # Range-partitioned by month of day (migration 0020), fillfactor 90 on every partition.
+    __table_args__ = ({"postgresql_partition_by": "RANGE (day)"},)
 
     specialist_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     metric: Mapped[str] = mapped_column(String(METRIC_LENGTH), primary_key=True)

@@ -381,6 +381,12 @@ async def facts_page(
     return [FactRow(r["day"], r["source"], *_pair(r)) for r in rows]
 
 
+async def ledger_kept_from(db: Db) -> dt.date | None:
+    """First day whose facts the ledger retention kept; None while all are kept."""
+    row = await db.fetchrow("SELECT kept_from FROM ledger_retention")
+    return None if row is None else row["kept_from"]
+
+
 # ---------------------------------------------------------------------------
 # Directory
 # ---------------------------------------------------------------------------

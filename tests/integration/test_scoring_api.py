@@ -503,7 +503,8 @@ async def test_events_explain_the_value_with_paging(
         r = await client.get(url + (f"&cursor={cursor}" if cursor else ""), headers=ADMIN)
         assert r.status_code == 200, r.text
         body = r.json()
-        assert set(body) == {"items", "next_cursor"}
+        assert set(body) == {"items", "next_cursor", "kept_from"}
+        assert body["kept_from"] is None  # KPI_LEDGER_RETENTION_DAYS never dropped a month
         schemas.FactsPage.model_validate(body)
         items += body["items"]
         pages += 1
@@ -526,6 +527,22 @@ async def test_events_explain_the_value_with_paging(
         )
     ).json()
     assert len(exact["items"]) == 4 and exact["next_cursor"] is None
+
+
+async def test_events_say_from_which_day_the_ledger_kept_facts(
+    client: AsyncClient, clean_db: AsyncEngine
+) -> None:
+    await seed_directory(clean_db, specialists=[("s1", None, None)])
+    await seed_facts(clean_db, [("s1", d(1), "resolution_rate", "ticket:t1", 1.0, 1)])
+    async with clean_db.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO ledger_retention (kept_from) VALUES (:d)"), {"d": d(3)}
+        )
+    r = await client.get("/v1/specialists/s1/kpis/resolution_rate/events?window=7d", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["kept_from"] == str(d(3))
+    assert [i["source"] for i in body["items"]] == ["ticket:t1"]
 
 
 async def test_directory_writes(

@@ -116,7 +116,7 @@ def test_openapi_documents_exact_shapes() -> None:
         "excellent",
         "min_samples",
     }
-    assert set(comps["FactsPage"]["properties"]) == {"items", "next_cursor"}
+    assert set(comps["FactsPage"]["properties"]) == {"items", "next_cursor", "kept_from"}
 
 
 def test_asyncpg_dsn_keeps_credentials_and_options() -> None:

@@ -291,6 +291,7 @@ def kpi_router() -> APIRouter:
                     {"day": r.day, "source": r.source, "num": r.num, "den": r.den} for r in rows
                 ],
                 "next_cursor": encode_cursor(rows[-1].day, rows[-1].source) if more else None,
+                "kept_from": await queries.ledger_kept_from(ctx.db),
             }
         )
 

@@ -206,6 +206,11 @@ class FactOut(_Out):
 class FactsPage(_Out):
     items: list[FactOut]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end.")
+    kept_from: dt.date | None = Field(
+        default=None,
+        description="Facts of days before this date were dropped (KPI_LEDGER_RETENTION_DAYS); "
+        "the KPI values still count them. Null while every fact is kept.",
+    )
 
 
 class TeamIn(BaseModel):

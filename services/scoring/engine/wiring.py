@@ -10,6 +10,7 @@ from datetime import datetime
 from services.scoring.config import ScoringConfig
 from services.scoring.engine.backfill import MeasuresBackfill
 from services.scoring.engine.consumer import GROUP_ID, ScoringConsumer
+from services.scoring.engine.ledger_retention import LedgerRetention
 from services.scoring.engine.relay import ScoreRelay
 from services.scoring.engine.retention import DedupRetention
 from shared.db import utcnow
@@ -50,12 +51,14 @@ async def start_engine(
     # Tickets stored by a release before the SPEC §3a measures get them added once; it runs
     # beside the consumer (same row locks), so scoring does not wait for it.
     backfill = MeasuresBackfill(runtime.sessionmaker, config.measure)
+    ledger = LedgerRetention(settings, runtime.sessionmaker, clock=clock or utcnow)
     tasks = [
         runtime.spawn(consumer.run(), "scoring-consumer"),
         runtime.spawn(consumer.watch.run(), "scoring-stall-watch"),
         runtime.spawn(relay.run(), "scoring-relay"),
         runtime.spawn(retention.run(), "scoring-dedup-retention"),
         runtime.spawn(backfill.run(), "scoring-measures-backfill"),
+        runtime.spawn(ledger.run(), "scoring-ledger-retention"),
     ]
 
     async def shutdown() -> None:
@@ -64,6 +67,7 @@ async def start_engine(
         relay.stop()
         retention.stop()
         backfill.stop()
+        ledger.stop()
         await asyncio.wait(tasks, timeout=10)
         await consumer.close()
         await relay_producer.stop()
