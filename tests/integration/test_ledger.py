@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import random
 from typing import Any
@@ -401,3 +402,36 @@ async def test_a_ticket_only_in_the_ledger(clean_db: AsyncEngine) -> None:
     await repair_ledger(sessions, Measure(SH))
     await assert_ledger_matches_states(engine, SH)
     assert (await verify_ledger(sessions, Measure(SH))).clean
+
+
+async def test_days_the_ledger_retention_dropped_are_not_a_mismatch(clean_db: AsyncEngine) -> None:
+    """KPI_LEDGER_RETENTION_DAYS drops old months of kpi_facts on purpose (kpi_daily keeps
+    them): verify must not report them, and repair must not write them back."""
+    engine = clean_db
+    await apply(engine, answered_and_closed("old", "s1", "2026-03-10T09:00:00+08:00",
+                                            "2026-03-10T10:00:00+08:00"), None)  # fmt: skip
+    await apply(engine, answered_and_closed("new", "s1", "2026-05-10T09:00:00+08:00",
+                                            "2026-05-10T10:00:00+08:00"), None)  # fmt: skip
+    await execute(engine, "DELETE FROM kpi_facts WHERE day < '2026-04-01'")
+    await execute(
+        engine,
+        "INSERT INTO ledger_retention (kept_from) VALUES ('2026-04-01') "
+        "ON CONFLICT (id) DO UPDATE SET kept_from = excluded.kept_from",
+    )
+    sessions = create_sessionmaker(engine)
+    measure = Measure(SH)
+    try:
+        report = await verify_ledger(sessions, measure)
+        assert report.clean, (report.check, report.bucket_examples)
+        repaired = await repair_ledger(sessions, measure)
+        assert (repaired.repaired, repaired.rows_written) == (0, 0)
+        # A damaged ticket of a kept day is still found and repaired.
+        await move_share(engine, RESOLUTION_RATE, "new", "other")
+        assert (await verify_ledger(sessions, measure)).check.mismatching == 2
+        await repair_ledger(sessions, measure)
+        assert (await verify_ledger(sessions, measure)).clean
+        async with engine.connect() as conn:
+            kept = await conn.scalar(text("SELECT min(day) FROM kpi_facts"))
+        assert kept is not None and kept >= dt.date(2026, 4, 1)
+    finally:
+        await execute(engine, "DELETE FROM ledger_retention")

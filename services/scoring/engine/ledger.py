@@ -124,20 +124,31 @@ async def stored_tickets(conn: ScanConn, prefetch: int = PREFETCH) -> AsyncItera
         yield current
 
 
+async def kept_from(conn: ScanConn) -> dt.date | None:
+    """First day whose facts KPI_LEDGER_RETENTION_DAYS kept; None while all are kept."""
+    row = await conn.fetchrow("SELECT kept_from FROM ledger_retention")
+    return None if row is None else row["kept_from"]
+
+
 async def bucket_differences(
-    conn: ScanConn, limit: int = EXAMPLES
+    conn: ScanConn, limit: int = EXAMPLES, since: dt.date | None = None
 ) -> tuple[int, list[BucketDifference]]:
-    """How many day buckets' ledger sums differ from kpi_daily, and the first ``limit``."""
+    """How many day buckets' ledger sums differ from kpi_daily, and the first ``limit``
+    (from ``since`` on: the ledger retention dropped earlier days' facts, not kpi_daily's)."""
     rows = await conn.fetch(
         """
         WITH ledger AS (
             SELECT specialist_id, day, metric, sum(num) AS num, sum(den) AS den
-            FROM kpi_facts GROUP BY specialist_id, day, metric
+            FROM kpi_facts WHERE $3::date IS NULL OR day >= $3
+            GROUP BY specialist_id, day, metric
+        ), daily AS (
+            SELECT specialist_id, day, metric, num, den FROM kpi_daily
+            WHERE $3::date IS NULL OR day >= $3
         ), off AS (
             SELECT specialist_id, day, metric,
                    coalesce(d.num, 0) AS daily_num, coalesce(d.den, 0) AS daily_den,
                    coalesce(l.num, 0) AS ledger_num, coalesce(l.den, 0) AS ledger_den
-            FROM kpi_daily d FULL JOIN ledger l USING (specialist_id, day, metric)
+            FROM daily d FULL JOIN ledger l USING (specialist_id, day, metric)
         )
         SELECT *, count(*) OVER () AS total FROM off
         WHERE daily_den <> ledger_den OR abs(daily_num - ledger_num)
@@ -147,6 +158,7 @@ async def bucket_differences(
         """,
         limit,
         TOLERANCE,
+        since,
         timeout=LONG_STATEMENT_SECONDS,
     )
     found = [
@@ -179,11 +191,12 @@ async def verify_ledger(
     report = LedgerReport()
     async with sessions() as session:
         conn = await _snapshot(session)
+        report.check.kept_from = since = await kept_from(conn)
         report.stored = await repository.count_stored_tickets(conn)
         async for ticket in stored_tickets(conn):
             report.check.check(ticket.ticket_id, ticket.doc, ticket.rows, measure)
             _tick(report, progress)
-        report.buckets_off, report.bucket_examples = await bucket_differences(conn)
+        report.buckets_off, report.bucket_examples = await bucket_differences(conn, since=since)
     _done(report, progress)
     return report
 
@@ -208,7 +221,9 @@ async def repair_ledger(
     async def flush() -> None:
         async with sessions() as session:
             conn = await raw_connection(session)
-            deleted, written, repaired = await repair_tickets(conn, found, measure)
+            deleted, written, repaired = await repair_tickets(
+                conn, found, measure, report.check.kept_from
+            )
             await (session.rollback() if dry_run else session.commit())
         report.repaired += repaired
         report.rows_deleted += deleted
@@ -217,6 +232,7 @@ async def repair_ledger(
 
     async with sessions() as session:
         conn = await _snapshot(session)
+        report.check.kept_from = await kept_from(conn)
         report.stored = await repository.count_stored_tickets(conn)
         async for ticket in stored_tickets(conn):
             if report.check.check(ticket.ticket_id, ticket.doc, ticket.rows, measure) is not None:
@@ -241,7 +257,10 @@ def _done(report: LedgerReport, progress: Progress | None) -> None:
 
 
 async def repair_tickets(
-    conn: Conn, found: Sequence[StoredTicket], measure: Measure
+    conn: Conn,
+    found: Sequence[StoredTicket],
+    measure: Measure,
+    since: dt.date | None = None,
 ) -> tuple[int, int, int]:
     """Rewrite the ledger rows of tickets a read pass found off, in the caller's transaction.
 
@@ -268,10 +287,12 @@ async def repair_tickets(
     fixed: list[str] = []
     for ticket_id in ids:
         try:
-            expected: LedgerRows = expected_rows(docs.get(ticket_id) or {}, measure)
+            expected: LedgerRows = expected_rows(docs.get(ticket_id) or {}, measure, since)
         except ValueError:
             continue  # counted as unreadable by the pass; nothing to rewrite it from
         held = current.get(ticket_id, {})
+        if since is not None:  # rows of dropped days are the retention's, not to rewrite
+            held = {k: v for k, v in held.items() if k[2] >= since}
         if not rows_off(held, expected):
             continue
         fixed.append(ticket_id)

@@ -25,18 +25,23 @@ def ticket_source(ticket_id: str) -> str:
     return TICKET_SOURCE + ticket_id
 
 
-def expected_rows(doc: Document, measure: Measure) -> LedgerRows:
+def expected_rows(doc: Document, measure: Measure, kept_from: date | None = None) -> LedgerRows:
     """The kpi_facts rows (source ``ticket:<id>``) a stored ticket document says it holds.
 
     The same shares the engine subtracts before applying the ticket's next event
     (``held_by_ticket``: stored response/resolution hours and SLA bit, §3a measures only
-    once marked), so a ledger that equals this stays right from then on.
+    once marked), so a ledger that equals this stays right from then on. Days before
+    ``kept_from`` (dropped by KPI_LEDGER_RETENTION_DAYS) hold no rows.
     Raises ValueError for a document that cannot be read.
     """
     if not doc:
         return {}
     held, _ = held_by_ticket(doc, TicketState.from_json(doc), measure)
-    return {(who, metric, day): value for (who, day, metric), value in held.items()}
+    return {
+        (who, metric, day): value
+        for (who, day, metric), value in held.items()
+        if kept_from is None or day >= kept_from
+    }
 
 
 def same_share(a: tuple[float, int], b: tuple[float, int]) -> bool:
@@ -63,6 +68,8 @@ class LedgerCheck:
     unreadable: int = 0
     examples: list[str] = field(default_factory=list)  # the first mismatching ticket ids
     unreadable_examples: list[str] = field(default_factory=list)
+    # First day the ledger retention kept: earlier days' rows were dropped on purpose.
+    kept_from: date | None = None
 
     def check(
         self,
@@ -74,12 +81,14 @@ class LedgerCheck:
         """Count one ticket; returns the rows it should have when its ledger is off."""
         self.tickets += 1
         try:
-            expected = expected_rows(doc, measure)
+            expected = expected_rows(doc, measure, self.kept_from)
         except ValueError:
             self.unreadable += 1
             if len(self.unreadable_examples) < EXAMPLES:
                 self.unreadable_examples.append(ticket_id)
             return None
+        if self.kept_from is not None:
+            stored = {k: v for k, v in stored.items() if k[2] >= self.kept_from}
         off = rows_off(stored, expected)
         if not off:
             return None
