@@ -122,10 +122,14 @@ async def clean_db(engine: AsyncEngine) -> AsyncEngine:
     for attempt in range(5):
         try:
             async with engine.begin() as conn:
+                # Partitioned tables by their parent only (TRUNCATE empties the partitions):
+                # a service's retention worker may drop a partition between list and TRUNCATE.
                 rows = await conn.execute(
                     text(
-                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                        "AND tablename <> 'alembic_version'"
+                        "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+                        "AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+                        "AND c.relname <> 'alembic_version'"
                     )
                 )
                 names = [r[0] for r in rows]
