@@ -37,7 +37,7 @@ import bench_scoring
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from migrations import upgrade
-from services.scoring.engine import aggregate_writes, breakdown_writes, handlers, outbox, repository
+from services.scoring.engine import breakdown_writes, handlers, outbox, repository
 from services.scoring.engine import consumer as consumer_mod
 from services.scoring.kpi import apply as apply_mod
 from services.scoring.kpi.ticket import TicketState
@@ -74,8 +74,6 @@ STAGES: list[tuple[str, Any, str]] = [
     ("ledger: kpi_facts upsert", repository, "add_facts"),
     ("DB writes: kpi_channel_daily upsert", breakdown_writes, "add_channels"),
     ("DB writes: kpi_time_buckets upsert", breakdown_writes, "add_buckets"),
-    # The four above in one statement since the hot-path change (the engine calls only this).
-    ("DB writes: all aggregates, one statement", aggregate_writes, "write_aggregates"),
     ("legacy survey check", breakdown_writes, "existing_facts"),
     ("data-quality issues", repository, "set_issues"),
     ("outbox enqueue", outbox, "enqueue_scores"),
@@ -111,7 +109,6 @@ SPY_FUNCTIONS: dict[str, str] = {
     "add_facts": "ledger: kpi_facts upsert",
     "add_channels": "DB writes: kpi_channel_daily upsert",
     "add_buckets": "DB writes: kpi_time_buckets upsert",
-    "write_aggregates": "DB writes: all aggregates, one statement",
     "existing_facts": "legacy survey check",
     "set_issues": "data-quality issues",
     "enqueue_scores": "outbox enqueue",
