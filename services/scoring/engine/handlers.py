@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scoring.db import Conn, raw_connection
-from services.scoring.engine import aggregate_writes, breakdown_writes, outbox, repository
+from services.scoring.engine import breakdown_writes, outbox, repository
 from services.scoring.kpi.apply import (
     Deltas,
     apply_events,
@@ -206,14 +206,18 @@ async def _record_conflicts(
 
 async def write_deltas(conn: Conn, deltas: Deltas) -> int:
     """Apply settled deltas and issue changes; returns how many issues were new."""
-    # All four tables in one round trip. The ledger is written even when kpi_daily does not
-    # move: a bucket's share can pass from one source to another with no net change (one
-    # ticket's closure stops counting as another's starts to), and skipping that leaves the
-    # explain ledger blaming the wrong ticket for good. The channels too: a late
-    # ticket.created moves a share between channels alone.
-    await aggregate_writes.write_aggregates(
-        conn, deltas.daily, deltas.facts, deltas.channels, deltas.buckets
-    )
+    if deltas.daily:
+        await repository.add_daily(conn, deltas.daily)
+    # Not only when kpi_daily moves: a bucket's share can pass from one source to another
+    # with no net change (one ticket's closure stops counting as another's starts to), and
+    # skipping that leaves the explain ledger blaming the wrong ticket for good.
+    if deltas.facts:
+        await repository.add_facts(conn, deltas.facts)
+    # Apart from kpi_daily: a late ticket.created moves a share between channels alone.
+    if deltas.channels:
+        await breakdown_writes.add_channels(conn, deltas.channels)
+    if deltas.buckets:
+        await breakdown_writes.add_buckets(conn, deltas.buckets)
     if deltas.added or deltas.removed:
         return await repository.set_issues(conn, deltas.added, deltas.removed)
     return 0

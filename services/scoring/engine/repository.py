@@ -383,22 +383,17 @@ async def add_facts(conn: Conn, deltas: Mapping[FactKey, tuple[float, int]]) -> 
         if r["den"] == 0 and abs(r["num"]) < 1e-9
     )
     if zero:
-        await delete_facts(conn, zero)
-
-
-async def delete_facts(conn: Conn, keys: Sequence[FactKey]) -> None:
-    """Remove these ledger rows (the ones that cancelled to 0/0)."""
-    await conn.execute(
-        """
-        DELETE FROM kpi_facts f USING unnest($1::text[], $2::text[], $3::date[], $4::text[])
-            AS u(s, m, d, src)
-        WHERE f.specialist_id = u.s AND f.metric = u.m AND f.day = u.d AND f.source = u.src
-        """,
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [k[2] for k in keys],
-        [k[3] for k in keys],
-    )
+        await conn.execute(
+            """
+            DELETE FROM kpi_facts f USING unnest($1::text[], $2::text[], $3::date[], $4::text[])
+                AS u(s, m, d, src)
+            WHERE f.specialist_id = u.s AND f.metric = u.m AND f.day = u.d AND f.source = u.src
+            """,
+            [z[0] for z in zero],
+            [z[1] for z in zero],
+            [z[2] for z in zero],
+            [z[3] for z in zero],
+        )
 
 
 async def set_issues(
