@@ -7,13 +7,10 @@ again a no-op, so replicas and restarts never double a reminder.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 import orjson
 from prometheus_client import Counter
@@ -34,6 +31,7 @@ from services.scoring.appraisal.reminders import (
 from services.scoring.config import ScoringConfig
 from services.scoring.db import Conn, raw_connection
 from services.scoring.kpi.lines import KpiLine
+from services.scoring.scanner import FIRST_SCAN_DELAY, PeriodicScan
 from shared.db import session_scope
 from shared.reminders import NewReminder, record_reminders
 from shared.runtime import Runtime
@@ -42,8 +40,6 @@ logger = logging.getLogger(__name__)
 
 # One scan at a time across scoring processes ("kpi_remi").
 SCAN_LOCK_KEY: Final = 0x6B70695F72656D69
-# The first scan waits this long after start (at most one interval): start-up goes first.
-FIRST_SCAN_DELAY: Final = 30.0
 
 REMINDERS_RECORDED = Counter(
     "kpi_scoring_reminders_recorded_total",
@@ -151,8 +147,10 @@ async def scan(
     return await record_reminders(conn, due, now)
 
 
-class ReminderScanner:
-    """Scans shortly after start, then every ``interval`` seconds, until stopped."""
+class ReminderScanner(PeriodicScan):
+    """The periodic reminder scan (see :class:`PeriodicScan`)."""
+
+    what = "reminders"
 
     def __init__(
         self,
@@ -164,18 +162,10 @@ class ReminderScanner:
         interval: float,
         first_delay: float = FIRST_SCAN_DELAY,
     ) -> None:
-        self._sm = sessionmaker
-        self._tz = ZoneInfo(config.timezone)
-        self._lines = config.lines
+        super().__init__(
+            sessionmaker, config, clock=clock, interval=interval, first_delay=first_delay
+        )
         self.policy = policy
-        self._clock = clock
-        self.interval = interval
-        self.first_delay = min(first_delay, interval)
-        self._stopping = asyncio.Event()
-        self.recorded = 0
-
-    def stop(self) -> None:
-        self._stopping.set()
 
     async def scan_once(self) -> int | None:
         """One scan in one transaction; the count of new reminders (None: another scans)."""
@@ -193,22 +183,6 @@ class ReminderScanner:
                 "reminders: %d appraisal-cycle reminder(s) recorded for notify", len(recorded)
             )
         return len(recorded)
-
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-
-    async def run(self) -> None:
-        await self._pause(self.first_delay)
-        while not self._stopping.is_set():
-            try:
-                await self.scan_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The next round recomputes everything: nothing is lost by waiting.
-                logger.exception("reminders: scan failed; next one in %.0fs", self.interval)
-            await self._pause(self.interval)
 
 
 def start_reminders(

@@ -8,8 +8,6 @@ replicas, restarts and an admin's send never double one.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
@@ -27,6 +25,7 @@ from services.scoring.db import Conn, Db, raw_connection
 from services.scoring.digests.build import MemberSums, UnclosedPlan, build_digest
 from services.scoring.digests.periods import DigestSchedule, Period, due_period, previous
 from services.scoring.kpi.lines import KpiLine
+from services.scoring.scanner import FIRST_SCAN_DELAY, PeriodicScan
 from shared.db import session_scope
 from shared.digests import Digest, record_digest, teams_without_digest
 from shared.runtime import Runtime
@@ -36,8 +35,6 @@ logger = logging.getLogger(__name__)
 
 # One scan at a time across scoring processes ("kpi_dige").
 SCAN_LOCK_KEY: Final = 0x6B70695F64696765
-# The first scan waits this long after start (at most one interval): start-up goes first.
-FIRST_SCAN_DELAY: Final = 30.0
 
 DIGESTS_RECORDED = Counter(
     "kpi_scoring_digests_recorded_total",
@@ -130,8 +127,10 @@ async def scan(
     return recorded
 
 
-class DigestScanner:
-    """Scans shortly after start, then every ``interval`` seconds, until stopped."""
+class DigestScanner(PeriodicScan):
+    """The periodic digest scan (see :class:`PeriodicScan`)."""
+
+    what = "digests"
 
     def __init__(
         self,
@@ -143,18 +142,10 @@ class DigestScanner:
         interval: float,
         first_delay: float = FIRST_SCAN_DELAY,
     ) -> None:
-        self._sm = sessionmaker
-        self._tz = ZoneInfo(config.timezone)
-        self._lines = config.lines
+        super().__init__(
+            sessionmaker, config, clock=clock, interval=interval, first_delay=first_delay
+        )
         self.schedule = schedule
-        self._clock = clock
-        self.interval = interval
-        self.first_delay = min(first_delay, interval)
-        self._stopping = asyncio.Event()
-        self.recorded = 0
-
-    def stop(self) -> None:
-        self._stopping.set()
 
     async def scan_once(self) -> int | None:
         """One scan in one transaction; the count of new digests (None: another scans)."""
@@ -174,22 +165,6 @@ class DigestScanner:
                 recorded[0].period,
             )
         return len(recorded)
-
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-
-    async def run(self) -> None:
-        await self._pause(self.first_delay)
-        while not self._stopping.is_set():
-            try:
-                await self.scan_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The next round records what is still missing: nothing is lost by waiting.
-                logger.exception("digests: scan failed; next one in %.0fs", self.interval)
-            await self._pause(self.interval)
 
 
 def start_digests(
