@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from migrations.models import import_all_models
 from shared.db import Base, create_engine
+from shared.schema import WRITE_FENCE_KEY
 from shared.settings import load_settings
 
 import_all_models()
@@ -24,6 +26,9 @@ def _url() -> str:
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
     with context.begin_transaction():
+        # The schema fence (shared.schema): scoring batches under way finish first, and
+        # none writes again until it runs the code of the revision this leaves behind.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_FENCE_KEY})
         context.run_migrations()
 
 

@@ -14,6 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, TypeVar
 
+from shared.schema import SchemaMoved
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -62,6 +64,8 @@ def is_transient(exc: BaseException) -> bool:
     """True when ``exc`` says nothing about the records being processed: retry them all."""
     for item in _chain(exc):
         if isinstance(item, TimeoutError | ConnectionError | OSError | MemoryError):
+            return True
+        if isinstance(item, SchemaMoved):  # the process is out of date, not the records
             return True
         name = type(item).__name__
         if name in _TRANSIENT_NAMES:

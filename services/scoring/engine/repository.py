@@ -11,6 +11,7 @@ import orjson
 # Callers (and tests) reach the transaction's connection through the repository, as in notify.
 from services.scoring.db import Conn
 from services.scoring.db import raw_connection as raw_connection
+from shared.schema import WRITE_FENCE_KEY, check_revision
 
 DailyKey: TypeAlias = tuple[str, dt.date, str]
 FactKey: TypeAlias = tuple[str, str, dt.date, str]
@@ -18,7 +19,7 @@ EMPTY_STATE = "{}"
 # Any constant works; it only has to be the same in every scoring process.
 RETENTION_LOCK_KEY = 0x6B70695F64656475
 # Held shared by every claim and exclusive by a partition switch or drop (docs/engine.md).
-DEDUP_CLAIM_LOCK_KEY = 0x6B70695F636C6D31
+DEDUP_CLAIM_LOCK_KEY = WRITE_FENCE_KEY
 
 
 async def try_lock(conn: Conn, key: int) -> bool:
@@ -184,6 +185,8 @@ async def claim_events(conn: Conn, ids: Sequence[str], hashes: Sequence[str]) ->
     # A statement of its own: a statement's snapshot is taken when it starts, so the claim
     # must start after the lock is granted to see a switch that committed while it waited.
     await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", DEDUP_CLAIM_LOCK_KEY)
+    # The lock is also the schema fence (shared.schema): read the revision under it.
+    check_revision(await conn.fetchval("SELECT version_num FROM alembic_version"))
     # PostgreSQL sorts (COLLATE "C" = Python's code-point order, whatever the database's
     # collation): cheaper there than sorting the pairs in the consumer process. Only the ids
     # that were already there come back (~5 %): sending and decoding every inserted id cost
