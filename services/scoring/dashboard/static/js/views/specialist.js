@@ -26,7 +26,7 @@ export function renderSpecialist(main, args, params, { mine = false } = {}) {
   let timer = null;
   // Set when the view is left (or the user signs out): answers arriving later draw nothing.
   let stopped = false;
-  let facts = { items: [], next: null };
+  let facts = { items: [], next: null, kept: null };
 
   const h = mine ? "h3" : "h1";
   main.innerHTML = `
@@ -110,24 +110,28 @@ export function renderSpecialist(main, args, params, { mine = false } = {}) {
   }
 
   async function loadFacts(reset) {
-    if (reset) facts = { items: [], next: null };
+    if (reset) facts = { items: [], next: null, kept: null };
     $("#sp-drill-h").textContent = t("spec.drill", { kpi: kpiName(ui.kpi) });
     try {
       const page = await api(`/v1/specialists/${encodeURIComponent(id)}/kpis/${ui.kpi}/events${qs({ window: win(), limit: 50, cursor: reset ? "" : facts.next })}`);
       facts.items.push(...page.items);
       facts.next = page.next_cursor;
+      facts.kept = page.kept_from ?? null;
     } catch (err) {
       if (!stopped) $("#sp-drill").innerHTML = errorBox(err);
       return;
     }
     if (stopped) return;
     const c = data.kpis[ui.kpi];
+    // Rows before the ledger retention's cut-off were dropped; the value above still counts them.
+    const kept = facts.kept && data.window.from < facts.kept
+      ? `<p class="notice" id="sp-kept">${esc(t("spec.kept_from", { date: facts.kept }))}</p>` : "";
     if (!facts.items.length) {
-      $("#sp-drill").innerHTML = `<p class="muted">${esc(t("spec.nofacts"))}</p>`;
+      $("#sp-drill").innerHTML = `${kept}<p class="muted">${esc(t("spec.nofacts"))}</p>`;
       return;
     }
     const fmt = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(2));
-    $("#sp-drill").innerHTML = `<p class="muted">${esc(t("spec.drill_sum", { num: fmt(c.numerator ?? 0), den: c.denominator ?? "—" }))}</p>
+    $("#sp-drill").innerHTML = `${kept}<p class="muted">${esc(t("spec.drill_sum", { num: fmt(c.numerator ?? 0), den: c.denominator ?? "—" }))}</p>
       <div class="table-wrap facts-wrap"><table class="grid" id="facts-table"><thead><tr><th scope="col">${esc(t("spec.day"))}</th><th scope="col">${esc(t("spec.source"))}</th>
       <th scope="col" class="num">${esc(t("spec.num"))}</th><th scope="col" class="num">${esc(t("spec.den"))}</th></tr></thead><tbody>
       ${facts.items.map((f) => `<tr><td>${esc(f.day)}</td><td><code>${esc(f.source)}</code></td><td class="num">${esc(fmt(f.num))}</td><td class="num">${esc(f.den)}</td></tr>`).join("")}
