@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,12 +20,14 @@ logger = logging.getLogger(__name__)
 # The first scan waits this long after start (at most one interval): start-up goes first.
 FIRST_SCAN_DELAY: Final = 30.0
 
+R = TypeVar("R")  # what decides a scan: the reminder policy, the digest schedule
 
-class PeriodicScan:
+
+class PeriodicScan(ABC, Generic[R]):
     """Scans shortly after start, then every ``interval`` seconds, until stopped.
 
-    A subclass says what one scan does (:meth:`scan_once`, one transaction, None when
-    another process holds the scan) and names itself in ``what`` for the logs.
+    A subclass says what one scan does under ``rule`` (:meth:`scan_once`) and names itself
+    in ``what`` for the logs.
     """
 
     what = "scan"
@@ -33,6 +36,7 @@ class PeriodicScan:
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         config: ScoringConfig,
+        rule: R,
         *,
         clock: Callable[[], dt.datetime],
         interval: float,
@@ -41,6 +45,7 @@ class PeriodicScan:
         self._sm = sessionmaker
         self._tz = ZoneInfo(config.timezone)
         self._lines = config.lines
+        self.rule = rule
         self._clock = clock
         self.interval = interval
         self.first_delay = min(first_delay, interval)
@@ -50,8 +55,9 @@ class PeriodicScan:
     def stop(self) -> None:
         self._stopping.set()
 
+    @abstractmethod
     async def scan_once(self) -> int | None:
-        raise NotImplementedError
+        """One scan in one transaction; how many it recorded (None: another process scans)."""
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

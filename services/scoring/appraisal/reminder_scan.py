@@ -14,7 +14,6 @@ from typing import Any, Final
 
 import orjson
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scoring import queries
 from services.scoring.appraisal.domain import Goal, goal_progress, measurement_window
@@ -31,7 +30,7 @@ from services.scoring.appraisal.reminders import (
 from services.scoring.config import ScoringConfig
 from services.scoring.db import Conn, raw_connection
 from services.scoring.kpi.lines import KpiLine
-from services.scoring.scanner import FIRST_SCAN_DELAY, PeriodicScan
+from services.scoring.scanner import PeriodicScan
 from shared.db import session_scope
 from shared.reminders import NewReminder, record_reminders
 from shared.runtime import Runtime
@@ -147,31 +146,16 @@ async def scan(
     return await record_reminders(conn, due, now)
 
 
-class ReminderScanner(PeriodicScan):
+class ReminderScanner(PeriodicScan[ReminderPolicy]):
     """The periodic reminder scan (see :class:`PeriodicScan`)."""
 
     what = "reminders"
-
-    def __init__(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        config: ScoringConfig,
-        policy: ReminderPolicy,
-        *,
-        clock: Callable[[], dt.datetime],
-        interval: float,
-        first_delay: float = FIRST_SCAN_DELAY,
-    ) -> None:
-        super().__init__(
-            sessionmaker, config, clock=clock, interval=interval, first_delay=first_delay
-        )
-        self.policy = policy
 
     async def scan_once(self) -> int | None:
         """One scan in one transaction; the count of new reminders (None: another scans)."""
         async with session_scope(self._sm) as session:
             conn = await raw_connection(session)
-            recorded = await scan(conn, self._clock(), self._tz, self._lines, self.policy)
+            recorded = await scan(conn, self._clock(), self._tz, self._lines, self.rule)
         if recorded is None:
             return None
         # Counted once committed.

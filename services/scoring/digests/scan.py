@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scoring import queries
 from services.scoring.appraisal.reminders import UNCLOSED_PLAN_STATUSES
@@ -25,7 +24,7 @@ from services.scoring.db import Conn, Db, raw_connection
 from services.scoring.digests.build import MemberSums, UnclosedPlan, build_digest
 from services.scoring.digests.periods import DigestSchedule, Period, due_period, previous
 from services.scoring.kpi.lines import KpiLine
-from services.scoring.scanner import FIRST_SCAN_DELAY, PeriodicScan
+from services.scoring.scanner import PeriodicScan
 from shared.db import session_scope
 from shared.digests import Digest, record_digest, teams_without_digest
 from shared.runtime import Runtime
@@ -127,31 +126,16 @@ async def scan(
     return recorded
 
 
-class DigestScanner(PeriodicScan):
+class DigestScanner(PeriodicScan[DigestSchedule]):
     """The periodic digest scan (see :class:`PeriodicScan`)."""
 
     what = "digests"
-
-    def __init__(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        config: ScoringConfig,
-        schedule: DigestSchedule,
-        *,
-        clock: Callable[[], dt.datetime],
-        interval: float,
-        first_delay: float = FIRST_SCAN_DELAY,
-    ) -> None:
-        super().__init__(
-            sessionmaker, config, clock=clock, interval=interval, first_delay=first_delay
-        )
-        self.schedule = schedule
 
     async def scan_once(self) -> int | None:
         """One scan in one transaction; the count of new digests (None: another scans)."""
         async with session_scope(self._sm) as session:
             conn = await raw_connection(session)
-            recorded = await scan(conn, self._clock(), self._tz, self._lines, self.schedule)
+            recorded = await scan(conn, self._clock(), self._tz, self._lines, self.rule)
         if recorded is None:
             return None
         # Counted once committed.
