@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from services.scoring import xlsx_stream
 from services.scoring.api.tickets import pick_lang
 from services.scoring.calendar import parse_calendar
+from services.scoring.kpi.breakdown import UNKNOWN_CHANNEL
 from services.scoring.kpi.measure import Measure
 from services.scoring.kpi.ticket import TicketState
-from services.scoring.kpi.ticket_row import UNKNOWN_CHANNEL, TicketRow, ticket_row
+from services.scoring.kpi.ticket_row import TicketRow, ticket_row
 from services.scoring.ticket_export import (
     BOM,
     COLUMNS,

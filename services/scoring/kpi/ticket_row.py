@@ -11,7 +11,6 @@ from services.scoring.kpi.measure import Measure
 from services.scoring.kpi.ticket import TicketState, first_created
 
 # What the channel column says while a ticket's state carries no channel.
-UNKNOWN_CHANNEL: Final = "unknown"
 DEFAULT_SLA_HOURS: Final = 24.0
 
 
@@ -44,7 +43,7 @@ def ticket_row(state: TicketState, measure: Measure) -> TicketRow:
     return TicketRow(
         ticket_id=state.ticket_id,
         specialist_id=closure.specialist_id if closure is not None else current_owner(state),
-        channel=ticket_channel(state),
+        channel=state.channel,
         created=first_created(state.created) if state.created else None,
         first_response=None if first is None else first.occurred_at,
         closed=None if closure is None else closure.occurred_at,
@@ -103,12 +102,6 @@ def sla_met(response: float | None, sla_hours: float) -> bool | None:
     """SPEC §3a ``first_response_sla_rate`` for one ticket: the counted response came within
     ``KPI_SLA_FIRST_RESPONSE_HOURS`` (inclusive); None without a counted response time."""
     return None if response is None else response <= sla_hours
-
-
-def ticket_channel(state: TicketState) -> str:
-    """The ticket's channel (from ``ticket.created``), ``unknown`` while the state has none."""
-    channel = getattr(state, "channel", None)
-    return channel if isinstance(channel, str) and channel else UNKNOWN_CHANNEL
 
 
 def latest_csat(state: TicketState) -> int | None:
